@@ -1,0 +1,1 @@
+"""The AI loop: event embeddings, similar failures, diagnosis and proposals."""

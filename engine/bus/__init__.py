@@ -1,0 +1,1 @@
+"""NATS JetStream: streams, publishing with message ids, pull consumers. The only place that imports nats."""

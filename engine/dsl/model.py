@@ -1,0 +1,573 @@
+"""The canonical playbook grammar (spec sections 1-11, 16) as one frozen pydantic model.
+
+Short forms are rewritten into this shape by `engine.dsl.normalize` before validation, so a step's
+`tool` is always a list of tasks (a single tool is a pipeline of one task).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TOOL_KINDS: tuple[str, ...] = (
+    "python", "http", "postgres", "duckdb", "clickhouse", "qdrant", "shell", "workbook", "playbook",
+    "noop", "snowflake",
+)
+KEYCHAIN_KINDS: tuple[str, ...] = (
+    "credential", "static", "bearer", "oauth2", "secrets", "secret_manager",
+)
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+Template = str  # a string that may contain {{ }} / {% %}
+Condition = Union[bool, str]
+
+
+def is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def parse_duration(value: object) -> float | str:
+    """`30s`, `500ms`, `2m`, `1h`, or a number of seconds -> seconds; a template is kept for later."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 30s, 500ms or 2m, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError(f"a duration must be positive, got {value}")
+        return float(value)
+    if isinstance(value, str):
+        if is_template(value):
+            return value
+        match = _DURATION.match(value)
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+            if seconds <= 0:
+                raise ValueError(f"a duration must be positive, got '{value}'")
+            return seconds
+    raise ValueError(f"'{value}' is not a duration; write a number of seconds or 30s, 500ms, 2m, 1h")
+
+
+Duration = Annotated[Union[float, str], Field(json_schema_extra={"examples": ["30s", "500ms", 5]})]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_set_keys(value: dict[str, Any] | None, *, scoped: bool) -> dict[str, Any] | None:
+    if value is None:
+        return value
+    for key in value:
+        parts = key.split(".")
+        if not all(IDENTIFIER.match(p) for p in parts):
+            raise ValueError(f"set key '{key}' is not a dotted name such as ctx.total")
+        if scoped and (len(parts) < 2 or parts[0] not in ("ctx", "iter")):
+            raise ValueError(f"set key '{key}' needs a scope: write 'ctx.{parts[-1]}' "
+                             f"(execution-wide) or 'iter.{parts[-1]}' (this loop iteration)")
+    return value
+
+
+# ---------------------------------------------------------------- task pipelines and policy rules
+
+class RuleThen(Model):
+    do: Literal["continue", "retry", "jump", "break", "fail"]
+    attempts: int | None = Field(default=None, ge=1, le=1000)
+    backoff: Literal["none", "linear", "exponential"] = "none"
+    delay: float = Field(default=0.0, ge=0)
+    multiplier: float = Field(default=2.0, ge=1)
+    max_delay: float | None = Field(default=None, ge=0)
+    jitter: bool = True
+    to: str | None = None
+    set: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> RuleThen:
+        if self.do == "jump" and not self.to:
+            raise ValueError("'do: jump' needs 'to: <task name>'")
+        if self.do != "jump" and self.to is not None:
+            raise ValueError(f"'to' only goes with 'do: jump', not 'do: {self.do}'")
+        return self
+
+    @field_validator("set")
+    @classmethod
+    def _set_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_set_keys(v, scoped=False)
+
+
+class RuleElse(Model):
+    then: RuleThen
+
+
+class Rule(Model):
+    when: Condition | None = None
+    else_: RuleElse | None = Field(default=None, alias="else")
+    then: RuleThen | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Rule:
+        if self.else_ is not None:
+            if self.when is not None or self.then is not None:
+                raise ValueError("an 'else' rule stands alone: {else: {then: {...}}}")
+        elif self.when is None or self.then is None:
+            raise ValueError("a rule needs 'when' and 'then' (or is {else: {then: ...}})")
+        return self
+
+    @property
+    def action(self) -> RuleThen:
+        assert self.then is not None or self.else_ is not None
+        return self.then if self.then is not None else self.else_.then  # type: ignore[union-attr]
+
+
+class TaskPolicy(Model):
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class TaskSpec(Model):
+    policy: TaskPolicy | None = None
+
+
+class OutputSpec(Model):
+    store: dict[str, Any] | None = None
+    select: list[str] | None = None
+    output_select: list[str] | None = None
+    inline_max_bytes: int | None = Field(default=None, ge=0)
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            kind = v.get("kind", "auto")
+            if kind not in ("auto", "memory", "disk"):
+                raise ValueError(f"output.store.kind '{kind}' is not one of 'auto', 'memory', 'disk'")
+        return v
+
+
+class ScriptRef(Model):
+    uri: str
+
+
+class ToolBase(Model):
+    name: str | None = None
+    desc: str | None = None
+    input: dict[str, Any] | str | None = None
+    spec: TaskSpec | None = None
+    set: dict[str, Any] | None = None
+    output: OutputSpec | None = None
+
+    @field_validator("set")
+    @classmethod
+    def _set_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_set_keys(v, scoped=False)
+
+    @field_validator("timeout", mode="before", check_fields=False)
+    @classmethod
+    def _timeout(cls, v: object) -> object:
+        return None if v is None else parse_duration(v)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.spec.policy.rules if self.spec and self.spec.policy else []
+
+
+Auth = Union[str, dict[str, Any]]
+Sql = Union[str, list[str]]
+
+
+class PythonTool(ToolBase):
+    kind: Literal["python"]
+    code: str | None = None
+    script: ScriptRef | None = None
+    libs: dict[str, str] | None = None
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> PythonTool:
+        if (self.code is None) == (self.script is None):
+            raise ValueError("a python tool needs exactly one of 'code' or 'script: {uri}'")
+        return self
+
+
+class HttpTool(ToolBase):
+    kind: Literal["http"]
+    method: str = "GET"
+    url: str
+    headers: dict[str, Any] | str | None = None
+    params: dict[str, Any] | str | None = None
+    json_: Any = Field(default=None, alias="json")
+    payload: Any = None
+    data: Any = None
+    body: Any = None
+    form: dict[str, Any] | str | None = None
+    timeout: Duration | None = None
+    verify: bool | str = True
+    follow_redirects: bool | str = True
+    auth: Auth | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v.upper() in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS") or is_template(v):
+            return v.upper() if not is_template(v) else v
+        raise ValueError(f"http method '{v}' is not one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS")
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpTool:
+        given = [k for k in ("json", "payload", "data", "body", "form")
+                 if getattr(self, "json_" if k == "json" else k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"an http request has one body; pick one of {', '.join(given)}")
+        return self
+
+
+class SqlTool(ToolBase):
+    command: Sql | None = None
+    params: dict[str, Any] | list[Any] | str | None = None
+    auth: Auth | None = None
+    script: ScriptRef | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> SqlTool:
+        if (self.command is None) == (self.script is None):
+            raise ValueError("a SQL tool needs exactly one of 'command' (or 'commands'/'query') "
+                             "or 'script: {uri}'")
+        return self
+
+
+class PostgresTool(SqlTool):
+    kind: Literal["postgres"]
+    connection_string: str | None = None
+    pool: dict[str, Any] | None = None
+
+
+class DuckdbTool(SqlTool):
+    kind: Literal["duckdb"]
+    database: str = ":memory:"
+
+
+class ClickhouseTool(SqlTool):
+    kind: Literal["clickhouse"]
+    url: str | None = None
+
+
+class SnowflakeTool(SqlTool):
+    kind: Literal["snowflake"]
+
+
+class QdrantTool(ToolBase):
+    kind: Literal["qdrant"]
+    operation: str
+    collection: str
+    points: list[Any] | str | None = None
+    vector: list[float] | str | None = None
+    query: Any = None
+    limit: int | str = 10
+    ids: list[Any] | str | None = None
+    filter: dict[str, Any] | str | None = None
+    vector_size: int | str | None = None
+    distance: str = "Cosine"
+    with_payload: bool = True
+    auth: Auth | None = None
+    url: str | None = None
+
+    @field_validator("operation")
+    @classmethod
+    def _operation(cls, v: str) -> str:
+        ops = ("upsert", "search", "delete", "create_collection")
+        if v in ops or is_template(v):
+            return v
+        raise ValueError(f"qdrant operation '{v}' is not one of {', '.join(ops)}")
+
+
+class ShellTool(ToolBase):
+    kind: Literal["shell"]
+    cmds: str | list[str]
+    env: dict[str, Any] | None = None
+    cwd: str | None = None
+    timeout: Duration | None = None
+
+
+class WorkbookTool(ToolBase):
+    kind: Literal["workbook"]
+    name: str  # the workbook task to call (in a pipeline, also the task's name)
+
+
+class PlaybookTool(ToolBase):
+    kind: Literal["playbook"]
+    path: str
+    version: int | str | None = None
+    return_step: str | None = None
+    timeout: Duration | None = None
+
+
+class NoopTool(ToolBase):
+    kind: Literal["noop"]
+    result: Any = None
+
+
+Tool = Annotated[
+    Union[PythonTool, HttpTool, PostgresTool, DuckdbTool, ClickhouseTool, QdrantTool, ShellTool,
+          WorkbookTool, PlaybookTool, NoopTool, SnowflakeTool],
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------- loops, routing, step spec
+
+class LoopPolicy(Model):
+    exec: Literal["local", "distributed"] = "local"
+
+
+class LoopSpec(Model):
+    mode: Literal["sequential", "parallel"] = "sequential"
+    max_in_flight: int | None = Field(default=None, ge=1)
+    policy: LoopPolicy | None = None
+
+
+class Loop(Model):
+    in_: str | list[Any] = Field(alias="in")
+    iterator: str
+    spec: LoopSpec = Field(default_factory=LoopSpec)
+
+    @field_validator("in_")
+    @classmethod
+    def _in(cls, v: str | list[Any]) -> str | list[Any]:
+        if isinstance(v, str) and not is_template(v):
+            raise ValueError(f"loop 'in' must be a list or a template that yields one, such as "
+                             f"\"{{{{ workload.{v} }}}}\"; got the plain string '{v}'")
+        return v
+
+    @field_validator("iterator")
+    @classmethod
+    def _iterator(cls, v: str) -> str:
+        if not IDENTIFIER.match(v):
+            raise ValueError(f"iterator '{v}' must be a plain name such as 'user' "
+                             "(letters, digits, underscore)")
+        return v
+
+
+class Arc(Model):
+    step: str
+    when: Condition | None = None
+    set: dict[str, Any] | None = None
+
+    @field_validator("set")
+    @classmethod
+    def _set_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_set_keys(v, scoped=True)
+
+
+class NextSpec(Model):
+    mode: Literal["exclusive", "inclusive"] = "exclusive"
+    on_no_match: Literal["complete", "quiet"] | None = None
+
+
+class Next(Model):
+    spec: NextSpec = Field(default_factory=NextSpec)
+    arcs: list[Arc] = Field(default_factory=list)
+
+
+class Resources(Model):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    pool: str | None = None
+    cpu: float | None = Field(default=None, ge=0)
+    gpu: float | None = Field(default=None, ge=0)
+    memory_mb: float | None = Field(default=None, ge=0)
+    prefer: list[str] | None = None
+    require: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _named_amounts(self) -> Resources:
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"resource '{key}' must be a non-negative number of units, "
+                                 f"got {value!r}")
+        return self
+
+
+class FailurePolicy(Model):
+    mode: Literal["fail_fast", "best_effort"] = "fail_fast"
+
+
+class AdmitThen(Model):
+    allow: bool | str
+
+
+class AdmitElse(Model):
+    then: AdmitThen
+
+
+class AdmitRule(Model):
+    when: Condition | None = None
+    else_: AdmitElse | None = Field(default=None, alias="else")
+    then: AdmitThen | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> AdmitRule:
+        if self.else_ is None and (self.when is None or self.then is None):
+            raise ValueError("an admit rule needs 'when' and 'then: {allow: ...}' "
+                             "(or is {else: {then: {allow: ...}}})")
+        return self
+
+
+class AdmitPolicy(Model):
+    rules: list[AdmitRule]
+
+
+class StepPolicy(Model):
+    failure: FailurePolicy = Field(default_factory=FailurePolicy)
+    admit: AdmitPolicy | None = None
+
+
+class StepSpec(Model):
+    timeout: Duration | None = None
+    resources: Resources | None = None
+    policy: StepPolicy = Field(default_factory=StepPolicy)
+    max_runs: int = Field(default=1000, ge=1)
+    max_iterations: int = Field(default=1000, ge=1)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: object) -> object:
+        return None if v is None else parse_duration(v)
+
+
+class Step(Model):
+    step: str = Field(min_length=1)
+    desc: str | None = None
+    input: dict[str, Any] | None = None
+    loop: Loop | None = None
+    tool: list[Tool] = Field(min_length=1)
+    set: dict[str, Any] | None = None
+    next: Next | None = None
+    spec: StepSpec = Field(default_factory=StepSpec)
+    output: OutputSpec | None = None
+
+    @field_validator("set")
+    @classmethod
+    def _set_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_set_keys(v, scoped=True)
+
+    @property
+    def is_pipeline(self) -> bool:
+        return len(self.tool) > 1 or any(t.name for t in self.tool if t.kind != "workbook")
+
+    def task_name(self, index: int) -> str:
+        task = self.tool[index]
+        return task.name or (self.step if len(self.tool) == 1 else f"task_{index}")
+
+
+class WorkbookTask(Model):
+    name: str = Field(min_length=1)
+    desc: str | None = None
+    tool: list[Tool] = Field(min_length=1)
+    assert_: dict[str, Any] | None = Field(default=None, alias="assert")
+
+
+# ---------------------------------------------------------------- keychain
+
+class KeychainBase(Model):
+    name: str = Field(min_length=1)
+    scope: Literal["local", "global", "shared"] = "local"
+    auto_renew: bool = False
+
+
+class CredentialKey(KeychainBase):
+    kind: Literal["credential"]
+    ref: str | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _ref(self) -> CredentialKey:
+        if not (self.ref or self.credential):
+            raise ValueError("a credential keychain entry needs 'ref' (the stored credential's name)")
+        return self
+
+
+class StaticKey(KeychainBase):
+    kind: Literal["static"]
+    map: dict[str, Any]
+
+
+class BearerKey(KeychainBase):
+    kind: Literal["bearer"]
+    token: str
+
+
+class OAuth2Key(KeychainBase):
+    kind: Literal["oauth2"]
+    endpoint: str
+    method: str = "POST"
+    headers: dict[str, Any] | None = None
+    data: dict[str, Any] | str | None = None
+
+
+class SecretsKey(KeychainBase):
+    kind: Literal["secrets", "secret_manager"]
+    provider: str
+    map: dict[str, str]
+
+
+KeychainEntry = Annotated[
+    Union[CredentialKey, StaticKey, BearerKey, OAuth2Key, SecretsKey],
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------- the document
+
+class ExecutorRequires(Model):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    tools: list[str] | None = None
+
+
+class ExecutorSpec(Model):
+    entry_step: str | None = None
+    final_step: str | None = None
+    no_next_is_error: bool = False
+
+
+class Executor(Model):
+    profile: str | None = None
+    version: str | int | float | None = None
+    requires: ExecutorRequires | None = None
+    spec: ExecutorSpec = Field(default_factory=ExecutorSpec)
+
+
+class Metadata(Model):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(pattern=NAME_PATTERN)
+    path: str | None = None
+    version: str | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    labels: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def catalog_path(self) -> str:
+        return self.path or self.name
+
+
+class Playbook(Model):
+    api_version: Literal["noetl.io/v2", "noetl.io/v10"] = Field(alias="apiVersion")
+    kind: Literal["Playbook"]
+    metadata: Metadata
+    workload: dict[str, Any] = Field(default_factory=dict)
+    keychain: list[KeychainEntry] = Field(default_factory=list)
+    executor: Executor = Field(default_factory=Executor)
+    workbook: list[WorkbookTask] = Field(default_factory=list)
+    workflow: list[Step] = Field(min_length=1)
+    tracing: Any = None
+
+    def step(self, name: str) -> Step:
+        for step in self.workflow:
+            if step.step == name:
+                return step
+        raise KeyError(name)
+
+    @property
+    def entry_step(self) -> str:
+        return self.executor.spec.entry_step or self.workflow[0].step

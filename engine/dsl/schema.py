@@ -1,0 +1,60 @@
+"""The JSON Schema of the playbook language for editors: the canonical model plus the short forms."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from engine.dsl.model import TOOL_KINDS, Playbook
+from engine.dsl.normalize import RETRY_KEYS, TOOL_ALIASES
+
+_RETRY = {
+    "type": "object",
+    "description": "Short form of one rule: error -> retry (spec sections 12 and 16).",
+    "properties": {k: ({"type": "array", "items": {"type": "integer"}} if k == "retry_on_status"
+                       else {"type": "number", "minimum": 0}) for k in RETRY_KEYS},
+    "additionalProperties": False,
+}
+_TOOL_MODELS = {
+    "python": "PythonTool", "http": "HttpTool", "postgres": "PostgresTool", "duckdb": "DuckdbTool",
+    "clickhouse": "ClickhouseTool", "qdrant": "QdrantTool", "shell": "ShellTool",
+    "workbook": "WorkbookTool", "playbook": "PlaybookTool", "noop": "NoopTool",
+    "snowflake": "SnowflakeTool",
+}
+
+
+def playbook_json_schema() -> dict[str, Any]:
+    schema = Playbook.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "NoETL playbook (noetl.io/v2)"
+    defs = schema["$defs"]
+    for kind, model in _TOOL_MODELS.items():
+        props = defs[model]["properties"]
+        props["retry"] = _RETRY
+        for alias, canonical in {**TOOL_ALIASES["*"], **TOOL_ALIASES.get(kind, {})}.items():
+            if canonical in props:
+                props[alias] = copy.deepcopy(props[canonical])
+        spec = props.get("spec")
+        if spec is not None:  # tool configuration may also be nested under the tool's spec
+            props["spec"] = {"type": "object", "properties": {"policy": {"$ref": "#/$defs/TaskPolicy"}},
+                             "additionalProperties": True}
+    tool_ref = defs["Step"]["properties"]["tool"]["items"]
+    tool_short = {"anyOf": [{"type": "string", "enum": list(TOOL_KINDS)}, tool_ref,
+                            {"type": "array", "items": tool_ref, "minItems": 1}]}
+    arc_short = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/Arc"}]}
+    defs["Arc"]["properties"]["cond"] = {"type": ["string", "boolean"]}
+    defs["Arc"]["properties"]["args"] = {"type": "object"}
+    for name in ("Step", "WorkbookTask"):
+        canonical = defs[name]
+        canonical["properties"]["tool"] = tool_short
+        canonical["properties"]["retry"] = _RETRY
+        if name == "Step":
+            canonical["properties"]["next"] = {"anyOf": [
+                {"type": "string"}, {"type": "array", "items": arc_short}, {"$ref": "#/$defs/Next"}]}
+        short = copy.deepcopy(canonical)
+        short["properties"]["tool"] = {"type": "string", "enum": list(TOOL_KINDS)}
+        short["additionalProperties"] = True
+        short["description"] = ("Short form: `tool: <kind>` with the tool's keys at this level "
+                                "(spec section 12).")
+        defs[name] = {"anyOf": [canonical, short]}
+    return schema

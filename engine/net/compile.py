@@ -1,0 +1,110 @@
+"""`compile_net(playbook) -> Net`: the arcs, predecessors, cycles and reachability of a valid playbook."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from engine.dsl.model import Playbook
+from engine.net.net import ArcDef, LoopDef, Net, Transition
+
+
+def successors_of(edges: Mapping[str, Iterable[str]], start: Iterable[str]) -> set[str]:
+    """Every node reachable from `start` (including the start nodes)."""
+    seen: set[str] = set()
+    stack = list(start)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(edges.get(node, ()))
+    return seen
+
+
+def strongly_connected(nodes: Iterable[str], edges: Mapping[str, Iterable[str]]) -> dict[str, int]:
+    """Tarjan's algorithm, iterative: node -> component id."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    component: dict[str, int] = {}
+    counter = 0
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(edges.get(root, ())))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges.get(child, ()))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                cid = len(set(component.values()))
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component[member] = cid
+                    if member == node:
+                        break
+    return component
+
+
+def compile_net(playbook: Playbook) -> Net:
+    """The net of a validated playbook (static checks have already passed)."""
+    names = [s.step for s in playbook.workflow]
+    edges: dict[str, list[str]] = {n: [] for n in names}
+    preds: dict[str, set[str]] = {n: set() for n in names}
+    arcs: dict[str, tuple[ArcDef, ...]] = {}
+    for step in playbook.workflow:
+        defs = []
+        for i, arc in enumerate(step.next.arcs if step.next else []):
+            defs.append(ArcDef(step.step, arc.step, i, arc.when, arc.set))
+            edges[step.step].append(arc.step)
+            preds.setdefault(arc.step, set()).add(step.step)
+        arcs[step.step] = tuple(defs)
+    components = strongly_connected(names, edges)
+    reverse: dict[str, list[str]] = {n: sorted(p) for n, p in preds.items()}
+    ancestors = {n: frozenset(successors_of(reverse, reverse[n])) for n in names}
+    entry = playbook.entry_step
+    final = playbook.executor.spec.final_step
+    reachable = successors_of(edges, [entry] + ([final] if final else []))
+    transitions: dict[str, Transition] = {}
+    for i, step in enumerate(playbook.workflow):
+        forward = frozenset(p for p in preds[step.step] if components[p] != components[step.step])
+        loop = None
+        if step.loop is not None:
+            loop = LoopDef(step.loop.in_, step.loop.iterator, step.loop.spec.mode,
+                           step.loop.spec.max_in_flight)
+        transitions[step.step] = Transition(
+            name=step.step,
+            index=i,
+            mode=step.next.spec.mode if step.next else "exclusive",
+            arcs=arcs[step.step],
+            predecessors=frozenset(preds[step.step]),
+            forward_predecessors=forward,
+            loop=loop,
+            tasks=tuple(step.task_name(j) for j in range(len(step.tool))),
+            best_effort=step.spec.policy.failure.mode == "best_effort",
+        )
+    return Net(playbook=playbook, entry=entry, final=final, transitions=transitions,
+               order=tuple(names), reachable=frozenset(reachable), ancestors=ancestors,
+               components=components)

@@ -1,0 +1,71 @@
+"""The compiled form of a playbook that the engine fires: transitions, arcs, joins, loops, pipelines.
+
+Plain frozen data, no behaviour beyond lookups: `compile_net` builds it, the firing function reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.dsl.model import Playbook
+
+
+@dataclass(frozen=True, slots=True)
+class ArcDef:
+    source: str
+    target: str
+    index: int  # position in the source's arcs (YAML order decides exclusive routing)
+    when: bool | str | None
+    set: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoopDef:
+    items: str | list[Any]  # a template yielding the list, or the list itself
+    iterator: str
+    mode: Literal["sequential", "parallel"]
+    max_in_flight: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One step of the playbook."""
+
+    name: str
+    index: int
+    mode: Literal["exclusive", "inclusive"]
+    arcs: tuple[ArcDef, ...]
+    predecessors: frozenset[str]  # every step with an arc to this one
+    forward_predecessors: frozenset[str]  # those not on a cycle through this step (back edges dropped)
+    loop: LoopDef | None
+    tasks: tuple[str, ...]  # task names of the pipeline, in order
+    best_effort: bool
+
+    @property
+    def is_join(self) -> bool:
+        """Fires once per arrival wave, after every forward predecessor has settled (spec 4.1)."""
+        return len(self.forward_predecessors) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Net:
+    playbook: Playbook
+    entry: str
+    final: str | None
+    transitions: Mapping[str, Transition]
+    order: tuple[str, ...]  # YAML order
+    reachable: frozenset[str]  # from the entry step (and the final step)
+    ancestors: Mapping[str, frozenset[str]] = field(default_factory=dict)  # steps that can reach it
+    components: Mapping[str, int] = field(default_factory=dict)  # strongly connected component id
+
+    def transition(self, name: str) -> Transition:
+        return self.transitions[name]
+
+    @property
+    def joins(self) -> tuple[str, ...]:
+        return tuple(n for n in self.order if self.transitions[n].is_join)
+
+    def on_cycle(self, a: str, b: str) -> bool:
+        return self.components.get(a) == self.components.get(b)

@@ -1,0 +1,1 @@
+"""Scheduling: ready steps x worker pools -> order and placement (CP-SAT with a greedy fallback)."""

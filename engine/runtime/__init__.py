@@ -1,0 +1,1 @@
+"""The orchestrator (events -> fire -> commands) and the worker (commands -> tools -> events)."""

@@ -1,0 +1,1 @@
+"""Evaluations and benchmarks: conformance, diagnosis accuracy, proposal safety, speed."""

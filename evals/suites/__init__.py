@@ -1,0 +1,1 @@
+"""Evaluation suites, each runnable on its own and printing JSON figures."""

@@ -1,0 +1,1 @@
+"""NoETL as MCP tools, resources and prompts for LLM assistants."""

@@ -1,0 +1,25 @@
+"""The `noetl` command: one Typer app; each area of the product adds its sub-commands here."""
+
+from __future__ import annotations
+
+import typer
+
+from noetl.commands import dsl, evals
+
+app = typer.Typer(
+    name="noetl",
+    help="NoETL: run, inspect and improve workflow playbooks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dsl.register(app)
+evals.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Sub-commands of the noetl CLI, one module per area."""

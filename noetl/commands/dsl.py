@@ -1,0 +1,62 @@
+"""`noetl validate` and `noetl schema`: the playbook language at the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.dsl.schema import playbook_json_schema
+from engine.errors import PlaybookSourceError
+from engine.net.validate import validate_file
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+
+
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Playbook files to check.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the problems as JSON on stdout.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+) -> None:
+    """Check playbooks and report every problem at once as FILE:LINE:COL PATH: MESSAGE.
+
+    Exit 0 when all files are valid, 1 when any is invalid, 2 when a file cannot be read.
+    """
+    problems: list[dict[str, object]] = []
+    code = EXIT_VALID
+    for file in files:
+        try:
+            result = validate_file(file)
+        except PlaybookSourceError as exc:
+            problems.append({"file": str(file), "line": 0, "column": 0, "path": "(file)",
+                             "message": exc.message, "code": "unreadable", "severity": "error"})
+            if not as_json:
+                print(f"{file}: error: {exc.message}", file=sys.stderr)
+            code = EXIT_UNREADABLE
+            continue
+        for diag in result.diagnostics:
+            if strict and diag.severity == "warning":
+                diag = type(diag)(**{**diag.as_json(), "severity": "error"})  # type: ignore[arg-type]
+            problems.append(diag.as_json())
+            if not as_json:
+                print(diag.format(), file=sys.stderr)
+        if not result.valid(strict=strict) and code == EXIT_VALID:
+            code = EXIT_INVALID
+    if as_json:
+        print(json.dumps(problems, indent=2))
+    elif code == EXIT_VALID:
+        print(f"{len(files)} playbook{'s' if len(files) != 1 else ''} valid", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def schema() -> None:
+    """Print the JSON Schema of the playbook language (for editors)."""
+    print(json.dumps(playbook_json_schema(), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(schema)

@@ -1,0 +1,1 @@
+"""Guarded configuration changes: proposals, guardrails, approval, applied overlays, rollback."""
