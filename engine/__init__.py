@@ -1,1 +1,3 @@
-"""The NoETL engine: playbook language, Petri-net firing, scheduling, wire protocol, bus, runtime and tools. Imports no other top-level package."""
+"""The NoETL engine: playbook language, net firing, scheduling, protocol, bus, runtime, tools.
+
+It imports no other top-level package."""

@@ -7,7 +7,7 @@ Short forms are rewritten into this shape by `engine.dsl.normalize` before valid
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,8 +23,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
-Template = str  # a string that may contain {{ }} / {% %}
-Condition = Union[bool, str]
+Condition = bool | str
 
 
 def is_template(value: object) -> bool:
@@ -51,7 +50,7 @@ def parse_duration(value: object) -> float | str:
     raise ValueError(f"'{value}' is not a duration; write a number of seconds or 30s, 500ms, 2m, 1h")
 
 
-Duration = Annotated[Union[float, str], Field(json_schema_extra={"examples": ["30s", "500ms", 5]})]
+Duration = Annotated[float | str, Field(json_schema_extra={"examples": ["30s", "500ms", 5]})]
 
 
 class Model(BaseModel):
@@ -173,8 +172,8 @@ class ToolBase(Model):
         return self.spec.policy.rules if self.spec and self.spec.policy else []
 
 
-Auth = Union[str, dict[str, Any]]
-Sql = Union[str, list[str]]
+Auth = str | dict[str, Any]
+Sql = str | list[str]
 
 
 class PythonTool(ToolBase):
@@ -309,8 +308,8 @@ class NoopTool(ToolBase):
 
 
 Tool = Annotated[
-    Union[PythonTool, HttpTool, PostgresTool, DuckdbTool, ClickhouseTool, QdrantTool, ShellTool,
-          WorkbookTool, PlaybookTool, NoopTool, SnowflakeTool],
+    PythonTool | HttpTool | PostgresTool | DuckdbTool | ClickhouseTool | QdrantTool | ShellTool
+    | WorkbookTool | PlaybookTool | NoopTool | SnowflakeTool,
     Field(discriminator="kind"),
 ]
 
@@ -512,7 +511,7 @@ class SecretsKey(KeychainBase):
 
 
 KeychainEntry = Annotated[
-    Union[CredentialKey, StaticKey, BearerKey, OAuth2Key, SecretsKey],
+    CredentialKey | StaticKey | BearerKey | OAuth2Key | SecretsKey,
     Field(discriminator="kind"),
 ]
 

@@ -196,7 +196,7 @@ class _Normalizer:
         ok = True
         for key, value in retry.items():
             if key not in RETRY_KEYS:
-                self.error(path + (key,), f"unknown key '{key}' in retry{did_you_mean(key, RETRY_KEYS)}; "
+                self.error(path + (key,), f"unknown key '{key}' in retry{did_you_mean(key, RETRY_KEYS) or ';'} "
                                           f"valid keys: {quote_list(RETRY_KEYS)}", "unknown_key")
                 ok = False
             elif key == "retry_on_status":

@@ -1,1 +1,1 @@
-"""Playbooks compiled into nets (steps as transitions, arcs, joins) and the static checks of spec section 14."""
+"""Playbooks compiled into nets (steps as transitions, arcs, joins) and the static checks of spec 14."""

@@ -115,10 +115,11 @@ class _Checker:
                              "give it a tool of its own", "workbook_in_workbook")
                 elif isinstance(target, str) and not is_template(target) \
                         and target not in self.workbook:
-                    known = f"; workbook tasks: {quote_list(self.workbook)}" if self.workbook else \
-                        "; this playbook has no workbook section"
+                    known = f"workbook tasks: {quote_list(self.workbook)}" if self.workbook else \
+                        "this playbook has no workbook section"
                     self.add(tpath + ("name",), f"unknown workbook task '{target}'"
-                             f"{did_you_mean(target, self.workbook)}{known}", "unknown_workbook_task")
+                             f"{did_you_mean(target, self.workbook) or ';'} {known}",
+                             "unknown_workbook_task")
             elif isinstance(kind, str) and kind in TOOL_KINDS and kind not in self.available:
                 self.add(tpath + ("kind",), f"tool kind '{kind}' is not installed here; "
                          f"install its extra (pip install 'noetl[{kind}]')", "tool_not_installed",
@@ -142,7 +143,7 @@ class _Checker:
                 if isinstance(then, dict) and then.get("do") == "jump":
                     to = then.get("to")
                     if isinstance(to, str) and to not in labels:
-                        self.add(rpath, f"unknown jump target '{to}'{did_you_mean(to, labels)}; "
+                        self.add(rpath, f"unknown jump target '{to}'{did_you_mean(to, labels) or ';'} "
                                  f"tasks of this pipeline: {quote_list(labels)}", "unknown_jump_target")
 
     # -------------------------------------------------------------------------------- executor

@@ -1,1 +1,1 @@
-"""The tools a step runs: python, http, postgres, duckdb, clickhouse, qdrant, shell, workbook, playbook, noop."""
+"""The tools a step runs: python, http, postgres, duckdb, clickhouse, qdrant, shell, workbook, noop..."""
