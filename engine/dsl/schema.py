@@ -28,12 +28,26 @@ def playbook_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "NoETL playbook (noetl.io/v2)"
     defs = schema["$defs"]
+    meta = defs["Metadata"]["properties"]
+    meta["version"] = {"type": ["string", "number", "null"]}
+    meta["tags"] = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    defs["StepSpec"]["properties"]["lifecycle"] = {
+        "type": "object", "properties": {"timeout_s": {"type": "number", "exclusiveMinimum": 0}},
+        "additionalProperties": False}
+    defs["PythonTool"]["properties"]["libs"] = {"anyOf": [
+        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "array", "items": {"type": "string"}}]}
     for kind, model in _TOOL_MODELS.items():
         props = defs[model]["properties"]
         props["retry"] = _RETRY
+        required = defs[model].get("required", [])
         for alias, canonical in {**TOOL_ALIASES["*"], **TOOL_ALIASES.get(kind, {})}.items():
             if canonical in props:
                 props[alias] = copy.deepcopy(props[canonical])
+            if canonical in required:  # the alias satisfies the requirement too
+                required.remove(canonical)
+                defs[model].setdefault("allOf", []).append(
+                    {"anyOf": [{"required": [canonical]}, {"required": [alias]}]})
         spec = props.get("spec")
         if spec is not None:  # tool configuration may also be nested under the tool's spec
             props["spec"] = {"type": "object", "properties": {"policy": {"$ref": "#/$defs/TaskPolicy"}},

@@ -26,6 +26,10 @@ def _dicts(items: Any) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield i, item
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _tasks(holder: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     return list(_dicts(holder.get("tool")))
 
@@ -161,7 +165,7 @@ class _Checker:
         requires = executor.get("requires")
         if isinstance(requires, dict) and isinstance(requires.get("tools"), list):
             for k, kind in enumerate(requires["tools"]):
-                if kind not in self.available:
+                if not isinstance(kind, str) or kind not in self.available:
                     self.add(("executor", "requires", "tools", k),
                              f"required tool '{kind}' is not installed here; installed tools: "
                              f"{quote_list(sorted(self.available))}", "tool_not_installed")
@@ -192,9 +196,13 @@ class _Checker:
             edges[str(step.get("step"))] = [str(a.get("step")) for _, a in _dicts(arcs)]
         if not workflow:
             return
-        spec = (self.doc.get("executor") or {}).get("spec") or {}
-        entry = spec.get("entry_step") or str(workflow[0][1].get("step"))
-        starts = [entry] + ([spec["final_step"]] if spec.get("final_step") else [])
+        executor = _mapping(self.doc.get("executor"))
+        spec = _mapping(executor.get("spec"))
+        entry = spec.get("entry_step")
+        if not isinstance(entry, str):
+            entry = str(workflow[0][1].get("step"))
+        final = spec.get("final_step")
+        starts = [entry] + ([final] if isinstance(final, str) else [])
         reachable = successors_of(edges, starts)
         for i, step in workflow:
             name = str(step.get("step"))
