@@ -196,7 +196,8 @@ class _Normalizer:
         ok = True
         for key, value in retry.items():
             if key not in RETRY_KEYS:
-                self.error(path + (key,), f"unknown key '{key}' in retry{did_you_mean(key, RETRY_KEYS) or ';'} "
+                hint = did_you_mean(key, RETRY_KEYS) or ";"
+                self.error(path + (key,), f"unknown key '{key}' in retry{hint} "
                                           f"valid keys: {quote_list(RETRY_KEYS)}", "unknown_key")
                 ok = False
             elif key == "retry_on_status":
