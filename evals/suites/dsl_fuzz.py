@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import random
 import sys
 import time
@@ -27,6 +28,7 @@ SEED_DIRS = (REPO / "examples", REPO / "tests" / "corpus" / "dsl" / "valid")
 _WORDS = ["step", "tool", "kind", "next", "arcs", "when", "loop", "in", "iterator", "set", "ctx.x",
           "workflow", "python", "noop", "code", "spec", "mode", "parallel", "retry", "name", "on",
           "yes", "no", "null", "{{ x }}", "{{ broken", "{% if %}", "", " ", "\t", "é", "0x1f", "1e9"]
+_YAML_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _JUNK = [":", "-", "{", "}", "[", "]", "\"", "'", "&a", "*a", "!!python/object", "#", "\t", "  ", "|",
          ">", "%", "@", "`", "\\", "\x00", "\u2028"]
 
@@ -140,7 +142,7 @@ def mutate(text: str, rng: random.Random) -> str:
 
 def unlocated(diagnostics: list[Diagnostic], text: str) -> list[Diagnostic]:
     """Diagnostics that do not point at a real place of the text."""
-    line_count = text.count("\n") + 1
+    line_count = len(_YAML_BREAKS.split(text))  # YAML also breaks lines at \r, NEL, LS and PS
     return [d for d in diagnostics
             if not (1 <= d.line <= line_count + 1 and d.column >= 1 and d.path and d.message
                     and d.code)]
