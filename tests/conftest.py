@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
+
+# session-scoped real servers (nats-server, PostgreSQL), each started once and only when a test asks
+pytest_plugins = [m for m in ("tests.harness.postgres", "tests.harness.nats")
+                  if importlib.util.find_spec(m) is not None]
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

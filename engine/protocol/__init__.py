@@ -1,1 +1,1 @@
-"""The wire contract between orchestrator and workers: commands, events and NATS subjects."""
+"""The wire contract between orchestrator and workers: commands, events, subjects, result envelopes."""

@@ -1,0 +1,36 @@
+"""Commands the orchestrator sends to worker pools: run a step (or one loop item), cancel one."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from engine.protocol.results import WireModel
+
+
+class RunStep(WireModel):
+    """Run the task pipeline of one step (or of one item of a loop step) on a worker of `pool`."""
+
+    type: Literal["run_step"] = "run_step"
+    command_id: str
+    execution_id: str
+    step: str
+    run: int
+    loop_index: int | None = None
+    pool: str
+    tasks: list[dict[str, Any]]  # the step's canonical tool list (model_dump by alias)
+    input: dict[str, Any] = Field(default_factory=dict)  # the step input, rendered at dispatch
+    context: dict[str, Any] = Field(default_factory=dict)  # what the step's templates may read
+    iterator: str | None = None
+    timeout_s: float | None = None
+    max_iterations: int = 1000
+    playbook_path: str | None = None
+    workbook: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)  # name -> tasks
+
+
+class CancelStep(WireModel):
+    type: Literal["cancel_step"] = "cancel_step"
+    command_id: str
+    execution_id: str
+    reason: str = "cancelled"

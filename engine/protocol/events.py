@@ -1,0 +1,52 @@
+"""Events: every state change of an execution (spec section 15), the log every feature builds on."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from engine.protocol.results import ResultEnvelope, WireModel
+
+EventType = Literal[
+    "execution.started", "execution.cancel_requested", "step.scheduled", "step.started",
+    "task.attempt.failed", "step.retrying", "step.succeeded", "step.failed", "step.skipped",
+    "loop.started", "loop.item.succeeded", "loop.item.failed", "loop.completed", "ctx.updated",
+    "execution.completed", "execution.failed", "execution.cancelled", "policy.applied",
+]
+# events that come from outside the orchestrator's decisions; replay folds exactly these
+INPUT_EVENTS = frozenset({
+    "execution.started", "execution.cancel_requested", "step.started", "task.attempt.failed",
+    "step.retrying", "step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
+})
+TERMINAL_EVENTS = frozenset({"execution.completed", "execution.failed", "execution.cancelled"})
+
+
+def derived_id(*parts: object) -> str:
+    """A deterministic id: the same decision on replay gets the same id (and is deduplicated)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return digest[:32]
+
+
+class Event(WireModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str
+    idempotency_key: str
+    execution_id: str
+    type: EventType
+    derived: bool = False  # decided by the orchestrator (True) or reported to it (False)
+    step: str | None = None
+    command_id: str | None = None
+    run: int | None = None  # which run of the step (cycles run a step again)
+    attempt: int | None = None
+    loop_index: int | None = None
+    worker: str | None = None
+    pool: str | None = None
+    duration_ms: float | None = None
+    result: ResultEnvelope | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    seq: int | None = None  # position in the execution's log, assigned by the store

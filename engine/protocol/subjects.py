@@ -1,0 +1,40 @@
+"""NATS subjects and JetStream stream names: defined once, used by the bus, the runtime and the tests."""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "noetl"
+COMMAND_STREAM = "NOETL_COMMANDS"
+EVENT_STREAM = "NOETL_EVENTS"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _token(value: str, what: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"{what} '{value}' may use only letters, digits, '_' and '-' (it is a NATS "
+                         "subject token)")
+    return value
+
+
+def command_subject(pool: str, prefix: str = PREFIX) -> str:
+    """Commands for the workers of one pool (a work queue per pool)."""
+    return f"{prefix}.cmd.{_token(pool, 'pool name')}"
+
+
+def command_subjects(prefix: str = PREFIX) -> str:
+    return f"{prefix}.cmd.>"
+
+
+def event_subject(execution_id: str, prefix: str = PREFIX) -> str:
+    """Events of one execution, from workers and the API to the orchestrator."""
+    return f"{prefix}.evt.{_token(execution_id, 'execution id')}"
+
+
+def event_subjects(prefix: str = PREFIX) -> str:
+    return f"{prefix}.evt.>"
+
+
+def cancel_subject(prefix: str = PREFIX) -> str:
+    """Core NATS broadcast: every worker stops the commands named in the message."""
+    return f"{prefix}.ctl.cancel"

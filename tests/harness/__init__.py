@@ -1,0 +1,1 @@
+"""Session-scoped real components for tests: nats-server, PostgreSQL, servers in threads."""
