@@ -45,8 +45,8 @@ class Transition:
 
     @property
     def is_join(self) -> bool:
-        """Fires once per arrival wave, after every forward predecessor has settled (spec 4.1)."""
-        return len(self.forward_predecessors) > 1
+        """More than one step routes here: it fires once per arrival wave (spec 4.1)."""
+        return len(self.predecessors) > 1
 
 
 @dataclass(frozen=True, slots=True)

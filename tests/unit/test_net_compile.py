@@ -55,7 +55,9 @@ def test_a_cycle_through_a_join_keeps_only_the_forward_predecessors() -> None:
     merge = net.transition("merge")
     assert merge.predecessors == {"a", "b"}
     assert merge.forward_predecessors == {"b"}  # a sits on the cycle merge -> again -> a
+    assert merge.is_join
     assert net.transition("a").forward_predecessors == {"start"}
+    assert net.transition("a").is_join  # reached from start and, around the cycle, from again
 
 
 def test_exclusive_arcs_keep_yaml_order_with_their_conditions_and_writes() -> None:

@@ -1,0 +1,569 @@
+"""`fire(net, state, event) -> Decision`: the engine's transition function (spec sections 4-6, 15).
+
+No I/O, no clock, no randomness: the same events in the same order give the same state, the same
+derived events (with the same ids) and the same commands. The orchestrator records the input event
+and the derived events in one transaction, then publishes the commands; replay folds the recorded
+input events through this function again.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.dsl.context import build_context
+from engine.dsl.model import Step
+from engine.dsl.templates import TemplateRenderer
+from engine.errors import TemplateError
+from engine.net.net import Net
+from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepResult
+from engine.protocol.commands import CancelStep, RunStep
+from engine.protocol.events import Event, derived_id
+from engine.protocol.results import ResultEnvelope
+
+DEFAULT_POOL = "default"
+
+
+@dataclass
+class Decision:
+    events: list[Event] = field(default_factory=list)
+    commands: list[RunStep | CancelStep] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FireEnv:
+    """What firing needs besides the net and the state: all deterministic."""
+
+    renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
+    resolve_ref: Callable[[dict[str, Any]], Any] | None = None
+    pool_of: Callable[[Step], str] = lambda step: (step.spec.resources.pool
+                                                   if step.spec.resources and step.spec.resources.pool
+                                                   else DEFAULT_POOL)
+    playbook_path: str | None = None
+
+
+def command_id(execution_id: str, step: str, run: int, loop_index: int | None) -> str:
+    return derived_id("cmd", execution_id, step, run, "" if loop_index is None else loop_index)
+
+
+class _Firing:
+    def __init__(self, net: Net, state: ExecutionState, cause: Event, env: FireEnv) -> None:
+        self.net = net
+        self.state = state
+        self.cause = cause
+        self.env = env
+        self.out = Decision()
+        self.new_warnings: list[str] = []
+
+    # ------------------------------------------------------------------ emitting
+    def emit(self, type_: str, *, step: str | None = None, result: ResultEnvelope | None = None,
+             **fields: Any) -> None:
+        n = len(self.out.events)
+        event_id = derived_id(self.state.execution_id, self.cause.event_id, n, type_)
+        payload = dict(fields.pop("payload", {}))
+        if self.new_warnings:
+            payload["warnings"] = self.new_warnings
+            self.new_warnings = []
+        self.out.events.append(Event(
+            event_id=event_id, idempotency_key=event_id, execution_id=self.state.execution_id,
+            type=type_, derived=True, step=step, result=result, timestamp=self.cause.timestamp,
+            payload=payload, **fields))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ context
+    def context(self, *, arc_args: Mapping[str, Any] | None = None, event: dict[str, Any] | None = None,
+                iterator: str | None = None, iter_vars: Mapping[str, Any] | None = None,
+                input: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        results = {name: rec.result.handle(self.env.resolve_ref)
+                   for name, rec in self.state.steps.items() if rec.result is not None}
+        return build_context(workload=self.state.workload, ctx=self.state.ctx, step_names=self.net.order,
+                             results=results, arc_args=arc_args, iterator=iterator, iter_vars=iter_vars,
+                             input=input, event=event, execution_id=self.state.execution_id)
+
+    def render(self, value: Any, context: Mapping[str, Any], where: str) -> Any:
+        rendered = self.env.renderer.render(value, context, where=where)
+        for warning in rendered.warnings:
+            self.state.warnings.append(f"{where}: {warning}")
+            self.new_warnings.append(f"{where}: {warning}")
+        return rendered.value
+
+    # ------------------------------------------------------------------ entry points
+    def started(self) -> None:
+        state = self.state
+        if state.started:
+            return
+        state.started = True
+        payload = self.cause.payload
+        raw = _deep_merge(copy.deepcopy(dict(self.net.playbook.workload)), payload.get("payload") or {})
+        base = {"execution_id": state.execution_id, "payload": payload.get("payload") or {},
+                "job": {"uuid": state.execution_id, "execution_id": state.execution_id,
+                        "id": state.execution_id}}
+        try:
+            state.workload = self.render(raw, {**raw, **base, "workload": raw}, "workload")
+        except TemplateError as exc:
+            state.workload = raw
+            self.fail_execution({"kind": exc.kind, "message": str(exc)})
+            return
+        self.dispatch(self.net.entry, {})
+
+    def cancel_requested(self) -> None:
+        if self.state.status != "running" or self.state.cancelling:
+            return
+        self.state.cancelling = True
+        self.cancel_pending(self.cause.payload.get("reason") or "cancelled on request")
+
+    def outcome(self) -> None:
+        event = self.cause
+        dispatch = self.state.pending.get(event.command_id or "")
+        if dispatch is None:
+            return  # a duplicate or a late report of a cancelled command: already settled
+        del self.state.pending[dispatch.command_id]
+        envelope = event.result or ResultEnvelope.fail("internal", "the worker sent no result")
+        ok = event.type in ("step.succeeded", "loop.item.succeeded") and envelope.status == "ok"
+        record = self.state.record(dispatch.step)
+        record.attempts = max(record.attempts, envelope.meta.attempt)
+        if dispatch.loop_index is not None:
+            self.loop_item_done(dispatch, ok, envelope)
+        else:
+            self.apply_ctx_writes(dispatch.step, event.payload.get("ctx") or {})
+            self.step_done(dispatch.step, ok, _step_result(envelope), _error(envelope), reported=True)
+
+    def progress(self) -> None:
+        event = self.cause
+        if event.step and event.attempt:
+            record = self.state.record(event.step)
+            record.attempts = max(record.attempts, event.attempt)
+            if record.status == "scheduled":
+                record.status = "running"
+
+    # ------------------------------------------------------------------ dispatching
+    def dispatch(self, name: str, arc_args: dict[str, Any]) -> None:
+        state = self.state
+        if state.cancelling or state.unhandled and name != self.net.final:
+            return
+        step = self.net.playbook.step(name)
+        record = state.record(name)
+        record.runs += 1
+        run = record.runs
+        if run > step.spec.max_runs:
+            self.step_done(name, False, None, {
+                "kind": "validation", "retryable": False,
+                "message": f"step '{name}' would run more than spec.max_runs={step.spec.max_runs} times "
+                           "in one execution; raise max_runs or fix the cycle's exit condition"})
+            return
+        context = self.context(arc_args=arc_args)
+        if step.spec.policy.admit is not None and not self.admitted(step, context):
+            record.status = "skipped"
+            self.emit("step.skipped", step=name, run=run, payload={"reason": "admit rules"})
+            return
+        try:
+            step_input = self.render(step.input or {}, context, f"step '{name}' input")
+        except TemplateError as exc:
+            self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
+            return
+        if step.loop is not None:
+            self.start_loop(step, run, arc_args, step_input, context)
+            return
+        record.status = "scheduled"
+        self.issue(step, run, None, arc_args, step_input, None)
+
+    def admitted(self, step: Step, context: Mapping[str, Any]) -> bool:
+        assert step.spec.policy.admit is not None
+        for rule in step.spec.policy.admit.rules:
+            then = rule.then if rule.else_ is None else rule.else_.then
+            if rule.else_ is None:
+                try:
+                    holds = bool(self.render(rule.when, context, f"step '{step.step}' admit"))
+                except TemplateError:
+                    holds = False
+                if not holds:
+                    continue
+            assert then is not None
+            allow = then.allow
+            if isinstance(allow, str):
+                try:
+                    allow = bool(self.render(allow, context, f"step '{step.step}' admit"))
+                except TemplateError:
+                    allow = False
+            return bool(allow)
+        return True
+
+    def issue(self, step: Step, run: int, loop_index: int | None, arc_args: dict[str, Any],
+              step_input: dict[str, Any], item: Any) -> None:
+        cid = command_id(self.state.execution_id, step.step, run, loop_index)
+        self.state.pending[cid] = Dispatch(cid, step.step, run, loop_index)
+        pool = self.env.pool_of(step)
+        context = {
+            "workload": self.state.workload,
+            "ctx": dict(self.state.ctx),
+            "results": {name: {"data": rec.result.data, "ref": rec.result.ref,
+                               "columns": rec.result.columns,
+                               "statement_count": rec.result.statement_count,
+                               "task_results": rec.result.task_results, "stats": rec.result.stats}
+                        for name, rec in self.state.steps.items() if rec.result is not None},
+            "step_names": list(self.net.order),
+            "arc_args": arc_args,
+        }
+        iterator = step.loop.iterator if step.loop else None
+        if loop_index is not None and step.loop is not None:
+            loop = self.state.loops[step.step]
+            context["iter"] = {iterator: item, "_index": loop_index, "_first": loop_index == 0,
+                               "_last": loop_index == len(loop.items) - 1}
+        timeout = step.spec.timeout if isinstance(step.spec.timeout, float) else None
+        workbook: dict[str, list[dict[str, Any]]] = {}
+        for tool in step.tool:
+            if tool.kind == "workbook":
+                for wb in self.net.playbook.workbook:
+                    if wb.name == tool.name:
+                        workbook[wb.name] = [t.model_dump(by_alias=True, exclude_none=True)
+                                             for t in wb.tool]
+        self.out.commands.append(RunStep(
+            command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
+            loop_index=loop_index, pool=pool,
+            tasks=[t.model_dump(by_alias=True, exclude_none=True) for t in step.tool],
+            input=step_input, context=context, iterator=iterator, timeout_s=timeout,
+            max_iterations=step.spec.max_iterations, playbook_path=self.env.playbook_path,
+            workbook=workbook))
+        self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
+                  pool=pool)
+
+    # ------------------------------------------------------------------ loops
+    def start_loop(self, step: Step, run: int, arc_args: dict[str, Any], step_input: dict[str, Any],
+                   context: Mapping[str, Any]) -> None:
+        assert step.loop is not None
+        name = step.step
+        try:
+            items = self.render(step.loop.in_, context, f"step '{name}' loop.in")
+        except TemplateError as exc:
+            self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
+            return
+        if not isinstance(items, list):
+            self.step_done(name, False, None, {
+                "kind": "validation", "retryable": False,
+                "message": f"step '{name}': loop.in must yield a list, got {type(items).__name__}"})
+            return
+        self.state.record(name).status = "running"
+        self.state.loops[name] = LoopProgress(run=run, items=items, arc_args=arc_args,
+                                              step_input=step_input)
+        self.emit("loop.started", step=name, run=run, payload={"count": len(items)})
+        self.fill_loop(step)
+
+    def fill_loop(self, step: Step) -> None:
+        assert step.loop is not None
+        loop = self.state.loops[step.step]
+        parallel = step.loop.spec.max_in_flight or len(loop.items)
+        limit = 1 if step.loop.spec.mode == "sequential" else parallel
+        while not loop.stopping and loop.next_index < len(loop.items) and len(loop.in_flight) < limit \
+                and not self.state.cancelling:
+            index = loop.next_index
+            loop.next_index += 1
+            loop.in_flight.add(index)
+            self.issue(step, loop.run, index, loop.arc_args, loop.step_input, loop.items[index])
+        if loop.done:
+            self.finish_loop(step)
+
+    def loop_item_done(self, dispatch: Dispatch, ok: bool, envelope: ResultEnvelope) -> None:
+        step = self.net.playbook.step(dispatch.step)
+        loop = self.state.loops.get(dispatch.step)
+        if loop is None or dispatch.loop_index is None:
+            return
+        index = dispatch.loop_index
+        loop.in_flight.discard(index)
+        self.apply_ctx_writes(dispatch.step, self.cause.payload.get("ctx") or {})
+        if ok:
+            loop.results[index] = envelope.data
+            if envelope.ref is not None:
+                loop.refs[index] = envelope.ref.model_dump(by_alias=True)
+        else:
+            loop.failed[index] = _error(envelope) or {"kind": "internal", "message": "item failed"}
+            if not step.spec.policy.failure.mode == "best_effort" and not loop.stopping:
+                loop.stopping = True
+                for cid, other in list(self.state.pending.items()):
+                    if other.step == dispatch.step and other.loop_index is not None:
+                        self.out.commands.append(CancelStep(
+                            command_id=cid, execution_id=self.state.execution_id,
+                            reason=f"item {index} of loop '{dispatch.step}' failed"))
+        self.fill_loop(step)
+
+    def finish_loop(self, step: Step) -> None:
+        name = step.step
+        loop = self.state.loops.pop(name)
+        for index, ref in loop.refs.items():
+            if self.env.resolve_ref is not None:
+                loop.results[index] = self.env.resolve_ref(ref)
+        values = [loop.results.get(i) for i in range(len(loop.items))]
+        finished = len(loop.results) + len(loop.failed)
+        stats = {"total": len(loop.items), "succeeded": len(loop.results), "failed": len(loop.failed)}
+        self.emit("loop.completed", step=name, run=loop.run,
+                  payload={"stats": stats, "finished": finished})
+        result = StepResult(data=values, task_results=None, stats=stats)
+        best_effort = step.spec.policy.failure.mode == "best_effort"
+        if loop.failed and not best_effort:
+            first = min(loop.failed)
+            error = dict(loop.failed[first])
+            error["message"] = f"item {first} of loop '{name}' failed: {error.get('message', '')}"
+            self.step_done(name, False, result, error, loop=True)
+        else:
+            self.step_done(name, True, result, None, loop=True)
+
+    # ------------------------------------------------------------------ finishing a step
+    def apply_ctx_writes(self, step: str, writes: Mapping[str, Any]) -> None:
+        if not writes:
+            return
+        for key, value in writes.items():
+            self.state.ctx[key] = value
+        self.emit("ctx.updated", step=step, payload={"writes": dict(writes), "source": "task"})
+
+    def write_set(self, writes: Mapping[str, Any] | None, context: Mapping[str, Any], where: str,
+                  step: str) -> None:
+        if not writes:
+            return
+        applied: dict[str, Any] = {}
+        for key, template in writes.items():
+            value = self.render(template, context, where)
+            scope, _, name = key.partition(".")
+            if scope == "ctx":
+                _set_path(self.state.ctx, name, value)
+                applied[key] = value
+        if applied:
+            self.emit("ctx.updated", step=step, payload={"writes": applied, "source": where})
+
+    def step_done(self, name: str, ok: bool, result: StepResult | None, error: dict[str, Any] | None,
+                  *, loop: bool = False, reported: bool = False) -> None:
+        """A step finished: `reported` when its worker already recorded the outcome event."""
+        state = self.state
+        step = self.net.playbook.step(name)
+        record = state.record(name)
+        record.status = "succeeded" if ok else "failed"
+        record.error = error
+        if result is not None or ok:
+            record.result = result or StepResult()
+        state.last_finished = name
+        if loop:
+            envelope = ResultEnvelope(status="ok" if ok else "error", data=result.data if result else None,
+                                      error=None if ok else _tool_error(error))
+            self.emit("step.succeeded" if ok else "step.failed", step=name, result=envelope,
+                      payload={"stats": result.stats if result else None})
+        elif not ok and not reported:
+            # a failure decided here (a template, max_runs): record it as the step's outcome
+            self.emit("step.failed", step=name, result=ResultEnvelope(
+                status="error", error=_tool_error(error)))
+        event_name = ("loop.done" if loop else "call.done") if ok else "call.error"
+        context = self.context(event={"name": event_name, "step": name, "status": record.status,
+                                      "error": error})
+        if ok:
+            try:
+                self.write_set(step.set, context, f"step '{name}' set", name)
+            except TemplateError as exc:
+                record.status = "failed"
+                record.error = {"kind": exc.kind, "message": str(exc), "retryable": False}
+                self.emit("step.failed", step=name, result=ResultEnvelope(
+                    status="error", error=_tool_error(record.error)))
+                ok, event_name = False, "call.error"
+            context = self.context(event={"name": event_name, "step": name, "status": record.status,
+                                          "error": record.error})
+        taken = self.route(step, ok, context)
+        if not taken:
+            if not ok:
+                if step.spec.policy.failure.mode == "best_effort":
+                    pass
+                else:
+                    self.unhandled(name, record.error)
+            elif step.next and step.next.arcs and self.net.playbook.executor.spec.no_next_is_error:
+                self.unhandled(name, {"kind": "validation", "retryable": False,
+                                      "message": f"no arc of step '{name}' matched and "
+                                                 "executor.spec.no_next_is_error is set"})
+
+    def route(self, step: Step, ok: bool, context: Mapping[str, Any]) -> bool:
+        if step.next is None or self.state.cancelling:
+            return False
+        taken = []
+        for arc in step.next.arcs:
+            if arc.when is None:
+                holds = ok
+            elif isinstance(arc.when, bool):
+                holds = arc.when
+            else:
+                try:
+                    holds = bool(self.render(arc.when, context, f"step '{step.step}' arc to '{arc.step}'"))
+                except TemplateError as exc:
+                    if ok:
+                        self.unhandled(step.step, {"kind": exc.kind, "message": str(exc),
+                                                   "retryable": False})
+                        return True
+                    self.state.warnings.append(f"step '{step.step}' arc to '{arc.step}': {exc} "
+                                               "(counted as false: the step failed)")
+                    holds = False
+            if holds:
+                taken.append(arc)
+                if step.next.spec.mode == "exclusive":
+                    break
+        for arc in taken:
+            args: dict[str, Any] = {}
+            if arc.set:
+                try:
+                    self.write_set(arc.set, context, f"step '{step.step}' arc to '{arc.step}' set", step.step)
+                except TemplateError as exc:
+                    self.unhandled(step.step, {"kind": exc.kind, "message": str(exc), "retryable": False})
+                    return True
+                args = {k[4:]: _get_path(self.state.ctx, k[4:]) for k in arc.set if k.startswith("ctx.")}
+            self.arrive(arc.step, step.step, args)
+        return bool(taken)
+
+    def arrive(self, target: str, source: str, args: dict[str, Any]) -> None:
+        if self.net.transition(target).is_join:
+            self.state.arrivals.setdefault(target, {})[source] = args
+        else:
+            self.dispatch(target, args)
+
+    def unhandled(self, name: str, error: dict[str, Any] | None) -> None:
+        state = self.state
+        if name not in state.unhandled:
+            state.unhandled.append(name)
+        if state.error is None:
+            state.error = {"step": name, **(error or {})}
+        self.cancel_pending(f"step '{name}' failed")
+
+    def cancel_pending(self, reason: str) -> None:
+        for cid in sorted(self.state.pending):
+            self.out.commands.append(CancelStep(command_id=cid, execution_id=self.state.execution_id,
+                                                reason=reason))
+        for loop in self.state.loops.values():
+            loop.stopping = True
+
+    # ------------------------------------------------------------------ joins and termination
+    def settle(self) -> None:
+        """Fire ready joins, then decide termination (spec 4.1, 4.2)."""
+        state = self.state
+        while state.status == "running":
+            fired = False
+            for join in [j for j in self.net.order if state.arrivals.get(j)]:
+                if self.join_ready(join):
+                    arrivals = state.arrivals.pop(join)
+                    merged: dict[str, Any] = {}
+                    for source in sorted(arrivals):
+                        merged.update(arrivals[source])
+                    self.dispatch(join, merged)
+                    fired = True
+                    break
+            if fired:
+                continue
+            if state.pending or state.loops:
+                return
+            if any(state.arrivals.values()):
+                if state.unhandled or state.cancelling:
+                    state.arrivals.clear()
+                else:
+                    return  # pragma: no cover - a join with arrivals and nothing upstream is ready
+            self.terminate()
+            return
+
+    def join_ready(self, join: str) -> bool:
+        blockers = self.net.ancestors.get(join, frozenset()) - {join}
+        if self.state.active_steps() & blockers:
+            return False
+        component = self.net.components.get(join)
+        for other, arrived in self.state.arrivals.items():
+            if other != join and arrived and other in blockers \
+                    and self.net.components.get(other) != component:
+                return False
+        return True
+
+    def terminate(self) -> None:
+        state = self.state
+        if state.cancelling:
+            state.status = "cancelled"
+            self.emit("execution.cancelled", payload={"reason": self.cause.payload.get("reason")})
+            return
+        final = self.net.final
+        if final and not state.final_dispatched:
+            state.final_dispatched = True
+            self.dispatch(final, {})
+            if state.pending or state.loops:
+                return
+        if state.unhandled:
+            self.fail_execution(state.error or {})
+        else:
+            state.status = "completed"
+            self.emit("execution.completed", payload={"result": state.result})
+
+    def fail_execution(self, error: dict[str, Any]) -> None:
+        self.state.status = "failed"
+        self.state.error = self.state.error or error
+        self.emit("execution.failed", payload={"error": self.state.error})
+
+
+def fire(net: Net, state: ExecutionState, event: Event, env: FireEnv | None = None) -> Decision:
+    """Apply one input event to the state (in place) and return what follows from it."""
+    firing = _Firing(net, state, event, env or FireEnv())
+    if state.status != "running":
+        return firing.out
+    if event.type == "execution.started":
+        firing.started()
+    elif event.type == "execution.cancel_requested":
+        firing.cancel_requested()
+    elif event.type in ("step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed"):
+        firing.outcome()
+    elif event.type in ("step.started", "task.attempt.failed", "step.retrying"):
+        firing.progress()
+        return firing.out
+    else:
+        return firing.out
+    if state.started:
+        firing.settle()
+    return firing.out
+
+
+# ---------------------------------------------------------------------- helpers
+def _step_result(envelope: ResultEnvelope) -> StepResult:
+    meta = envelope.meta.model_extra or {}
+    return StepResult(
+        data=envelope.data,
+        ref=envelope.ref.model_dump(by_alias=True) if envelope.ref else None,
+        columns=meta.get("columns"),
+        statement_count=meta.get("statement_count"),
+        task_results=meta.get("task_results"),
+    )
+
+
+def _error(envelope: ResultEnvelope) -> dict[str, Any] | None:
+    return envelope.error.model_dump(exclude_none=True) if envelope.error else None
+
+
+def _tool_error(error: dict[str, Any] | None) -> Any:
+    from engine.protocol.results import ToolError
+
+    error = error or {"kind": "internal", "message": "unknown failure"}
+    known = {k: v for k, v in error.items() if k in ToolError.model_fields}
+    known.setdefault("kind", "internal")
+    known.setdefault("message", "")
+    return ToolError(**known)
+
+
+def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _get_path(source: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = source
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base

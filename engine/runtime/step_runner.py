@@ -1,0 +1,362 @@
+"""The worker's half of a step: run its task pipeline with policy rules (spec section 7) and report.
+
+Input: a RunStep command. Output: progress events (attempt failures, retries) through `report`, and
+the outcome event (step.succeeded/failed, or loop.item.succeeded/failed for one loop item).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.dsl.context import build_context
+from engine.dsl.model import Rule, RuleThen
+from engine.dsl.results import wrap_result
+from engine.dsl.templates import TemplateRenderer
+from engine.errors import TemplateError
+from engine.protocol.commands import RunStep
+from engine.protocol.events import Event
+from engine.protocol.results import ResultEnvelope
+from engine.tools.base import CredentialResolver, NoCredentials, Tool, ToolCall
+
+log = logging.getLogger(__name__)
+
+# keys of a task that are about the pipeline, not the tool's configuration
+PIPELINE_KEYS = ("kind", "name", "spec", "set", "output", "desc", "input")
+NOT_RENDERED = {"python": ("code",)}
+Report = Callable[[Event], Awaitable[None]]
+
+
+class ToolSource(Protocol):
+    def get(self, kind: str) -> Tool: ...
+
+
+@dataclass
+class WorkerIdentity:
+    worker: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:8]}")
+    pool: str = "default"
+
+
+@dataclass
+class _Pipeline:
+    """The running state of one pipeline (a step's tasks, or a workbook task's)."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    local: dict[str, Any] = field(default_factory=dict)  # unscoped task-level set names
+    ctx_writes: dict[str, Any] = field(default_factory=dict)
+    iter_vars: dict[str, Any] | None = None
+    prev: Any = None
+    attempts: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class StepRunner:
+    """Runs RunStep commands against the tools; one instance per worker process."""
+
+    def __init__(self, tools: ToolSource, *, credentials: CredentialResolver | None = None,
+                 identity: WorkerIdentity | None = None, renderer: TemplateRenderer | None = None,
+                 resolve_ref: Callable[[dict[str, Any]], Any] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.tools = tools
+        self.credentials = credentials or NoCredentials()
+        self.identity = identity or WorkerIdentity()
+        self.renderer = renderer or TemplateRenderer()
+        self.resolve_ref = resolve_ref
+        self.sleep = sleep
+
+    def _render(self, value: Any, context: Mapping[str, Any], where: str, pipe: _Pipeline) -> Any:
+        rendered = self.renderer.render(value, context, where=where)
+        for warning in rendered.warnings:
+            message = f"{where}: {warning}"
+            if message not in pipe.warnings:
+                pipe.warnings.append(message)
+        return rendered.value
+
+    # ------------------------------------------------------------------ events
+    def _event(self, cmd: RunStep, type_: str, *, key: str, result: ResultEnvelope | None = None,
+               attempt: int | None = None, duration_ms: float | None = None,
+               payload: dict[str, Any] | None = None) -> Event:
+        return Event(event_id=uuid.uuid4().hex, idempotency_key=f"{cmd.command_id}:{key}",
+                     execution_id=cmd.execution_id, type=type_, step=cmd.step,  # type: ignore[arg-type]
+                     command_id=cmd.command_id, run=cmd.run, attempt=attempt,
+                     loop_index=cmd.loop_index, worker=self.identity.worker, pool=self.identity.pool,
+                     duration_ms=duration_ms, result=result, payload=payload or {})
+
+    # ------------------------------------------------------------------ entry
+    async def run(self, cmd: RunStep, report: Report) -> Event:
+        """Run the command to its outcome; progress goes to `report`; the outcome is returned."""
+        started = time.perf_counter()
+        await report(self._event(cmd, "step.started", key="started", attempt=1))
+        pipe = _Pipeline(iter_vars=dict(cmd.context.get("iter") or {}) if cmd.loop_index is not None
+                         else None)
+        try:
+            envelope = await self._pipeline(cmd, cmd.tasks, pipe, report, cmd.input)
+        except asyncio.CancelledError:
+            envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
+        duration = (time.perf_counter() - started) * 1000
+        meta = dict(envelope.meta.model_extra or {})
+        meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),
+                    worker=self.identity.worker, pool=self.identity.pool)
+        if len(cmd.tasks) > 1:
+            meta["task_results"] = pipe.results
+        envelope = envelope.model_copy(update={"meta": envelope.meta.model_validate(meta)})
+        ok = envelope.status == "ok"
+        if cmd.loop_index is not None:
+            type_ = "loop.item.succeeded" if ok else "loop.item.failed"
+        else:
+            type_ = "step.succeeded" if ok else "step.failed"
+        payload: dict[str, Any] = {}
+        if pipe.ctx_writes:
+            payload["ctx"] = pipe.ctx_writes
+        if pipe.warnings:
+            payload["warnings"] = pipe.warnings
+        return self._event(cmd, type_, key="outcome", result=envelope, attempt=max(pipe.attempts, 1),
+                           duration_ms=duration, payload=payload)
+
+    # ------------------------------------------------------------------ context
+    def _context(self, cmd: RunStep, pipe: _Pipeline, step_input: Mapping[str, Any],
+                 output: dict[str, Any] | None = None) -> dict[str, Any]:
+        raw = cmd.context
+        results: dict[str, Any] = {}
+        for name, entry in (raw.get("results") or {}).items():
+            data = entry.get("data")
+            if entry.get("ref") is not None and self.resolve_ref is not None:
+                data = self.resolve_ref(entry["ref"])
+            results[name] = wrap_result(data, columns=entry.get("columns"),
+                                        statement_count=entry.get("statement_count"),
+                                        task_results=entry.get("task_results"), stats=entry.get("stats"))
+        for name, value in pipe.results.items():
+            results[name] = wrap_result(value)
+        ctx = dict(raw.get("ctx") or {})
+        ctx.update({k[4:]: v for k, v in pipe.ctx_writes.items()})
+        context = build_context(
+            workload=raw.get("workload") or {}, ctx=ctx, step_names=raw.get("step_names") or [],
+            results=results, arc_args={**(raw.get("arc_args") or {}), **pipe.local},
+            iterator=cmd.iterator, iter_vars=pipe.iter_vars, input=step_input, output=output,
+            execution_id=cmd.execution_id)
+        context["_prev"] = pipe.prev
+        context["_attempt"] = pipe.attempts
+        context["results"] = dict(pipe.results)
+        return context
+
+    # ------------------------------------------------------------------ pipelines
+    async def _pipeline(self, cmd: RunStep, tasks: list[dict[str, Any]], pipe: _Pipeline,
+                        report: Report, step_input: Mapping[str, Any]) -> ResultEnvelope:
+        names = [t.get("name") or (cmd.step if len(tasks) == 1 else f"task_{i}")
+                 for i, t in enumerate(tasks)]
+        index = 0
+        iterations = 0
+        last = ResultEnvelope.ok({})
+        while index < len(tasks):
+            iterations += 1
+            if iterations > cmd.max_iterations:
+                return ResultEnvelope.fail(
+                    "validation", f"step '{cmd.step}': the pipeline ran more than "
+                                  f"spec.max_iterations={cmd.max_iterations} tasks (a jump loop?); "
+                                  "raise max_iterations or fix the jump condition", retryable=False)
+            task, name = tasks[index], names[index]
+            envelope, action = await self._task(cmd, task, name, pipe, report, step_input)
+            last = envelope
+            pipe.results[name] = envelope.data
+            pipe.prev = envelope.data
+            if action.do == "fail":
+                if envelope.status == "ok":
+                    return ResultEnvelope.fail("validation", f"task '{name}' of step '{cmd.step}' "
+                                                             "was failed by a policy rule",
+                                               data=envelope.data, retryable=False)
+                return envelope
+            if action.do == "break":
+                return envelope
+            if action.do == "jump":
+                index = names.index(action.to) if action.to in names else len(tasks)
+                continue
+            index += 1
+        return last
+
+    async def _task(self, cmd: RunStep, task: dict[str, Any], name: str, pipe: _Pipeline,
+                    report: Report, step_input: Mapping[str, Any]) -> tuple[ResultEnvelope, RuleThen]:
+        rules = [Rule.model_validate(r) for r in ((task.get("spec") or {}).get("policy") or {})
+                 .get("rules", [])]
+        attempt = 0
+        while True:
+            attempt += 1
+            pipe.attempts = max(pipe.attempts, attempt)
+            envelope = await self._attempt(cmd, task, name, pipe, step_input, attempt)
+            output = _output_view(envelope)
+            context = self._context(cmd, pipe, step_input, output)
+            context["_attempt"] = attempt
+            try:
+                action = self._choose(rules, context, envelope, pipe)
+            except TemplateError as exc:
+                return ResultEnvelope.fail(exc.kind, str(exc), retryable=False), RuleThen(do="fail")
+            if envelope.status == "error":
+                await report(self._event(cmd, "task.attempt.failed", key=f"{name}:{attempt}:failed",
+                                         result=envelope, attempt=attempt, payload={"task": name}))
+            if action.do == "retry" and attempt < (action.attempts or 3):
+                delay = _backoff(action, attempt)
+                await report(self._event(cmd, "step.retrying", key=f"{name}:{attempt}:retry",
+                                         attempt=attempt + 1,
+                                         payload={"task": name, "delay_s": round(delay, 3)}))
+                await self.sleep(delay)
+                continue
+            if action.do == "retry":  # attempts used up: the last result stands
+                action = RuleThen(do="continue" if envelope.status == "ok" else "fail")
+            if action.do in ("continue", "break", "jump") and envelope.status == "ok":
+                try:
+                    self._apply_set(task.get("set"), context, pipe)
+                    self._apply_set(action.set, context, pipe)
+                except TemplateError as exc:
+                    return ResultEnvelope.fail(exc.kind, str(exc), retryable=False), RuleThen(do="fail")
+            elif action.do in ("continue", "jump") and action.set:
+                self._apply_set(action.set, context, pipe)
+            return envelope, action
+
+    def _choose(self, rules: list[Rule], context: Mapping[str, Any], envelope: ResultEnvelope,
+                pipe: _Pipeline) -> RuleThen:
+        for rule in rules:
+            if rule.else_ is not None:
+                return rule.else_.then
+            when = rule.when
+            holds = when if isinstance(when, bool) else bool(
+                self._render(when, context, "policy rule", pipe))
+            if holds:
+                assert rule.then is not None
+                return rule.then
+        return RuleThen(do="continue" if envelope.status == "ok" else "fail")
+
+    def _apply_set(self, writes: Mapping[str, Any] | None, context: Mapping[str, Any],
+                   pipe: _Pipeline) -> None:
+        for key, template in (writes or {}).items():
+            value = self._render(template, context, "task set", pipe)
+            scope, _, rest = key.partition(".")
+            if scope == "ctx" and rest:
+                pipe.ctx_writes[key] = value
+            elif scope == "iter" and rest:
+                if pipe.iter_vars is None:
+                    pipe.iter_vars = {}
+                pipe.iter_vars[rest] = value
+            else:
+                pipe.local[key] = value
+
+    async def _attempt(self, cmd: RunStep, task: dict[str, Any], name: str, pipe: _Pipeline,
+                       step_input: Mapping[str, Any], attempt: int) -> ResultEnvelope:
+        kind = str(task.get("kind"))
+        context = self._context(cmd, pipe, step_input)
+        skip = NOT_RENDERED.get(kind, ())
+        raw_config = {k: v for k, v in task.items() if k not in PIPELINE_KEYS}
+        where = f"step '{cmd.step}' task '{name}'"
+        try:
+            config = {k: (v if k in skip else self._render(v, context, where, pipe))
+                      for k, v in raw_config.items()}
+            tool_input = dict(step_input)
+            tool_input.update(self._render(task.get("input") or {}, context, where, pipe) or {})
+        except TemplateError as exc:
+            return ResultEnvelope.fail(exc.kind, str(exc), retryable=False)
+        if kind == "workbook":
+            return await self._workbook(cmd, config, pipe, tool_input)
+        timeout = _min_timeout(cmd.timeout_s, config.get("timeout"))
+        call = ToolCall(kind=kind, config=config, input=tool_input, context=_plain(context),
+                        credentials=self.credentials, timeout_s=timeout, execution_id=cmd.execution_id,
+                        step=cmd.step, task=name, attempt=attempt, loop_index=cmd.loop_index)
+        try:
+            tool = self.tools.get(kind)
+        except Exception as exc:  # an unknown or uninstalled tool is the error
+            return ResultEnvelope.fail("validation", str(exc), retryable=False)
+        started = time.perf_counter()
+        try:
+            if timeout is not None:
+                envelope = await asyncio.wait_for(tool.run(call), timeout + 5.0)
+            else:
+                envelope = await tool.run(call)
+        except TimeoutError:
+            envelope = ResultEnvelope.fail("timeout", f"{where} did not finish within {timeout} s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a tool bug must not take the worker down
+            log.exception("tool %s crashed", kind, extra={"execution_id": cmd.execution_id,
+                                                           "step": cmd.step})
+            envelope = ResultEnvelope.fail("internal", f"{where}: the {kind} tool crashed: "
+                                                       f"{type(exc).__name__}: {exc}")
+        meta = dict(envelope.meta.model_extra or {})
+        meta.update(duration_ms=round((time.perf_counter() - started) * 1000, 3), attempt=attempt)
+        return envelope.model_copy(update={"meta": envelope.meta.model_validate(meta)})
+
+    async def _workbook(self, cmd: RunStep, config: Mapping[str, Any], pipe: _Pipeline,
+                        tool_input: Mapping[str, Any]) -> ResultEnvelope:
+        target = str(config.get("name"))
+        tasks = cmd.workbook.get(target)
+        if tasks is None:
+            return ResultEnvelope.fail("validation", f"workbook task '{target}' is not defined",
+                                       retryable=False)
+        inner = _Pipeline(iter_vars=pipe.iter_vars, warnings=pipe.warnings)
+        merged_input = dict(tool_input)
+        nested = cmd.model_copy(update={"step": f"{cmd.step}", "tasks": tasks})
+        envelope = await self._pipeline(nested, [_with_input_defaults(t, merged_input) for t in tasks],
+                                        inner, _no_report, merged_input)
+        pipe.ctx_writes.update(inner.ctx_writes)
+        return envelope
+
+
+async def _no_report(event: Event) -> None:
+    return None
+
+
+def _with_input_defaults(task: dict[str, Any], call_input: Mapping[str, Any]) -> dict[str, Any]:
+    """A workbook task's own `input` gives defaults; the caller's input wins."""
+    defaults = task.get("input") if isinstance(task.get("input"), dict) else {}
+    merged = {**defaults, **call_input}
+    return {**task, "input": merged}
+
+
+def _output_view(envelope: ResultEnvelope) -> dict[str, Any]:
+    meta = envelope.meta.model_dump()
+    out: dict[str, Any] = {"status": envelope.status, "data": envelope.data,
+                           "error": envelope.error.model_dump() if envelope.error else None,
+                           "meta": meta}
+    http = meta.get("http")
+    if isinstance(http, dict):
+        out["http"] = http
+    else:
+        status = envelope.data.get("status_code") if isinstance(envelope.data, dict) else None
+        out["http"] = {"status": status}
+    return out
+
+
+def _backoff(action: RuleThen, attempt: int) -> float:
+    if action.backoff == "exponential":
+        delay = action.delay * (action.multiplier ** (attempt - 1))
+    elif action.backoff == "linear":
+        delay = action.delay * attempt
+    else:
+        delay = action.delay
+    if action.max_delay is not None:
+        delay = min(delay, action.max_delay)
+    if action.jitter and delay > 0:
+        delay *= random.uniform(0.8, 1.2)  # jitter, not security
+    return delay
+
+
+def _min_timeout(step_timeout: float | None, tool_timeout: Any) -> float | None:
+    values = [t for t in (step_timeout, tool_timeout) if isinstance(t, (int, float)) and t > 0]
+    if isinstance(tool_timeout, str):
+        from engine.dsl.model import parse_duration
+
+        try:
+            parsed = parse_duration(tool_timeout)
+            if isinstance(parsed, float):
+                values.append(parsed)
+        except ValueError:
+            pass
+    return min(values) if values else None
+
+
+def _plain(context: Mapping[str, Any]) -> dict[str, Any]:
+    from engine.dsl.templates import to_native
+
+    return {k: to_native(v) for k, v in context.items() if k != "keychain"}
