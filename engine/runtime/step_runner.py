@@ -88,6 +88,14 @@ class StepRunner:
                      loop_index=cmd.loop_index, worker=self.identity.worker, pool=self.identity.pool,
                      duration_ms=duration_ms, result=result, payload=payload or {})
 
+    def cancelled_outcome(self, cmd: RunStep, reason: str) -> Event:
+        """The outcome of a command cancelled before (or while) it ran."""
+        envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled: {reason}",
+                                       retryable=False, worker=self.identity.worker,
+                                       pool=self.identity.pool)
+        type_ = "step.failed" if cmd.loop_index is None else "loop.item.failed"
+        return self._event(cmd, type_, key="outcome", result=envelope, attempt=1)
+
     # ------------------------------------------------------------------ entry
     async def run(self, cmd: RunStep, report: Report) -> Event:
         """Run the command to its outcome; progress goes to `report`; the outcome is returned."""

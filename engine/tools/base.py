@@ -23,7 +23,7 @@ class MissingCredentialError(LookupError):
 class Credential:
     name: str
     type: str  # postgres, http, snowflake, oauth2, ...
-    data: Mapping[str, Any]
+    data: Mapping[str, Any] = field(repr=False)
 
 
 class CredentialResolver(Protocol):

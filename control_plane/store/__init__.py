@@ -1,0 +1,51 @@
+"""The control plane's Postgres store: catalog, credentials, events and executions, behind one `Store`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from control_plane.store.catalog import CatalogStore
+from control_plane.store.credentials import CredentialStore
+from control_plane.store.db import Database
+from control_plane.store.events import EventStore
+from control_plane.store.executions import ExecutionStore
+from control_plane.store.migrate import migrate
+from control_plane.store.secret_key import SecretKey
+
+__all__ = ["CatalogStore", "CredentialStore", "Database", "EventStore", "ExecutionStore", "SecretKey",
+           "Store", "open_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Every store over one connection pool. Close it with `await store.close()` (or `async with`)."""
+
+    db: Database
+    events: EventStore
+    executions: ExecutionStore
+    catalog: CatalogStore
+    credentials: CredentialStore
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = True, min_size: int = 1,
+                     max_size: int = 10) -> Store:
+    """Connect, apply pending migrations (unless told not to) and build every store."""
+    db = await Database.open(dsn, min_size=min_size, max_size=max_size)
+    try:
+        if run_migrations:
+            await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    executions = ExecutionStore(db)
+    return Store(db=db, events=EventStore(db, executions), executions=executions, catalog=CatalogStore(db),
+                 credentials=CredentialStore(db, secret_key))

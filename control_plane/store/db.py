@@ -1,0 +1,110 @@
+"""The Postgres connection pool (psycopg 3 async + psycopg-pool) and transaction helpers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from control_plane.errors import DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.AsyncConnection[DictRow]
+Params = Sequence[Any] | dict[str, Any] | None
+Query = LiteralString | sql.Composable
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    if "password" in parts:
+        parts["password"] = "***"
+    return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+
+
+class Database:
+    """A pool of autocommit connections returning rows as dicts; `transaction()` for atomic work.
+
+    Open it with `await Database.open(dsn)` (or `async with await Database.open(dsn) as db`).
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[Connection], dsn: str) -> None:
+        self._pool = pool
+        self._where = redact_dsn(dsn)
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10,
+                   timeout: float = 10.0) -> Database:
+        """Connect `min_size` connections now; raise DatabaseUnavailableError if Postgres is unreachable."""
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, timeout=timeout, open=False, name="noetl",
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            check=AsyncConnectionPool.check_connection,
+        )
+        db = cls(pool, dsn)
+        try:
+            await pool.open(wait=True, timeout=timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise DatabaseUnavailableError(
+                f"could not connect to Postgres within {timeout:g}s", where=db._where,
+                fix="check that the server is running and that NOETL_PG_DSN (host, port, user, "
+                    "password, database) is right") from exc
+        log.debug("connected to %s (pool %d..%d)", db._where, min_size, max_size)
+        return db
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection in autocommit mode (each statement commits on its own)."""
+        try:
+            conn = await self._pool.getconn()
+        except PoolTimeout as exc:
+            raise DatabaseUnavailableError(
+                "no Postgres connection became available in time", where=self._where,
+                fix="check that the server is up, or raise the pool's max_size") from exc
+        try:
+            yield conn
+        finally:
+            await self._pool.putconn(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A pooled connection inside one transaction: committed on exit, rolled back on error."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def fetch_all(self, query: Query, params: Params = None) -> list[DictRow]:
+        async with self.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    async def fetch_one(self, query: Query, params: Params = None) -> DictRow | None:
+        async with self.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+    async def execute(self, query: Query, params: Params = None) -> int:
+        """Run one statement; return the number of rows it affected."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query, params)
+            return cur.rowcount

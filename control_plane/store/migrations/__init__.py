@@ -1,0 +1,1 @@
+"""Schema migrations: plain SQL files `NNNN_name.sql`, applied in order by `control_plane.store.migrate`."""

@@ -1,0 +1,57 @@
+"""An execution's outcome read from its event log: status only from terminal events (spec 4.2).
+
+`summarize(events)` gives the document `noetl run --json` and `noetl status` print:
+{"execution_id", "status", "result", "error", "steps": {NAME: {"status", "result", "error", "attempts"}}}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine.protocol.events import TERMINAL_EVENTS, Event
+
+_STEP_OUTCOMES = {"step.succeeded": "succeeded", "step.failed": "failed", "step.skipped": "skipped"}
+
+
+def summarize(execution_id: str, events: Iterable[Event],
+              resolve_ref: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+    status = "running"
+    result: Any = None
+    error: Any = None
+    steps: dict[str, dict[str, Any]] = {}
+    started = False
+    for event in events:
+        if event.type == "execution.started":
+            started = True
+        if event.type in TERMINAL_EVENTS:
+            status = event.type.split(".", 1)[1]
+            result = event.payload.get("result")
+            error = event.payload.get("error")
+            continue
+        if not event.step:
+            continue
+        entry = steps.setdefault(event.step, {"status": "scheduled", "result": None, "error": None,
+                                              "attempts": 0})
+        if event.attempt:
+            entry["attempts"] = max(entry["attempts"], event.attempt)
+        if event.type == "step.started" and entry["status"] == "scheduled":
+            entry["status"] = "running"
+        elif event.type == "loop.started":
+            entry["status"] = "running"
+        elif event.type in _STEP_OUTCOMES and event.loop_index is None:
+            entry["status"] = _STEP_OUTCOMES[event.type]
+            envelope = event.result
+            if envelope is not None:
+                data = envelope.data
+                if envelope.ref is not None and resolve_ref is not None:
+                    data = resolve_ref(envelope.ref.model_dump(by_alias=True))
+                entry["result"] = data
+                entry["error"] = envelope.error.model_dump(exclude_none=True) if envelope.error else None
+                entry["attempts"] = max(entry["attempts"], envelope.meta.attempt)
+            if event.payload.get("stats") is not None:
+                entry["stats"] = event.payload["stats"]
+    if not started:
+        status = "unknown"
+    return {"execution_id": execution_id, "status": status, "result": result, "error": error,
+            "steps": steps}

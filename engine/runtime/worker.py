@@ -1,0 +1,119 @@
+"""A worker of one pool: commands from its JetStream work queue -> the step runner -> events back.
+
+A command is acked only after its outcome event is published (JetStream confirmed it); while a step
+runs, the worker reports `in_progress` so JetStream does not hand the command to another worker.
+A worker killed mid-step never acks: the command is delivered again, run again, and its outcome keeps
+the same idempotency key, so the event log records it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from engine.bus.jetstream import Bus, Delivery
+from engine.protocol.commands import CancelStep, RunStep
+from engine.protocol.events import Event
+from engine.runtime.step_runner import StepRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    bus: Bus
+    runner: StepRunner
+    pool: str = "default"
+    concurrency: int = 4
+    ack_wait_s: float = 30.0
+    _running: dict[str, asyncio.Task[Event]] = field(default_factory=dict)
+    _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        await self.bus.ensure_streams()
+        consumer = await self.bus.command_consumer(self.pool, ack_wait_s=self.ack_wait_s,
+                                                   max_ack_pending=max(self.concurrency * 4, 64))
+        subscription = await self.bus.subscribe_cancel(self._on_cancel)
+        serving: set[asyncio.Task[None]] = set()
+        if ready is not None:
+            ready.set()
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(serving)
+                if free <= 0:
+                    await asyncio.wait(serving, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                for delivery in await consumer.fetch(batch=free, timeout=0.5):
+                    task = asyncio.create_task(self._serve(delivery))
+                    serving.add(task)
+                    task.add_done_callback(serving.discard)
+        finally:
+            for task in list(serving):
+                task.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
+            await subscription.unsubscribe()
+
+    async def _on_cancel(self, data: bytes) -> None:
+        try:
+            cancel = CancelStep.model_validate_json(data)
+        except ValueError:
+            return
+        self._cancelled[cancel.command_id] = cancel.reason
+        while len(self._cancelled) > 10_000:
+            self._cancelled.popitem(last=False)
+        task = self._running.get(cancel.command_id)
+        if task is not None:
+            task.cancel()
+
+    async def _serve(self, delivery: Delivery) -> None:
+        try:
+            try:
+                command = RunStep.model_validate_json(delivery.data)
+            except ValueError:
+                log.error("dropping a malformed command (%d bytes)", len(delivery.data))
+                await delivery.term()
+                return
+            heartbeat = asyncio.create_task(self._heartbeat(delivery))
+            try:
+                outcome = await self._execute(command)
+                await self.bus.publish_event(command.execution_id, outcome.idempotency_key,
+                                             outcome.model_dump_json().encode())
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+            await delivery.ack()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the command stays unacked and is delivered again
+            log.exception("serving a command failed; it will be redelivered")
+
+    async def _execute(self, command: RunStep) -> Event:
+        async def report(event: Event) -> None:
+            await self.bus.publish_event(command.execution_id, event.idempotency_key,
+                                         event.model_dump_json().encode())
+
+        if command.command_id in self._cancelled:
+            return self.runner.cancelled_outcome(command, self._cancelled[command.command_id])
+        task = asyncio.create_task(self.runner.run(command, report))
+        self._running[command.command_id] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled() and command.command_id in self._cancelled:
+                return self.runner.cancelled_outcome(command, self._cancelled[command.command_id])
+            raise
+        finally:
+            self._running.pop(command.command_id, None)
+
+    async def _heartbeat(self, delivery: Delivery) -> None:
+        interval = max(self.ack_wait_s / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await delivery.in_progress()
+            except Exception:  # a missed heartbeat only risks a redelivery
+                log.warning("in_progress heartbeat failed", exc_info=True)

@@ -1,0 +1,30 @@
+"""Pytest fixtures: one embedded nats-server (JetStream) per session, a unique subject prefix per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.runtime.embedded import EmbeddedNats, start_nats
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A nats-server with JetStream for the whole session, in a temporary data dir, stopped at the end."""
+    server = start_nats(Path(tmp_path_factory.mktemp("embedded-nats")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+def nats_prefix() -> str:
+    """A subject prefix (and so stream names) that no other test uses: tests share the server."""
+    return f"t{uuid.uuid4().hex[:12]}"
