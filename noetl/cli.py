@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from noetl.commands import dsl, evals
+from noetl.commands import dsl, evals, run
 
 app = typer.Typer(
     name="noetl",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 dsl.register(app)
+run.register(app)
 evals.register(app)
 
 

@@ -31,6 +31,8 @@ class ToolError(WireModel):
 class ResultRef(WireModel):
     """Data stored outside the event stream (spec section 9)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
     uri: str
     size: int
     format: Literal["arrow", "parquet", "json"]

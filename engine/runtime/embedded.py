@@ -47,9 +47,19 @@ class EmbeddedError(EngineError):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
+def _log_size(path: Path) -> int:
     try:
-        text = path.read_text(errors="replace")
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tail(path: Path, lines: int = 25, since: int = 0) -> str:
+    """The last `lines` lines of a log written after byte offset `since` (this start's lines only)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(since)
+            text = handle.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:]) or f"(log {path} is empty)"
@@ -180,11 +190,14 @@ def _pg_running(pgdata: Path) -> Any | None:
         return None
     if info is None or not info.is_running() or info.status != "ready":
         return None
+    if info.socket_path is not None and not info.socket_path.exists():  # a pid reused by another process
+        return None
     return info
 
 
-def _pg_error(message: str, pgdata: Path, fix: str) -> EmbeddedError:
-    return EmbeddedError(message, where=str(pgdata), fix=f"{fix}; log tail:\n{_log_tail(pgdata / 'log')}")
+def _pg_error(message: str, pgdata: Path, fix: str, since: int = 0) -> EmbeddedError:
+    return EmbeddedError(message, where=str(pgdata),
+                         fix=f"{fix}; log tail:\n{_log_tail(pgdata / 'log', since=since)}")
 
 
 def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float) -> None:
@@ -206,11 +219,13 @@ def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float) -> None:
         socket_dir.chmod(0o777)
     args = ["-w", "-t", str(int(timeout_s)), "-o", '-h ""', "-o", f"-k {socket_dir}",
             "-l", str(pgdata / "log"), "start"]
+    since = _log_size(pgdata / "log")
     try:
         pg.pg_ctl(args, pgdata=pgdata, user=system_user, timeout=timeout_s + 5)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         raise _pg_error(f"PostgreSQL did not start ({exc})", pgdata,
-                        "see the log; a stale postmaster.pid or a full disk are common causes") from exc
+                        "see the log; a stale postmaster.pid or a full disk are common causes",
+                        since=since) from exc
 
 
 def _ensure_database(handle: EmbeddedPostgres) -> None:
@@ -242,12 +257,13 @@ def start_postgres(data_dir: Path, *, database: str = DEFAULT_DATABASE,
         started = info is None
         if started:
             logger.info("starting PostgreSQL at %s", pgdata)
-            _pg_start(pgdata, system_user, timeout_s)
-            holder: list[Any] = []
-            if not _wait_until(lambda: bool(holder.append(_pg_running(pgdata)) or holder[-1]), timeout_s):
+            _pg_start(pgdata, system_user, timeout_s)  # pg_ctl -w: returns once the server accepts
+            if not _wait_until(lambda: _pg_running(pgdata) is not None, timeout_s):
                 raise _pg_error(f"PostgreSQL did not report ready within {timeout_s:.0f} s", pgdata,
                                 "see the log")
-            info = holder[-1]
+            info = _pg_running(pgdata)
+            if info is None:
+                raise _pg_error("PostgreSQL exited right after starting", pgdata, "see the log")
         else:
             logger.info("reusing PostgreSQL (pid %s) at %s", info.pid, pgdata)
         handle = EmbeddedPostgres(pgdata=pgdata, socket_dir=info.socket_dir, port=info.port or 5432,
@@ -390,6 +406,7 @@ def start_nats(data_dir: Path, port: int | None = None, *, binary: Path | str | 
         for stale in state_dir.glob("*.ports"):
             stale.unlink(missing_ok=True)
         log_path = state_dir / "nats-server.log"
+        since = _log_size(log_path)
         args = [str(exe), "-js", "-a", "127.0.0.1", "-p", str(port if port is not None else -1),
                 "-m", "-1", "-sd", str(state_dir / "store"), "--ports_file_dir", str(state_dir)]
         logger.info("starting %s", " ".join(args))
@@ -415,9 +432,10 @@ def start_nats(data_dir: Path, port: int | None = None, *, binary: Path | str | 
                 process.wait(5)
             what = (f"exited with code {process.returncode}" if ok else
                     f"was not healthy within {timeout_s:.0f} s")
+            tail = _log_tail(log_path, since=since)
             raise EmbeddedError(f"nats-server {what}", where=str(state_dir),
-                                fix=f"is port {port} free? log tail:\n{_log_tail(log_path)}" if port else
-                                f"see the log; tail:\n{_log_tail(log_path)}")
+                                fix=f"is port {port} free? log tail:\n{tail}" if port else
+                                f"see the log; log tail:\n{tail}")
         url, monitor = found[0]
         handle = EmbeddedNats(url=url, port=int(url.rsplit(":", 1)[1]), monitor_url=monitor, pid=process.pid,
                               state_dir=state_dir, started=True, _process=process)

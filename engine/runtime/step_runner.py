@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from engine.dsl.context import build_context
@@ -23,7 +24,9 @@ from engine.errors import TemplateError
 from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
 from engine.protocol.results import ResultEnvelope
-from engine.tools.base import CredentialResolver, NoCredentials, Tool, ToolCall
+from engine.tools.artifacts import externalize
+from engine.tools.base import Credential, CredentialResolver, NoCredentials, Tool, ToolCall
+from engine.tools.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,25 @@ class _Pipeline:
     prev: Any = None
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)
+    credentials: CredentialResolver = field(default_factory=NoCredentials)
+
+
+class _RecordingCredentials:
+    """Hands out credentials and remembers their values, so that no event can carry them."""
+
+    def __init__(self, base: CredentialResolver) -> None:
+        self.base = base
+        self.secrets: set[str] = set()
+
+    async def get(self, name: str) -> Credential:
+        credential = await self.base.get(name)
+        for value in credential.data.values():
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and len(str(value)) >= 4:
+                self.secrets.add(str(value))
+        return credential
+
+    def scrub(self, event: Event) -> Event:
+        return Event.model_validate(redact(event.model_dump(mode="json"), self.secrets))
 
 
 class StepRunner:
@@ -62,13 +84,16 @@ class StepRunner:
     def __init__(self, tools: ToolSource, *, credentials: CredentialResolver | None = None,
                  identity: WorkerIdentity | None = None, renderer: TemplateRenderer | None = None,
                  resolve_ref: Callable[[dict[str, Any]], Any] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 work_dir: Path | None = None, inline_max_bytes: int = 65536) -> None:
         self.tools = tools
         self.credentials = credentials or NoCredentials()
         self.identity = identity or WorkerIdentity()
         self.renderer = renderer or TemplateRenderer()
         self.resolve_ref = resolve_ref
         self.sleep = sleep
+        self.work_dir = work_dir
+        self.inline_max_bytes = inline_max_bytes
 
     def _render(self, value: Any, context: Mapping[str, Any], where: str, pipe: _Pipeline) -> Any:
         rendered = self.renderer.render(value, context, where=where)
@@ -100,13 +125,25 @@ class StepRunner:
     async def run(self, cmd: RunStep, report: Report) -> Event:
         """Run the command to its outcome; progress goes to `report`; the outcome is returned."""
         started = time.perf_counter()
-        await report(self._event(cmd, "step.started", key="started", attempt=1))
+        if self.work_dir is not None:
+            (self.work_dir / cmd.execution_id).mkdir(parents=True, exist_ok=True)
+        recorder = _RecordingCredentials(self.credentials)
+
+        async def scrubbed(event: Event) -> None:
+            await report(recorder.scrub(event))
+
+        await scrubbed(self._event(cmd, "step.started", key="started", attempt=1))
         pipe = _Pipeline(iter_vars=dict(cmd.context.get("iter") or {}) if cmd.loop_index is not None
-                         else None)
+                         else None, credentials=recorder)
         try:
-            envelope = await self._pipeline(cmd, cmd.tasks, pipe, report, cmd.input)
+            envelope = await self._pipeline(cmd, cmd.tasks, pipe, scrubbed, cmd.input)
         except asyncio.CancelledError:
             envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
+        if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
+            inline, ref = externalize(envelope.data, self.work_dir / cmd.execution_id,
+                                      self.inline_max_bytes)
+            if ref is not None:
+                envelope = envelope.model_copy(update={"data": inline, "ref": ref})
         duration = (time.perf_counter() - started) * 1000
         meta = dict(envelope.meta.model_extra or {})
         meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),
@@ -124,8 +161,9 @@ class StepRunner:
             payload["ctx"] = pipe.ctx_writes
         if pipe.warnings:
             payload["warnings"] = pipe.warnings
-        return self._event(cmd, type_, key="outcome", result=envelope, attempt=max(pipe.attempts, 1),
-                           duration_ms=duration, payload=payload)
+        return recorder.scrub(self._event(cmd, type_, key="outcome", result=envelope,
+                                          attempt=max(pipe.attempts, 1), duration_ms=duration,
+                                          payload=payload))
 
     # ------------------------------------------------------------------ context
     def _context(self, cmd: RunStep, pipe: _Pipeline, step_input: Mapping[str, Any],
@@ -262,16 +300,22 @@ class StepRunner:
         try:
             config = {k: (v if k in skip else self._render(v, context, where, pipe))
                       for k, v in raw_config.items()}
-            tool_input = dict(step_input)
+            tool_input = {}
+            if cmd.iterator and pipe.iter_vars and cmd.iterator in pipe.iter_vars:
+                # the loop element reaches code by its bare name too (spec 6), below any input
+                tool_input[cmd.iterator] = pipe.iter_vars[cmd.iterator]
+                tool_input["loop_index"] = pipe.iter_vars.get("_index")
+            tool_input.update(step_input)
             tool_input.update(self._render(task.get("input") or {}, context, where, pipe) or {})
         except TemplateError as exc:
             return ResultEnvelope.fail(exc.kind, str(exc), retryable=False)
         if kind == "workbook":
-            return await self._workbook(cmd, config, pipe, tool_input)
+            return await self._workbook(cmd, {**config, "name": task.get("name")}, pipe, tool_input)
         timeout = _min_timeout(cmd.timeout_s, config.get("timeout"))
         call = ToolCall(kind=kind, config=config, input=tool_input, context=_plain(context),
-                        credentials=self.credentials, timeout_s=timeout, execution_id=cmd.execution_id,
-                        step=cmd.step, task=name, attempt=attempt, loop_index=cmd.loop_index)
+                        credentials=pipe.credentials, timeout_s=timeout, execution_id=cmd.execution_id,
+                        step=cmd.step, task=name, attempt=attempt, loop_index=cmd.loop_index,
+                        work_dir=self.work_dir / cmd.execution_id if self.work_dir else None)
         try:
             tool = self.tools.get(kind)
         except Exception as exc:  # an unknown or uninstalled tool is the error
@@ -302,7 +346,7 @@ class StepRunner:
         if tasks is None:
             return ResultEnvelope.fail("validation", f"workbook task '{target}' is not defined",
                                        retryable=False)
-        inner = _Pipeline(iter_vars=pipe.iter_vars, warnings=pipe.warnings)
+        inner = _Pipeline(iter_vars=pipe.iter_vars, warnings=pipe.warnings, credentials=pipe.credentials)
         merged_input = dict(tool_input)
         nested = cmd.model_copy(update={"step": f"{cmd.step}", "tasks": tasks})
         envelope = await self._pipeline(nested, [_with_input_defaults(t, merged_input) for t in tasks],

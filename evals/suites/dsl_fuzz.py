@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import random
+import re
 import sys
 import time
 import traceback

@@ -1,4 +1,4 @@
-"""The pure firing function: routing, joins under every arrival order, loops, failures, termination, replay."""
+"""The pure firing function: routing, joins in any arrival order, loops, failures, termination, replay."""
 
 from __future__ import annotations
 

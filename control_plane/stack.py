@@ -1,0 +1,145 @@
+"""The running system in one process: NATS and Postgres (embedded or given), the store, the bus, the
+orchestrator and worker pools. `noetl run`, `noetl dev up`, the server and the tests all start it here,
+so the embedded stack and a distributed deployment share one code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from control_plane.services.executions import ExecutionService
+from control_plane.store import Store, open_store
+from control_plane.store.secret_key import SecretKey, load_secret_key
+from engine.bus.jetstream import Bus
+from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres, start_nats, start_postgres
+from engine.runtime.orchestrator import Orchestrator
+from engine.runtime.step_runner import StepRunner, WorkerIdentity
+from engine.runtime.worker import Worker
+from engine.tools.artifacts import resolve
+from engine.tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    home: Path
+    nats_url: str | None = None  # None: start (or reuse) an embedded nats-server under home
+    pg_dsn: str | None = None  # None: start (or reuse) an embedded PostgreSQL under home
+    secret_key: str | None = None  # NOETL_SECRET_KEY; None: the key file under home
+    prefix: str = "noetl"
+    orchestrator: bool = True
+    workers: dict[str, int] = field(default_factory=lambda: {"default": 4})  # pool -> concurrency
+    ack_wait_s: float = 30.0
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve_cached(uri: str, ref_json: str) -> Any:
+    import json
+
+    return resolve(json.loads(ref_json))
+
+
+def resolve_ref(ref: dict[str, Any]) -> Any:
+    """Large results are files: read each once per process."""
+    import json
+
+    return _resolve_cached(str(ref.get("uri")), json.dumps(ref, sort_keys=True, default=str))
+
+
+class Stack:
+    """Start with `async with Stack(config) as stack:`; `stack.executions` runs playbooks."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.nats: EmbeddedNats | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.store: Store | None = None
+        self.bus: Bus | None = None
+        self.executions: ExecutionService | None = None
+        self.key: SecretKey | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._registries: list[ToolRegistry] = []
+
+    @property
+    def nats_url(self) -> str:
+        return self.config.nats_url or (self.nats.url if self.nats else "")
+
+    @property
+    def pg_dsn(self) -> str:
+        return self.config.pg_dsn or (self.postgres.dsn if self.postgres else "")
+
+    async def __aenter__(self) -> Stack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        home = self.config.home
+        home.mkdir(parents=True, exist_ok=True)
+        if self.config.nats_url is None:
+            self.nats = await asyncio.to_thread(start_nats, home)
+        if self.config.pg_dsn is None:
+            self.postgres = await asyncio.to_thread(start_postgres, home)
+        self.key = load_secret_key(home, self.config.secret_key)
+        self.store = await open_store(self.pg_dsn, self.key)
+        self.bus = await Bus.connect(self.nats_url, self.config.prefix)
+        await self.bus.ensure_streams()
+        self.executions = ExecutionService(self.store, self.bus, resolve_ref=resolve_ref)
+        ready: list[asyncio.Event] = []
+        if self.config.orchestrator:
+            orchestrator = Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref,
+                                        ack_wait_s=self.config.ack_wait_s)
+            ready.append(self._spawn(orchestrator.run))
+        for pool, concurrency in self.config.workers.items():
+            registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)))
+            await registry.start()
+            self._registries.append(registry)
+            runner = StepRunner(registry, credentials=self.store.credentials, resolve_ref=resolve_ref,
+                                identity=WorkerIdentity(pool=pool), work_dir=home / "work")
+            worker = Worker(self.bus, runner, pool=pool, concurrency=concurrency,
+                            ack_wait_s=self.config.ack_wait_s)
+            ready.append(self._spawn(worker.run))
+        for event in ready:
+            await asyncio.wait_for(event.wait(), timeout=30)
+
+    def _spawn(self, run: Any) -> asyncio.Event:
+        ready = asyncio.Event()
+
+        async def guarded() -> None:
+            try:
+                await run(self._stop, ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("a runtime component stopped with an error")
+                ready.set()
+
+        self._tasks.append(asyncio.create_task(guarded()))
+        return ready
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*pending, return_exceptions=True)
+        for registry in self._registries:
+            with contextlib.suppress(Exception):
+                await registry.close()
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.close()
+        if self.store is not None:
+            await self.store.close()

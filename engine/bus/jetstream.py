@@ -1,0 +1,423 @@
+"""The bus over NATS JetStream: a work-queue command stream, an event stream, confirmed acks, cancels."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    Header,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from engine.errors import EngineError
+from engine.protocol import subjects
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Bus", "BusError", "Consumer", "CoreSubscription", "Delivery", "PublishResult", "stream_names"]
+
+DUPLICATE_WINDOW_S = 120.0  # JetStream drops a second message with the same Nats-Msg-Id within this window
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_NAME_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+_STREAM_CONFIG_MISMATCH = 10058  # "stream name already in use with a different configuration"
+
+DataCallback = Callable[[bytes], Awaitable[None]]
+
+
+class BusError(EngineError):
+    """The bus could not connect, publish, consume or acknowledge."""
+
+    code = "bus_error"
+
+
+def stream_names(prefix: str = subjects.PREFIX) -> tuple[str, str]:
+    """(command stream, event stream) of one subject prefix: the protocol's names for the default prefix,
+    suffixed by the prefix otherwise, so that several prefixes share one server without colliding."""
+    if prefix == subjects.PREFIX:
+        return subjects.COMMAND_STREAM, subjects.EVENT_STREAM
+    suffix = _NAME_UNSAFE.sub("_", prefix).upper()
+    return f"{subjects.COMMAND_STREAM}_{suffix}", f"{subjects.EVENT_STREAM}_{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The server's acknowledgement of a publish: where the message is, and whether it was a duplicate."""
+
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+class Delivery:
+    """One message delivered by a pull consumer. Settle it exactly once: ack, nak or term."""
+
+    __slots__ = ("_ack_timeout_s", "_msg", "_nc")
+
+    def __init__(self, nc: Client, msg: Msg, ack_timeout_s: float) -> None:
+        self._nc = nc
+        self._msg = msg
+        self._ack_timeout_s = ack_timeout_s
+
+    @property
+    def data(self) -> bytes:
+        return self._msg.data
+
+    @property
+    def subject(self) -> str:
+        return self._msg.subject
+
+    @property
+    def msg_id(self) -> str | None:
+        return (self._msg.headers or {}).get(Header.MSG_ID.value)
+
+    @property
+    def num_delivered(self) -> int:
+        """1 on the first delivery, 2 on the first redelivery, ..."""
+        return int(self._msg.metadata.num_delivered)
+
+    @property
+    def stream_seq(self) -> int:
+        return int(self._msg.metadata.sequence.stream)
+
+    async def _confirmed(self, what: str, payload: bytes) -> None:
+        try:
+            await self._nc.request(self._msg.reply, payload, timeout=self._ack_timeout_s)
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise BusError(f"the server did not confirm the {what} within {self._ack_timeout_s} s",
+                           where=f"{self.subject} (stream seq {self.stream_seq})",
+                           fix="the message may be delivered again; handlers must be idempotent") from exc
+        except nats.errors.Error as exc:
+            raise BusError(f"{what} failed: {exc}", where=self.subject,
+                           fix="check the connection to nats-server") from exc
+
+    async def ack(self) -> None:
+        """Acknowledge; returns once the server confirmed it (double ack), so it will not be redelivered."""
+        await self._confirmed("ack", b"+ACK")
+
+    async def ack_nowait(self) -> None:
+        """Acknowledge without waiting for the server's confirmation (one round trip less; if the ack is
+        lost, the message comes again after ack_wait)."""
+        await self._nc.publish(self._msg.reply, b"+ACK")
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        """Ask for redelivery, after `delay_s` seconds when given (else at once)."""
+        payload = b"-NAK"
+        if delay_s is not None and delay_s > 0:
+            payload += b' {"delay": %d}' % int(delay_s * 1e9)
+        await self._confirmed("nak", payload)
+
+    async def in_progress(self) -> None:
+        """Still working: restart the ack-wait clock. May be sent any number of times."""
+        await self._confirmed("in-progress", b"+WPI")
+
+    async def term(self) -> None:
+        """Never deliver this message again (poison message)."""
+        await self._confirmed("term", b"+TERM")
+
+
+class Consumer:
+    """A pull subscription on a durable consumer; several Consumers on one durable share the work."""
+
+    def __init__(self, nc: Client, sub: JetStreamContext.PullSubscription, stream: str, durable: str,
+                 ack_timeout_s: float) -> None:
+        self._nc = nc
+        self._sub = sub
+        self.stream = stream
+        self.durable = durable
+        self._ack_timeout_s = ack_timeout_s
+
+    async def fetch(self, batch: int = 1, timeout: float = 5.0) -> list[Delivery]:
+        """Up to `batch` messages; waits at most `timeout` seconds for the first; [] when none came."""
+        try:
+            msgs = await self._sub.fetch(batch=batch, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.Error as exc:
+            raise BusError(f"fetch failed: {exc}", where=f"consumer {self.durable} on {self.stream}",
+                           fix="check that the stream and consumer exist (Bus.ensure_streams)") from exc
+        return [Delivery(self._nc, m, self._ack_timeout_s) for m in msgs]
+
+    async def pending(self) -> int:
+        """Messages not yet delivered to this durable consumer (plus redeliveries waiting)."""
+        info = await self._sub.consumer_info()
+        return int(info.num_pending or 0) + int(info.num_redelivered or 0)
+
+    async def close(self) -> None:
+        """Stop this subscription (the durable consumer stays on the server)."""
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as exc:  # already closed with the connection
+            logger.debug("unsubscribe of %s: %s", self.durable, exc)
+
+
+class CoreSubscription:
+    """A core NATS subscription (at-most-once, no persistence)."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    async def unsubscribe(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as exc:
+            logger.debug("unsubscribe: %s", exc)
+
+
+class Bus:
+    """One connection to NATS for one subject prefix. Create it with `await Bus.connect(url)`."""
+
+    def __init__(self, nc: Client, prefix: str, *, ack_timeout_s: float = 5.0,
+                 publish_timeout_s: float = 5.0) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=publish_timeout_s)
+        self.prefix = prefix
+        self.command_stream, self.event_stream = stream_names(prefix)
+        self._ack_timeout_s = ack_timeout_s
+        self._publish_timeout_s = publish_timeout_s
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str = subjects.PREFIX, *, name: str | None = None,
+                      connect_timeout_s: float = 5.0, ack_timeout_s: float = 5.0,
+                      publish_timeout_s: float = 5.0) -> Bus:
+        async def on_error(exc: Exception) -> None:
+            logger.debug("nats error on %s: %r", url, exc)
+
+        async def on_disconnect() -> None:
+            logger.info("disconnected from nats %s", url)
+
+        async def on_reconnect() -> None:
+            logger.info("reconnected to nats %s", url)
+
+        # the first connection is retried for about connect_timeout_s, then fails; once connected, the
+        # client reconnects forever, so a restarted nats-server is picked up again
+        wait_s = 0.25
+        try:
+            nc = await nats.connect(url, name=name or f"noetl-{prefix}", connect_timeout=connect_timeout_s,
+                                    allow_reconnect=True, reconnect_time_wait=wait_s,
+                                    max_reconnect_attempts=max(1, int(connect_timeout_s / wait_s)),
+                                    error_cb=on_error, disconnected_cb=on_disconnect,
+                                    reconnected_cb=on_reconnect)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise BusError(f"cannot connect to nats at {url} within {connect_timeout_s} s: {exc!r}",
+                           where="Bus.connect",
+                           fix="start the embedded server (engine.runtime.embedded.start_nats) or set "
+                               "NOETL_NATS_URL to a running nats-server with JetStream") from exc
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
+        return cls(nc, prefix, ack_timeout_s=ack_timeout_s, publish_timeout_s=publish_timeout_s)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc.is_connected
+
+    # ------------------------------------------------------------------------------------------ streams
+
+    async def ensure_streams(self, *, duplicate_window_s: float = DUPLICATE_WINDOW_S,
+                             event_max_age_s: float | None = None) -> None:
+        """Create (or bring up to date) the command stream (work queue: a command is gone once acked)
+        and the event stream (limits: kept for replays, optionally for `event_max_age_s` seconds)."""
+        await self._ensure_stream(StreamConfig(
+            name=self.command_stream, subjects=[subjects.command_subjects(self.prefix)],
+            retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
+            duplicate_window=duplicate_window_s, description="noetl commands, one work queue per pool"))
+        await self._ensure_stream(StreamConfig(
+            name=self.event_stream, subjects=[subjects.event_subjects(self.prefix)],
+            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
+            max_age=event_max_age_s, duplicate_window=duplicate_window_s,
+            description="noetl execution events"))
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self._js.add_stream(config)
+            return
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _STREAM_CONFIG_MISMATCH:
+                raise BusError(f"cannot create stream {config.name}: {exc.description}",
+                               where=f"stream {config.name}", fix="check the nats-server log") from exc
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot create stream {config.name}: {exc!r}", where=f"stream {config.name}",
+                           fix="is JetStream enabled on the server (nats-server -js)?") from exc
+        try:
+            await self._js.update_stream(config)
+            logger.info("updated the configuration of stream %s", config.name)
+        except nats.errors.Error as exc:
+            raise BusError(f"stream {config.name} exists with a configuration that cannot be changed: {exc}",
+                           where=f"stream {config.name}",
+                           fix="delete the stream (nats stream rm) or use another prefix") from exc
+
+    async def delete_streams(self) -> None:
+        """Remove both streams of this prefix and everything in them (tests, resets)."""
+        for name in (self.command_stream, self.event_stream):
+            try:
+                await self._js.delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                pass
+
+    # --------------------------------------------------------------------------------------- publishing
+
+    async def _publish(self, subject: str, stream: str, msg_id: str, data: bytes) -> PublishResult:
+        if not msg_id:
+            raise BusError("a message id is required (JetStream de-duplicates by it)", where=subject,
+                           fix="pass the command's or event's idempotency key")
+        try:
+            ack = await self._js.publish(subject, data, timeout=self._publish_timeout_s, stream=stream,
+                                         headers={Header.MSG_ID.value: msg_id})
+        except nats.js.errors.NoStreamResponseError as exc:
+            raise BusError(f"no stream takes subject {subject}", where=subject,
+                           fix="call Bus.ensure_streams() first") from exc
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BusError(f"publish was not acknowledged: {exc!r}", where=subject,
+                           fix="check the nats-server; publishing again with the same id is safe") from exc
+        return PublishResult(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def publish_command(self, pool: str, msg_id: str, data: bytes) -> PublishResult:
+        """Put a command on the work queue of `pool`; returns once the server stored it."""
+        return await self._publish(subjects.command_subject(pool, self.prefix), self.command_stream,
+                                   msg_id, data)
+
+    async def publish_event(self, execution_id: str, msg_id: str, data: bytes) -> PublishResult:
+        """Append an event of `execution_id` to the event stream; returns once the server stored it."""
+        return await self._publish(subjects.event_subject(execution_id, self.prefix), self.event_stream,
+                                   msg_id, data)
+
+    # ---------------------------------------------------------------------------------------- consuming
+
+    async def _consumer(self, stream: str, durable: str, filter_subject: str, *, ack_wait_s: float,
+                        max_deliver: int, max_ack_pending: int | None) -> Consumer:
+        config = ConsumerConfig(durable_name=durable, name=durable, filter_subject=filter_subject,
+                                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                                ack_wait=ack_wait_s, max_deliver=max_deliver,
+                                max_ack_pending=max_ack_pending)
+        try:
+            await self._js.add_consumer(stream, config)  # create, or update when it exists
+            sub = await self._js.pull_subscribe_bind(durable=durable, stream=stream)
+        except nats.js.errors.NotFoundError as exc:
+            raise BusError(f"stream {stream} does not exist", where=f"consumer {durable}",
+                           fix="call Bus.ensure_streams() first") from exc
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot create consumer {durable} on {stream}: {exc}",
+                           where=f"consumer {durable}",
+                           fix="on a work-queue stream each pool may have only one durable consumer") from exc
+        return Consumer(self._nc, sub, stream, durable, self._ack_timeout_s)
+
+    async def command_consumer(self, pool: str, *, ack_wait_s: float = 30.0, max_deliver: int = 5,
+                               max_ack_pending: int | None = None) -> Consumer:
+        """The pool's work queue: each command goes to one of the Consumers bound to it. A command not
+        acked within `ack_wait_s` is delivered again, at most `max_deliver` times in all."""
+        return await self._consumer(self.command_stream, f"pool-{pool}",
+                                    subjects.command_subject(pool, self.prefix), ack_wait_s=ack_wait_s,
+                                    max_deliver=max_deliver, max_ack_pending=max_ack_pending)
+
+    async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0, max_deliver: int = -1,
+                             max_ack_pending: int | None = None) -> Consumer:
+        """A durable reader of all events of this prefix, from the first one it has not acked."""
+        if not _NAME_SAFE.match(durable):
+            raise BusError(f"consumer name '{durable}' may use only letters, digits, '_' and '-'",
+                           where="Bus.event_consumer", fix="pick a name like 'orchestrator'")
+        return await self._consumer(self.event_stream, durable, subjects.event_subjects(self.prefix),
+                                    ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                                    max_ack_pending=max_ack_pending)
+
+    # ---------------------------------------------------------------------------- core NATS (no stream)
+
+    async def publish_cancel(self, data: bytes) -> None:
+        """Broadcast a cancellation to every subscribed worker (at most once, not stored)."""
+        await self.publish_core(subjects.cancel_subject(self.prefix), data)
+
+    async def subscribe_cancel(self, callback: DataCallback) -> CoreSubscription:
+        """Call `callback(data)` for every cancellation broadcast from now on."""
+        return await self.subscribe_core(subjects.cancel_subject(self.prefix), callback)
+
+    async def publish_core(self, subject: str, data: bytes) -> None:
+        """A core NATS publish (flushed to the server before returning)."""
+        try:
+            await self._nc.publish(subject, data)
+            await self._nc.flush(timeout=max(1, int(self._publish_timeout_s)))
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BusError(f"core publish failed: {exc!r}", where=subject,
+                           fix="check the connection to nats-server") from exc
+
+    async def publish_core_nowait(self, subject: str, data: bytes) -> None:
+        """A core NATS publish without waiting for the flush (hot paths: replies, benchmarks)."""
+        await self._nc.publish(subject, data)
+
+    async def subscribe_core(self, subject: str, callback: DataCallback,
+                             queue: str = "") -> CoreSubscription:
+        """Subscribe to a core NATS subject; active on the server when this returns."""
+        async def handler(msg: Msg) -> None:
+            try:
+                await callback(msg.data)
+            except Exception:
+                logger.exception("callback for %s failed", subject)
+
+        sub = await self._nc.subscribe(subject, queue=queue, cb=handler)
+        await self._nc.flush()
+        return CoreSubscription(sub)
+
+    def new_inbox(self) -> str:
+        """A unique subject for replies."""
+        return self._nc.new_inbox()
+
+    async def request(self, subject: str, data: bytes, timeout_s: float = 5.0) -> bytes:
+        """Core NATS request/reply: publish and wait for the first reply."""
+        try:
+            msg = await self._nc.request(subject, data, timeout=timeout_s)
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise BusError(f"no reply within {timeout_s} s", where=subject,
+                           fix="is a responder subscribed?") from exc
+        except nats.errors.NoRespondersError as exc:
+            raise BusError("no responder is subscribed", where=subject,
+                           fix="start the service that answers on this subject") from exc
+        return msg.data
+
+    async def serve(self, subject: str, handler: Callable[[bytes], Awaitable[bytes]],
+                    queue: str = "") -> CoreSubscription:
+        """Answer core NATS requests on `subject` with `await handler(data)`."""
+        async def respond(msg: Msg) -> None:
+            try:
+                reply = await handler(msg.data)
+            except Exception:
+                logger.exception("request handler for %s failed", subject)
+                return
+            if msg.reply:
+                await self._nc.publish(msg.reply, reply)
+
+        sub = await self._nc.subscribe(subject, queue=queue, cb=respond)
+        await self._nc.flush()
+        return CoreSubscription(sub)
+
+    # ------------------------------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """Flush what is pending and close the connection. Idempotent."""
+        if self._nc.is_closed:
+            return
+        try:
+            if self._nc.is_connected:
+                await self._nc.flush(timeout=2)
+        except (TimeoutError, nats.errors.Error) as exc:
+            logger.debug("flush before close: %r", exc)
+        await self._nc.close()
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

@@ -1,0 +1,83 @@
+"""`noetl run FILE`: validate, then run a playbook to its end on the real stack, with live progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from control_plane.stack import Stack
+from engine.errors import PlaybookSourceError
+from engine.net.validate import validate_file
+from engine.protocol.events import Event
+from noetl.progress import Progress
+from noetl.settings import stack_config
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def parse_payload(payload: str | None) -> dict[str, Any]:
+    if not payload:
+        return {}
+    try:
+        value = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        print(f"--payload is not valid JSON: {exc.msg} at character {exc.pos}", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from None
+    if not isinstance(value, dict):
+        print(f"--payload must be a JSON object such as '{{\"x\": 1}}', got {type(value).__name__}",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID)
+    return value
+
+
+def run(
+    file: Annotated[Path, typer.Argument(help="The playbook to run.", show_default=False)],
+    payload: Annotated[str | None, typer.Option(help="A JSON object deep-merged into the workload.")] = None,
+    merge: Annotated[bool, typer.Option(
+        "--merge", help="Deep-merge the payload into the workload (the default; NoETL's flag).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document at the end.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
+) -> None:
+    """Run a playbook to its end. Exit 0 completed, 1 failed or cancelled, 2 invalid."""
+    data = parse_payload(payload)
+    try:
+        result = validate_file(file)
+    except PlaybookSourceError as exc:
+        print(f"{file}: error: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from None
+    for diag in result.diagnostics:
+        print(diag.format(), file=sys.stderr)
+    if result.errors:
+        raise typer.Exit(EXIT_INVALID)
+    text = file.read_text(encoding="utf-8")
+    summary = asyncio.run(_run(text, str(file), data, as_json, timeout))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    raise typer.Exit(EXIT_COMPLETED if summary["status"] == "completed" else EXIT_FAILED)
+
+
+async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
+               timeout: float | None) -> dict[str, Any]:
+    async with Stack(stack_config()) as stack:
+        assert stack.executions is not None
+        registered = await stack.executions.register(text, file)
+        execution_id = await stack.executions.start(registered.path, version=registered.version,
+                                                    payload=payload)
+        progress = Progress(execution_id, quiet=as_json)
+
+        def on_event(event: Event) -> None:
+            progress.update(event)
+
+        with progress:
+            summary = await stack.executions.wait(execution_id, timeout_s=timeout, on_event=on_event)
+        progress.finish(summary)
+        return summary
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)

@@ -1,0 +1,83 @@
+"""Live progress of one execution on the terminal: a line per step (and loop counts), from its events."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from engine.protocol.events import Event
+
+_ICONS = {"scheduled": "…", "running": "▶", "succeeded": "✔", "failed": "✖", "skipped": "↷",
+          "cancelled": "■"}
+
+
+class Progress:
+    def __init__(self, execution_id: str, *, quiet: bool = False) -> None:
+        self.execution_id = execution_id
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.live: Live | None = None
+        self.interactive = self.console.is_terminal and not quiet
+
+    def __enter__(self) -> Progress:
+        if not self.quiet:
+            self.console.print(f"execution {self.execution_id}")
+        if self.interactive:
+            self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def update(self, event: Event) -> None:
+        if not event.step:
+            return
+        entry = self.steps.setdefault(event.step, {"status": "scheduled", "attempts": 0, "done": 0,
+                                                   "total": None, "failed": 0})
+        if event.attempt:
+            entry["attempts"] = max(entry["attempts"], event.attempt)
+        kind = event.type
+        if kind == "loop.started":
+            entry["total"] = event.payload.get("count")
+            entry["status"] = "running"
+        elif kind in ("loop.item.succeeded", "loop.item.failed"):
+            entry["done"] += 1
+            entry["failed"] += kind == "loop.item.failed"
+        elif kind == "step.started" and entry["status"] == "scheduled":
+            entry["status"] = "running"
+        elif kind in ("step.succeeded", "step.failed", "step.skipped") and event.loop_index is None:
+            entry["status"] = kind.split(".")[1]
+            if not self.interactive and not self.quiet:
+                self.console.print(self._line(event.step, entry))
+        if self.live is not None:
+            self.live.update(self._table())
+
+    def _line(self, name: str, entry: dict[str, Any]) -> str:
+        text = f"{_ICONS.get(entry['status'], '?')} {name} {entry['status']}"
+        if entry["total"] is not None:
+            text += f" ({entry['done']}/{entry['total']} items, {entry['failed']} failed)"
+        if entry["attempts"] > 1:
+            text += f" after {entry['attempts']} attempts"
+        return text
+
+    def _table(self) -> Table:
+        table = Table(show_header=False, box=None)
+        for name, entry in self.steps.items():
+            table.add_row(self._line(name, entry))
+        return table
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        status = summary["status"]
+        self.console.print(f"execution {self.execution_id} {status}")
+        if summary.get("error"):
+            self.console.print(f"error: {summary['error']}")
+        sys.stderr.flush()
