@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control_plane.leader import Leadership
 from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
 from control_plane.store.secret_key import SecretKey, load_secret_key
@@ -67,6 +68,7 @@ class Stack:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._registries: list[ToolRegistry] = []
+        self.leadership: Leadership | None = None
 
     @property
     def nats_url(self) -> str:
@@ -99,7 +101,12 @@ class Stack:
         if self.config.orchestrator:
             orchestrator = Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref,
                                         ack_wait_s=self.config.ack_wait_s)
-            ready.append(self._spawn(orchestrator.run))
+            self.leadership = Leadership(self.pg_dsn)
+            leading = await self.leadership.try_acquire()
+            if leading:
+                ready.append(self._spawn(orchestrator.run))
+            else:  # another process orchestrates; take over if it goes away
+                self._spawn(functools.partial(self._follow, orchestrator))
         for pool, concurrency in self.config.workers.items():
             registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)))
             await registry.start()
@@ -111,6 +118,12 @@ class Stack:
             ready.append(self._spawn(worker.run))
         for event in ready:
             await asyncio.wait_for(event.wait(), timeout=30)
+
+    async def _follow(self, orchestrator: Orchestrator, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        ready.set()
+        assert self.leadership is not None
+        if await self.leadership.acquire(stop):
+            await orchestrator.run(stop)
 
     def _spawn(self, run: Any) -> asyncio.Event:
         ready = asyncio.Event()
@@ -135,6 +148,8 @@ class Stack:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
+        if self.leadership is not None:
+            await self.leadership.release()
         for registry in self._registries:
             with contextlib.suppress(Exception):
                 await registry.close()

@@ -29,6 +29,7 @@ class Worker:
     pool: str = "default"
     concurrency: int = 4
     ack_wait_s: float = 30.0
+    drain_s: float = 10.0
     _running: dict[str, asyncio.Task[Event]] = field(default_factory=dict)
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
@@ -51,6 +52,8 @@ class Worker:
                     serving.add(task)
                     task.add_done_callback(serving.discard)
         finally:
+            if serving:  # drain: let running steps finish for a while, hand the rest back
+                await asyncio.wait(serving, timeout=self.drain_s)
             for task in list(serving):
                 task.cancel()
             await asyncio.gather(*serving, return_exceptions=True)
@@ -87,6 +90,8 @@ class Worker:
                     await heartbeat
             await delivery.ack()
         except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # back to the queue now, not after ack_wait
+                await asyncio.shield(delivery.nak())
             raise
         except Exception:  # the command stays unacked and is delivered again
             log.exception("serving a command failed; it will be redelivered")

@@ -14,6 +14,7 @@ from control_plane.stack import Stack
 from engine.errors import PlaybookSourceError
 from engine.net.validate import validate_file
 from engine.protocol.events import Event
+from noetl.commands.stack import running_dev_stack
 from noetl.progress import Progress
 from noetl.settings import stack_config
 
@@ -63,7 +64,12 @@ def run(
 
 async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
                timeout: float | None) -> dict[str, Any]:
-    async with Stack(stack_config()) as stack:
+    dev = running_dev_stack()
+    overrides: dict[str, Any] = {}
+    if dev is not None:  # `noetl dev up` runs the orchestrator and workers: only submit and follow
+        overrides = {"orchestrator": False, "workers": {}, "nats_url": dev["nats_url"],
+                     "pg_dsn": dev["pg_dsn"]}
+    async with Stack(stack_config(**overrides)) as stack:
         assert stack.executions is not None
         registered = await stack.executions.register(text, file)
         execution_id = await stack.executions.start(registered.path, version=registered.version,

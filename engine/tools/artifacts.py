@@ -1,0 +1,135 @@
+"""Large results by reference (spec section 9): data over the inline limit goes to a file, the event
+carries a `ResultRef` (URI, size, format, row count, schema, preview), and `resolve` loads it back.
+
+A list of flat objects (the same keys in every row; each column only null/bool/int/float/str, ints and
+floats may mix and then read back as floats) is stored as an Arrow IPC file (zstd-compressed when the
+codec is available); anything else as JSON. Files live under `<work_dir>/artifacts/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.errors import EngineError
+from engine.protocol.results import ResultRef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD_BYTES = 64 * 1024
+PREVIEW_ROWS = 5
+PREVIEW_BYTES = 4096
+_SCALAR_TYPES = {type(None), bool, int, float, str}
+_COMPATIBLE = ({bool}, {int}, {float}, {int, float}, {str}, set())
+
+
+class ArtifactError(EngineError):
+    code = "artifact_error"
+
+
+def json_size(data: Any) -> int:
+    """The size in bytes of `data` as compact UTF-8 JSON."""
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def externalize(data: Any, work_dir: Path | str,
+                threshold_bytes: int = DEFAULT_THRESHOLD_BYTES) -> tuple[Any | None, ResultRef | None]:
+    """(data, None) when `data` is small enough to stay inline; else (None, a reference to a file)."""
+    size = json_size(data)
+    if size <= threshold_bytes:
+        return data, None
+    folder = Path(work_dir) / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    if _is_flat_table(data):
+        try:
+            return None, _write_arrow(data, folder / f"{name}.arrow")
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            log.debug("rows not storable as Arrow (%s); storing JSON", exc)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    row_count = len(data) if isinstance(data, list) else None
+    return None, ResultRef(uri=_uri(path), size=path.stat().st_size, format="json", row_count=row_count,
+                           preview=preview(data))
+
+
+def resolve(ref: ResultRef | Mapping[str, Any]) -> Any:
+    """The data a reference points at (Arrow and Parquet → a list of objects)."""
+    ref = ref if isinstance(ref, ResultRef) else ResultRef.model_validate(ref)
+    parts = urlsplit(ref.uri)
+    if parts.scheme not in ("file", ""):
+        raise ArtifactError(f"cannot read the result reference '{ref.uri}'",
+                            fix="only file:// references can be read here")
+    path = Path(unquote(parts.path))
+    if not path.exists():
+        raise ArtifactError(f"the stored result '{path}' does not exist", where=ref.uri)
+    if ref.format == "arrow":
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all().to_pylist()
+    if ref.format == "parquet":
+        return pq.read_table(path).to_pylist()
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def preview(data: Any) -> Any:
+    """A small look at `data`: the first rows or keys, kept under PREVIEW_BYTES of JSON."""
+    if isinstance(data, list):
+        head: list[Any] = []
+        for item in data[:PREVIEW_ROWS]:
+            if json_size([*head, item]) > PREVIEW_BYTES:
+                break
+            head.append(item)
+        return head
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            candidate = value if json_size(value) <= PREVIEW_BYTES // 4 else "…"
+            if json_size({**out, key: candidate}) > PREVIEW_BYTES:
+                break
+            out[key] = candidate
+        return out
+    if isinstance(data, str):
+        return data[:PREVIEW_BYTES // 4]
+    return data if json_size(data) <= PREVIEW_BYTES else None
+
+
+def _is_flat_table(data: Any) -> bool:
+    if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
+        return False
+    keys = list(data[0])
+    key_set = set(keys)
+    types: dict[str, set[type]] = {k: set() for k in keys}
+    for row in data:
+        if row.keys() != key_set:
+            return False
+        for key, value in row.items():
+            kind = type(value)
+            if kind not in _SCALAR_TYPES:
+                return False
+            if value is not None:
+                types[key].add(kind)
+    return all(t in _COMPATIBLE for t in types.values())
+
+
+def _write_arrow(rows: list[dict[str, Any]], path: Path) -> ResultRef:
+    keys = list(rows[0])
+    table = pa.table({k: pa.array([row[k] for row in rows]) for k in keys})
+    compression = "zstd" if pa.Codec.is_available("zstd") else None
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    schema = {f.name: str(f.type) for f in table.schema}
+    return ResultRef(uri=_uri(path), size=path.stat().st_size, format="arrow", row_count=table.num_rows,
+                     schema=schema, preview=preview(rows))
+
+
+def _uri(path: Path) -> str:
+    return "file://" + quote(str(path.resolve()))
