@@ -6,37 +6,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from control_plane.errors import ControlPlaneError, InvalidArgumentError, NotFoundError
+from control_plane.errors import InvalidArgumentError, NotFoundError
+from control_plane.services.catalog import CatalogService, PlaybookInvalidError, Registered
 from control_plane.store import Store
 from engine.bus.jetstream import Bus
-from engine.dsl.diagnostics import Diagnostic
-from engine.net.validate import validate_text
+from engine.protocol.commands import StartChild
 from engine.protocol.events import TERMINAL_EVENTS, Event
 from engine.runtime.summary import summarize
 
 OnEvent = Callable[[Event], Awaitable[None] | None]
-
-
-class PlaybookInvalidError(ControlPlaneError):
-    """A playbook that does not validate: it is never registered nor run."""
-
-    code = "playbook_invalid"
-
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
-        self.diagnostics = diagnostics
-        lines = "\n".join(d.format() for d in diagnostics if d.severity == "error")
-        super().__init__(f"the playbook does not validate:\n{lines}", where=diagnostics[0].file
-                         if diagnostics else None, fix="fix the errors listed (noetl validate FILE)")
-
-
-@dataclass(frozen=True)
-class Registered:
-    path: str
-    version: int
-    warnings: list[Diagnostic]
 
 
 class ExecutionService:
@@ -47,24 +27,20 @@ class ExecutionService:
         self.resolve_ref = resolve_ref
 
     async def register(self, text: str, file: str = "<playbook>") -> Registered:
-        """Validate, then store as the next version of its catalog path."""
-        result = validate_text(text, file)
-        if result.errors or result.playbook is None:
-            raise PlaybookInvalidError(result.errors or result.diagnostics)
-        playbook = result.playbook
-        path = playbook.metadata.catalog_path
-        canonical = playbook.model_dump(mode="json", by_alias=True, exclude_none=True)
-        version = await self.store.catalog.register(path, text, canonical)
-        return Registered(path, version, result.warnings)
+        return await CatalogService(self.store).register(text, file)
 
     async def start(self, path: str, *, version: int | None = None, payload: dict[str, Any] | None = None,
-                    parent_execution_id: str | None = None, parent_step: str | None = None) -> str:
-        """Start an execution of a catalog entry; returns its id at once (the orchestrator runs it)."""
+                    parent_execution_id: str | None = None, parent_step: str | None = None,
+                    execution_id: str | None = None, parent: dict[str, Any] | None = None) -> str:
+        """Start an execution of a catalog entry; returns its id at once (the orchestrator runs it).
+
+        `parent` (for a child execution) carries the parent's command id, loop index and return step.
+        """
         if payload is not None and not isinstance(payload, dict):
             raise InvalidArgumentError(f"the payload must be a JSON object, got {type(payload).__name__}",
                                        where="payload", fix='pass an object such as {"x": 1}')
         entry = await self.store.catalog.get(path, version)
-        execution_id = uuid.uuid4().hex
+        execution_id = execution_id or uuid.uuid4().hex
         await self.store.events.create_execution(
             execution_id, playbook_path=entry.path, playbook_version=entry.version,
             playbook_text=entry.text, payload=payload or {}, parent_execution_id=parent_execution_id,
@@ -73,10 +49,24 @@ class ExecutionService:
                         execution_id=execution_id, type="execution.started",
                         payload={"playbook": entry.text, "path": entry.path, "version": entry.version,
                                  "payload": payload or {}, "parent_execution_id": parent_execution_id,
-                                 "parent_step": parent_step})
+                                 "parent_step": parent_step, **(parent or {})})
         await self.bus.publish_event(execution_id, started.idempotency_key,
                                      started.model_dump_json().encode())
         return execution_id
+
+    async def start_child(self, command: StartChild) -> None:
+        """The orchestrator's ChildStarter: a `kind: playbook` step's child execution."""
+        try:
+            await self.start(command.path, version=command.version, payload=command.input,
+                             parent_execution_id=command.execution_id, parent_step=command.step,
+                             execution_id=command.child_execution_id,
+                             parent={"parent_command_id": command.command_id,
+                                     "parent_loop_index": command.loop_index,
+                                     "return_step": command.return_step})
+        except NotFoundError as exc:
+            version = f" version {command.version}" if command.version else ""
+            raise LookupError(f"step '{command.step}': no playbook '{command.path}'{version} in the "
+                              f"catalog ({exc.message}); register it with `noetl register FILE`") from None
 
     async def cancel(self, execution_id: str, reason: str = "cancelled on request") -> None:
         await self.store.executions.get(execution_id)  # NotFoundError for an unknown id

@@ -19,7 +19,7 @@ from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
 from engine.net.net import Net
 from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepResult
-from engine.protocol.commands import CancelStep, RunStep
+from engine.protocol.commands import CancelStep, RunStep, StartChild
 from engine.protocol.events import Event, derived_id
 from engine.protocol.results import ResultEnvelope
 
@@ -29,7 +29,7 @@ DEFAULT_POOL = "default"
 @dataclass
 class Decision:
     events: list[Event] = field(default_factory=list)
-    commands: list[RunStep | CancelStep] = field(default_factory=list)
+    commands: list[RunStep | CancelStep | StartChild] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,9 @@ class _Firing:
             loop = self.state.loops[step.step]
             context["iter"] = {iterator: item, "_index": loop_index, "_first": loop_index == 0,
                                "_last": loop_index == len(loop.items) - 1}
+        if any(t.kind == "playbook" for t in step.tool):
+            self.start_child(step, cid, run, loop_index, arc_args, step_input, context)
+            return
         timeout = step.spec.timeout if isinstance(step.spec.timeout, float) else None
         workbook: dict[str, list[dict[str, Any]]] = {}
         for tool in step.tool:
@@ -227,6 +230,48 @@ class _Firing:
             workbook=workbook))
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
                   pool=pool)
+
+    def start_child(self, step: Step, cid: str, run: int, loop_index: int | None,
+                    arc_args: dict[str, Any], step_input: dict[str, Any], raw: dict[str, Any]) -> None:
+        """A `kind: playbook` step runs as a child execution, started by the orchestrator (spec 8)."""
+        if len(step.tool) != 1:
+            self.state.pending.pop(cid, None)
+            self.step_done(step.step, False, None, {
+                "kind": "validation", "retryable": False,
+                "message": f"step '{step.step}': a playbook call must be the step's only tool; move the "
+                           "other tasks to steps of their own"})
+            return
+        tool = step.tool[0]
+        iter_vars = raw.get("iter")
+        context = self.context(arc_args=arc_args, input=step_input, iterator=step.loop.iterator
+                               if step.loop else None, iter_vars=iter_vars)
+        try:
+            config = self.render({"path": tool.path, "version": tool.version, "input": tool.input or {}},
+                                 context, f"step '{step.step}' playbook call")
+        except TemplateError as exc:
+            self.state.pending.pop(cid, None)
+            self.step_done(step.step, False, None, {"kind": exc.kind, "message": str(exc),
+                                                    "retryable": False})
+            return
+        child_input = {**step_input, **(config.get("input") or {})}
+        version = config.get("version")
+        if isinstance(version, str) and version.strip().isdigit():
+            version = int(version)
+        if version not in (None, "") and not isinstance(version, int):
+            self.state.pending.pop(cid, None)
+            self.step_done(step.step, False, None, {
+                "kind": "validation", "retryable": False,
+                "message": f"step '{step.step}': playbook version {version!r} is not a catalog version "
+                           "number; omit it for the latest"})
+            return
+        timeout = tool.timeout if isinstance(tool.timeout, float) else None
+        self.out.commands.append(StartChild(
+            command_id=cid, execution_id=self.state.execution_id,
+            child_execution_id=derived_id("child", cid), step=step.step, run=run, loop_index=loop_index,
+            path=str(config.get("path")), version=version or None,
+            input=child_input, return_step=tool.return_step, timeout_s=timeout))
+        self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
+                  payload={"child_execution_id": derived_id("child", cid)})
 
     # ------------------------------------------------------------------ loops
     def start_loop(self, step: Step, run: int, arc_args: dict[str, Any], step_input: dict[str, Any],

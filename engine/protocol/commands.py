@@ -34,3 +34,20 @@ class CancelStep(WireModel):
     command_id: str
     execution_id: str
     reason: str = "cancelled"
+
+
+class StartChild(WireModel):
+    """Start a child execution for a `kind: playbook` step (or loop item); its end is the step's outcome."""
+
+    type: Literal["start_child"] = "start_child"
+    command_id: str
+    execution_id: str  # the parent
+    child_execution_id: str
+    step: str
+    run: int
+    loop_index: int | None = None
+    path: str
+    version: int | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    return_step: str | None = None
+    timeout_s: float | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,10 @@ from engine.net.fire import FireEnv, fire
 from engine.net.net import Net
 from engine.net.state import ExecutionState
 from engine.net.validate import validate_text
-from engine.protocol.commands import CancelStep, RunStep
-from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event
-from engine.runtime.ports import EventLog
+from engine.protocol.commands import CancelStep, RunStep, StartChild
+from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, derived_id
+from engine.protocol.results import ResultEnvelope
+from engine.runtime.ports import ChildStarter, EventLog
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,9 @@ class _Execution:
     net: Net
     state: ExecutionState
     env: FireEnv
-    issued: dict[str, RunStep] = field(default_factory=dict)  # from replay: pending ones are re-sent
+    issued: dict[str, RunStep | StartChild] = field(default_factory=dict)  # replay: pending are re-sent
+    started: dict[str, Any] = field(default_factory=dict)  # the execution.started payload
+    children: set[str] = field(default_factory=set)  # command ids that started a child execution
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Orchestrator:
     bus: Bus
     events: EventLog
     resolve_ref: Callable[[dict[str, Any]], Any] | None = None
+    children: ChildStarter | None = None
     batch_size: int = 256
     ack_wait_s: float = 30.0
     durable: str = "orchestrator"
@@ -81,13 +86,13 @@ class Orchestrator:
                 log.info("resuming execution with %d pending commands", len(pending),
                          extra={"execution_id": execution_id})
             for command in pending:
-                await self._publish(command)
+                await self._publish(command, execution)
             execution.issued.clear()
 
     # ------------------------------------------------------------------ handling
     async def handle(self, deliveries: list[Delivery]) -> None:
         to_append: list[Event] = []
-        to_publish: list[RunStep | CancelStep] = []
+        to_publish: list[tuple[_Execution, RunStep | CancelStep | StartChild]] = []
         touched: set[str] = set()
         poison: list[Delivery] = []
         for delivery in deliveries:
@@ -104,11 +109,13 @@ class Orchestrator:
             if execution is None:
                 execution = await self._load(event.execution_id, first=event)
             if execution is None:
+                to_append.pop()  # an event of an unknown execution is not ours to record
+                poison.append(delivery)
                 continue
             touched.add(event.execution_id)
             decision = fire(execution.net, execution.state, event, execution.env)
             to_append.extend(decision.events)
-            to_publish.extend(decision.commands)
+            to_publish.extend((execution, command) for command in decision.commands)
         try:
             await self.events.append(to_append)
         except Exception:
@@ -118,23 +125,85 @@ class Orchestrator:
             for delivery in deliveries:
                 await delivery.nak(delay_s=1.0)
             return
-        for command in to_publish:
-            await self._publish(command)
+        for execution, command in to_publish:
+            await self._publish(command, execution)
         for event in to_append:
             if event.type in TERMINAL_EVENTS:
                 await self.events.set_status(event.execution_id, event.type.split(".")[1])
-                self._live.pop(event.execution_id, None)
+                finished = self._live.pop(event.execution_id, None)
+                if finished is not None and finished.started.get("parent_command_id"):
+                    await self._report_to_parent(finished, event)
         for delivery in deliveries:
             await delivery.ack()
         for delivery in poison:
             await delivery.term()
 
-    async def _publish(self, command: RunStep | CancelStep) -> None:
-        data = command.model_dump_json().encode()
+    async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution) -> None:
         if isinstance(command, RunStep):
-            await self.bus.publish_command(command.pool, command.command_id, data)
+            await self.bus.publish_command(command.pool, command.command_id,
+                                           command.model_dump_json().encode())
+        elif isinstance(command, StartChild):
+            execution.children.add(command.command_id)
+            await self._start_child(command)
         else:
-            await self.bus.publish_cancel(data)
+            if command.command_id in execution.children:  # cancelling a parent cancels its child
+                await self._publish_event(Event(
+                    event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:cancel-child",
+                    execution_id=derived_id("child", command.command_id),
+                    type="execution.cancel_requested",
+                    payload={"reason": f"parent execution {command.execution_id}: {command.reason}"}))
+            await self.bus.publish_cancel(command.model_dump_json().encode())
+
+    async def _publish_event(self, event: Event) -> None:
+        await self.bus.publish_event(event.execution_id, event.idempotency_key,
+                                     event.model_dump_json().encode())
+
+    async def _start_child(self, command: StartChild) -> None:
+        try:
+            if self.children is None:
+                raise LookupError("this orchestrator cannot start child executions")
+            await self.children.start_child(command)
+        except LookupError as exc:
+            await self._publish_event(self._outcome(command.execution_id, command.command_id,
+                                                    command.step, command.loop_index,
+                                                    ResultEnvelope.fail("validation", str(exc),
+                                                                        retryable=False)))
+
+    @staticmethod
+    def _outcome(execution_id: str, command_id: str, step: str, loop_index: int | None,
+                 envelope: ResultEnvelope) -> Event:
+        ok = envelope.status == "ok"
+        if loop_index is None:
+            type_ = "step.succeeded" if ok else "step.failed"
+        else:
+            type_ = "loop.item.succeeded" if ok else "loop.item.failed"
+        return Event(event_id=uuid.uuid4().hex, idempotency_key=f"{command_id}:outcome",
+                     execution_id=execution_id, type=type_, step=step, command_id=command_id,  # type: ignore[arg-type]
+                     loop_index=loop_index, result=envelope)
+
+    async def _report_to_parent(self, child: _Execution, terminal: Event) -> None:
+        """A child execution ended: that is the outcome of the parent's step (spec 8)."""
+        info = child.started
+        state = child.state
+        if terminal.type == "execution.completed":
+            return_step = info.get("return_step")
+            record = state.steps.get(return_step) if return_step else None
+            result = record.result if record and record.result else (
+                state.steps[state.last_finished].result if state.last_finished in state.steps else None)
+            envelope = ResultEnvelope.ok(result.data if result else None)
+            if result is not None and result.ref is not None:
+                envelope = envelope.model_copy(update={"ref": result.ref})
+        else:
+            error = state.error or {}
+            envelope = ResultEnvelope.fail(
+                str(error.get("kind") or ("cancelled" if terminal.type == "execution.cancelled"
+                                          else "internal")),
+                f"child execution {state.execution_id} ({info.get('path')}) "
+                f"{terminal.type.split('.')[1]}: {error.get('message', '')}".strip(),
+                retryable=False)
+        await self._publish_event(self._outcome(
+            str(info["parent_execution_id"]), str(info["parent_command_id"]), str(info.get("parent_step")),
+            info.get("parent_loop_index"), envelope))
 
     # ------------------------------------------------------------------ loading
     def _net(self, text: str) -> Net:
@@ -164,11 +233,13 @@ class Orchestrator:
         net = self._net(str(started.payload.get("playbook", "")))
         env = FireEnv(renderer=self._renderer, resolve_ref=self.resolve_ref,
                       playbook_path=started.payload.get("path"))
-        execution = _Execution(net, ExecutionState(execution_id), env)
+        execution = _Execution(net, ExecutionState(execution_id), env, started=dict(started.payload))
         for event in history:
             if event.type in INPUT_EVENTS:
                 for command in fire(net, execution.state, event, env).commands:
-                    if isinstance(command, RunStep):
+                    if isinstance(command, RunStep | StartChild):
                         execution.issued[command.command_id] = command
+                    if isinstance(command, StartChild):
+                        execution.children.add(command.command_id)
         self._live[execution_id] = execution
         return execution

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from engine.protocol.commands import StartChild
 from engine.protocol.events import Event
 from engine.tools.base import CredentialResolver
 
-__all__ = ["CredentialResolver", "EventLog", "ExecutionRecord"]
+__all__ = ["ChildStarter", "CredentialResolver", "EventLog", "ExecutionRecord"]
 
 
 class ExecutionRecord(Protocol):
@@ -46,4 +47,13 @@ class EventLog(Protocol):
 
     async def active_executions(self) -> list[str]:
         """Executions without a terminal event (to resume after an orchestrator restart)."""
+        ...
+
+
+class ChildStarter(Protocol):
+    """Starts the child execution of a `kind: playbook` step (the control plane's execution service)."""
+
+    async def start_child(self, command: StartChild) -> None:
+        """Create and start it (idempotent on command.child_execution_id); raise LookupError when the
+        catalog has no such playbook."""
         ...

@@ -13,18 +13,14 @@ from control_plane.errors import NotFoundError
 from control_plane.stack import resolve_ref
 from control_plane.store import open_store
 from control_plane.store.secret_key import load_secret_key
-from engine.runtime.embedded import start_postgres
 from engine.runtime.summary import summarize
-from noetl.commands.stack import running_dev_stack
+from noetl.commands.catalog import store_dsn
 from noetl.settings import stack_config
 
 
 async def _read(execution_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     config = stack_config()
-    dev = running_dev_stack()
-    dsn = config.pg_dsn or (dev["pg_dsn"] if dev else None)
-    if dsn is None:
-        dsn = (await asyncio.to_thread(start_postgres, config.home)).dsn
+    dsn = await store_dsn()
     store = await open_store(dsn, load_secret_key(config.home, config.secret_key))
     try:
         await store.executions.get(execution_id)

@@ -1,0 +1,45 @@
+"""Registering playbooks: validated first (located errors), then stored as the path's next version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from control_plane.errors import ControlPlaneError
+from control_plane.store import Store
+from engine.dsl.diagnostics import Diagnostic
+from engine.net.validate import validate_text
+
+
+class PlaybookInvalidError(ControlPlaneError):
+    """A playbook that does not validate: it is never registered nor run."""
+
+    code = "playbook_invalid"
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        lines = "\n".join(d.format() for d in diagnostics if d.severity == "error")
+        super().__init__(f"the playbook does not validate:\n{lines}", where=diagnostics[0].file
+                         if diagnostics else None, fix="fix the errors listed (noetl validate FILE)")
+
+
+@dataclass(frozen=True)
+class Registered:
+    path: str
+    version: int
+    warnings: list[Diagnostic]
+
+
+class CatalogService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def register(self, text: str, file: str = "<playbook>") -> Registered:
+        """Validate, then store as the next version of its catalog path."""
+        result = validate_text(text, file)
+        if result.errors or result.playbook is None:
+            raise PlaybookInvalidError(result.errors or result.diagnostics)
+        playbook = result.playbook
+        path = playbook.metadata.catalog_path
+        canonical = playbook.model_dump(mode="json", by_alias=True, exclude_none=True)
+        version = await self.store.catalog.register(path, text, canonical)
+        return Registered(path, version, result.warnings)
