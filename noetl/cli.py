@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from noetl.commands import catalog, dsl, evals, executions, run, stack
+from noetl.commands import catalog, credentials, dsl, evals, executions, run, stack
 
 app = typer.Typer(
     name="noetl",
@@ -16,6 +16,7 @@ app = typer.Typer(
 dsl.register(app)
 run.register(app)
 catalog.register(app)
+credentials.register(app)
 executions.register(app)
 stack.register(app)
 evals.register(app)

@@ -24,5 +24,7 @@ def stack_config(**overrides: object) -> StackConfig:
         "secret_key": os.environ.get("NOETL_SECRET_KEY") or None,
         "prefix": os.environ.get("NOETL_BUS_PREFIX") or "noetl",
     }
+    if os.environ.get("NOETL_ACK_WAIT_S"):  # how long a silent worker keeps a command (default 30 s)
+        config["ack_wait_s"] = float(os.environ["NOETL_ACK_WAIT_S"])
     config.update(overrides)
     return StackConfig(**config)  # type: ignore[arg-type]

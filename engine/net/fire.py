@@ -227,7 +227,8 @@ class _Firing:
             tasks=[t.model_dump(by_alias=True, exclude_none=True) for t in step.tool],
             input=step_input, context=context, iterator=iterator, timeout_s=timeout,
             max_iterations=step.spec.max_iterations, playbook_path=self.env.playbook_path,
-            workbook=workbook))
+            workbook=workbook,
+            keychain=[k.model_dump(by_alias=True, exclude_none=True) for k in self.net.playbook.keychain]))
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
                   pool=pool)
 

@@ -27,6 +27,7 @@ class RunStep(WireModel):
     max_iterations: int = 1000
     playbook_path: str | None = None
     workbook: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)  # name -> tasks
+    keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
 
 
 class CancelStep(WireModel):

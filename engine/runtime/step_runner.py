@@ -7,6 +7,8 @@ the outcome event (step.succeeded/failed, or loop.item.succeeded/failed for one 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import random
 import time
@@ -24,6 +26,7 @@ from engine.errors import TemplateError
 from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
 from engine.protocol.results import ResultEnvelope
+from engine.runtime.keychain import KeychainError, KeychainResolver
 from engine.tools.artifacts import externalize
 from engine.tools.base import Credential, CredentialResolver, NoCredentials, Tool, ToolCall
 from engine.tools.redact import redact
@@ -58,6 +61,8 @@ class _Pipeline:
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)
     credentials: CredentialResolver = field(default_factory=NoCredentials)
+    keychain: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
 
 
 class _RecordingCredentials:
@@ -74,6 +79,10 @@ class _RecordingCredentials:
                 self.secrets.add(str(value))
         return credential
 
+    def add(self, value: Any) -> None:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and len(str(value)) >= 4:
+            self.secrets.add(str(value))
+
     def scrub(self, event: Event) -> Event:
         return Event.model_validate(redact(event.model_dump(mode="json"), self.secrets))
 
@@ -85,7 +94,8 @@ class StepRunner:
                  identity: WorkerIdentity | None = None, renderer: TemplateRenderer | None = None,
                  resolve_ref: Callable[[dict[str, Any]], Any] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 work_dir: Path | None = None, inline_max_bytes: int = 65536) -> None:
+                 work_dir: Path | None = None, inline_max_bytes: int = 65536,
+                 keychain: KeychainResolver | None = None) -> None:
         self.tools = tools
         self.credentials = credentials or NoCredentials()
         self.identity = identity or WorkerIdentity()
@@ -93,6 +103,7 @@ class StepRunner:
         self.resolve_ref = resolve_ref
         self.sleep = sleep
         self.work_dir = work_dir
+        self.keychain = keychain or KeychainResolver(self.credentials)
         self.inline_max_bytes = inline_max_bytes
 
     def _render(self, value: Any, context: Mapping[str, Any], where: str, pipe: _Pipeline) -> Any:
@@ -122,8 +133,11 @@ class StepRunner:
         return self._event(cmd, type_, key="outcome", result=envelope, attempt=1)
 
     # ------------------------------------------------------------------ entry
-    async def run(self, cmd: RunStep, report: Report) -> Event:
-        """Run the command to its outcome; progress goes to `report`; the outcome is returned."""
+    async def run(self, cmd: RunStep, report: Report, *, delivery: int = 1) -> Event:
+        """Run the command to its outcome; progress goes to `report`; the outcome is returned.
+
+        `delivery` counts how often the bus handed out this command (more than 1 after a worker died).
+        """
         started = time.perf_counter()
         if self.work_dir is not None:
             (self.work_dir / cmd.execution_id).mkdir(parents=True, exist_ok=True)
@@ -132,11 +146,14 @@ class StepRunner:
         async def scrubbed(event: Event) -> None:
             await report(recorder.scrub(event))
 
-        await scrubbed(self._event(cmd, "step.started", key="started", attempt=1))
+        await scrubbed(self._event(cmd, "step.started", key=f"started:{delivery}", attempt=1,
+                                   payload={"delivery": delivery} if delivery > 1 else None))
         pipe = _Pipeline(iter_vars=dict(cmd.context.get("iter") or {}) if cmd.loop_index is not None
                          else None, credentials=recorder)
         try:
-            envelope = await self._pipeline(cmd, cmd.tasks, pipe, scrubbed, cmd.input)
+            envelope = await self._secrets(cmd, pipe, recorder)
+            if envelope is None:
+                envelope = await self._pipeline(cmd, cmd.tasks, pipe, scrubbed, cmd.input)
         except asyncio.CancelledError:
             envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
         if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
@@ -165,6 +182,23 @@ class StepRunner:
                                           attempt=max(pipe.attempts, 1), duration_ms=duration,
                                           payload=payload))
 
+    async def _secrets(self, cmd: RunStep, pipe: _Pipeline,
+                       recorder: _RecordingCredentials) -> ResultEnvelope | None:
+        """Resolve the keychain and token() calls; an error envelope when that fails."""
+        if not cmd.keychain and "token(" not in json.dumps(cmd.tasks):
+            return None
+        context = self._context(cmd, pipe, cmd.input)
+        try:
+            pipe.keychain = await self.keychain.resolve(
+                cmd.execution_id, cmd.keychain,
+                lambda value: self._render(value, context, "keychain", pipe), recorder.add)
+            pipe.tokens = await self.keychain.tokens(cmd.execution_id, json.dumps(cmd.tasks), recorder.add)
+        except KeychainError as exc:
+            return ResultEnvelope.fail(exc.kind, str(exc), retryable=exc.retryable)
+        except TemplateError as exc:
+            return ResultEnvelope.fail(exc.kind, f"keychain: {exc}", retryable=False)
+        return None
+
     # ------------------------------------------------------------------ context
     def _context(self, cmd: RunStep, pipe: _Pipeline, step_input: Mapping[str, Any],
                  output: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -185,7 +219,8 @@ class StepRunner:
             workload=raw.get("workload") or {}, ctx=ctx, step_names=raw.get("step_names") or [],
             results=results, arc_args={**(raw.get("arc_args") or {}), **pipe.local},
             iterator=cmd.iterator, iter_vars=pipe.iter_vars, input=step_input, output=output,
-            execution_id=cmd.execution_id)
+            execution_id=cmd.execution_id, keychain=pipe.keychain)
+        context["token"] = functools.partial(_token, pipe.tokens)
         context["_prev"] = pipe.prev
         context["_attempt"] = pipe.attempts
         context["results"] = dict(pipe.results)
@@ -411,4 +446,11 @@ def _min_timeout(step_timeout: float | None, tool_timeout: Any) -> float | None:
 def _plain(context: Mapping[str, Any]) -> dict[str, Any]:
     from engine.dsl.templates import to_native
 
-    return {k: to_native(v) for k, v in context.items() if k != "keychain"}
+    return {k: to_native(v) for k, v in context.items() if k not in ("keychain", "token")}
+
+
+def _token(tokens: Mapping[str, str], name: str) -> str:
+    if name not in tokens:
+        raise TemplateError(f"token('{name}') was not prepared: write the name as a literal string",
+                            kind="validation", expression=f"token('{name}')")
+    return tokens[name]

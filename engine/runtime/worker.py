@@ -81,7 +81,7 @@ class Worker:
                 return
             heartbeat = asyncio.create_task(self._heartbeat(delivery))
             try:
-                outcome = await self._execute(command)
+                outcome = await self._execute(command, delivery.num_delivered)
                 await self.bus.publish_event(command.execution_id, outcome.idempotency_key,
                                              outcome.model_dump_json().encode())
             finally:
@@ -96,14 +96,14 @@ class Worker:
         except Exception:  # the command stays unacked and is delivered again
             log.exception("serving a command failed; it will be redelivered")
 
-    async def _execute(self, command: RunStep) -> Event:
+    async def _execute(self, command: RunStep, delivery: int = 1) -> Event:
         async def report(event: Event) -> None:
             await self.bus.publish_event(command.execution_id, event.idempotency_key,
                                          event.model_dump_json().encode())
 
         if command.command_id in self._cancelled:
             return self.runner.cancelled_outcome(command, self._cancelled[command.command_id])
-        task = asyncio.create_task(self.runner.run(command, report))
+        task = asyncio.create_task(self.runner.run(command, report, delivery=delivery))
         self._running[command.command_id] = task
         try:
             return await task

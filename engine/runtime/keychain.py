@@ -1,0 +1,158 @@
+"""Keychain entries and `token(name)` resolved on the worker (spec section 10), values never recorded.
+
+Each entry becomes `{{ keychain.<name>.<field> }}`: a stored credential's fields, a static map, a bearer
+token, an OAuth2 token response (requested once, renewed when `auto_renew` and expired), or secrets
+read from a provider (`env` here; other providers fail with a clear error). Every value handed out is
+reported to `on_secret`, so the step runner can scrub it from events.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from engine.tools.base import CredentialResolver, MissingCredentialError
+
+_TOKEN_CALL = re.compile(r"""token\(\s*['"]([^'"]+)['"]\s*\)""")
+SUPPORTED_PROVIDERS = ("env",)
+
+
+class KeychainError(Exception):
+    """A keychain entry or token could not be resolved; `kind` is an error kind of spec section 9."""
+
+    def __init__(self, message: str, kind: str = "auth", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+
+
+@dataclass
+class _Token:
+    response: dict[str, Any]
+    expires_at: float | None
+
+
+@dataclass
+class KeychainResolver:
+    credentials: CredentialResolver
+    http: httpx.AsyncClient | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    _cache: dict[str, _Token] = field(default_factory=dict)
+
+    async def resolve(self, execution_id: str, entries: list[dict[str, Any]],
+                      render: Callable[[Any], Any], on_secret: Callable[[Any], None]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for entry in entries:
+            name = str(entry.get("name"))
+            value = await self._entry(execution_id, entry, render)
+            for item in (value.values() if isinstance(value, Mapping) else [value]):
+                on_secret(item)
+            out[name] = value
+        return out
+
+    async def _entry(self, execution_id: str, entry: Mapping[str, Any],
+                     render: Callable[[Any], Any]) -> dict[str, Any]:
+        kind = entry.get("kind")
+        name = entry.get("name")
+        if kind == "credential":
+            ref = str(entry.get("ref") or entry.get("credential"))
+            try:
+                credential = await self.credentials.get(ref)
+            except MissingCredentialError as exc:
+                raise KeychainError(f"keychain '{name}': {exc}", "missing_credential") from None
+            return dict(credential.data)
+        if kind == "static":
+            return dict(render(entry.get("map") or {}))
+        if kind == "bearer":
+            return {"token": render(entry.get("token"))}
+        if kind == "oauth2":
+            scope_key = name if entry.get("scope") == "global" else f"{execution_id}:{name}"
+            return await self._oauth(str(scope_key), entry, render)
+        if kind in ("secrets", "secret_manager"):
+            provider = entry.get("provider")
+            if provider not in SUPPORTED_PROVIDERS:
+                raise KeychainError(f"keychain '{name}': secret provider '{provider}' is not reachable "
+                                    f"from this worker; supported here: {', '.join(SUPPORTED_PROVIDERS)}",
+                                    "missing_credential")
+            out = {}
+            for fieldname, variable in (entry.get("map") or {}).items():
+                if variable not in self.environ:
+                    raise KeychainError(f"keychain '{name}': environment variable '{variable}' (for "
+                                        f"'{fieldname}') is not set on this worker", "missing_credential")
+                out[fieldname] = self.environ[variable]
+            return out
+        raise KeychainError(f"keychain '{name}': unknown kind '{kind}'", "validation")
+
+    async def _oauth(self, key: str, entry: Mapping[str, Any],
+                     render: Callable[[Any], Any]) -> dict[str, Any]:
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and (cached.expires_at is None or now < cached.expires_at
+                                   or not entry.get("auto_renew")):
+            return cached.response
+        request = render({"endpoint": entry.get("endpoint"), "method": entry.get("method") or "POST",
+                          "headers": entry.get("headers") or {}, "data": entry.get("data") or {}})
+        response = await self._request_token(str(entry.get("name")), request)
+        expires_in = response.get("expires_in")
+        expires_at = now + float(expires_in) - 5 if isinstance(expires_in, (int, float)) else None
+        self._cache[key] = _Token(response, expires_at)
+        return response
+
+    async def _request_token(self, name: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        client = self.http or httpx.AsyncClient(timeout=30)
+        try:
+            headers = dict(request.get("headers") or {})
+            data = request.get("data")
+            is_json = "json" in str(headers.get("Content-Type", headers.get("content-type", ""))).lower()
+            response = await client.request(
+                str(request.get("method", "POST")).upper(), str(request.get("endpoint")), headers=headers,
+                json=data if is_json else None, data=None if is_json else data)
+        except httpx.HTTPError as exc:
+            raise KeychainError(f"keychain '{name}': the token request to {request.get('endpoint')} "
+                                f"failed: {type(exc).__name__}", "connection", retryable=True) from None
+        finally:
+            if self.http is None:
+                await client.aclose()
+        if response.status_code >= 400:
+            raise KeychainError(f"keychain '{name}': the token endpoint answered {response.status_code}",
+                                "auth")
+        try:
+            body = response.json()
+        except ValueError:
+            raise KeychainError(f"keychain '{name}': the token endpoint did not answer JSON",
+                                "auth") from None
+        if not isinstance(body, dict) or "access_token" not in body:
+            raise KeychainError(f"keychain '{name}': the token response has no access_token", "auth")
+        return body
+
+    async def tokens(self, execution_id: str, texts: str, on_secret: Callable[[Any], None]) -> dict[str, str]:
+        """Bearer tokens for every `token('name')` the step's templates call (spec section 10)."""
+        out: dict[str, str] = {}
+        for name in sorted(set(_TOKEN_CALL.findall(texts))):
+            try:
+                credential = await self.credentials.get(name)
+            except MissingCredentialError as exc:
+                raise KeychainError(f"token('{name}'): {exc}", "missing_credential") from None
+            data = dict(credential.data)
+            token = data.get("access_token") or data.get("token")
+            if not token:
+                endpoint = data.get("token_url") or data.get("endpoint")
+                if not endpoint:
+                    raise KeychainError(f"token('{name}'): credential '{name}' has neither a token nor a "
+                                        "token_url to request one from", "auth")
+                form = {k: v for k, v in data.items()
+                        if k in ("client_id", "client_secret", "scope", "audience", "grant_type")}
+                form.setdefault("grant_type", "client_credentials")
+                response = await self._oauth(f"{execution_id}:token:{name}",
+                                             {"name": name, "endpoint": endpoint, "data": form,
+                                              "auto_renew": True}, lambda v: v)
+                token = response["access_token"]
+            on_secret(token)
+            out[name] = str(token)
+        return out

@@ -1,0 +1,85 @@
+"""A NoETL runtime per test on the session's real nats-server and a fresh Postgres database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from control_plane.stack import Stack, StackConfig
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def runtime_env(nats_url: str, nats_prefix: str, pg_dsn: str, tmp_path: Path) -> dict[str, str]:
+    """The environment a NoETL process of this test's runtime needs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {**os.environ, "NOETL_NATS_URL": nats_url, "NOETL_PG_DSN": pg_dsn, "NOETL_BUS_PREFIX": nats_prefix,
+            "NOETL_HOME": str(home), "NOETL_ACK_WAIT_S": "2"}
+
+
+def stack_config_of(env: dict[str, str], **overrides: object) -> StackConfig:
+    values: dict[str, object] = {"home": Path(env["NOETL_HOME"]), "nats_url": env["NOETL_NATS_URL"],
+                                 "pg_dsn": env["NOETL_PG_DSN"], "prefix": env["NOETL_BUS_PREFIX"],
+                                 "ack_wait_s": 2.0}
+    values.update(overrides)
+    return StackConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def stack(runtime_env: dict[str, str]) -> AsyncIterator[Stack]:
+    """Orchestrator and a worker pool in this process."""
+    async with Stack(stack_config_of(runtime_env, workers={"default": 4})) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(runtime_env: dict[str, str]) -> AsyncIterator[Stack]:
+    """Only the store and the bus: the runtime's processes are started by the test."""
+    async with Stack(stack_config_of(runtime_env, orchestrator=False, workers={})) as running:
+        yield running
+
+
+@pytest.fixture
+def spawn(runtime_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `noetl ARGS` as a real process of this runtime; every one is killed at the end."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"proc-{len(processes)}.log", "wb")
+        process = subprocess.Popen([sys.executable, "-m", "noetl.cli", *args], env=runtime_env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+async def wait_for(check: Callable[[], object], timeout_s: float = 30.0, what: str = "condition") -> object:
+    """Poll `check` until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
