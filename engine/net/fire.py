@@ -228,6 +228,7 @@ class _Firing:
             input=step_input, context=context, iterator=iterator, timeout_s=timeout,
             max_iterations=step.spec.max_iterations, playbook_path=self.env.playbook_path,
             workbook=workbook,
+            output=step.output.model_dump(exclude_none=True) if step.output else None,
             keychain=[k.model_dump(by_alias=True, exclude_none=True) for k in self.net.playbook.keychain]))
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
                   pool=pool)

@@ -28,6 +28,7 @@ class RunStep(WireModel):
     playbook_path: str | None = None
     workbook: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)  # name -> tasks
     keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
+    output: dict[str, Any] | None = None  # the step's `output` hints (spec 16): store, select, size
 
 
 class CancelStep(WireModel):

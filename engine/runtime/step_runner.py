@@ -157,10 +157,7 @@ class StepRunner:
         except asyncio.CancelledError:
             envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
         if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
-            inline, ref = externalize(envelope.data, self.work_dir / cmd.execution_id,
-                                      self.inline_max_bytes)
-            if ref is not None:
-                envelope = envelope.model_copy(update={"data": inline, "ref": ref})
+            envelope = self._store_large(cmd, envelope)
         duration = (time.perf_counter() - started) * 1000
         meta = dict(envelope.meta.model_extra or {})
         meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),
@@ -181,6 +178,28 @@ class StepRunner:
         return recorder.scrub(self._event(cmd, type_, key="outcome", result=envelope,
                                           attempt=max(pipe.attempts, 1), duration_ms=duration,
                                           payload=payload))
+
+    def _store_large(self, cmd: RunStep, envelope: ResultEnvelope) -> ResultEnvelope:
+        """Large results go by reference (spec 9); `output` hints choose what stays inline (spec 16)."""
+        assert self.work_dir is not None
+        hints = dict(cmd.output or {})
+        last_task = cmd.tasks[-1] if cmd.tasks else {}
+        hints.update(last_task.get("output") or {})
+        threshold = hints.get("inline_max_bytes", self.inline_max_bytes)
+        store = (hints.get("store") or {}).get("kind", "auto")
+        if store == "memory":
+            return envelope
+        if store == "disk":
+            threshold = 0
+        selected = hints.get("select") or hints.get("output_select")
+        data = envelope.data
+        inline, ref = externalize(data, self.work_dir / cmd.execution_id,
+                                  0 if selected and isinstance(data, dict) else threshold)
+        if ref is None:
+            return envelope
+        if selected and isinstance(data, dict):
+            inline = {key: data[key] for key in selected if key in data}
+        return envelope.model_copy(update={"data": inline, "ref": ref})
 
     async def _secrets(self, cmd: RunStep, pipe: _Pipeline,
                        recorder: _RecordingCredentials) -> ResultEnvelope | None:
