@@ -111,7 +111,11 @@ class _Firing:
         if self.state.status != "running" or self.state.cancelling:
             return
         self.state.cancelling = True
-        self.cancel_pending(self.cause.payload.get("reason") or "cancelled on request")
+        reason = str(self.cause.payload.get("reason") or "cancelled on request")
+        if self.state.error is None:
+            self.state.error = {"kind": "timeout" if self.cause.payload.get("timeout") else "cancelled",
+                                "message": reason, "retryable": False}
+        self.cancel_pending(reason)
 
     def outcome(self) -> None:
         event = self.cause
@@ -521,7 +525,7 @@ class _Firing:
         state = self.state
         if state.cancelling:
             state.status = "cancelled"
-            self.emit("execution.cancelled", payload={"reason": self.cause.payload.get("reason")})
+            self.emit("execution.cancelled", payload={"error": state.error})
             return
         final = self.net.final
         if final and not state.final_dispatched:

@@ -145,6 +145,13 @@ class Orchestrator:
         elif isinstance(command, StartChild):
             execution.children.add(command.command_id)
             await self._start_child(command)
+            if command.timeout_s:  # a timer in this process: a restart forgets it (docs/runtime.md)
+                asyncio.get_running_loop().call_later(
+                    command.timeout_s, lambda: asyncio.ensure_future(self._publish_event(Event(
+                        event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:timeout",
+                        execution_id=command.child_execution_id, type="execution.cancel_requested",
+                        payload={"reason": f"the playbook call of step '{command.step}' timed out after "
+                                           f"{command.timeout_s} s", "timeout": True}))))
         else:
             if command.command_id in execution.children:  # cancelling a parent cancels its child
                 await self._publish_event(Event(
