@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -79,5 +80,9 @@ class Progress:
         status = summary["status"]
         self.console.print(f"execution {self.execution_id} {status}")
         if summary.get("error"):
-            self.console.print(f"error: {summary['error']}")
+            self.console.print(f"error: {summary['error']}", markup=False)
+        elif summary.get("result") is not None:
+            text = json.dumps(summary["result"], default=str)
+            self.console.print(f"result: {text if len(text) <= 2000 else text[:1997] + '...'}",
+                               markup=False, highlight=False)
         sys.stderr.flush()
