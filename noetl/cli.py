@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from noetl.commands import catalog, credentials, dsl, evals, executions, run, stack
+from noetl.commands import bench, catalog, credentials, dsl, evals, executions, run, stack
 
 app = typer.Typer(
     name="noetl",
@@ -19,6 +19,7 @@ catalog.register(app)
 credentials.register(app)
 executions.register(app)
 stack.register(app)
+bench.register(app)
 evals.register(app)
 
 

@@ -1,0 +1,214 @@
+"""The engine's dispatch cost against the raw JetStream floor, measured in one run on one machine.
+
+1. the floor (evals.benchmarks.dispatch_floor): publish -> pull in another process -> ack -> reply;
+   the median round trip, and the throughput with as many consumers as the engine has workers;
+2. the engine's per-step overhead: a sequential chain of noop steps, its span divided by its length;
+3. the engine's throughput: one parallel loop of noop items, items per second.
+
+Ratios are against the floor of the same run, so a slow or busy machine moves both sides. Servers: the
+given NATS and Postgres (NOETL_NATS_URL / NOETL_PG_DSN at the entry points), else embedded ones in a
+fresh temporary NOETL_HOME, stopped and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from control_plane.stack import Stack, StackConfig
+from engine.bus.jetstream import Bus
+from engine.runtime.embedded import start_nats, start_postgres
+from evals.benchmarks.dispatch_engine import Waiter, measure_engine
+from evals.benchmarks.dispatch_floor import measure_floor
+
+STEP_OVERHEAD_RATIO_MAX = 1.5  # step_overhead_ms / floor_rtt_ms at most
+LOOP_THROUGHPUT_RATIO_MIN = 0.6  # loop_throughput_per_s / floor_throughput_per_s at least
+POOL = "default"  # the pool the benchmark playbooks' steps run in
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    nats_url: str
+    pg_dsn: str
+    nats_embedded: bool
+    pg_embedded: bool
+    pids: dict[str, int]  # pid of each embedded server ("nats", "postgres"), for CPU accounting
+
+
+@contextlib.contextmanager
+def bench_servers(nats_url: str | None, pg_dsn: str | None, home: Path) -> Iterator[Servers]:
+    """The given servers, or embedded ones under `home` that this call starts and stops."""
+    started: list[Any] = []
+    nats_embedded, pg_embedded = nats_url is None, pg_dsn is None
+    pids: dict[str, int] = {}
+    try:
+        if nats_url is None:
+            nats = start_nats(home)
+            started.append(nats)
+            nats_url, pids["nats"] = nats.url, nats.pid
+        if pg_dsn is None:
+            postgres = start_postgres(home)
+            started.append(postgres)
+            pg_dsn, pids["postgres"] = postgres.dsn, postgres.pid
+        yield Servers(nats_url, pg_dsn, nats_embedded, pg_embedded, pids)
+    finally:
+        for server in reversed(started):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+def _machine() -> dict[str, Any]:
+    one, five, fifteen = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg": [round(one, 2), round(five, 2), round(fifteen, 2)],
+            "python": platform.python_version(), "platform": platform.platform(terse=True)}
+
+
+async def _engine(servers: Servers, home: Path, *, chain_steps: int, loop_items: int, repetitions: int,
+                  concurrency: int, warmup: bool, waiter: Waiter, progress: Progress | None
+                  ) -> dict[str, Any]:
+    config = StackConfig(home=home, nats_url=servers.nats_url, pg_dsn=servers.pg_dsn,
+                         prefix=f"bench{uuid.uuid4().hex[:10]}", workers={POOL: concurrency})
+    stack = Stack(config)
+    try:
+        await stack.start()
+        return await measure_engine(stack, chain_steps=chain_steps, loop_items=loop_items,
+                                    repetitions=repetitions, warmup=warmup, progress=progress,
+                                    waiter=waiter)
+    finally:
+        await stack.close()
+        if not servers.nats_embedded:  # leave no streams on a shared server
+            with contextlib.suppress(Exception):
+                bus = await Bus.connect(servers.nats_url, config.prefix)
+                await bus.delete_streams()
+                await bus.close()
+
+
+def run_dispatch_benchmark(*, chain_steps: int = 200, loop_items: int = 2000, round_trips: int = 1000,
+                           floor_messages: int | None = None, repetitions: int = 3,
+                           concurrency: int = 4, warmup: bool = True, nats_url: str | None = None,
+                           pg_dsn: str | None = None, home: Path | None = None,
+                           waiter: Waiter = "light", progress: Progress | None = None) -> dict[str, Any]:
+    """Measure the floor and the engine in one run; return the figures, ratios, targets and machine.
+
+    `concurrency` is the engine's worker pool size (one Worker, one pull consumer); the floor runs with
+    as many consumer processes as the engine has workers (one). `floor_messages` defaults to
+    max(loop_items, 2000). Must not be called from a running event loop."""
+    if min(chain_steps, loop_items, round_trips, repetitions, concurrency) < 1:
+        raise ValueError("chain_steps, loop_items, round_trips, repetitions and concurrency must be >= 1")
+    note = progress or (lambda _: None)
+    own_home = home is None
+    root = Path(tempfile.mkdtemp(prefix="noetl-bench-")) if home is None else home
+    consumers = 1  # the stack runs one Worker (one pull consumer) per pool
+    before = _machine()
+    try:
+        with bench_servers(nats_url, pg_dsn, root) as servers:
+            note(f"floor: {round_trips} round trips, then throughput with {consumers} consumer(s)")
+            floor = measure_floor(servers.nats_url, round_trips=round_trips, consumers=consumers,
+                                  messages=floor_messages or max(loop_items, 2000),
+                                  warmup=50 if warmup else 0)
+            engine = asyncio.run(_engine(servers, root, chain_steps=chain_steps, loop_items=loop_items,
+                                         repetitions=repetitions, concurrency=concurrency, warmup=warmup,
+                                         waiter=waiter, progress=progress))
+    finally:
+        if own_home:
+            shutil.rmtree(root, ignore_errors=True)
+    where = {"nats": "given" if nats_url else "embedded", "postgres": "given" if pg_dsn else "embedded"}
+    return _report(floor, engine, before=before, servers=where,
+                   chain_steps=chain_steps, loop_items=loop_items, repetitions=repetitions,
+                   concurrency=concurrency, consumers=consumers)
+
+
+def _report(floor: dict[str, Any], engine: dict[str, Any], *, before: dict[str, Any],
+            servers: dict[str, str], chain_steps: int, loop_items: int, repetitions: int,
+            concurrency: int, consumers: int) -> dict[str, Any]:
+    step_ratio = engine["step_overhead_ms"] / floor["floor_rtt_ms"]
+    loop_ratio = engine["loop_throughput_per_s"] / floor["floor_throughput_per_s"]
+    after = _machine()
+    return {
+        "floor_rtt_ms": floor["floor_rtt_ms"],
+        "floor_rtt_p95_ms": floor["floor_rtt_p95_ms"],
+        "step_overhead_ms": engine["step_overhead_ms"],
+        "step_overhead_ratio": round(step_ratio, 3),
+        "floor_throughput_per_s": floor["floor_throughput_per_s"],
+        "loop_throughput_per_s": engine["loop_throughput_per_s"],
+        "loop_throughput_ratio": round(loop_ratio, 3),
+        "targets": {"step_overhead_ratio_max": STEP_OVERHEAD_RATIO_MAX,
+                    "loop_throughput_ratio_min": LOOP_THROUGHPUT_RATIO_MIN},
+        "met": {"step_overhead": step_ratio <= STEP_OVERHEAD_RATIO_MAX,
+                "loop_throughput": loop_ratio >= LOOP_THROUGHPUT_RATIO_MIN},
+        "cpus": after["cpus"],
+        "loadavg_before": before["loadavg"],
+        "loadavg_after": after["loadavg"],
+        "python": after["python"],
+        "platform": after["platform"],
+        "servers": servers,
+        "sizes": {"chain_steps": chain_steps, "loop_items": loop_items, "repetitions": repetitions,
+                  "round_trips": floor["round_trips"], "floor_messages": floor["messages"],
+                  "floor_consumers": consumers, "engine_workers": 1, "worker_concurrency": concurrency},
+        "floor": {k: v for k, v in floor.items()
+                  if k not in ("floor_rtt_ms", "floor_rtt_p95_ms", "floor_throughput_per_s", "cpus",
+                               "loadavg_1m", "python", "round_trips", "messages", "consumers")},
+        "engine": {k: v for k, v in engine.items()
+                   if k not in ("step_overhead_ms", "loop_throughput_per_s")},
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A few lines for a terminal."""
+    met = result["met"]
+    targets = result["targets"]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    sizes = result["sizes"]
+    return "\n".join([
+        f"floor:    {result['floor_rtt_ms']:.3f} ms per round trip (median of {sizes['round_trips']}), "
+        f"{result['floor_throughput_per_s']:.0f} msg/s with {sizes['floor_consumers']} consumer(s)",
+        f"chain:    {result['step_overhead_ms']:.3f} ms per step over {sizes['chain_steps']} steps -> "
+        f"ratio {result['step_overhead_ratio']:.2f} (target <= {targets['step_overhead_ratio_max']}: "
+        f"{mark(met['step_overhead'])})",
+        f"loop:     {result['loop_throughput_per_s']:.0f} items/s over {sizes['loop_items']} items -> "
+        f"ratio {result['loop_throughput_ratio']:.3f} (target >= {targets['loop_throughput_ratio_min']}: "
+        f"{mark(met['loop_throughput'])})",
+        f"machine:  {result['cpus']} cpus, load {result['loadavg_before']} -> {result['loadavg_after']}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evals.benchmarks.dispatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="length of the sequential chain")
+    parser.add_argument("--items", type=int, default=2000, help="items of the parallel loop")
+    parser.add_argument("--round-trips", type=int, default=1000, help="floor round trips")
+    parser.add_argument("--repetitions", type=int, default=3, help="runs of the chain and of the loop")
+    parser.add_argument("--concurrency", type=int, default=4, help="the worker pool's concurrency")
+    parser.add_argument("--waiter", choices=("light", "service"), default="light",
+                        help="how the client waits for an execution (see dispatch_engine)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    result = run_dispatch_benchmark(
+        chain_steps=args.steps, loop_items=args.items, round_trips=args.round_trips,
+        repetitions=args.repetitions, concurrency=args.concurrency, waiter=args.waiter,
+        nats_url=os.environ.get("NOETL_NATS_URL") or None, pg_dsn=os.environ.get("NOETL_PG_DSN") or None,
+        progress=None if args.json else lambda line: print(line, file=sys.stderr))
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

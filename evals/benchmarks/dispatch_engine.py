@@ -1,0 +1,141 @@
+"""The engine's side of the dispatch benchmark: run the chain and the loop on a started Stack and time them.
+
+Times come from the event log itself: `recorded_at` of the execution's `execution.started` and
+`execution.completed` rows, i.e. Postgres' clock when each event was written in the transaction that
+committed it. So the span is the engine's own, from the moment the execution was taken up to the moment
+its completion was durable, free of the client's polling interval. The wall clock around submit/wait
+(which adds the publish of the start event and up to one poll interval) is reported beside it.
+
+The client waits by polling the execution row's `ended_at` (set in the transaction that stores the
+terminal event), one single-row query every 10 ms, instead of `ExecutionService.wait`, which re-reads and
+parses every new event every 20 ms: the client shares the event loop and the database with the engine
+here, and the benchmark should time the engine, not its observer. `waiter="service"` uses `wait`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from control_plane.stack import Stack
+from evals.benchmarks.bench_playbooks import chain_playbook, loop_playbook
+
+SPAN_SOURCE = ("events.recorded_at (Postgres clock, in the committing transaction) of execution.started "
+               "-> execution.completed")
+_SPAN_SQL = ("SELECT type, recorded_at FROM events WHERE execution_id = %s "
+             "AND type IN ('execution.started', 'execution.completed')")
+_COUNT_SQL = "SELECT count(*) AS n FROM events WHERE execution_id = %s"
+_ENDED_SQL = "SELECT ended_at FROM executions WHERE execution_id = %s"
+_TERMINAL_SQL = ("SELECT type, body->'payload'->'error' AS error FROM events WHERE execution_id = %s "
+                 "AND type IN ('execution.completed', 'execution.failed', 'execution.cancelled')")
+POLL_S = 0.01
+
+Progress = Callable[[str], None]
+Waiter = Literal["light", "service"]
+
+
+class EngineBenchmarkError(RuntimeError):
+    """An execution of the benchmark did not complete, or the stack cannot run it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One execution: its span in the log (seconds), the wall time around submit/wait, its event count."""
+
+    span_s: float
+    wall_s: float
+    events: int
+
+
+async def _wait_light(stack: Stack, execution_id: str, timeout_s: float) -> tuple[str, Any]:
+    """(status, error) of the execution once its terminal event is stored; polls one row."""
+    assert stack.store is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = await stack.store.db.fetch_one(_ENDED_SQL, (execution_id,))
+        if row is not None and row["ended_at"] is not None:
+            terminal = await stack.store.db.fetch_one(_TERMINAL_SQL, (execution_id,))
+            if terminal is not None:
+                return str(terminal["type"]).split(".", 1)[1], terminal["error"]
+        if time.monotonic() > deadline:
+            raise EngineBenchmarkError(f"execution {execution_id} did not finish within {timeout_s} s")
+        await asyncio.sleep(POLL_S)
+
+
+async def wait_completed(stack: Stack, execution_id: str, timeout_s: float, waiter: Waiter = "light") -> None:
+    """Return once the execution completed; EngineBenchmarkError when it failed or was cancelled."""
+    assert stack.executions is not None
+    if waiter == "service":
+        summary = await stack.executions.wait(execution_id, timeout_s=timeout_s)
+        status, error = summary["status"], summary.get("error")
+    else:
+        status, error = await _wait_light(stack, execution_id, timeout_s)
+    if status != "completed":
+        raise EngineBenchmarkError(f"benchmark execution {execution_id} ended {status}: {error}")
+
+
+async def run_once(stack: Stack, path: str, version: int, timeout_s: float,
+                   waiter: Waiter = "light") -> Run:
+    """Start one execution of a registered playbook, wait for it, and read its span from the log."""
+    assert stack.executions is not None and stack.store is not None
+    started = time.perf_counter()
+    execution_id = await stack.executions.start(path, version=version)
+    await wait_completed(stack, execution_id, timeout_s, waiter)
+    wall_s = time.perf_counter() - started
+    rows = await stack.store.db.fetch_all(_SPAN_SQL, (execution_id,))
+    at = {row["type"]: row["recorded_at"] for row in rows}
+    if len(at) != 2:
+        raise EngineBenchmarkError(f"execution {execution_id} lacks its started/completed events: {at}")
+    span_s = (at["execution.completed"] - at["execution.started"]).total_seconds()
+    count = await stack.store.db.fetch_one(_COUNT_SQL, (execution_id,))
+    return Run(span_s=span_s, wall_s=wall_s, events=int(count["n"]) if count else 0)
+
+
+async def measure_engine(stack: Stack, *, chain_steps: int, loop_items: int, repetitions: int,
+                         warmup: bool = True, progress: Progress | None = None,
+                         waiter: Waiter = "light") -> dict[str, Any]:
+    """The median per-step time of the chain and the median items/s of the loop over `repetitions` runs
+    each (after one small run of each when `warmup`), with every sample."""
+    assert stack.executions is not None
+    note = progress or (lambda _: None)
+    if stack.leadership is None or not stack.leadership.held:
+        raise EngineBenchmarkError(
+            "another process holds the orchestrator lock on this database, so this benchmark's "
+            "orchestrator would never run; point NOETL_PG_DSN at a database of its own")
+    chain = await stack.executions.register(chain_playbook(chain_steps), "<bench chain>")
+    loop = await stack.executions.register(loop_playbook(loop_items), "<bench loop>")
+    chain_timeout = 60.0 + chain_steps * 0.5
+    loop_timeout = 60.0 + loop_items * 0.1
+    if warmup:
+        note("engine: warming up")
+        small_chain = await stack.executions.register(chain_playbook(min(chain_steps, 20)), "<warm chain>")
+        small_loop = await stack.executions.register(loop_playbook(min(loop_items, 100)), "<warm loop>")
+        await run_once(stack, small_chain.path, small_chain.version, chain_timeout, waiter)
+        await run_once(stack, small_loop.path, small_loop.version, loop_timeout, waiter)
+    chains: list[Run] = []
+    loops: list[Run] = []
+    for index in range(repetitions):
+        note(f"engine: chain of {chain_steps} steps, run {index + 1}/{repetitions}")
+        chains.append(await run_once(stack, chain.path, chain.version, chain_timeout, waiter))
+        note(f"engine: loop of {loop_items} items, run {index + 1}/{repetitions}")
+        loops.append(await run_once(stack, loop.path, loop.version, loop_timeout, waiter))
+    per_step_ms = [run.span_s * 1000.0 / chain_steps for run in chains]
+    per_step_wall_ms = [run.wall_s * 1000.0 / chain_steps for run in chains]
+    loop_per_s = [loop_items / run.span_s for run in loops]
+    return {
+        "step_overhead_ms": round(statistics.median(per_step_ms), 4),
+        "step_overhead_samples_ms": [round(v, 4) for v in per_step_ms],
+        "step_overhead_wall_ms": round(statistics.median(per_step_wall_ms), 4),
+        "chain_events_per_step": round(chains[-1].events / chain_steps, 2),
+        "loop_throughput_per_s": round(statistics.median(loop_per_s), 1),
+        "loop_throughput_samples_per_s": [round(v, 1) for v in loop_per_s],
+        "loop_wall_s": round(statistics.median(run.wall_s for run in loops), 4),
+        "loop_events_per_item": round(loops[-1].events / loop_items, 2),
+        "measured_from": SPAN_SOURCE,
+        "client_wait": "poll executions.ended_at every 10 ms" if waiter == "light"
+        else "ExecutionService.wait (re-reads new events every 20 ms)",
+    }

@@ -1,0 +1,49 @@
+"""`noetl bench ...`: benchmarks that print their figures against a floor measured in the same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, cast
+
+import typer
+
+if TYPE_CHECKING:
+    from evals.benchmarks.dispatch_engine import Waiter
+
+bench_app = typer.Typer(help="Measure the engine against its floor on this machine.", no_args_is_help=True)
+
+
+@bench_app.command("dispatch")
+def bench_dispatch(
+    steps: Annotated[int, typer.Option(min=1, help="Length of the sequential chain of noop steps.")] = 200,
+    items: Annotated[int, typer.Option(min=1, help="Items of the parallel loop of noop steps.")] = 2000,
+    round_trips: Annotated[int, typer.Option(min=1, help="JetStream floor round trips.")] = 1000,
+    repetitions: Annotated[int, typer.Option(min=1, help="Runs of the chain and of the loop (median).")] = 3,
+    concurrency: Annotated[int, typer.Option(min=1, help="The engine's worker pool concurrency.")] = 4,
+    waiter: Annotated[str, typer.Option(help="How the client waits: 'light' (poll the execution row) or "
+                                             "'service' (ExecutionService.wait).")] = "light",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when a target is missed.")] = False,
+) -> None:
+    """Per-step overhead and loop throughput of the engine against the raw JetStream floor.
+
+    Uses NOETL_NATS_URL / NOETL_PG_DSN when set, else embedded servers in a fresh temporary home."""
+    from evals.benchmarks.dispatch import format_report, run_dispatch_benchmark
+
+    if waiter not in ("light", "service"):
+        print(f"--waiter must be 'light' or 'service', got '{waiter}'", file=sys.stderr)
+        raise typer.Exit(2)
+    result = run_dispatch_benchmark(
+        chain_steps=steps, loop_items=items, round_trips=round_trips, repetitions=repetitions,
+        concurrency=concurrency, waiter=cast("Waiter", waiter),
+        nats_url=os.environ.get("NOETL_NATS_URL") or None, pg_dsn=os.environ.get("NOETL_PG_DSN") or None,
+        progress=None if as_json else lambda line: print(line, file=sys.stderr))
+    print(json.dumps(result, indent=2) if as_json else format_report(result))
+    if check and not all(result["met"].values()):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
