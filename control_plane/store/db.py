@@ -50,7 +50,8 @@ class Database:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, timeout=timeout, open=False, name="noetl",
             kwargs={"autocommit": True, "row_factory": dict_row},
-            check=AsyncConnectionPool.check_connection,
+            # no per-checkout check: it costs a round trip on every append; a connection broken by a
+            # database restart fails its statement, the caller retries, and the pool replaces it
         )
         db = cls(pool, dsn)
         try:

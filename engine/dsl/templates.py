@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, Undefined
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
@@ -282,6 +282,24 @@ class TemplateRenderer:
         except TemplateSyntaxError as exc:
             return f"template syntax error: {exc.message} (line {exc.lineno} of the template)"
         return None
+
+    def referenced_names(self, value: Any) -> set[str]:
+        """Top-level names the templates in `value` (recursively) read; unparsable ones read nothing."""
+        found: set[str] = set()
+        if isinstance(value, str):
+            if is_template(value):
+                try:
+                    ast = self.env.parse(value)
+                except TemplateSyntaxError:
+                    return found
+                found.update(n.name for n in ast.find_all(nodes.Name) if n.ctx == "load")
+        elif isinstance(value, dict):
+            for item in value.values():
+                found |= self.referenced_names(item)
+        elif isinstance(value, list):
+            for item in value:
+                found |= self.referenced_names(item)
+        return found
 
     # -- rendering -------------------------------------------------------------------------------
     def render(self, value: Any, context: Mapping[str, Any], *, where: str = "") -> Rendered:

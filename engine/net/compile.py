@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from engine.dsl.model import Playbook
+from engine.dsl.model import Playbook, Step
+from engine.dsl.templates import TemplateRenderer
 from engine.net.net import ArcDef, LoopDef, Net, Transition
+
+_RENDERER = TemplateRenderer()
+
+
+def worker_reads(playbook: Playbook, step: Step) -> frozenset[str]:
+    """The names a step's worker-side templates read (tool configs, rules, task sets, workbook tasks):
+    only those step results travel with its command."""
+    tasks = [t.model_dump(by_alias=True, exclude_none=True, exclude={"code"}) for t in step.tool]
+    for tool in step.tool:
+        if tool.kind == "workbook":
+            tasks += [t.model_dump(by_alias=True, exclude_none=True, exclude={"code"})
+                      for wb in playbook.workbook if wb.name == tool.name for t in wb.tool]
+    return frozenset(_RENDERER.referenced_names(tasks))
 
 
 def successors_of(edges: Mapping[str, Iterable[str]], start: Iterable[str]) -> set[str]:
@@ -104,6 +118,7 @@ def compile_net(playbook: Playbook) -> Net:
             loop=loop,
             tasks=tuple(step.task_name(j) for j in range(len(step.tool))),
             best_effort=step.spec.policy.failure.mode == "best_effort",
+            reads=worker_reads(playbook, step),
         )
     return Net(playbook=playbook, entry=entry, final=final, transitions=transitions,
                order=tuple(names), reachable=frozenset(reachable), ancestors=ancestors,

@@ -56,6 +56,7 @@ class _Firing:
         self.env = env
         self.out = Decision()
         self.new_warnings: list[str] = []
+        self._handles: dict[str, Any] | None = None  # step results as templates see them (cached)
 
     # ------------------------------------------------------------------ emitting
     def emit(self, type_: str, *, step: str | None = None, result: ResultEnvelope | None = None,
@@ -75,8 +76,10 @@ class _Firing:
     def context(self, *, arc_args: Mapping[str, Any] | None = None, event: dict[str, Any] | None = None,
                 iterator: str | None = None, iter_vars: Mapping[str, Any] | None = None,
                 input: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        results = {name: rec.result.handle(self.env.resolve_ref)
-                   for name, rec in self.state.steps.items() if rec.result is not None}
+        if self._handles is None:
+            self._handles = {name: rec.result.handle(self.env.resolve_ref)
+                             for name, rec in self.state.steps.items() if rec.result is not None}
+        results = self._handles
         return build_context(workload=self.state.workload, ctx=self.state.ctx, step_names=self.net.order,
                              results=results, arc_args=arc_args, iterator=iterator, iter_vars=iter_vars,
                              input=input, event=event, execution_id=self.state.execution_id)
@@ -198,6 +201,7 @@ class _Firing:
         cid = command_id(self.state.execution_id, step.step, run, loop_index)
         self.state.pending[cid] = Dispatch(cid, step.step, run, loop_index)
         pool = self.env.pool_of(step)
+        reads = self.net.transition(step.step).reads
         context = {
             "workload": self.state.workload,
             "ctx": dict(self.state.ctx),
@@ -205,7 +209,8 @@ class _Firing:
                                "columns": rec.result.columns,
                                "statement_count": rec.result.statement_count,
                                "task_results": rec.result.task_results, "stats": rec.result.stats}
-                        for name, rec in self.state.steps.items() if rec.result is not None},
+                        for name, rec in self.state.steps.items()
+                        if rec.result is not None and name in reads},
             "step_names": list(self.net.order),
             "arc_args": arc_args,
         }
@@ -390,6 +395,7 @@ class _Firing:
         record.error = error
         if result is not None or ok:
             record.result = result or StepResult()
+            self._handles = None
         state.last_finished = name
         if loop:
             envelope = ResultEnvelope(status="ok" if ok else "error", data=result.data if result else None,

@@ -42,6 +42,7 @@ class Transition:
     loop: LoopDef | None
     tasks: tuple[str, ...]  # task names of the pipeline, in order
     best_effort: bool
+    reads: frozenset[str] = frozenset()  # names the worker-side templates of the step read
 
     @property
     def is_join(self) -> bool:

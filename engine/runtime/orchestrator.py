@@ -32,6 +32,14 @@ from engine.runtime.ports import ChildStarter, EventLog
 log = logging.getLogger(__name__)
 
 
+HOLD_S = 0.005  # waiting for more events after a batch of only progress events
+HOLD_MAX_S = 0.02
+
+
+def _progress_only(deliveries: list[Delivery]) -> bool:
+    return all(b'"type":"step.started"' in d.data for d in deliveries)
+
+
 class OrchestratorError(EngineError):
     code = "orchestrator_error"
 
@@ -66,10 +74,23 @@ class Orchestrator:
         await self.resume()
         if ready is not None:
             ready.set()
+        loop = asyncio.get_running_loop()
+        held: list[Delivery] = []
+        held_since = 0.0
         while not stop.is_set():
-            deliveries = await consumer.fetch(batch=self.batch_size, timeout=0.5)
-            if deliveries:
-                await self.handle(deliveries)
+            deliveries = await consumer.fetch(batch=self.batch_size, timeout=HOLD_S if held else 0.5)
+            batch = held + deliveries
+            if not batch:
+                continue
+            now = loop.time()
+            if held and now - held_since < HOLD_MAX_S and (not deliveries or _progress_only(deliveries)):
+                held = batch  # a step that just started usually ends within milliseconds: one commit
+                continue
+            if not held and deliveries and _progress_only(deliveries):
+                held, held_since = batch, now
+                continue
+            held = []
+            await self.handle(batch)
 
     async def resume(self) -> None:
         """Rebuild every execution that has no terminal event and re-publish its pending commands."""
@@ -125,16 +146,20 @@ class Orchestrator:
             for delivery in deliveries:
                 await delivery.nak(delay_s=1.0)
             return
+        runs = [self._publish(c, e) for e, c in to_publish if isinstance(c, RunStep)]
+        for start in range(0, len(runs), 256):  # concurrently: order between commands does not matter
+            await asyncio.gather(*runs[start:start + 256])
         for execution, command in to_publish:
-            await self._publish(command, execution)
+            if not isinstance(command, RunStep):
+                await self._publish(command, execution)
         for event in to_append:
             if event.type in TERMINAL_EVENTS:
                 await self.events.set_status(event.execution_id, event.type.split(".")[1])
                 finished = self._live.pop(event.execution_id, None)
                 if finished is not None and finished.started.get("parent_command_id"):
                     await self._report_to_parent(finished, event)
-        for delivery in deliveries:
-            await delivery.ack()
+        # committed: a lost ack only brings a redelivery, which the log drops as a duplicate
+        await asyncio.gather(*(d.ack_nowait() for d in deliveries if d not in poison))
         for delivery in poison:
             await delivery.term()
 

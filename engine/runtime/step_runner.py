@@ -146,8 +146,10 @@ class StepRunner:
         async def scrubbed(event: Event) -> None:
             await report(recorder.scrub(event))
 
-        await scrubbed(self._event(cmd, "step.started", key=f"started:{delivery}", attempt=1,
-                                   payload={"delivery": delivery} if delivery > 1 else None))
+        # sent while the step runs; awaited before the outcome, so the log keeps their order
+        announced = asyncio.create_task(scrubbed(self._event(
+            cmd, "step.started", key=f"started:{delivery}", attempt=1,
+            payload={"delivery": delivery} if delivery > 1 else None)))
         pipe = _Pipeline(iter_vars=dict(cmd.context.get("iter") or {}) if cmd.loop_index is not None
                          else None, credentials=recorder)
         try:
@@ -158,6 +160,7 @@ class StepRunner:
             envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
         if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
             envelope = self._store_large(cmd, envelope)
+        await announced
         duration = (time.perf_counter() - started) * 1000
         meta = dict(envelope.meta.model_extra or {})
         meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,8 +17,13 @@ SECRET_KEYS: frozenset[str] = frozenset({
 def is_secret_key(key: str, secret_keys: Iterable[str] = SECRET_KEYS) -> bool:
     """A key names a secret when, lower-cased with `-` read as `_`, it is one of `secret_keys` or ends
     with `_` + one of them (`db_password`, `X-Api-Key`), so `max_tokens` or `token_count` are not."""
+    names = secret_keys if isinstance(secret_keys, frozenset) else frozenset(secret_keys)
+    return _names_secret(key, names)
+
+
+@functools.lru_cache(maxsize=16384)
+def _names_secret(key: str, names: frozenset[str]) -> bool:  # keys repeat: every event has the same few
     norm = key.lower().replace("-", "_")
-    names = secret_keys if isinstance(secret_keys, (set, frozenset)) else frozenset(secret_keys)
     return norm in names or any(norm.endswith("_" + name) for name in names)
 
 
@@ -25,8 +31,13 @@ def redact(value: Any, secrets: Iterable[str] = (), secret_keys: Iterable[str] =
     """A copy of `value` with every occurrence of each secret replaced by `***` in its strings (keys
     included), and the value of every secret-named key replaced by `***`. Pure; `value` is untouched."""
     ordered = sorted({s for s in secrets if isinstance(s, str) and s}, key=len, reverse=True)
-    keys = frozenset(k.lower().replace("-", "_") for k in secret_keys)
+    keys = _normalized(secret_keys if isinstance(secret_keys, frozenset) else frozenset(secret_keys))
     return _redact(value, ordered, keys)
+
+
+@functools.lru_cache(maxsize=64)
+def _normalized(keys: frozenset[str]) -> frozenset[str]:
+    return frozenset(k.lower().replace("-", "_") for k in keys)
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:

@@ -100,7 +100,7 @@ def test_a_join_runs_once_after_every_branch_in_any_arrival_order(order: tuple[s
             assert sim.ran("merge") == 0, f"merge ran after only {order[:i + 1]}"
     assert sim.ran("merge") == 1
     merge = sim.command("merge")
-    assert set(merge.context["results"]) == {"start", "a", "b", "c"}
+    assert set(merge.context["results"]) == {"a", "b", "c"}  # the results merge's templates read
     sim.succeed("merge", {"total": 6})
     assert sim.state.status == "completed" and sim.ran("merge") == 1
 
@@ -186,7 +186,8 @@ def test_an_empty_loop_completes_at_once_with_an_empty_list() -> None:
           - {step: after, tool: {kind: noop}}
         """)
     assert sim.state.steps["each"].result.data == []
-    assert sim.command("after").context["results"]["each"]["data"] == []
+    assert sim.state.steps["each"].result.stats == {"total": 0, "succeeded": 0, "failed": 0}
+    assert [c.step for c in sim.running()] == ["after"]
 
 
 def test_a_failure_routed_to_a_handler_is_handled() -> None:
@@ -257,6 +258,19 @@ def test_cancellation_cancels_running_commands_and_ends_cancelled() -> None:
     assert sim.state.status == "cancelled"
     assert sim.types()[-1] == "execution.cancelled"
     assert sim.ran("merge") == 0
+
+
+def test_a_command_carries_only_the_results_its_templates_read() -> None:
+    sim = Sim("""\
+        workflow:
+          - {step: a, tool: {kind: noop, result: 1}, next: b}
+          - {step: b, tool: {kind: noop, result: 2}, next: c}
+          - step: c
+            tool: {kind: noop, result: "{{ b + 1 }}"}
+        """)
+    sim.succeed("a", 1)
+    sim.succeed("b", 2)
+    assert set(sim.command("c").context["results"]) == {"b"}
 
 
 def test_a_duplicate_or_late_outcome_changes_nothing() -> None:
