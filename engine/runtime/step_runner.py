@@ -84,7 +84,17 @@ class _RecordingCredentials:
             self.secrets.add(str(value))
 
     def scrub(self, event: Event) -> Event:
-        return Event.model_validate(redact(event.model_dump(mode="json"), self.secrets))
+        """The event with every secret value and secret-named field masked (a copy only if needed)."""
+        if event.result is None and not event.payload:
+            return event
+        result = event.result.model_dump(mode="json", by_alias=True) if event.result else None
+        clean_result = redact(result, self.secrets)
+        clean_payload = redact(event.payload, self.secrets)
+        if clean_result == result and clean_payload == event.payload:
+            return event
+        return event.model_copy(update={
+            "result": ResultEnvelope.model_validate(clean_result) if clean_result is not None else None,
+            "payload": clean_payload})
 
 
 class StepRunner:
