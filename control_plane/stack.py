@@ -100,7 +100,8 @@ class Stack:
         ready: list[asyncio.Event] = []
         if self.config.orchestrator:
             orchestrator = Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref,
-                                        children=self.executions, ack_wait_s=self.config.ack_wait_s)
+                                        children=self.executions, work_dir=home / "work",
+                                        ack_wait_s=self.config.ack_wait_s)
             self.leadership = Leadership(self.pg_dsn)
             leading = await self.leadership.try_acquire()
             if leading:

@@ -117,9 +117,46 @@ class MissingValue(Undefined):
         return f"MissingValue({self._noetl_path!r})"
 
 
-def not_run(step: str) -> MissingValue:
+class NotRun:
+    """A step without a result: defined, null (`is none`, `== none`), falsy, empty; reading into it is
+    an `undefined_variable` error that names the expression (spec 13)."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+
+    def read(self, attr: Any) -> Any:
+        expr = f"{self.step}.{attr}" if isinstance(attr, str) else f"{self.step}[{attr!r}]"
+        raise TemplateError(f"`{expr}` cannot be read: step `{self.step}` has not run (its result is null)",
+                            kind="undefined_variable", expression=expr,
+                            fix=f"guard it: `{{{{ {expr} if {self.step} else ... }}}}`")
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return ""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, NotRun)
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+    def __repr__(self) -> str:
+        return f"NotRun({self.step!r})"
+
+
+def not_run(step: str) -> NotRun:
     """What a step's name is bound to before the step has a result: null, with no warning."""
-    return MissingValue(name=step, path=step, quiet=True)
+    return NotRun(step)
 
 
 def _tojson(value: Any, indent: int | None = None) -> Markup:
@@ -136,7 +173,7 @@ def _b64decode(value: Any) -> str:
 
 
 def _finalize(value: Any) -> Any:
-    if value is None:
+    if value is None or isinstance(value, NotRun):
         return ""
     if isinstance(value, (dict, list)):
         return json.dumps(to_native(value), default=str, ensure_ascii=False)
@@ -158,10 +195,11 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
         self.filters["center"] = lambda s, width=80: center(s, min(int(width), MAX_OUTPUT_CHARS))
         for unsafe in ("lipsum", "cycler", "joiner"):
             self.globals.pop(unsafe, None)
+        self.tests["none"] = lambda value: value is None or isinstance(value, NotRun)
 
     # -- lookups ---------------------------------------------------------------------------------
     def _lookup(self, obj: Any, key: Any, prefer_item: bool) -> Any:
-        if isinstance(obj, MissingValue):
+        if isinstance(obj, (MissingValue, NotRun)):
             return obj.read(key)
         if obj is None:
             parent = _path_of(obj)
@@ -226,6 +264,8 @@ def to_native(value: Any) -> Any:
     """Plain JSON-friendly data: missing values become null (with their warning), markup a string."""
     if isinstance(value, MissingValue):
         value._note()
+        return None
+    if isinstance(value, NotRun):
         return None
     if isinstance(value, Markup):
         return str(value)

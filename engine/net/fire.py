@@ -9,6 +9,7 @@ input events through this function again.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from engine.protocol.events import Event, derived_id
 from engine.protocol.results import ResultEnvelope
 
 DEFAULT_POOL = "default"
+INLINE_MAX_BYTES = 65536  # larger values do not travel inside derived events (spec 9)
 
 
 @dataclass
@@ -208,7 +210,9 @@ class _Firing:
             "results": {name: {"data": rec.result.data, "ref": rec.result.ref,
                                "columns": rec.result.columns,
                                "statement_count": rec.result.statement_count,
-                               "task_results": rec.result.task_results, "stats": rec.result.stats}
+                               "task_results": rec.result.task_results, "stats": rec.result.stats,
+                               "item_refs": {str(i): r for i, r in (rec.result.item_refs or {}).items()}
+                               or None}
                         for name, rec in self.state.steps.items()
                         if rec.result is not None and name in reads},
             "step_names": list(self.net.order),
@@ -327,10 +331,10 @@ class _Firing:
         index = dispatch.loop_index
         loop.in_flight.discard(index)
         self.apply_ctx_writes(dispatch.step, self.cause.payload.get("ctx") or {})
-        if ok:
+        if ok and envelope.ref is not None:
+            loop.refs[index] = envelope.ref.model_dump(by_alias=True)
+        elif ok:
             loop.results[index] = envelope.data
-            if envelope.ref is not None:
-                loop.refs[index] = envelope.ref.model_dump(by_alias=True)
         else:
             loop.failed[index] = _error(envelope) or {"kind": "internal", "message": "item failed"}
             if not step.spec.policy.failure.mode == "best_effort" and not loop.stopping:
@@ -345,15 +349,14 @@ class _Firing:
     def finish_loop(self, step: Step) -> None:
         name = step.step
         loop = self.state.loops.pop(name)
-        for index, ref in loop.refs.items():
-            if self.env.resolve_ref is not None:
-                loop.results[index] = self.env.resolve_ref(ref)
-        values = [loop.results.get(i) for i in range(len(loop.items))]
+        values = [loop.results.get(i) for i in range(len(loop.items))]  # items by reference stay refs
         finished = len(loop.results) + len(loop.failed)
-        stats = {"total": len(loop.items), "succeeded": len(loop.results), "failed": len(loop.failed)}
+        stats = {"total": len(loop.items), "succeeded": len(loop.results) + len(loop.refs),
+                 "failed": len(loop.failed)}
         self.emit("loop.completed", step=name, run=loop.run,
                   payload={"stats": stats, "finished": finished})
-        result = StepResult(data=values, task_results=None, stats=stats)
+        result = StepResult(data=values, task_results=None, stats=stats,
+                            item_refs=dict(loop.refs) if loop.refs else None)
         best_effort = step.spec.policy.failure.mode == "best_effort"
         if loop.failed and not best_effort:
             first = min(loop.failed)
@@ -367,8 +370,8 @@ class _Firing:
     def apply_ctx_writes(self, step: str, writes: Mapping[str, Any]) -> None:
         if not writes:
             return
-        for key, value in writes.items():
-            self.state.ctx[key] = value
+        for key, value in writes.items():  # keys are scoped names: `ctx.total`
+            _set_path(self.state.ctx, key[4:] if key.startswith("ctx.") else key, value)
         self.emit("ctx.updated", step=step, payload={"writes": dict(writes), "source": "task"})
 
     def write_set(self, writes: Mapping[str, Any] | None, context: Mapping[str, Any], where: str,
@@ -398,10 +401,18 @@ class _Firing:
             self._handles = None
         state.last_finished = name
         if loop:
-            envelope = ResultEnvelope(status="ok" if ok else "error", data=result.data if result else None,
+            # the list travels inline only when small; else readers rebuild it from the item events
+            inline = result is not None and _json_size(result.data) <= INLINE_MAX_BYTES
+            payload: dict[str, Any] = {"stats": result.stats if result else None}
+            if result is not None and result.item_refs and inline:
+                payload["item_refs"] = {str(i): ref for i, ref in result.item_refs.items()}
+            if result is not None and not inline:
+                payload["items_in_events"] = True
+            envelope = ResultEnvelope(status="ok" if ok else "error",
+                                      data=result.data if result and inline else None,
                                       error=None if ok else _tool_error(error))
             self.emit("step.succeeded" if ok else "step.failed", step=name, result=envelope,
-                      payload={"stats": result.stats if result else None})
+                      run=record.runs, payload=payload)
         elif not ok and not reported:
             # a failure decided here (a template, max_runs): record it as the step's outcome
             self.emit("step.failed", step=name, result=ResultEnvelope(
@@ -449,8 +460,10 @@ class _Firing:
                         self.unhandled(step.step, {"kind": exc.kind, "message": str(exc),
                                                    "retryable": False})
                         return True
-                    self.state.warnings.append(f"step '{step.step}' arc to '{arc.step}': {exc} "
-                                               "(counted as false: the step failed)")
+                    warning = (f"step '{step.step}' arc to '{arc.step}': {exc} "
+                               "(counted as false: the step failed)")
+                    self.state.warnings.append(warning)
+                    self.new_warnings.append(warning)
                     holds = False
             if holds:
                 taken.append(arc)
@@ -543,7 +556,13 @@ class _Firing:
             self.fail_execution(state.error or {})
         else:
             state.status = "completed"
-            self.emit("execution.completed", payload={"result": state.result})
+            result = state.result
+            if _json_size(result) <= INLINE_MAX_BYTES and not (
+                    state.last_finished and state.steps[state.last_finished].result
+                    and state.steps[state.last_finished].result.item_refs):  # type: ignore[union-attr]
+                self.emit("execution.completed", payload={"result": result})
+            else:  # large: the result is the last finished step's, read it there
+                self.emit("execution.completed", payload={"result_step": state.last_finished})
 
     def fail_execution(self, error: dict[str, Any]) -> None:
         self.state.status = "failed"
@@ -608,6 +627,10 @@ def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str, separators=(",", ":")))
 
 
 def _get_path(source: Mapping[str, Any], dotted: str) -> Any:

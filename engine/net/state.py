@@ -25,11 +25,16 @@ class StepResult:
     statement_count: int | None = None
     task_results: dict[str, Any] | None = None
     stats: dict[str, int] | None = None
+    item_refs: dict[int, dict[str, Any]] | None = None  # loop items stored by reference
 
     def handle(self, resolve_ref: Any = None) -> Any:
         data = self.data
         if self.ref is not None and resolve_ref is not None:
             data = resolve_ref(self.ref)
+        if self.item_refs and resolve_ref is not None and isinstance(data, list):
+            data = list(data)
+            for index, ref in self.item_refs.items():
+                data[index] = resolve_ref(ref)
         return wrap_result(data, columns=self.columns, statement_count=self.statement_count,
                            task_results=self.task_results, stats=self.stats)
 

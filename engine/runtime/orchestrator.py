@@ -10,14 +10,16 @@ commands still pending (JetStream drops the ones it already has, by message id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from engine.bus.jetstream import Bus, Delivery
+from engine.bus.jetstream import Bus, BusError, Delivery
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import EngineError
 from engine.net.fire import FireEnv, fire
@@ -28,10 +30,12 @@ from engine.protocol.commands import CancelStep, RunStep, StartChild
 from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, derived_id
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.ports import ChildStarter, EventLog
+from engine.tools.artifacts import externalize, json_size
 
 log = logging.getLogger(__name__)
 
 
+COMMAND_MAX_BYTES = 900 * 1024  # NATS' default max_payload is 1 MiB
 HOLD_S = 0.005  # waiting for more events after a batch of only progress events
 HOLD_MAX_S = 0.02
 
@@ -60,6 +64,7 @@ class Orchestrator:
     events: EventLog
     resolve_ref: Callable[[dict[str, Any]], Any] | None = None
     children: ChildStarter | None = None
+    work_dir: Path | None = None  # where results too large for a command are written
     batch_size: int = 256
     ack_wait_s: float = 30.0
     durable: str = "orchestrator"
@@ -90,7 +95,15 @@ class Orchestrator:
                 held, held_since = batch, now
                 continue
             held = []
-            await self.handle(batch)
+            try:
+                await self.handle(batch)
+            except Exception:  # keep serving: the batch comes back, the log stays the truth
+                log.exception("handling a batch of %d events failed; it will be delivered again",
+                              len(batch))
+                self._live.clear()
+                for delivery in batch:
+                    with contextlib.suppress(Exception):
+                        await delivery.nak(delay_s=2.0)
 
     async def resume(self) -> None:
         """Rebuild every execution that has no terminal event and re-publish its pending commands."""
@@ -165,8 +178,7 @@ class Orchestrator:
 
     async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution) -> None:
         if isinstance(command, RunStep):
-            await self.bus.publish_command(command.pool, command.command_id,
-                                           command.model_dump_json().encode())
+            await self._publish_run(command)
         elif isinstance(command, StartChild):
             execution.children.add(command.command_id)
             await self._start_child(command)
@@ -185,6 +197,38 @@ class Orchestrator:
                     type="execution.cancel_requested",
                     payload={"reason": f"parent execution {command.execution_id}: {command.reason}"}))
             await self.bus.publish_cancel(command.model_dump_json().encode())
+
+    async def _publish_run(self, command: RunStep) -> None:
+        data = command.model_dump_json().encode()
+        if len(data) > COMMAND_MAX_BYTES and self.work_dir is not None:
+            command = self._slim(command)
+            data = command.model_dump_json().encode()
+        problem = None
+        if len(data) > COMMAND_MAX_BYTES:
+            problem = (f"the command for step '{command.step}' is {len(data)} bytes, above the "
+                       f"{COMMAND_MAX_BYTES}-byte limit of the bus; pass large data by reference "
+                       "(a result over 64 KiB is stored as a file) rather than in the workload or ctx")
+        else:
+            try:
+                await self.bus.publish_command(command.pool, command.command_id, data)
+            except BusError as exc:
+                problem = f"the command for step '{command.step}' could not be published: {exc}"
+        if problem is not None:
+            log.error(problem, extra={"execution_id": command.execution_id, "step": command.step})
+            await self._publish_event(self._outcome(
+                command.execution_id, command.command_id, command.step, command.loop_index,
+                ResultEnvelope.fail("resource_exhausted", problem, retryable=False)))
+
+    def _slim(self, command: RunStep) -> RunStep:
+        """Large step results inside a command go to files; the worker reads them back."""
+        assert self.work_dir is not None
+        results = dict(command.context.get("results") or {})
+        for name, entry in results.items():
+            if entry.get("ref") is None and json_size(entry.get("data")) > 65536:
+                inline, ref = externalize(entry.get("data"), self.work_dir / command.execution_id)
+                if ref is not None:
+                    results[name] = {**entry, "data": inline, "ref": ref.model_dump(by_alias=True)}
+        return command.model_copy(update={"context": {**command.context, "results": results}})
 
     async def _publish_event(self, event: Event) -> None:
         await self.bus.publish_event(event.execution_id, event.idempotency_key,
@@ -222,9 +266,14 @@ class Orchestrator:
             record = state.steps.get(return_step) if return_step else None
             result = record.result if record and record.result else (
                 state.steps[state.last_finished].result if state.last_finished in state.steps else None)
-            envelope = ResultEnvelope.ok(result.data if result else None)
-            if result is not None and result.ref is not None:
-                envelope = envelope.model_copy(update={"ref": result.ref})
+            data = result.handle(self.resolve_ref) if result is not None else None
+            envelope = ResultEnvelope.ok(_plain(data))
+            if result is not None and result.ref is not None and not result.item_refs:
+                envelope = ResultEnvelope.ok(result.data).model_copy(
+                    update={"ref": result.ref})
+            elif self.work_dir is not None and json_size(envelope.data) > 65536:
+                inline, ref = externalize(envelope.data, self.work_dir / state.execution_id)
+                envelope = envelope.model_copy(update={"data": inline, "ref": ref})
         else:
             error = state.error or {}
             envelope = ResultEnvelope.fail(
@@ -275,3 +324,11 @@ class Orchestrator:
                         execution.children.add(command.command_id)
         self._live[execution_id] = execution
         return execution
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

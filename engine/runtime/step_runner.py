@@ -240,6 +240,10 @@ class StepRunner:
             data = entry.get("data")
             if entry.get("ref") is not None and self.resolve_ref is not None:
                 data = self.resolve_ref(entry["ref"])
+            if entry.get("item_refs") and self.resolve_ref is not None and isinstance(data, list):
+                data = list(data)
+                for index, ref in entry["item_refs"].items():
+                    data[int(index)] = self.resolve_ref(ref)
             results[name] = wrap_result(data, columns=entry.get("columns"),
                                         statement_count=entry.get("statement_count"),
                                         task_results=entry.get("task_results"), stats=entry.get("stats"))

@@ -20,15 +20,27 @@ def summarize(execution_id: str, events: Iterable[Event],
     result: Any = None
     error: Any = None
     steps: dict[str, dict[str, Any]] = {}
+    items: dict[tuple[str, int | None], dict[int, Any]] = {}  # (step, run) -> index -> item result
+    result_step: str | None = None
     started = False
+
+    def resolved(envelope: Any) -> Any:
+        if envelope.ref is not None and resolve_ref is not None:
+            return resolve_ref(envelope.ref.model_dump(by_alias=True))
+        return envelope.data
+
     for event in events:
         if event.type == "execution.started":
             started = True
         if event.type in TERMINAL_EVENTS:
             status = event.type.split(".", 1)[1]
             result = event.payload.get("result")
+            result_step = event.payload.get("result_step")
             error = event.payload.get("error")
             continue
+        if event.type == "loop.item.succeeded" and event.step and event.result is not None \
+                and event.loop_index is not None:
+            items.setdefault((event.step, event.run), {})[event.loop_index] = resolved(event.result)
         if not event.step:
             continue
         entry = steps.setdefault(event.step, {"status": "scheduled", "result": None, "error": None,
@@ -43,9 +55,15 @@ def summarize(execution_id: str, events: Iterable[Event],
             entry["status"] = _STEP_OUTCOMES[event.type]
             envelope = event.result
             if envelope is not None:
-                data = envelope.data
-                if envelope.ref is not None and resolve_ref is not None:
-                    data = resolve_ref(envelope.ref.model_dump(by_alias=True))
+                data = resolved(envelope)
+                stats = event.payload.get("stats") or {}
+                done = items.get((event.step, event.run)) or {}
+                if event.payload.get("items_in_events"):  # a large loop list: rebuilt from its items
+                    data = [done.get(i) for i in range(int(stats.get("total", len(done))))]
+                elif event.payload.get("item_refs") and isinstance(data, list):
+                    data = list(data)
+                    for index in event.payload["item_refs"]:
+                        data[int(index)] = done.get(int(index))
                 entry["result"] = data
                 entry["error"] = envelope.error.model_dump(exclude_none=True) if envelope.error else None
                 entry["attempts"] = max(entry["attempts"], envelope.meta.attempt)
@@ -53,5 +71,7 @@ def summarize(execution_id: str, events: Iterable[Event],
                 entry["stats"] = event.payload["stats"]
     if not started:
         status = "unknown"
+    if result is None and result_step and result_step in steps:
+        result = steps[result_step]["result"]
     return {"execution_id": execution_id, "status": status, "result": result, "error": error,
             "steps": steps}

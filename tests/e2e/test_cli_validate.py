@@ -22,9 +22,10 @@ def noetl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
 
 
 def test_valid_playbooks_exit_zero() -> None:
-    result = noetl("validate", *map(str, sorted(EXAMPLES.glob("*.yaml"))))
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    result = noetl("validate", *map(str, files))
     assert result.returncode == 0, result.stderr
-    assert "17 playbooks valid" in result.stderr
+    assert f"{len(files)} playbooks valid" in result.stderr
 
 
 def test_an_invalid_playbook_prints_every_problem_as_a_located_line_and_exits_one(tmp_path: Path) -> None:

@@ -1,0 +1,70 @@
+"""End-to-end fixtures: ONE background NoETL stack (`noetl dev up`) for the whole session, driven only
+through the command line, the way a user drives it.
+
+`noetl(*args, payload=None)` runs `python -m noetl.cli ...` with NOETL_HOME set to the session's home;
+`run_json(path_or_text, payload=None)` runs a playbook (a file, or inline text written to a file) with
+`noetl run --json` and returns (exit code, document); `events(ID)` reads `noetl events ID --json`;
+`playbook(body)` builds an inline playbook whose catalog name and path are unique to the calling test.
+Nothing here sleeps to wait: every wait is a bounded subprocess or a bounded poll.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.e2e.helpers import Doc, Event, Noetl, make_playbook, unique_name
+
+WORKER_CONCURRENCY = 8  # steps the dev stack runs at once: room for the batches of concurrent executions
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Noetl]:
+    """`noetl dev up` once under a fresh NOETL_HOME; `noetl dev down` when the session ends."""
+    home = tmp_path_factory.mktemp("noetl")
+    scratch = tmp_path_factory.mktemp("playbooks")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOETL_NATS_URL", "NOETL_PG_DSN", "NOETL_SECRET_KEY", "NOETL_BUS_PREFIX")}
+    env["NOETL_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    cli = Noetl(home=home, scratch=scratch, env=env)
+    up = cli("dev", "up", "--concurrency", str(WORKER_CONCURRENCY), timeout=180)
+    if up.returncode != 0:
+        log = home / "dev.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        pytest.fail(f"`noetl dev up` failed (exit {up.returncode}): {up.stderr[-2000:]}\n{tail}")
+    try:
+        yield cli
+    finally:
+        cli("dev", "down", timeout=120)
+
+
+@pytest.fixture
+def noetl(e2e_stack: Noetl) -> Noetl:
+    """The CLI: `noetl("status", ID, "--json")`; also `.run_json`, `.run_many`, `.events`."""
+    return e2e_stack
+
+
+@pytest.fixture
+def run_json(e2e_stack: Noetl) -> Callable[..., tuple[int, Doc]]:
+    return e2e_stack.run_json
+
+
+@pytest.fixture
+def events(e2e_stack: Noetl) -> Callable[[str], list[Event]]:
+    return e2e_stack.events
+
+
+@pytest.fixture
+def playbook(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """`playbook(body, suffix="")` -> playbook text whose metadata name/path are unique to this test."""
+    base = unique_name(request)
+
+    def build(body: str, suffix: str = "") -> str:
+        return make_playbook(f"{base}_{suffix}" if suffix else base, body)
+
+    return build
+
+
