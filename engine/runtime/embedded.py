@@ -85,7 +85,10 @@ def _pid_alive(pid: int) -> bool:
         return True
     stat = Path(f"/proc/{pid}/stat")  # a zombie (exited, not yet reaped) is not alive
     with contextlib.suppress(OSError, IndexError):
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        if stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+        # a multi-threaded program whose main thread exited shows 'Z' while its other threads run
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     return True
 
 
