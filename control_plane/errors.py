@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from engine.errors import NoetlError
 
 
-class ControlPlaneError(Exception):
-    """Base of every error the control plane raises on purpose.
+class ControlPlaneError(NoetlError):
+    """Base of every error the control plane raises on purpose (what, where and the fix, as
+    engine.errors.NoetlError). Messages never contain credential values."""
 
-    `code` is a stable machine-readable name; `where` says the place (a table, a credential, a file);
-    `fix` says what to do about it. The message already contains all three. Messages never contain
-    credential values.
-    """
-
-    code: str = "control_plane_error"
-
-    def __init__(self, message: str, *, code: str | None = None, where: str | None = None,
-                 fix: str | None = None, **details: Any) -> None:
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.where = where
-        self.fix = fix
-        self.details = details
-        text = message
-        if where:
-            text = f"{where}: {text}"
-        if fix:
-            text = f"{text} ({fix})"
-        super().__init__(text)
+    code = "control_plane_error"
 
 
 class DatabaseUnavailableError(ControlPlaneError):

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
-class EngineError(Exception):
-    """Base of every error the engine raises on purpose.
+class NoetlError(Exception):
+    """What every package's base error shares: a message with the place and the fix in it.
 
-    `code` is a stable machine-readable name; `where` says the place (a file, a step, a template);
+    `code` is a stable machine-readable name; `where` says the place (a file, a step, a table);
     `fix` says what would be valid. The message already contains all three.
     """
 
-    code: str = "engine_error"
+    code: str = "noetl_error"
 
     def __init__(self, message: str, *, code: str | None = None, where: str | None = None,
                  fix: str | None = None, **details: Any) -> None:
@@ -28,6 +28,12 @@ class EngineError(Exception):
         if fix:
             text = f"{text} ({fix})"
         super().__init__(text)
+
+
+class EngineError(NoetlError):
+    """Base of every error the engine raises on purpose."""
+
+    code = "engine_error"
 
 
 class PlaybookSourceError(EngineError):

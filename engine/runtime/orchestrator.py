@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 COMMAND_MAX_BYTES = 900 * 1024  # NATS' default max_payload is 1 MiB
+CANCEL_RESEND_S = 2.0
 HOLD_S = 0.005  # waiting for more events after a batch of only progress events
 HOLD_MAX_S = 0.02
 
@@ -69,6 +70,7 @@ class Orchestrator:
     ack_wait_s: float = 30.0
     durable: str = "orchestrator"
     _live: dict[str, _Execution] = field(default_factory=dict)
+    _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
     _renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
 
@@ -82,7 +84,11 @@ class Orchestrator:
         loop = asyncio.get_running_loop()
         held: list[Delivery] = []
         held_since = 0.0
+        resent_at = loop.time()
         while not stop.is_set():
+            if self._cancels and loop.time() - resent_at > CANCEL_RESEND_S:
+                resent_at = loop.time()
+                await self._resend_cancels()
             deliveries = await consumer.fetch(batch=self.batch_size, timeout=HOLD_S if held else 0.5)
             batch = held + deliveries
             if not batch:
@@ -196,6 +202,7 @@ class Orchestrator:
                     execution_id=derived_id("child", command.command_id),
                     type="execution.cancel_requested",
                     payload={"reason": f"parent execution {command.execution_id}: {command.reason}"}))
+            self._cancels[command.command_id] = command
             await self.bus.publish_cancel(command.model_dump_json().encode())
 
     async def _publish_run(self, command: RunStep) -> None:
@@ -229,6 +236,16 @@ class Orchestrator:
                 if ref is not None:
                     results[name] = {**entry, "data": inline, "ref": ref.model_dump(by_alias=True)}
         return command.model_copy(update={"context": {**command.context, "results": results}})
+
+    async def _resend_cancels(self) -> None:
+        """Core NATS broadcasts are at most once: cancel again what still runs."""
+        for command_id, command in list(self._cancels.items()):
+            execution = self._live.get(command.execution_id)
+            if execution is None or command_id not in execution.state.pending:
+                del self._cancels[command_id]
+                continue
+            with contextlib.suppress(BusError):
+                await self.bus.publish_cancel(command.model_dump_json().encode())
 
     async def _publish_event(self, event: Event) -> None:
         await self.bus.publish_event(event.execution_id, event.idempotency_key,
