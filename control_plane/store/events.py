@@ -33,9 +33,9 @@ _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 # one statement for the whole batch: skip stored keys, number the rest per execution in batch order
 _INSERT: LiteralString = """
 WITH batch AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(execution_id)s::text[], %(event_id)s::text[], %(key)s::text[],
-                         %(type)s::text[], %(step)s::text[], %(loop_index)s::int[], %(derived)s::bool[],
-                         %(occurred_at)s::timestamptz[], %(body)s::jsonb[])
+    SELECT * FROM unnest(%(ord)b::int[], %(execution_id)b::text[], %(event_id)b::text[], %(key)b::text[],
+                         %(type)b::text[], %(step)b::text[], %(loop_index)b::int[], %(derived)b::bool[],
+                         %(occurred_at)b::timestamptz[], %(body)b::jsonb[])
         AS b(ord, execution_id, event_id, idempotency_key, type, step, loop_index, derived, occurred_at, body)
 ), numbered AS (
     SELECT b.*, x.last_seq + row_number() OVER (PARTITION BY b.execution_id ORDER BY b.ord) AS seq
@@ -52,7 +52,7 @@ RETURNING idempotency_key, seq"""
 _ADVANCE: LiteralString = """
 UPDATE executions x SET last_seq = u.last_seq, updated_at = clock_timestamp(),
     ended_at = CASE WHEN x.ended_at IS NULL AND u.ended THEN clock_timestamp() ELSE x.ended_at END
-FROM unnest(%s::text[], %s::bigint[], %s::bool[]) AS u(execution_id, last_seq, ended)
+FROM unnest(%b::text[], %b::bigint[], %b::bool[]) AS u(execution_id, last_seq, ended)
 WHERE x.execution_id = u.execution_id
 RETURNING pg_notify(%s, json_build_object('execution_id', x.execution_id, 'seq', u.last_seq)::text)"""
 _ATTEMPTS = 5
@@ -109,7 +109,7 @@ class EventStore:
         async with self._db.transaction() as conn:
             # lock the counters in id order (no deadlock between batches touching several executions)
             cur = await conn.execute(
-                "SELECT execution_id, last_seq FROM executions WHERE execution_id = ANY(%s) "
+                "SELECT execution_id, last_seq FROM executions WHERE execution_id = ANY(%b) "
                 "ORDER BY execution_id FOR UPDATE", (execution_ids,))
             last = {row["execution_id"]: row["last_seq"] for row in await cur.fetchall()}
             missing = [x for x in execution_ids if x not in last]
