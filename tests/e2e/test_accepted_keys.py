@@ -305,8 +305,7 @@ def test_an_http_connection_refused_is_a_retryable_connection_error(runs: Batch)
 
 def test_tool_credential_is_an_alias_of_auth_and_its_token_never_reaches_the_events(
         runs: Batch, http_credential: str | None) -> None:
-    if http_credential is None:
-        pytest.skip("this NoETL has no `noetl credential set` command to store the credential")
+    assert http_credential is not None, "`noetl credential set` could not store the credential"
     run = runs["credential_alias"]
     completed(run)
     assert run.step("call")["result"]["status_code"] == 200

@@ -165,8 +165,7 @@ def test_a_duckdb_syntax_error_is_a_non_retryable_sql_syntax_error(runs: Batch) 
 # ---------------------------------------------------------------------- postgres
 def test_postgres_through_a_stored_credential_binds_params_and_rolls_a_failed_attempt_back(
         runs: Batch, pg_credential: str | None) -> None:
-    if pg_credential is None:
-        pytest.skip("this NoETL has no `noetl credential set` command to store the postgres credential")
+    assert pg_credential is not None, "`noetl credential set` could not store the postgres credential"
     run = runs["postgres"]
     completed(run)
     assert run.step("setup")["result"] == []

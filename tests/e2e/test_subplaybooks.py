@@ -3,20 +3,11 @@ failure, through `noetl register` and `noetl run --json` on the session's stack.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 
-import pytest
-
 from tests.conftest import EXAMPLES
 from tests.e2e.helpers import Doc, Noetl, expect_lines, make_playbook, of_type, terminal_events
-
-if subprocess.run([sys.executable, "-m", "noetl.cli", "register", "--help"], capture_output=True,
-                  timeout=120).returncode != 0:
-    pytest.skip("`noetl register` is not a command of this NoETL yet (sub-playbooks need the catalog)",
-                allow_module_level=True)
 
 
 def completed(code: int, doc: Doc) -> None:
