@@ -9,10 +9,15 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control_plane.errors import ControlPlaneError
 from control_plane.leader import Leadership
 from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
@@ -38,6 +43,7 @@ class StackConfig:
     orchestrator: bool = True
     workers: dict[str, int] = field(default_factory=lambda: {"default": 4})  # pool -> concurrency
     ack_wait_s: float = 30.0
+    worker_processes: bool = False  # run each pool in a process of its own (another core)
 
 
 @functools.lru_cache(maxsize=64)
@@ -69,6 +75,7 @@ class Stack:
         self._tasks: list[asyncio.Task[None]] = []
         self._registries: list[ToolRegistry] = []
         self.leadership: Leadership | None = None
+        self._processes: list[subprocess.Popen[bytes]] = []
 
     @property
     def nats_url(self) -> str:
@@ -108,7 +115,10 @@ class Stack:
                 ready.append(self._spawn(orchestrator.run))
             else:  # another process orchestrates; take over if it goes away
                 self._spawn(functools.partial(self._follow, orchestrator))
-        for pool, concurrency in self.config.workers.items():
+        if self.config.worker_processes:
+            for pool, concurrency in self.config.workers.items():
+                await self._start_worker_process(pool, concurrency)
+        for pool, concurrency in ({} if self.config.worker_processes else self.config.workers).items():
             registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)))
             await registry.start()
             self._registries.append(registry)
@@ -119,6 +129,30 @@ class Stack:
             ready.append(self._spawn(worker.run))
         for event in ready:
             await asyncio.wait_for(event.wait(), timeout=30)
+
+    async def _start_worker_process(self, pool: str, concurrency: int, timeout_s: float = 60.0) -> None:
+        ready = self.config.home / f"worker-{pool}-{os.getpid()}.ready"
+        ready.unlink(missing_ok=True)
+        env = {**os.environ, "NOETL_HOME": str(self.config.home), "NOETL_NATS_URL": self.nats_url,
+               "NOETL_PG_DSN": self.pg_dsn, "NOETL_BUS_PREFIX": self.config.prefix,
+               "NOETL_ACK_WAIT_S": str(self.config.ack_wait_s), "NOETL_READY_FILE": str(ready)}
+        if self.config.secret_key:
+            env["NOETL_SECRET_KEY"] = self.config.secret_key
+        log_file = open(self.config.home / f"worker-{pool}.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "control_plane.worker_process", pool,
+                                    str(concurrency)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        self._processes.append(process)
+        deadline = time.monotonic() + timeout_s
+        while not ready.exists():
+            if process.poll() is not None:
+                raise ControlPlaneError(f"the worker process of pool '{pool}' exited with "
+                                        f"{process.returncode}", where=str(log_file.name),
+                                        fix="read its log")
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"the worker process of pool '{pool}' was not ready within "
+                                        f"{timeout_s} s", where=str(log_file.name), fix="read its log")
+            await asyncio.sleep(0.05)
+        ready.unlink(missing_ok=True)
 
     async def _follow(self, orchestrator: Orchestrator, stop: asyncio.Event, ready: asyncio.Event) -> None:
         ready.set()
@@ -143,6 +177,14 @@ class Stack:
 
     async def close(self) -> None:
         self._stop.set()
+        for process in self._processes:  # workers drain their running steps, then exit
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes:
+            try:
+                await asyncio.to_thread(process.wait, 20)
+            except subprocess.TimeoutExpired:
+                process.kill()
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=5)
             for task in pending:

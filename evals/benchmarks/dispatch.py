@@ -81,7 +81,8 @@ async def _engine(servers: Servers, home: Path, *, chain_steps: int, loop_items:
                   concurrency: int, warmup: bool, waiter: Waiter, progress: Progress | None
                   ) -> dict[str, Any]:
     config = StackConfig(home=home, nats_url=servers.nats_url, pg_dsn=servers.pg_dsn,
-                         prefix=f"bench{uuid.uuid4().hex[:10]}", workers={POOL: concurrency})
+                         prefix=f"bench{uuid.uuid4().hex[:10]}", workers={POOL: concurrency},
+                         worker_processes=True)  # as `noetl dev up` runs them: beside the orchestrator
     stack = Stack(config)
     try:
         await stack.start()

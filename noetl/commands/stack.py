@@ -102,7 +102,8 @@ def dev_up(
 @dev_app.command("serve", hidden=True)
 def dev_serve(concurrency: Annotated[int, typer.Option()] = 4) -> None:
     """Run the dev stack in the foreground (what `dev up` starts in the background)."""
-    asyncio.run(_serve({"workers": {"default": concurrency}}, dev_state_file()))
+    asyncio.run(_serve({"workers": {"default": concurrency}, "worker_processes": True},
+                       dev_state_file()))
 
 
 @dev_app.command("down")
