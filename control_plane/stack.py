@@ -86,7 +86,11 @@ class Stack:
         return self.config.pg_dsn or (self.postgres.dsn if self.postgres else "")
 
     async def __aenter__(self) -> Stack:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()  # nothing half-started is left behind
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
+from engine.errors import NoetlError
 from noetl.commands import bench, catalog, credentials, dsl, evals, executions, run, stack
 
 app = typer.Typer(
@@ -23,8 +26,16 @@ bench.register(app)
 evals.register(app)
 
 
+EXIT_UNAVAILABLE = 3  # the command could not do its work: a server unreachable, a key unusable
+
+
 def main() -> None:
-    app()
+    """The console script: errors NoETL raises on purpose print as one line, never a traceback."""
+    try:
+        app()
+    except NoetlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 if __name__ == "__main__":
