@@ -250,11 +250,9 @@ class _Firing:
                     arc_args: dict[str, Any], step_input: dict[str, Any], raw: dict[str, Any]) -> None:
         """A `kind: playbook` step runs as a child execution, started by the orchestrator (spec 8)."""
         if len(step.tool) != 1:
-            self.state.pending.pop(cid, None)
-            self.step_done(step.step, False, None, {
-                "kind": "validation", "retryable": False,
-                "message": f"step '{step.step}': a playbook call must be the step's only tool; move the "
-                           "other tasks to steps of their own"})
+            self.unsent(cid, step.step, "validation",
+                        f"step '{step.step}': a playbook call must be the step's only tool; move the "
+                        "other tasks to steps of their own")
             return
         tool = step.tool[0]
         iter_vars = raw.get("iter")
@@ -264,20 +262,16 @@ class _Firing:
             config = self.render({"path": tool.path, "version": tool.version, "input": tool.input or {}},
                                  context, f"step '{step.step}' playbook call")
         except TemplateError as exc:
-            self.state.pending.pop(cid, None)
-            self.step_done(step.step, False, None, {"kind": exc.kind, "message": str(exc),
-                                                    "retryable": False})
+            self.unsent(cid, step.step, exc.kind, str(exc))
             return
         child_input = {**step_input, **(config.get("input") or {})}
         version = config.get("version")
         if isinstance(version, str) and version.strip().isdigit():
             version = int(version)
         if version not in (None, "") and not isinstance(version, int):
-            self.state.pending.pop(cid, None)
-            self.step_done(step.step, False, None, {
-                "kind": "validation", "retryable": False,
-                "message": f"step '{step.step}': playbook version {version!r} is not a catalog version "
-                           "number; omit it for the latest"})
+            self.unsent(cid, step.step, "validation",
+                        f"step '{step.step}': playbook version {version!r} is not a catalog version "
+                        "number; omit it for the latest")
             return
         timeout = tool.timeout if isinstance(tool.timeout, float) else None
         self.out.commands.append(StartChild(
@@ -287,6 +281,11 @@ class _Firing:
             input=child_input, return_step=tool.return_step, timeout_s=timeout))
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
                   payload={"child_execution_id": derived_id("child", cid)})
+
+    def unsent(self, cid: str, step: str, kind: str, message: str) -> None:
+        """A dispatch that failed before its command was sent: the step fails with this error."""
+        self.state.pending.pop(cid, None)
+        self.step_done(step, False, None, {"kind": kind, "message": message, "retryable": False})
 
     # ------------------------------------------------------------------ loops
     def start_loop(self, step: Step, run: int, arc_args: dict[str, Any], step_input: dict[str, Any],

@@ -76,7 +76,8 @@ def _wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
         time.sleep(_POLL_S)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process runs (a zombie, or one whose last thread has exited, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -134,7 +135,7 @@ class EmbeddedPostgres:
         return self.pgdata / "log"
 
     def is_running(self) -> bool:
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the server (fast shutdown: open sessions are disconnected). Idempotent."""
@@ -318,7 +319,7 @@ class EmbeddedNats:
     def is_running(self) -> bool:
         if self._process is not None:
             return self._process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def healthy(self) -> bool:
         return _healthz(self.monitor_url)
@@ -346,7 +347,7 @@ class EmbeddedNats:
                 return True
             except subprocess.TimeoutExpired:
                 return False
-        return _wait_until(lambda: not _pid_alive(self.pid), timeout_s)
+        return _wait_until(lambda: not pid_alive(self.pid), timeout_s)
 
 
 def _healthz(monitor_url: str) -> bool:
@@ -374,7 +375,7 @@ def _reuse(state_dir: Path) -> EmbeddedNats | None:
         pid, url, port, monitor = int(state["pid"]), state["url"], int(state["port"]), state["monitor_url"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not (_pid_alive(pid) and _healthz(monitor)):
+    if not (pid_alive(pid) and _healthz(monitor)):
         logger.info("recorded nats-server pid %s in %s is gone; starting a new one", pid, state_dir)
         return None
     return EmbeddedNats(url=url, port=port, monitor_url=monitor, pid=pid, state_dir=state_dir)

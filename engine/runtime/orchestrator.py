@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bus.jetstream import Bus, BusError, Delivery
-from engine.dsl.templates import TemplateRenderer
+from engine.dsl.templates import TemplateRenderer, to_native
 from engine.errors import EngineError
 from engine.net.fire import FireEnv, fire
 from engine.net.net import Net
@@ -284,7 +284,7 @@ class Orchestrator:
             result = record.result if record and record.result else (
                 state.steps[state.last_finished].result if state.last_finished in state.steps else None)
             data = result.handle(self.resolve_ref) if result is not None else None
-            envelope = ResultEnvelope.ok(_plain(data))
+            envelope = ResultEnvelope.ok(to_native(data))
             if result is not None and result.ref is not None and not result.item_refs:
                 envelope = ResultEnvelope.ok(result.data).model_copy(
                     update={"ref": result.ref})
@@ -341,11 +341,3 @@ class Orchestrator:
                         execution.children.add(command.command_id)
         self._live[execution_id] = execution
         return execution
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

@@ -23,6 +23,7 @@ from engine.dsl.model import Rule, RuleThen
 from engine.dsl.results import wrap_result
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
+from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
 from engine.protocol.results import ResultEnvelope
@@ -236,17 +237,9 @@ class StepRunner:
                  output: dict[str, Any] | None = None) -> dict[str, Any]:
         raw = cmd.context
         results: dict[str, Any] = {}
-        for name, entry in (raw.get("results") or {}).items():
-            data = entry.get("data")
-            if entry.get("ref") is not None and self.resolve_ref is not None:
-                data = self.resolve_ref(entry["ref"])
-            if entry.get("item_refs") and self.resolve_ref is not None and isinstance(data, list):
-                data = list(data)
-                for index, ref in entry["item_refs"].items():
-                    data[int(index)] = self.resolve_ref(ref)
-            results[name] = wrap_result(data, columns=entry.get("columns"),
-                                        statement_count=entry.get("statement_count"),
-                                        task_results=entry.get("task_results"), stats=entry.get("stats"))
+        for name, entry in (raw.get("results") or {}).items():  # as fire sent them (StepResult fields)
+            item_refs = {int(i): ref for i, ref in (entry.get("item_refs") or {}).items()} or None
+            results[name] = StepResult(**{**entry, "item_refs": item_refs}).handle(self.resolve_ref)
         for name, value in pipe.results.items():
             results[name] = wrap_result(value)
         ctx = dict(raw.get("ctx") or {})

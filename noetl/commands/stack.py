@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.stack import Stack
-from engine.runtime.embedded import start_nats, start_postgres
+from engine.runtime.embedded import pid_alive, start_nats, start_postgres
 from noetl.settings import noetl_home, stack_config
 
 dev_app = typer.Typer(help="A local NoETL (NATS, Postgres, orchestrator, a worker pool) in the background.",
@@ -29,20 +29,6 @@ def dev_state_file(home: Path | None = None) -> Path:
     return (home or noetl_home()) / "dev.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def running_dev_stack(home: Path | None = None) -> dict[str, Any] | None:
     """The dev stack's state when its serving process is alive, else None."""
     path = dev_state_file(home)
@@ -50,7 +36,7 @@ def running_dev_stack(home: Path | None = None) -> dict[str, Any] | None:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return state if state.get("ready") and _alive(int(state.get("pid", 0))) else None
+    return state if state.get("ready") and pid_alive(int(state.get("pid", 0))) else None
 
 
 async def _serve(config_overrides: dict[str, Any], state_file: Path | None) -> None:
@@ -115,12 +101,12 @@ def dev_down(
     path = dev_state_file(home)
     with contextlib.suppress(OSError, ValueError):
         pid = int(json.loads(path.read_text()).get("pid", 0))
-        if pid and _alive(pid):
+        if pid and pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 20
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         path.unlink()
