@@ -46,3 +46,15 @@ class SecretKeyError(ControlPlaneError):
     """The credential encryption key is missing, malformed, unsafe, or not the one the data needs."""
 
     code = "secret_key"
+
+
+class UnauthorizedError(ControlPlaneError):
+    """No token, or one that is not (or no longer) valid."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(ControlPlaneError):
+    """A valid token whose role may not do this."""
+
+    code = "forbidden"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from control_plane.errors import ControlPlaneError
+from control_plane.errors import ControlPlaneError, NotFoundError
 from control_plane.store import Store
+from control_plane.store.catalog import PlaybookSummary, PlaybookVersion
 from engine.dsl.diagnostics import Diagnostic
 from engine.net.validate import validate_text
 
@@ -43,3 +44,23 @@ class CatalogService:
         canonical = playbook.model_dump(mode="json", by_alias=True, exclude_none=True)
         version = await self.store.catalog.register(path, text, canonical)
         return Registered(path, version, result.warnings)
+
+    async def list(self, prefix: str | None = None) -> list[PlaybookSummary]:
+        """The latest version of every path (starting with `prefix`), by path."""
+        return await self.store.catalog.list(prefix)
+
+    async def get(self, path: str, version: int | None = None) -> PlaybookVersion:
+        """One version of a path (its latest when None); NotFoundError when not stored."""
+        return await self.store.catalog.get(path, version)
+
+    async def versions(self, path: str) -> list[PlaybookSummary]:
+        """Every version of a path, oldest first; NotFoundError when the path has none."""
+        found = await self.store.catalog.versions(path)
+        if not found:
+            raise NotFoundError(f"playbook '{path}' is not in the catalog", where="catalog",
+                                fix="register it first, or list the catalog to see the stored paths")
+        return found
+
+    async def delete(self, path: str, version: int | None = None) -> int:
+        """Delete one version, or every version of the path; returns how many were deleted."""
+        return await self.store.catalog.delete(path, version)

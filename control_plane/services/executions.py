@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-from control_plane.errors import InvalidArgumentError, NotFoundError
+from control_plane.errors import ConflictError, InvalidArgumentError, NotFoundError
 from control_plane.services.catalog import CatalogService, PlaybookInvalidError, Registered
 from control_plane.store import Store
+from control_plane.store.executions import Execution, ExecutionPage
+from control_plane.store.notifications import EventNotifications
 from engine.bus.jetstream import Bus
 from engine.protocol.commands import StartChild
 from engine.protocol.events import TERMINAL_EVENTS, Event
 from engine.runtime.summary import summarize
 
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 OnEvent = Callable[[Event], Awaitable[None] | None]
 
 
 class ExecutionService:
-    def __init__(self, store: Store, bus: Bus, *, resolve_ref: Callable[[dict[str, Any]], Any] | None = None
-                 ) -> None:
+    def __init__(self, store: Store, bus: Bus, *, resolve_ref: Callable[[dict[str, Any]], Any] | None = None,
+                 notifications: EventNotifications | None = None) -> None:
         self.store = store
         self.bus = bus
         self.resolve_ref = resolve_ref
+        self.notifications = notifications  # LISTEN wake-ups for followers; None: poll
 
     async def register(self, text: str, file: str = "<playbook>") -> Registered:
         return await CatalogService(self.store).register(text, file)
@@ -69,7 +73,11 @@ class ExecutionService:
                               f"catalog ({exc.message}); register it with `noetl register FILE`") from None
 
     async def cancel(self, execution_id: str, reason: str = "cancelled on request") -> None:
-        await self.store.executions.get(execution_id)  # NotFoundError for an unknown id
+        """Ask the orchestrator to cancel the execution and its children; ConflictError once it ended."""
+        execution = await self.store.executions.get(execution_id)  # NotFoundError for an unknown id
+        if execution.ended_at is not None:
+            raise ConflictError(f"execution '{execution_id}' already ended ({execution.status})",
+                                where="executions.cancel", fix="only a running execution can be cancelled")
         event = Event(event_id=uuid.uuid4().hex, idempotency_key=f"{execution_id}:cancel:{uuid.uuid4().hex}",
                       execution_id=execution_id, type="execution.cancel_requested",
                       payload={"reason": reason})
@@ -85,26 +93,75 @@ class ExecutionService:
         await self.store.executions.get(execution_id)
         return summarize(execution_id, await self.store.events.events(execution_id), self.resolve_ref)
 
+    async def get(self, execution_id: str) -> Execution:
+        return await self.store.executions.get(execution_id)
+
+    async def list(self, *, path: str | None = None, status: str | Sequence[str] | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   parent_execution_id: str | None = None, limit: int = 50,
+                   cursor: str | None = None) -> ExecutionPage:
+        """Newest first; `since` inclusive, `until` exclusive; pass `next_cursor` back for the next page."""
+        if status is not None:
+            for value in [status] if isinstance(status, str) else status:
+                if value not in STATUSES:
+                    raise InvalidArgumentError(f"unknown execution status '{value}'", where="status",
+                                               fix=f"one of {', '.join(STATUSES)}")
+        return await self.store.executions.list(
+            path=path, status=status, created_after=since, created_before=until,
+            parent_execution_id=parent_execution_id, limit=limit, cursor=cursor)
+
+    async def events(self, execution_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+        """A page of the execution's events with seq > after_seq, in order."""
+        if not 1 <= limit <= 1000:
+            raise InvalidArgumentError(f"limit {limit} is out of range", where="events",
+                                       fix="pass a limit from 1 to 1000")
+        if after_seq < 0:
+            raise InvalidArgumentError(f"after_seq {after_seq} is negative", where="events",
+                                       fix="pass 0 for the first page, then the last seq you read")
+        await self.store.executions.get(execution_id)
+        return await self.store.events.events(execution_id, after_seq=after_seq, limit=limit)
+
+    async def follow(self, execution_id: str, *, after_seq: int = 0, poll_s: float = 0.02,
+                     idle_s: float = 1.0) -> AsyncIterator[Event]:
+        """Every event with seq > after_seq as it is stored; ends after the terminal event.
+
+        Woken by the store's notifications when there are any (re-reading at least every `idle_s`),
+        else polling every `poll_s`.
+        """
+        await self.store.executions.get(execution_id)
+        seq = after_seq
+        while True:
+            batch = await self.store.events.events(execution_id, after_seq=seq, limit=1000)
+            for event in batch:
+                seq = max(seq, event.seq or seq)
+                yield event
+                if event.type in TERMINAL_EVENTS:
+                    return
+            if len(batch) == 1000:
+                continue
+            if self.notifications is not None:
+                await self.notifications.wait(execution_id, idle_s)
+            else:
+                await asyncio.sleep(poll_s)
+
     async def wait(self, execution_id: str, *, timeout_s: float | None = None,
                    on_event: OnEvent | None = None, poll_s: float = 0.02) -> dict[str, Any]:
         """Follow the event log until a terminal event; returns the summary."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        seq = 0
         history: list[Event] = []
-        while True:
-            batch = await self.store.events.events(execution_id, after_seq=seq)
-            for event in batch:
-                seq = max(seq, event.seq or seq)
+
+        async def collect() -> None:
+            async for event in self.follow(execution_id, poll_s=poll_s):
                 history.append(event)
                 if on_event is not None:
                     maybe = on_event(event)
                     if asyncio.iscoroutine(maybe):
                         await maybe
-            if any(e.type in TERMINAL_EVENTS for e in batch):
-                return summarize(execution_id, history, self.resolve_ref)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"execution {execution_id} did not finish within {timeout_s} s")
-            await asyncio.sleep(poll_s)
+
+        try:
+            await asyncio.wait_for(collect(), timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"execution {execution_id} did not finish within {timeout_s} s") from None
+        return summarize(execution_id, history, self.resolve_ref)
 
 
 __all__ = ["ExecutionService", "NotFoundError", "PlaybookInvalidError", "Registered"]

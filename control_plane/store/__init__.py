@@ -11,9 +11,10 @@ from control_plane.store.events import EventStore
 from control_plane.store.executions import ExecutionStore
 from control_plane.store.migrate import migrate
 from control_plane.store.secret_key import SecretKey
+from control_plane.store.tokens import TokenStore
 
 __all__ = ["CatalogStore", "CredentialStore", "Database", "EventStore", "ExecutionStore", "SecretKey",
-           "Store", "open_store"]
+           "Store", "TokenStore", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class Store:
     executions: ExecutionStore
     catalog: CatalogStore
     credentials: CredentialStore
+    tokens: TokenStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -48,4 +50,4 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
         raise
     executions = ExecutionStore(db)
     return Store(db=db, events=EventStore(db, executions), executions=executions, catalog=CatalogStore(db),
-                 credentials=CredentialStore(db, secret_key))
+                 credentials=CredentialStore(db, secret_key), tokens=TokenStore(db))

@@ -1,6 +1,7 @@
 """The append-only event log in Postgres: implements engine.runtime.ports.EventLog.
 
-Order: each execution row carries `last_seq`. `append` runs one transaction: lock the rows of the
+Order: each execution row carries `last_seq`. `append` is one statement, the function
+`noetl_append_events` (migration 0002), committed on its own: it locks the rows of the
 executions it touches (`SELECT ... FOR UPDATE`, in id order so batches touching several executions
 cannot deadlock); insert the whole batch in one statement that skips stored keys and numbers the rest
 `last_seq + 1, + 2, ...` in batch order; advance the counters. Appends to one execution are serialized
@@ -19,10 +20,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 
+import psycopg
+
 from control_plane.errors import ConflictError, NotFoundError
 from control_plane.store.db import Database
 from control_plane.store.executions import ExecutionStore
-from engine.protocol.events import TERMINAL_EVENTS, Event
+from engine.protocol.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -30,31 +33,14 @@ NOTIFY_CHANNEL = "noetl_events"
 # jsonb cannot hold U+0000; an escaped NUL (an odd run of backslashes before u0000) becomes U+FFFD
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
-# one statement for the whole batch: skip stored keys, number the rest per execution in batch order
-_INSERT: LiteralString = """
-WITH batch AS (
-    SELECT * FROM unnest(%(ord)b::int[], %(execution_id)b::text[], %(event_id)b::text[], %(key)b::text[],
-                         %(type)b::text[], %(step)b::text[], %(loop_index)b::int[], %(derived)b::bool[],
-                         %(occurred_at)b::timestamptz[], %(body)b::jsonb[])
-        AS b(ord, execution_id, event_id, idempotency_key, type, step, loop_index, derived, occurred_at, body)
-), numbered AS (
-    SELECT b.*, x.last_seq + row_number() OVER (PARTITION BY b.execution_id ORDER BY b.ord) AS seq
-    FROM batch b JOIN executions x USING (execution_id)
-    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.idempotency_key = b.idempotency_key)
-)
-INSERT INTO events (execution_id, seq, event_id, idempotency_key, type, step, loop_index, derived,
-                    occurred_at, body)
-SELECT execution_id, seq, event_id, idempotency_key, type, step, loop_index, derived, occurred_at, body
-FROM numbered ORDER BY ord
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING idempotency_key, seq"""
-
-_ADVANCE: LiteralString = """
-UPDATE executions x SET last_seq = u.last_seq, updated_at = clock_timestamp(),
-    ended_at = CASE WHEN x.ended_at IS NULL AND u.ended THEN clock_timestamp() ELSE x.ended_at END
-FROM unnest(%b::text[], %b::bigint[], %b::bool[]) AS u(execution_id, last_seq, ended)
-WHERE x.execution_id = u.execution_id
-RETURNING pg_notify(%s, json_build_object('execution_id', x.execution_id, 'seq', u.last_seq)::text)"""
+# the whole append in one statement (migration 0002): one round trip, committed on its own
+_APPEND: LiteralString = """
+SELECT stored_key AS idempotency_key, stored_seq AS seq FROM noetl_append_events(
+    %(ord)b::int[], %(execution_id)b::text[], %(event_id)b::text[], %(key)b::text[], %(type)b::text[],
+    %(step)b::text[], %(loop_index)b::int[], %(derived)b::bool[], %(occurred_at)b::timestamptz[],
+    %(body)b::jsonb[])"""
+_RACED = "NE001"  # SQLSTATEs raised by noetl_append_events
+_UNKNOWN_EXECUTION = "NE002"
 _ATTEMPTS = 5
 
 
@@ -105,19 +91,8 @@ class EventStore:
                             fix="idempotency keys must be unique per event; include the execution id")
 
     async def _append_once(self, events: list[Event]) -> list[Event]:
-        execution_ids = sorted({e.execution_id for e in events})
-        async with self._db.transaction() as conn:
-            # lock the counters in id order (no deadlock between batches touching several executions)
-            cur = await conn.execute(
-                "SELECT execution_id, last_seq FROM executions WHERE execution_id = ANY(%b) "
-                "ORDER BY execution_id FOR UPDATE", (execution_ids,))
-            last = {row["execution_id"]: row["last_seq"] for row in await cur.fetchall()}
-            missing = [x for x in execution_ids if x not in last]
-            if missing:
-                raise NotFoundError(f"cannot append events to unknown execution(s) {', '.join(missing)}",
-                                    where="events.append",
-                                    fix="create the execution (create_execution) before its events")
-            cur = await conn.execute(_INSERT, {
+        try:
+            rows = await self._db.fetch_all(_APPEND, {
                 "ord": list(range(len(events))),
                 "execution_id": [e.execution_id for e in events],
                 "event_id": [e.event_id for e in events],
@@ -129,22 +104,16 @@ class EventStore:
                 "occurred_at": [e.timestamp for e in events],
                 "body": [event_body(e) for e in events],
             })
-            seqs = {row["idempotency_key"]: row["seq"] for row in await cur.fetchall()}
-            stored = [e.model_copy(update={"seq": seqs[e.idempotency_key]})
-                      for e in events if e.idempotency_key in seqs]
-            advanced: dict[str, list[int]] = {}
-            for event in stored:
-                advanced.setdefault(event.execution_id, []).append(event.seq or 0)
-            for execution_id, numbers in advanced.items():
-                if numbers != list(range(last[execution_id] + 1, last[execution_id] + len(numbers) + 1)):
-                    raise _Raced()  # a key was skipped after being numbered: roll back, leave no gap
-            if advanced:
-                ids = sorted(advanced)
-                await conn.execute(_ADVANCE, (
-                    ids, [last[x] + len(advanced[x]) for x in ids],
-                    [any(e.type in TERMINAL_EVENTS for e in stored if e.execution_id == x) for x in ids],
-                    NOTIFY_CHANNEL))
-        return stored
+        except psycopg.Error as exc:
+            if exc.sqlstate == _RACED:
+                raise _Raced() from exc
+            if exc.sqlstate == _UNKNOWN_EXECUTION:
+                raise NotFoundError(str(exc.diag.message_primary or exc), where="events.append",
+                                    fix="create the execution (create_execution) before its events") from exc
+            raise
+        seqs = {row["idempotency_key"]: row["seq"] for row in rows}
+        return [e.model_copy(update={"seq": seqs[e.idempotency_key]})
+                for e in events if e.idempotency_key in seqs]
 
     async def events(self, execution_id: str, *, after_seq: int = 0,
                      limit: int | None = None) -> list[Event]:

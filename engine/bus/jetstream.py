@@ -325,6 +325,20 @@ class Bus:
                                     subjects.command_subject(pool, self.prefix), ack_wait_s=ack_wait_s,
                                     max_deliver=max_deliver, max_ack_pending=max_ack_pending)
 
+    async def command_queue_depths(self) -> dict[str, int]:
+        """Commands not yet handed to a worker (plus redeliveries waiting), by pool."""
+        try:
+            infos = await self._js.consumers_info(self.command_stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot read the consumers of {self.command_stream}: {exc!r}",
+                           where=self.command_stream, fix="check the connection to nats-server") from exc
+        depths: dict[str, int] = {}
+        for info in infos:
+            name = info.name or ""
+            if name.startswith("pool-"):
+                depths[name[5:]] = int(info.num_pending or 0) + int(info.num_redelivered or 0)
+        return depths
+
     async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0, max_deliver: int = -1,
                              max_ack_pending: int | None = None) -> Consumer:
         """A durable reader of all events of this prefix, from the first one it has not acked."""

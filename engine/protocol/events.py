@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from engine.protocol.results import ResultEnvelope, WireModel
 
@@ -50,3 +50,21 @@ class Event(WireModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
     seq: int | None = None  # position in the execution's log, assigned by the store
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """One bus message: a single event as an object, several (a fast step's start and outcome) as an
+    array in the order they happened."""
+    if len(events) == 1:
+        return events[0].model_dump_json().encode()
+    return b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+
+
+def decode_events(data: bytes) -> list[Event]:
+    """The events of one bus message (see `encode_events`); ValueError when it is not one."""
+    if data[:1] == b"[":
+        return _EVENT_LIST.validate_json(data)
+    return [Event.model_validate_json(data)]
+
+
+_EVENT_LIST: TypeAdapter[list[Event]] = TypeAdapter(list[Event])

@@ -27,7 +27,7 @@ from engine.net.net import Net
 from engine.net.state import ExecutionState
 from engine.net.validate import validate_text
 from engine.protocol.commands import CancelStep, RunStep, StartChild
-from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, derived_id
+from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, decode_events, derived_id
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.ports import ChildStarter, EventLog
 from engine.tools.artifacts import externalize, json_size
@@ -42,7 +42,8 @@ HOLD_MAX_S = 0.02
 
 
 def _progress_only(deliveries: list[Delivery]) -> bool:
-    return all(b'"type":"step.started"' in d.data for d in deliveries)
+    """Only `step.started` of slow steps (a fast step's start comes with its outcome, in an array)."""
+    return all(d.data[:1] != b"[" and b'"type":"step.started"' in d.data for d in deliveries)
 
 
 class OrchestratorError(EngineError):
@@ -137,25 +138,27 @@ class Orchestrator:
         poison: list[Delivery] = []
         for delivery in deliveries:
             try:
-                event = Event.model_validate_json(delivery.data)
+                events = decode_events(delivery.data)
             except ValueError:
                 log.error("dropping a malformed event message (%d bytes)", len(delivery.data))
                 poison.append(delivery)
                 continue
-            to_append.append(event)
-            if event.type not in INPUT_EVENTS:
-                continue
-            execution = self._live.get(event.execution_id)
-            if execution is None:
-                execution = await self._load(event.execution_id, first=event)
-            if execution is None:
-                to_append.pop()  # an event of an unknown execution is not ours to record
-                poison.append(delivery)
-                continue
-            touched.add(event.execution_id)
-            decision = fire(execution.net, execution.state, event, execution.env)
-            to_append.extend(decision.events)
-            to_publish.extend((execution, command) for command in decision.commands)
+            for event in events:
+                to_append.append(event)
+                if event.type not in INPUT_EVENTS:
+                    continue
+                execution = self._live.get(event.execution_id)
+                if execution is None:
+                    execution = await self._load(event.execution_id, first=event)
+                if execution is None:
+                    to_append.pop()  # an event of an unknown execution is not ours to record
+                    if delivery not in poison:
+                        poison.append(delivery)
+                    continue
+                touched.add(event.execution_id)
+                decision = fire(execution.net, execution.state, event, execution.env)
+                to_append.extend(decision.events)
+                to_publish.extend((execution, command) for command in decision.commands)
         try:
             await self.events.append(to_append)
         except Exception:

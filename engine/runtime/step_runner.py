@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 PIPELINE_KEYS = ("kind", "name", "spec", "set", "output", "desc", "input")
 NOT_RENDERED = {"python": ("code",)}
 Report = Callable[[Event], Awaitable[None]]
+# a step that ends sooner sends step.started with its outcome: one message and one commit, not two
+STARTED_DELAY_S = 0.1
 
 
 class ToolSource(Protocol):
@@ -98,6 +100,49 @@ class _RecordingCredentials:
             "payload": clean_payload})
 
 
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What a run of a command ends with: the outcome event, after the events not yet reported."""
+
+    event: Event
+    before: tuple[Event, ...] = ()
+
+    @property
+    def events(self) -> list[Event]:
+        return [*self.before, self.event]
+
+
+class _StartedNotice:
+    """`step.started`, reported after a delay unless the step is over by then (or reports progress)."""
+
+    def __init__(self, event: Event, send: Report, delay_s: float) -> None:
+        self.event = event
+        self._send = send
+        self._sent: asyncio.Future[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self.send_now) if delay_s > 0 else None
+        if self._timer is None:
+            self.send_now()
+
+    def send_now(self) -> asyncio.Future[None]:
+        """Send it now unless sent (or taken) already; await the result to know it was published."""
+        if self._sent is None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._sent = asyncio.ensure_future(self._send(self.event))
+        return self._sent
+
+    def take(self) -> Event | None:
+        """The event when it was not sent yet (the caller sends it); None when it is on its way."""
+        if self._sent is not None:
+            return None
+        if self._timer is not None:
+            self._timer.cancel()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        self._sent = done
+        return self.event
+
+
 class StepRunner:
     """Runs RunStep commands against the tools; one instance per worker process."""
 
@@ -106,8 +151,9 @@ class StepRunner:
                  resolve_ref: Callable[[dict[str, Any]], Any] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  work_dir: Path | None = None, inline_max_bytes: int = 65536,
-                 keychain: KeychainResolver | None = None) -> None:
+                 keychain: KeychainResolver | None = None, started_delay_s: float = STARTED_DELAY_S) -> None:
         self.tools = tools
+        self.started_delay_s = started_delay_s
         self.credentials = credentials or NoCredentials()
         self.identity = identity or WorkerIdentity()
         self.renderer = renderer or TemplateRenderer()
@@ -135,32 +181,35 @@ class StepRunner:
                      loop_index=cmd.loop_index, worker=self.identity.worker, pool=self.identity.pool,
                      duration_ms=duration_ms, result=result, payload=payload or {})
 
-    def cancelled_outcome(self, cmd: RunStep, reason: str) -> Event:
+    def cancelled_outcome(self, cmd: RunStep, reason: str) -> StepOutcome:
         """The outcome of a command cancelled before (or while) it ran."""
         envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled: {reason}",
                                        retryable=False, worker=self.identity.worker,
                                        pool=self.identity.pool)
         type_ = "step.failed" if cmd.loop_index is None else "loop.item.failed"
-        return self._event(cmd, type_, key="outcome", result=envelope, attempt=1)
+        return StepOutcome(self._event(cmd, type_, key="outcome", result=envelope, attempt=1))
 
     # ------------------------------------------------------------------ entry
-    async def run(self, cmd: RunStep, report: Report, *, delivery: int = 1) -> Event:
+    async def run(self, cmd: RunStep, report: Report, *, delivery: int = 1) -> StepOutcome:
         """Run the command to its outcome; progress goes to `report`; the outcome is returned.
 
         `delivery` counts how often the bus handed out this command (more than 1 after a worker died).
+        `step.started` is reported once the step has run for `started_delay_s`; a step that ends sooner
+        returns it with the outcome (`StepOutcome.before`), to be sent in the same message.
         """
         started = time.perf_counter()
         if self.work_dir is not None:
             (self.work_dir / cmd.execution_id).mkdir(parents=True, exist_ok=True)
         recorder = _RecordingCredentials(self.credentials)
+        notice = _StartedNotice(self._event(
+            cmd, "step.started", key=f"started:{delivery}", attempt=1,
+            payload={"delivery": delivery} if delivery > 1 else None),
+            lambda event: report(recorder.scrub(event)), self.started_delay_s)
 
-        async def scrubbed(event: Event) -> None:
+        async def scrubbed(event: Event) -> None:  # progress keeps its order: step.started first
+            await notice.send_now()
             await report(recorder.scrub(event))
 
-        # sent while the step runs; awaited before the outcome, so the log keeps their order
-        announced = asyncio.create_task(scrubbed(self._event(
-            cmd, "step.started", key=f"started:{delivery}", attempt=1,
-            payload={"delivery": delivery} if delivery > 1 else None)))
         pipe = _Pipeline(iter_vars=dict(cmd.context.get("iter") or {}) if cmd.loop_index is not None
                          else None, credentials=recorder)
         try:
@@ -171,7 +220,9 @@ class StepRunner:
             envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
         if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
             envelope = self._store_large(cmd, envelope)
-        await announced
+        unsent = notice.take()
+        if unsent is None:
+            await notice.send_now()
         duration = (time.perf_counter() - started) * 1000
         meta = dict(envelope.meta.model_extra or {})
         meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),
@@ -189,9 +240,11 @@ class StepRunner:
             payload["ctx"] = pipe.ctx_writes
         if pipe.warnings:
             payload["warnings"] = pipe.warnings
-        return recorder.scrub(self._event(cmd, type_, key="outcome", result=envelope,
-                                          attempt=max(pipe.attempts, 1), duration_ms=duration,
-                                          payload=payload))
+        outcome = recorder.scrub(self._event(cmd, type_, key="outcome", result=envelope,
+                                             attempt=max(pipe.attempts, 1), duration_ms=duration,
+                                             payload=payload))
+        # scrubbed last: secrets resolved while the step ran are masked in its start event too
+        return StepOutcome(outcome, (recorder.scrub(unsent),) if unsent is not None else ())
 
     def _store_large(self, cmd: RunStep, envelope: ResultEnvelope) -> ResultEnvelope:
         """Large results go by reference (spec 9); `output` hints choose what stays inline (spec 16)."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from engine.bus.jetstream import Bus, Delivery
 from engine.protocol.commands import CancelStep, RunStep
-from engine.protocol.events import Event
-from engine.runtime.step_runner import StepRunner
+from engine.protocol.events import Event, encode_events
+from engine.runtime.step_runner import StepOutcome, StepRunner
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Worker:
     concurrency: int = 4
     ack_wait_s: float = 30.0
     drain_s: float = 10.0
-    _running: dict[str, asyncio.Task[Event]] = field(default_factory=dict)
+    _running: dict[str, asyncio.Task[StepOutcome]] = field(default_factory=dict)
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -82,8 +82,8 @@ class Worker:
             heartbeat = asyncio.create_task(self._heartbeat(delivery))
             try:
                 outcome = await self._execute(command, delivery.num_delivered)
-                await self.bus.publish_event(command.execution_id, outcome.idempotency_key,
-                                             outcome.model_dump_json().encode())
+                await self.bus.publish_event(command.execution_id, outcome.event.idempotency_key,
+                                             encode_events(outcome.events))
             finally:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -96,7 +96,7 @@ class Worker:
         except Exception:  # the command stays unacked and is delivered again
             log.exception("serving a command failed; it will be redelivered")
 
-    async def _execute(self, command: RunStep, delivery: int = 1) -> Event:
+    async def _execute(self, command: RunStep, delivery: int = 1) -> StepOutcome:
         async def report(event: Event) -> None:
             await self.bus.publish_event(command.execution_id, event.idempotency_key,
                                          event.model_dump_json().encode())

@@ -56,6 +56,12 @@ async def test_a_worker_killed_mid_step_has_its_step_rerun_and_recorded_exactly_
     marker, release = tmp_path / "marker", tmp_path / "release"
     execution_id = await start(client, text, {"marker": str(marker), "release": str(release)})
     await wait_for(marker.exists, 60, "the first worker to start the step")
+    store = client.store.events  # type: ignore[union-attr]
+
+    async def start_recorded() -> bool:  # reported once the step has run for started_delay_s
+        return count(await store.events(execution_id), "step.started", "slow") == 1
+
+    await wait_for(start_recorded, 30, "the first start of the step to be recorded")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     release.touch()

@@ -1,0 +1,80 @@
+"""A fast step's `step.started` travels with its outcome; a slow step reports it while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from engine.protocol.commands import RunStep
+from engine.protocol.events import Event, decode_events, encode_events
+from engine.protocol.results import ResultEnvelope
+from engine.runtime.step_runner import StepRunner
+from engine.tools.base import Tool, ToolCall
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class SleepTool:
+    kind: str = "sleep"
+
+    async def run(self, call: ToolCall) -> ResultEnvelope:
+        await asyncio.sleep(float(call.config.get("seconds", 0)))
+        return ResultEnvelope.ok({"slept": call.config.get("seconds")})
+
+
+class Tools:
+    def get(self, kind: str) -> Tool:
+        return SleepTool()
+
+
+def command(seconds: float) -> RunStep:
+    return RunStep(command_id="c1", execution_id="x1", step="nap", run=1, pool="default",
+                   tasks=[{"kind": "sleep", "seconds": seconds}])
+
+
+async def run(seconds: float, delay_s: float) -> tuple[list[Event], list[Event]]:
+    reported: list[Event] = []
+
+    async def report(event: Event) -> None:
+        reported.append(event)
+
+    outcome = await StepRunner(Tools(), started_delay_s=delay_s).run(command(seconds), report)
+    return reported, outcome.events
+
+
+async def test_a_step_that_ends_within_the_delay_returns_its_start_with_its_outcome() -> None:
+    reported, events = await run(0.0, delay_s=5.0)
+    assert reported == []
+    assert [e.type for e in events] == ["step.started", "step.succeeded"]
+    assert events[1].result is not None and events[1].result.data == {"slept": 0.0}
+
+
+async def test_a_step_slower_than_the_delay_reports_its_start_while_it_runs() -> None:
+    reported, events = await run(0.3, delay_s=0.01)
+    assert [e.type for e in reported] == ["step.started"]
+    assert [e.type for e in events] == ["step.succeeded"]
+    assert reported[0].timestamp <= events[0].timestamp
+
+
+async def test_a_zero_delay_reports_the_start_at_once() -> None:
+    reported, events = await run(0.0, delay_s=0)
+    assert [e.type for e in reported] == ["step.started"]
+    assert [e.type for e in events] == ["step.succeeded"]
+
+
+def test_one_message_carries_one_event_as_an_object_and_several_as_an_array_in_order() -> None:
+    first = Event(event_id="a", idempotency_key="c1:started:1", execution_id="x1", type="step.started")
+    second = Event(event_id="b", idempotency_key="c1:outcome", execution_id="x1", type="step.succeeded")
+    assert encode_events([first]).startswith(b"{")
+    assert decode_events(encode_events([first])) == [first]
+    assert decode_events(encode_events([first, second])) == [first, second]
+    with pytest.raises(ValueError):
+        decode_events(b'[{"type": "step.started"}]')
