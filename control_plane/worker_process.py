@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from control_plane.stack import Stack, StackConfig
+from engine.runtime import eventloop
 
 
 async def serve(pool: str, concurrency: int) -> None:
@@ -33,4 +34,4 @@ async def serve(pool: str, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], int(sys.argv[2])))
+    eventloop.run(serve(sys.argv[1], int(sys.argv[2])))

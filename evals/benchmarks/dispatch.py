@@ -13,7 +13,6 @@ fresh temporary NOETL_HOME, stopped and removed at the end.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 from control_plane.stack import Stack, StackConfig
 from engine.bus.jetstream import Bus
+from engine.runtime import eventloop
 from engine.runtime.embedded import start_nats, start_postgres
 from evals.benchmarks.dispatch_engine import Waiter, measure_engine
 from evals.benchmarks.dispatch_floor import measure_floor
@@ -121,7 +121,7 @@ def run_dispatch_benchmark(*, chain_steps: int = 200, loop_items: int = 2000, ro
             floor = measure_floor(servers.nats_url, round_trips=round_trips, consumers=consumers,
                                   messages=floor_messages or max(loop_items, 2000),
                                   warmup=50 if warmup else 0)
-            engine = asyncio.run(_engine(servers, root, chain_steps=chain_steps, loop_items=loop_items,
+            engine = eventloop.run(_engine(servers, root, chain_steps=chain_steps, loop_items=loop_items,
                                          repetitions=repetitions, concurrency=concurrency, warmup=warmup,
                                          waiter=waiter, progress=progress))
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bus.jetstream import Bus, Delivery
+from engine.runtime import eventloop
 from engine.runtime.embedded import start_nats
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ async def _consume(url: str, prefix: str, worker: int, confirmed_ack: bool) -> N
 
 
 def _consumer_main(url: str, prefix: str, worker: int, confirmed_ack: bool) -> None:
-    asyncio.run(_consume(url, prefix, worker, confirmed_ack))
+    eventloop.run(_consume(url, prefix, worker, confirmed_ack))
 
 
 # ------------------------------------------------------------------------------------ publisher (parent)
@@ -207,7 +208,7 @@ def measure_floor(nats_url: str, *, round_trips: int = 1000, consumers: int = 2,
     (the engine's path); False sends the ack and goes on. Must not be called from a running event loop."""
     if round_trips < 1 or consumers < 1 or messages < 1:
         raise ValueError("round_trips, consumers and messages must each be at least 1")
-    return asyncio.run(_measure(nats_url, round_trips, consumers, messages, warmup, confirmed_ack))
+    return eventloop.run(_measure(nats_url, round_trips, consumers, messages, warmup, confirmed_ack))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ the worker and the waiting client); on a sequential chain they are mostly on the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import cProfile
 import functools
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.stack import Stack, StackConfig
+from engine.runtime import eventloop
 from evals.benchmarks.bench_playbooks import chain_playbook, loop_playbook
 from evals.benchmarks.dispatch import bench_servers
 from evals.benchmarks.dispatch_engine import Waiter, run_once, wait_completed
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="noetl-profile-"))
     try:
-        result = asyncio.run(profile(args.what, args.size, args.concurrency, args.cprofile, home,
+        result = eventloop.run(profile(args.what, args.size, args.concurrency, args.cprofile, home,
                                      args.waiter))
     finally:
         shutil.rmtree(home, ignore_errors=True)

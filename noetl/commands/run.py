@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from control_plane.stack import Stack
 from engine.errors import PlaybookSourceError
 from engine.net.validate import validate_file
 from engine.protocol.events import Event
+from engine.runtime import eventloop
 from noetl.commands.stack import running_dev_stack
 from noetl.progress import Progress
 from noetl.settings import stack_config
@@ -56,7 +56,7 @@ def run(
     if result.errors:
         raise typer.Exit(EXIT_INVALID)
     text = file.read_text(encoding="utf-8")
-    summary = asyncio.run(_run(text, str(file), data, as_json, timeout))
+    summary = eventloop.run(_run(text, str(file), data, as_json, timeout))
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     raise typer.Exit(EXIT_COMPLETED if summary["status"] == "completed" else EXIT_FAILED)

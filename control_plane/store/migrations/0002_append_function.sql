@@ -9,7 +9,11 @@ CREATE FUNCTION noetl_append_events(
     p_ord int[], p_execution_id text[], p_event_id text[], p_key text[], p_type text[], p_step text[],
     p_loop_index int[], p_derived bool[], p_occurred_at timestamptz[], p_body jsonb[])
 RETURNS TABLE (stored_key text, stored_seq bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- every table it reads has the index it needs; without this, a plan cached while `events` was small
+-- keeps scanning the whole table (measured: 1 ms -> 15 ms per append at 60k events until ANALYZE)
+SET enable_seqscan = off
+AS $$
 DECLARE
     v_ids text[];
     v_missing text[];
