@@ -45,5 +45,26 @@ def bench_dispatch(
         raise typer.Exit(1)
 
 
+@bench_app.command("eventlog")
+def bench_eventlog(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when the target is missed.")] = False,
+) -> None:
+    """Append latency of the event log as it grows, against the empty log's, in one run (on an embedded
+    Postgres of its own)."""
+    from engine.runtime import eventloop
+    from evals.benchmarks.event_log_growth import measure
+
+    result = eventloop.run(measure())
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        for size, ms in result["append_ms_by_log_size"].items():
+            print(f"{int(size):>8} events: append {ms:.3f} ms  (x{result['ratio_to_empty_log'][size]})")
+        print("target met" if result["met"] else "target MISSED")
+    if check and not result["met"]:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
