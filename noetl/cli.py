@@ -7,7 +7,7 @@ import sys
 import typer
 
 from engine.errors import NoetlError
-from noetl.commands import bench, catalog, credentials, dsl, evals, executions, run, stack
+from noetl.commands import bench, catalog, credentials, dsl, evals, executions, run, stack, tokens
 
 app = typer.Typer(
     name="noetl",
@@ -21,6 +21,7 @@ run.register(app)
 catalog.register(app)
 credentials.register(app)
 executions.register(app)
+tokens.register(app)
 stack.register(app)
 bench.register(app)
 evals.register(app)

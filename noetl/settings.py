@@ -7,6 +7,7 @@ from pathlib import Path
 
 import platformdirs
 
+from control_plane.errors import InvalidArgumentError
 from control_plane.stack import StackConfig
 
 
@@ -28,3 +29,31 @@ def stack_config(**overrides: object) -> StackConfig:
         config["ack_wait_s"] = float(os.environ["NOETL_ACK_WAIT_S"])
     config.update(overrides)
     return StackConfig(**config)  # type: ignore[arg-type]
+
+
+def server_url() -> str | None:
+    """NOETL_SERVER_URL: when set, the CLI is a client of that server's API (docs/api.md)."""
+    return os.environ.get("NOETL_SERVER_URL", "").strip() or None
+
+
+def api_token() -> str | None:
+    """NOETL_TOKEN: the bearer token the CLI sends in client mode."""
+    return os.environ.get("NOETL_TOKEN", "").strip() or None
+
+
+DEFAULT_API_PORT = 8082
+
+
+def api_port() -> int:
+    """NOETL_API_PORT: where `noetl dev up` serves the API (default 8082; 0 = a free port)."""
+    value = os.environ.get("NOETL_API_PORT", "").strip()
+    if not value:
+        return DEFAULT_API_PORT
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise InvalidArgumentError(f"NOETL_API_PORT is '{value}', not a port", where="NOETL_API_PORT",
+                                   fix="a number from 0 to 65535 (0 = a free port)")
+    return port

@@ -20,7 +20,6 @@ from engine.tools.noop_tool import NoopTool
 from engine.tools.postgres_tool import PostgresTool
 from engine.tools.python_pool import DEFAULT_MEMORY_LIMIT, PythonPool
 from engine.tools.python_tool import PythonTool
-from engine.tools.qdrant_tool import QdrantTool
 from engine.tools.shell_tool import ShellTool
 from engine.tools.snowflake_tool import SnowflakeTool
 
@@ -46,6 +45,8 @@ class ToolRegistry:
         self._build(http_client)
 
     def _build(self, http_client: httpx.AsyncClient | None) -> None:
+        from engine.tools.qdrant_tool import QdrantTool  # ~1 s to import: only where tools are built
+
         tools: list[Tool] = [
             PythonTool(self.python_pool), HttpTool(http_client), PostgresTool(), DuckdbTool(),
             ClickhouseTool(), QdrantTool(), ShellTool(), NoopTool(), SnowflakeTool(),

@@ -1,4 +1,6 @@
-"""`noetl credential set|list|delete`: encrypted credentials for `auth:` and keychains (never shown)."""
+"""`noetl credential set|list|delete`: encrypted credentials for `auth:` and keychains (never shown).
+
+With NOETL_SERVER_URL set they go through the server's API (set and delete need an admin token)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
+from control_plane.client import NoetlClient
 from control_plane.errors import ControlPlaneError
 from control_plane.store import Store, open_store
 from control_plane.store.secret_key import load_secret_key
+from noetl import remote
 from noetl.commands.catalog import store_dsn
 from noetl.settings import stack_config
 
@@ -59,6 +63,13 @@ def credential_set(
 ) -> None:
     """Create or replace a credential; its values are stored encrypted (AES-GCM)."""
     fields = _parse_data(data)
+    if remote.active():
+        async def put(client: NoetlClient) -> dict[str, Any]:
+            return await client.credential_set(name, type_, fields, description)
+
+        out = remote.call(put)
+        print(f"credential {out['name']} ({out['type']}) stored")
+        return
     info = _run(lambda store: store.credentials.set(name, type_, fields, description))
     print(f"credential {info.name} ({info.type}) stored")
 
@@ -69,9 +80,15 @@ def credential_list(as_json: Annotated[bool, typer.Option("--json")] = False) ->
     async def action(store: Store) -> Any:
         return await store.credentials.list()
 
-    items = _run(action)
-    rows = [{"name": i.name, "type": i.type, "description": i.description,
-             "updated_at": i.updated_at.isoformat()} for i in items]
+    if remote.active():
+        async def fetch(client: NoetlClient) -> dict[str, Any]:
+            return await client.credential_list()
+
+        rows = [{"name": i["name"], "type": i["type"], "description": i.get("description"),
+                 "updated_at": i.get("updated_at")} for i in remote.call(fetch).get("items") or []]
+    else:
+        rows = [{"name": i.name, "type": i.type, "description": i.description,
+                 "updated_at": i.updated_at.isoformat()} for i in _run(action)]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -82,7 +99,13 @@ def credential_list(as_json: Annotated[bool, typer.Option("--json")] = False) ->
 @credential_app.command("delete")
 def credential_delete(name: str) -> None:
     """Delete a credential."""
-    _run(lambda store: store.credentials.delete(name))
+    if remote.active():
+        async def delete(client: NoetlClient) -> None:
+            await client.credential_delete(name)
+
+        remote.call(delete)
+    else:
+        _run(lambda store: store.credentials.delete(name))
     print(f"credential {name} deleted")
 
 

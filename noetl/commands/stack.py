@@ -15,13 +15,21 @@ from typing import Annotated, Any
 
 import typer
 
+from control_plane.errors import ControlPlaneError
+from control_plane.services.auth import AuthService
 from control_plane.stack import Stack
+from control_plane.store import open_store
+from control_plane.store.secret_key import load_secret_key
+from engine.runtime import eventloop
 from engine.runtime.embedded import pid_alive, start_nats, start_postgres
-from noetl.settings import noetl_home, stack_config
+from noetl.settings import DEFAULT_API_PORT, api_port, noetl_home, stack_config
+
+API_READY_S = 30.0  # how long the REST API may take to listen
 
 dev_app = typer.Typer(help="A local NoETL (NATS, Postgres, orchestrator, a worker pool) in the background.",
                       no_args_is_help=True)
-server_app = typer.Typer(help="The orchestrator as a long-running process.", no_args_is_help=True)
+server_app = typer.Typer(help="The orchestrator and the REST API as a long-running process.",
+                         no_args_is_help=True)
 worker_app = typer.Typer(help="A worker pool as a long-running process.", no_args_is_help=True)
 
 
@@ -39,35 +47,110 @@ def running_dev_stack(home: Path | None = None) -> dict[str, Any] | None:
     return state if state.get("ready") and pid_alive(int(state.get("pid", 0))) else None
 
 
-async def _serve(config_overrides: dict[str, Any], state_file: Path | None) -> None:
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+async def _start_api(stack: Stack, host: str, port: int,
+                     stop: asyncio.Event) -> tuple[asyncio.Task[None], str]:
+    """Serve the REST API in this loop; returns its task and URL once it listens."""
+    from control_plane.server import serve_api  # fastapi and uvicorn only where the API is served
+
+    ready = asyncio.Event()
+    bound: list[int] = []
+    task = asyncio.create_task(serve_api(stack, host=host, port=port, stop=stop, ready=ready, bound=bound))
+    ready_wait = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({task, ready_wait}, timeout=API_READY_S, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        ready_wait.cancel()
+        if task in done:
+            exc = task.exception()
+            if isinstance(exc, ControlPlaneError):  # it says where and how to fix it
+                raise exc
+            raise ControlPlaneError(f"the REST API could not serve on {host}:{port}"
+                                    + (f" ({exc})" if exc else ""), where="--api-port / --port",
+                                    fix="pick a free port (NOETL_API_PORT, or 0 for any free one)")
+        task.cancel()
+        raise ControlPlaneError(f"the REST API did not listen on {host}:{port} within {API_READY_S:g} s",
+                                where="--api-port / --port", fix="read the process' log")
+    return task, f"http://{_url_host(host)}:{bound[-1] if bound else port}"
+
+
+async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
+                 api: tuple[str, int] | None = None) -> None:
+    """Host the stack (and the REST API on `api` = (host, port)) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    failure: BaseException | None = None
     async with Stack(stack_config(**config_overrides)) as stack:
-        if state_file is not None:
-            state_file.write_text(json.dumps({"pid": os.getpid(), "ready": True, "nats_url": stack.nats_url,
-                                              "pg_dsn": stack.pg_dsn, "home": str(stack.config.home)}))
-        print(f"serving: nats {stack.nats_url}", file=sys.stderr, flush=True)
-        await stop.wait()
+        api_task: asyncio.Task[None] | None = None
+        api_url: str | None = None
+        if api is not None:
+            api_task, api_url = await _start_api(stack, api[0], api[1], stop)
+        try:
+            if state_file is not None:
+                state = {"pid": os.getpid(), "ready": True, "nats_url": stack.nats_url,
+                         "pg_dsn": stack.pg_dsn, "home": str(stack.config.home)}
+                if api_url is not None:
+                    state["api_url"] = api_url
+                state_file.write_text(json.dumps(state))
+            print(f"serving: nats {stack.nats_url}" + (f", api {api_url}" if api_url else ""),
+                  file=sys.stderr, flush=True)
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({stopping, *([api_task] if api_task else [])},
+                               return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+        finally:
+            stop.set()  # the API stopped by itself (an error), or we were told to stop: stop everything
+            if api_task is not None:
+                try:
+                    await asyncio.wait_for(api_task, timeout=10)
+                except (asyncio.CancelledError, TimeoutError):
+                    api_task.cancel()  # a stream that would not end: the process ends anyway
+                except Exception as exc:
+                    failure = exc
     if state_file is not None:
         with contextlib.suppress(OSError):
             state_file.unlink()
+    if failure is not None:  # the process exits non-zero, the error on one line
+        raise failure
+
+
+async def _create_admin_token(state: dict[str, Any], name: str) -> str:
+    """A fresh admin token for the dev stack's user (only its hash is stored)."""
+    config = stack_config()
+    store = await open_store(str(state["pg_dsn"]), load_secret_key(config.home, config.secret_key))
+    try:
+        _, token = await AuthService(store).create_token(name, "admin")
+    finally:
+        await store.close()
+    return token
 
 
 @dev_app.command("up")
 def dev_up(
     concurrency: Annotated[int, typer.Option(help="Concurrent steps of the default worker pool.")] = 4,
     wait_s: Annotated[float, typer.Option(help="How long to wait for the stack to be ready.")] = 60.0,
+    port: Annotated[int | None, typer.Option(
+        "--api-port", min=0, max=65535, show_default=False,
+        help=f"Serve the REST API on 127.0.0.1 at this port (NOETL_API_PORT; default {DEFAULT_API_PORT}; "
+             "0 = a free port).")] = None,
 ) -> None:
-    """Start the local stack in the background (or report the one already running)."""
+    """Start the local stack and its REST API in the background (or report the one already running);
+    prints where they are and a fresh admin token for the API (shown only here)."""
     home = noetl_home()
+    port = api_port() if port is None else port
     home.mkdir(parents=True, exist_ok=True)
     state = running_dev_stack(home)
     if state is None:
         log = open(home / "dev.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "noetl.cli", "dev", "serve", "--concurrency", str(concurrency)],
+            [sys.executable, "-m", "noetl.cli", "dev", "serve", "--concurrency", str(concurrency),
+             "--api-port", str(port)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + wait_s
         while state is None:
@@ -82,14 +165,18 @@ def dev_up(
                 raise typer.Exit(1)
             time.sleep(0.1)
             state = running_dev_stack(home)
-    print(json.dumps({"status": "up", **state}, indent=2))
+    token = asyncio.run(_create_admin_token(state, "dev-up"))  # a fresh one each time: shown only here
+    print(json.dumps({"status": "up", **state, "admin_token": token}, indent=2))
 
 
 @dev_app.command("serve", hidden=True)
-def dev_serve(concurrency: Annotated[int, typer.Option()] = 4) -> None:
+def dev_serve(
+    concurrency: Annotated[int, typer.Option()] = 4,
+    port: Annotated[int, typer.Option("--api-port")] = DEFAULT_API_PORT,
+) -> None:
     """Run the dev stack in the foreground (what `dev up` starts in the background)."""
-    asyncio.run(_serve({"workers": {"default": concurrency}, "worker_processes": True},
-                       dev_state_file()))
+    eventloop.run(_serve({"workers": {"default": concurrency}, "worker_processes": True},
+                         dev_state_file(), api=("127.0.0.1", port)))
 
 
 @dev_app.command("down")
@@ -129,9 +216,14 @@ def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 
 @server_app.command("start")
-def server_start() -> None:
-    """Run the orchestrator against NOETL_NATS_URL / NOETL_PG_DSN (embedded ones when unset)."""
-    asyncio.run(_serve({"workers": {}}, None))
+def server_start(
+    host: Annotated[str, typer.Option(help="The address the REST API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="The REST API's port (0 = a free port).")]
+    = DEFAULT_API_PORT,
+) -> None:
+    """Run the orchestrator and the REST API (docs/api.md) against NOETL_NATS_URL / NOETL_PG_DSN
+    (embedded ones when unset)."""
+    eventloop.run(_serve({"workers": {}}, None, api=(host, port)))
 
 
 @worker_app.command("start")
@@ -140,7 +232,7 @@ def worker_start(
     concurrency: Annotated[int, typer.Option(help="Steps run at once.")] = 4,
 ) -> None:
     """Run a worker pool against NOETL_NATS_URL / NOETL_PG_DSN (embedded ones when unset)."""
-    asyncio.run(_serve({"orchestrator": False, "workers": {pool: concurrency}}, None))
+    eventloop.run(_serve({"orchestrator": False, "workers": {pool: concurrency}}, None))
 
 
 def register(app: typer.Typer) -> None:

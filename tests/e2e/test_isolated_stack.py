@@ -32,10 +32,11 @@ workflow:
 def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Noetl]:
     home = tmp_path_factory.mktemp("noetl-private")
     env = {k: v for k, v in os.environ.items()
-           if k not in ("NOETL_NATS_URL", "NOETL_PG_DSN", "NOETL_SECRET_KEY", "NOETL_BUS_PREFIX")}
+           if k not in ("NOETL_NATS_URL", "NOETL_PG_DSN", "NOETL_SECRET_KEY", "NOETL_BUS_PREFIX",
+                        "NOETL_SERVER_URL", "NOETL_TOKEN", "NOETL_API_PORT")}
     env["NOETL_HOME"] = str(home)
     cli = Noetl(home=home, scratch=tmp_path_factory.mktemp("private-playbooks"), env=env)
-    up = cli("dev", "up", timeout=180)
+    up = cli("dev", "up", "--api-port", "0", timeout=180)  # never collides with another stack's API
     assert up.returncode == 0, up.stderr
     try:
         yield cli

@@ -1,0 +1,140 @@
+"""The control plane's REST API (docs/api.md) as a FastAPI application over the services.
+
+`create_app(ApiServices.from_stack(stack))` builds it; control_plane.server serves it beside the
+orchestrator. Layers: api (routes, auth, problem+json) -> services -> store; the API never touches the
+store itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
+
+from control_plane.api import catalog, credentials, docs, executions, health, metrics, problems, tokens
+from control_plane.api import policies as policies_api
+from control_plane.api.auth import required_role
+from control_plane.api.middleware import MAX_BODY_BYTES, BodyLimit, Guard, RejectNul
+from control_plane.schemas.problems import Problem
+from control_plane.services.auth import AuthService
+from control_plane.services.catalog import CatalogService
+from control_plane.services.credentials import CredentialService
+from control_plane.services.executions import ExecutionService
+from control_plane.services.metrics import MetricsService
+from control_plane.services.policies import PolicyService, PolicySettings
+
+if TYPE_CHECKING:
+    from control_plane.stack import Stack
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1"
+HEALTH_TIMEOUT_S = 2.0
+_ROUTERS = (health.router, metrics.router, docs.router, catalog.router, executions.router,
+            credentials.router, tokens.router, policies_api.router)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    postgres: bool
+    nats: bool
+
+
+@dataclass(frozen=True)
+class ApiServices:
+    """What the API calls: one service per resource, and the health probe."""
+
+    auth: AuthService
+    catalog: CatalogService
+    executions: ExecutionService
+    credentials: CredentialService
+    metrics: MetricsService
+    health: Callable[[], Awaitable[HealthReport]]
+    policies: PolicyService | None = None  # proposals and overlays (docs/policies.md)
+
+    @classmethod
+    def from_stack(cls, stack: Stack) -> ApiServices:
+        store, bus, executions_service = stack.store, stack.bus, stack.executions
+        if store is None or bus is None or executions_service is None:
+            raise RuntimeError("the stack is not started: enter `async with Stack(config)` first")
+
+        async def probe() -> HealthReport:
+            async def postgres() -> bool:
+                try:
+                    row = await asyncio.wait_for(store.db.fetch_one("SELECT 1 AS ok"), HEALTH_TIMEOUT_S)
+                except Exception as exc:  # any failure means: not healthy
+                    log.warning("health: Postgres is unreachable (%s)", type(exc).__name__)
+                    return False
+                return row is not None
+
+            return HealthReport(postgres=await postgres(), nats=bus.is_connected)
+
+        return cls(auth=AuthService(store), catalog=CatalogService(store), executions=executions_service,
+                   credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
+                   policies=PolicyService(store, PolicySettings(pools=tuple(stack.config.workers))))
+
+
+def create_app(services: ApiServices, *, keepalive_s: float = executions.KEEPALIVE_S,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The API over `services`. `app.state.stopping` ends open event streams when set."""
+    app = FastAPI(title="NoETL control plane", version=API_VERSION, openapi_url=None, docs_url=None,
+                  redoc_url=None, description="Playbooks, executions, events, credentials and tokens. "
+                  "Every endpoint but GET /health needs `Authorization: Bearer <token>`; every error is "
+                  "application/problem+json (RFC 9457).")
+    app.state.services = services
+    app.state.stopping = asyncio.Event()
+    app.state.keepalive_s = keepalive_s
+    for router in _ROUTERS:
+        app.include_router(router)
+    problems.install(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RejectNul)
+    app.add_middleware(Guard)  # added last: the outermost
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description,
+                                   routes=app.routes)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(problem.pop("$defs", {}))
+            schemas["Problem"] = problem
+            document["security"] = [{"bearer": []}]
+            always = problems.responses(400, 500)  # a NUL in the URL; an unexpected failure
+            for path_item in document.get("paths", {}).values():
+                for operation in path_item.values():
+                    if not isinstance(operation, dict):
+                        continue
+                    operation.setdefault("security", [])  # no bearer dependency: public (/health)
+                    for status, response in always.items():
+                        operation["responses"].setdefault(str(status), response)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    role: str | None  # None: public
+
+
+def routes_of(app: FastAPI) -> list[Route]:
+    """Every (method, path) the app answers, with the role it requires."""
+    found: list[Route] = []
+    for context in iter_route_contexts(app.routes):
+        original = context.original_route
+        dependant = getattr(original, "dependant", None)
+        role = required_role(dependant) if dependant is not None else None
+        for method in sorted(context.methods or ()):
+            found.append(Route(method, str(context.path), role))
+    return found
