@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import subprocess
@@ -23,6 +24,7 @@ from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
 from control_plane.store.secret_key import SecretKey, load_secret_key
 from engine.bus.jetstream import Bus
+from engine.plan.pools import PoolSet
 from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres, start_nats, start_postgres
 from engine.runtime.orchestrator import Orchestrator
 from engine.runtime.step_runner import StepRunner, WorkerIdentity
@@ -44,6 +46,9 @@ class StackConfig:
     workers: dict[str, int] = field(default_factory=lambda: {"default": 4})  # pool -> concurrency
     ack_wait_s: float = 30.0
     worker_processes: bool = False  # run each pool in a process of its own (another core)
+    pools: PoolSet | None = None  # the deployment's pools file (capacities, labels); None: none declared
+    worker_labels: tuple[str, ...] = ()  # hardware labels the workers started here report
+    worker_capacity: dict[str, float] | None = None  # what each worker adds; None: its pool's, or cpu
 
 
 @functools.lru_cache(maxsize=64)
@@ -112,7 +117,7 @@ class Stack:
         if self.config.orchestrator:
             orchestrator = Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref,
                                         children=self.executions, work_dir=home / "work",
-                                        ack_wait_s=self.config.ack_wait_s)
+                                        ack_wait_s=self.config.ack_wait_s, pools=self.config.pools)
             self.leadership = Leadership(self.pg_dsn)
             leading = await self.leadership.try_acquire()
             if leading:
@@ -129,10 +134,22 @@ class Stack:
             runner = StepRunner(registry, credentials=self.store.credentials, resolve_ref=resolve_ref,
                                 identity=WorkerIdentity(pool=pool), work_dir=home / "work")
             worker = Worker(self.bus, runner, pool=pool, concurrency=concurrency,
+                            labels=self._labels(pool), capacity=self._capacity(pool),
                             ack_wait_s=self.config.ack_wait_s)
             ready.append(self._spawn(worker.run))
         for event in ready:
             await asyncio.wait_for(event.wait(), timeout=30)
+
+    def _labels(self, pool: str) -> tuple[str, ...]:
+        declared = self.config.pools.get(pool) if self.config.pools is not None else None
+        return tuple(sorted(set(self.config.worker_labels) | set(declared.labels if declared else ())))
+
+    def _capacity(self, pool: str) -> dict[str, float] | None:
+        """What a worker of `pool` started here adds: given, else the pools file's, else cpu slots."""
+        if self.config.worker_capacity is not None:
+            return dict(self.config.worker_capacity)
+        declared = self.config.pools.get(pool) if self.config.pools is not None else None
+        return {r: float(u) for r, u in declared.capacity.items()} if declared is not None else None
 
     async def _start_worker_process(self, pool: str, concurrency: int, timeout_s: float = 60.0) -> None:
         ready = self.config.home / f"worker-{pool}-{os.getpid()}.ready"
@@ -142,6 +159,11 @@ class Stack:
                "NOETL_ACK_WAIT_S": str(self.config.ack_wait_s), "NOETL_READY_FILE": str(ready)}
         if self.config.secret_key:
             env["NOETL_SECRET_KEY"] = self.config.secret_key
+        if self.config.pools is not None:
+            env["NOETL_POOLS"] = json.dumps(self.config.pools.as_json())
+        env["NOETL_WORKER_LABELS"] = ",".join(self.config.worker_labels)
+        if self.config.worker_capacity is not None:
+            env["NOETL_WORKER_CAPACITY"] = json.dumps(self.config.worker_capacity)
         log_file = open(self.config.home / f"worker-{pool}.log", "ab")
         process = subprocess.Popen([sys.executable, "-m", "control_plane.worker_process", pool,
                                     str(concurrency)], env=env, stdout=log_file, stderr=subprocess.STDOUT)

@@ -7,12 +7,14 @@ another core. Settings come from the environment the stack passes (an entry poin
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
 from control_plane.stack import Stack, StackConfig
+from engine.plan.pools import parse_pools
 from engine.runtime import eventloop
 
 
@@ -21,11 +23,17 @@ async def serve(pool: str, concurrency: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    pools = os.environ.get("NOETL_POOLS")
+    capacity = os.environ.get("NOETL_WORKER_CAPACITY")
     config = StackConfig(home=Path(os.environ["NOETL_HOME"]), nats_url=os.environ["NOETL_NATS_URL"],
                          pg_dsn=os.environ["NOETL_PG_DSN"], secret_key=os.environ.get("NOETL_SECRET_KEY"),
                          prefix=os.environ.get("NOETL_BUS_PREFIX", "noetl"), orchestrator=False,
                          workers={pool: concurrency},
-                         ack_wait_s=float(os.environ.get("NOETL_ACK_WAIT_S", "30")))
+                         ack_wait_s=float(os.environ.get("NOETL_ACK_WAIT_S", "30")),
+                         pools=parse_pools(pools, "NOETL_POOLS") if pools else None,
+                         worker_labels=tuple(x for x in os.environ.get("NOETL_WORKER_LABELS", "").split(",")
+                                             if x),
+                         worker_capacity=json.loads(capacity) if capacity else None)
     async with Stack(config):
         ready = os.environ.get("NOETL_READY_FILE")
         if ready:

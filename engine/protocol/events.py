@@ -15,6 +15,7 @@ EventType = Literal[
     "task.attempt.failed", "step.retrying", "step.succeeded", "step.failed", "step.skipped",
     "loop.started", "loop.item.succeeded", "loop.item.failed", "loop.completed", "ctx.updated",
     "execution.completed", "execution.failed", "execution.cancelled", "policy.applied",
+    "step.deferred", "step.dispatched",
 ]
 # events that come from outside the orchestrator's decisions; replay folds exactly these
 INPUT_EVENTS = frozenset({

@@ -38,3 +38,13 @@ def event_subjects(prefix: str = PREFIX) -> str:
 def cancel_subject(prefix: str = PREFIX) -> str:
     """Core NATS broadcast: every worker stops the commands named in the message."""
     return f"{prefix}.ctl.cancel"
+
+
+def worker_subject(prefix: str = PREFIX) -> str:
+    """Core NATS: workers' heartbeats (pool, labels, capacity), every few seconds and when asked."""
+    return f"{prefix}.ctl.workers"
+
+
+def worker_ping_subject(prefix: str = PREFIX) -> str:
+    """Core NATS: the orchestrator asks every worker for a heartbeat now (after it starts)."""
+    return f"{prefix}.ctl.workers.ping"

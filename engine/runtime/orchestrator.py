@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -20,15 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from engine.bus.jetstream import Bus, BusError, Delivery
+from engine.dsl.overlay import apply_overlays
 from engine.dsl.templates import TemplateRenderer, to_native
 from engine.errors import EngineError
+from engine.net.compile import compile_net
 from engine.net.fire import FireEnv, fire
 from engine.net.net import Net
 from engine.net.state import ExecutionState
 from engine.net.validate import validate_text
+from engine.plan.demands import Demand, step_demand
+from engine.plan.pools import PoolSet
+from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, StartChild
 from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, decode_events, derived_id
 from engine.protocol.results import ResultEnvelope
+from engine.protocol.workers import WorkerHeartbeat
+from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
 from engine.runtime.ports import ChildStarter, EventLog
 from engine.tools.artifacts import externalize, json_size
 
@@ -39,6 +47,8 @@ COMMAND_MAX_BYTES = 900 * 1024  # NATS' default max_payload is 1 MiB
 CANCEL_RESEND_S = 2.0
 HOLD_S = 0.005  # waiting for more events after a batch of only progress events
 HOLD_MAX_S = 0.02
+WAITING_POLL_S = 0.05  # how often commands waiting for capacity are looked at while no event comes
+OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed"})
 
 
 def _progress_only(deliveries: list[Delivery]) -> bool:
@@ -58,6 +68,10 @@ class _Execution:
     issued: dict[str, RunStep | StartChild] = field(default_factory=dict)  # replay: pending are re-sent
     started: dict[str, Any] = field(default_factory=dict)  # the execution.started payload
     children: set[str] = field(default_factory=set)  # command ids that started a child execution
+    deferred: set[str] = field(default_factory=set)  # replay: commands recorded as waiting for capacity
+    routed: dict[str, str] = field(default_factory=dict)  # replay: command id -> the pool it went to
+    demands: dict[str, Demand] = field(default_factory=dict)  # step -> what one run of it holds
+    priorities: dict[str, float] | None = None  # step -> its remaining critical path (dispatch order)
 
 
 @dataclass
@@ -70,15 +84,25 @@ class Orchestrator:
     batch_size: int = 256
     ack_wait_s: float = 30.0
     durable: str = "orchestrator"
+    pools: PoolSet | None = None  # the deployment's pools file; None: live workers only (docs/runtime.md)
     _live: dict[str, _Execution] = field(default_factory=dict)
     _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
     _renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
+    _capacity: LiveCapacity = field(init=False)
+    _admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._capacity = LiveCapacity(self.pools)
+        self._admission = Admission(self._capacity)
 
     # ------------------------------------------------------------------ life cycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.bus.ensure_streams()
         consumer = await self.bus.event_consumer(self.durable, ack_wait_s=self.ack_wait_s)
+        workers = await self.bus.subscribe_core(subjects.worker_subject(self.bus.prefix), self._on_heartbeat)
+        with contextlib.suppress(BusError):  # workers already running report now, not in 2 s
+            await self.bus.publish_core(subjects.worker_ping_subject(self.bus.prefix), b"{}")
         await self.resume()
         if ready is not None:
             ready.set()
@@ -90,7 +114,10 @@ class Orchestrator:
             if self._cancels and loop.time() - resent_at > CANCEL_RESEND_S:
                 resent_at = loop.time()
                 await self._resend_cancels()
-            deliveries = await consumer.fetch(batch=self.batch_size, timeout=HOLD_S if held else 0.5)
+            if self._admission.waiting and self._capacity.changed and not held:
+                await self._dispatch_waiting()
+            idle = WAITING_POLL_S if self._admission.waiting else 0.5
+            deliveries = await consumer.fetch(batch=self.batch_size, timeout=HOLD_S if held else idle)
             batch = held + deliveries
             if not batch:
                 continue
@@ -107,10 +134,26 @@ class Orchestrator:
             except Exception:  # keep serving: the batch comes back, the log stays the truth
                 log.exception("handling a batch of %d events failed; it will be delivered again",
                               len(batch))
-                self._live.clear()
                 for delivery in batch:
                     with contextlib.suppress(Exception):
                         await delivery.nak(delay_s=2.0)
+                await self._rebuild()
+        await workers.unsubscribe()
+
+    async def _on_heartbeat(self, data: bytes) -> None:
+        try:
+            self._capacity.heartbeat(WorkerHeartbeat.model_validate_json(data))
+        except ValueError:
+            log.warning("dropping a malformed worker heartbeat (%d bytes)", len(data))
+
+    async def _rebuild(self) -> None:
+        """Forget what is in memory and take it again from the log (after a batch could not be stored)."""
+        self._live.clear()
+        self._admission = Admission(self._capacity)
+        try:
+            await self.resume()
+        except Exception:
+            log.exception("rebuilding from the event log failed; it is tried again with the next batch")
 
     async def resume(self) -> None:
         """Rebuild every execution that has no terminal event and re-publish its pending commands."""
@@ -127,8 +170,15 @@ class Orchestrator:
                 log.info("resuming execution with %d pending commands", len(pending),
                          extra={"execution_id": execution_id})
             for command in pending:
+                if isinstance(command, RunStep):
+                    if command.command_id in execution.deferred:
+                        continue  # waiting for capacity: `_load` gave it back to the admission
+                    if command.command_id in execution.routed:
+                        command = command.model_copy(update={"pool": execution.routed[command.command_id]})
                 await self._publish(command, execution)
             execution.issued.clear()
+        if self._admission.waiting:
+            await self._dispatch_waiting()
 
     # ------------------------------------------------------------------ handling
     async def handle(self, deliveries: list[Delivery]) -> None:
@@ -159,21 +209,36 @@ class Orchestrator:
                 decision = fire(execution.net, execution.state, event, execution.env)
                 to_append.extend(decision.events)
                 to_publish.extend((execution, command) for command in decision.commands)
+        self._admission.settle(e.command_id for e in to_append if e.type in OUTCOMES and e.command_id)
+        others: list[tuple[_Execution, CancelStep | StartChild]] = []
+        withdrawn: list[tuple[RunStep, str]] = []
+        for execution, command in to_publish:
+            if isinstance(command, RunStep):
+                self._admission.offer(command, self._demand(execution, command),
+                                      priority=self._priority(execution, command))
+            elif isinstance(command, CancelStep) and (
+                    pulled := self._admission.withdraw(command.command_id)) is not None:
+                withdrawn.append((pulled, command.reason))  # never sent: its outcome is ours to give
+            else:
+                others.append((execution, command))
+        decisions = self._admission.admit()
+        to_append.extend(self._admission_events(decisions))
         try:
             await self.events.append(to_append)
         except Exception:
-            for execution_id in touched:  # the log is the truth: rebuild these from it next time
-                self._live.pop(execution_id, None)
             log.exception("appending %d events failed; the batch will be redelivered", len(to_append))
             for delivery in deliveries:
                 await delivery.nak(delay_s=1.0)
+            await self._rebuild()  # the log is the truth: what was decided here is taken again from it
             return
-        runs = [self._publish(c, e) for e, c in to_publish if isinstance(c, RunStep)]
-        for start in range(0, len(runs), 256):  # concurrently: order between commands does not matter
-            await asyncio.gather(*runs[start:start + 256])
-        for execution, command in to_publish:
-            if not isinstance(command, RunStep):
-                await self._publish(command, execution)
+        await self._send(decisions)
+        for command, reason in withdrawn:
+            await self._publish_event(self._outcome(
+                command.execution_id, command.command_id, command.step, command.loop_index,
+                ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
+                                                 f"dispatched: {reason}", retryable=False)))
+        for execution, command in others:
+            await self._publish(command, execution)
         for event in to_append:
             if event.type in TERMINAL_EVENTS:
                 await self.events.set_status(event.execution_id, event.type.split(".")[1])
@@ -184,6 +249,75 @@ class Orchestrator:
         await asyncio.gather(*(d.ack_nowait() for d in deliveries if d not in poison))
         for delivery in poison:
             await delivery.term()
+
+    # ------------------------------------------------------------------ capacity
+    def _demand(self, execution: _Execution, command: RunStep) -> Demand:
+        demand = execution.demands.get(command.step)
+        if demand is None:
+            playbook = execution.net.playbook
+            try:
+                demand = step_demand(playbook.step(command.step), self._capacity.known(), playbook)
+            except KeyError:
+                demand = Demand(step=command.step)
+            execution.demands[command.step] = demand
+        return demand
+
+    @staticmethod
+    def _priority(execution: _Execution, command: RunStep) -> float:
+        if not execution.demands[command.step].needs():
+            return 0.0  # holds nothing: goes out at once, no order to decide
+        if execution.priorities is None:
+            execution.priorities = step_priorities(execution.net)
+        return execution.priorities.get(command.step, 0.0)
+
+    @staticmethod
+    def _admission_events(decisions: Decisions) -> list[Event]:
+        """step.deferred for what waits for capacity, step.dispatched for what goes out after waiting or
+        to another pool than the step names: what a restarted orchestrator needs to know."""
+        events = []
+        for command, reason in decisions.deferred:
+            log.info("step %s waits: %s", command.step, reason,
+                     extra={"execution_id": command.execution_id, "step": command.step})
+            events.append(Event(
+                event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:deferred",
+                execution_id=command.execution_id, type="step.deferred", step=command.step,
+                command_id=command.command_id, run=command.run, loop_index=command.loop_index,
+                pool=command.pool, payload={"reason": reason}))
+        for command, record in decisions.admitted:
+            if record:
+                events.append(Event(
+                    event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:dispatched",
+                    execution_id=command.execution_id, type="step.dispatched", step=command.step,
+                    command_id=command.command_id, run=command.run, loop_index=command.loop_index,
+                    pool=command.pool))
+        return events
+
+    async def _send(self, decisions: Decisions) -> None:
+        """Publish what was admitted (concurrently: order between commands does not matter) and fail
+        what no pool can ever run, naming the missing capacity."""
+        runs = [self._publish_run(command) for command, _ in decisions.admitted]
+        for start in range(0, len(runs), 256):
+            await asyncio.gather(*runs[start:start + 256])
+        for command, reason in decisions.impossible:
+            log.error("step %s cannot run: %s", command.step, reason,
+                      extra={"execution_id": command.execution_id, "step": command.step})
+            await self._publish_event(self._outcome(
+                command.execution_id, command.command_id, command.step, command.loop_index,
+                ResultEnvelope.fail("resource_exhausted", reason, retryable=False)))
+
+    async def _dispatch_waiting(self) -> None:
+        """Another admission round for the commands waiting for capacity (a worker came or left)."""
+        self._capacity.changed = False
+        decisions = self._admission.admit()
+        events = self._admission_events(decisions)
+        if events:
+            try:
+                await self.events.append(events)
+            except Exception:
+                log.exception("recording %d dispatch decisions failed", len(events))
+                await self._rebuild()
+                return
+        await self._send(decisions)
 
     async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution) -> None:
         if isinstance(command, RunStep):
@@ -307,8 +441,14 @@ class Orchestrator:
             info.get("parent_loop_index"), envelope))
 
     # ------------------------------------------------------------------ loading
-    def _net(self, text: str) -> Net:
-        key = hashlib.sha256(text.encode()).hexdigest()
+    def _net(self, text: str, overlays: dict[str, Any] | None = None) -> Net:
+        """The net of the execution's playbook with the overlays its `execution.started` carries
+        (approved configuration changes, docs/policies.md): the same text and overlays, the same net."""
+        steps = (overlays or {}).get("steps") or {}
+        digest = hashlib.sha256(text.encode())
+        if steps:
+            digest.update(json.dumps(steps, sort_keys=True, default=str).encode())
+        key = digest.hexdigest()
         net = self._nets.get(key)
         if net is None:
             result = validate_text(text, "<execution playbook>")
@@ -316,6 +456,11 @@ class Orchestrator:
                 messages = "; ".join(d.format() for d in result.errors[:5])
                 raise OrchestratorError(f"the execution's playbook does not validate: {messages}")
             net = result.net
+            if steps:
+                patched, notes = apply_overlays(net.playbook, steps)
+                for note in notes:
+                    log.warning("overlay: %s", note)
+                net = compile_net(patched)
             self._nets[key] = net
         return net
 
@@ -331,16 +476,32 @@ class Orchestrator:
             return None
         if any(e.type in TERMINAL_EVENTS for e in history):
             return None
-        net = self._net(str(started.payload.get("playbook", "")))
+        net = self._net(str(started.payload.get("playbook", "")), started.payload.get("overlays"))
         env = FireEnv(renderer=self._renderer, resolve_ref=self.resolve_ref,
                       playbook_path=started.payload.get("path"))
         execution = _Execution(net, ExecutionState(execution_id), env, started=dict(started.payload))
         for event in history:
+            if event.type == "step.deferred" and event.command_id:
+                execution.deferred.add(event.command_id)
+            elif event.type == "step.dispatched" and event.command_id:
+                execution.deferred.discard(event.command_id)
+                if event.pool:
+                    execution.routed[event.command_id] = event.pool
             if event.type in INPUT_EVENTS:
                 for command in fire(net, execution.state, event, env).commands:
                     if isinstance(command, RunStep | StartChild):
                         execution.issued[command.command_id] = command
                     if isinstance(command, StartChild):
                         execution.children.add(command.command_id)
+        for command_id in execution.state.pending:  # what went out holds units; what waited waits again
+            command = execution.issued.get(command_id)
+            if isinstance(command, RunStep):
+                demand = self._demand(execution, command)
+                if command_id in execution.deferred:
+                    self._admission.offer(command, demand, recorded=True,
+                                          priority=self._priority(execution, command))
+                else:
+                    self._admission.sent(command.model_copy(update={
+                        "pool": execution.routed.get(command_id, command.pool)}), demand)
         self._live[execution_id] = execution
         return execution

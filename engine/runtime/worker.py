@@ -15,8 +15,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from engine.bus.jetstream import Bus, Delivery
+from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep
 from engine.protocol.events import Event, encode_events
+from engine.protocol.workers import HEARTBEAT_S, WorkerHeartbeat
 from engine.runtime.step_runner import StepOutcome, StepRunner
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class Worker:
     runner: StepRunner
     pool: str = "default"
     concurrency: int = 4
+    labels: tuple[str, ...] = ()
+    capacity: dict[str, float] | None = None  # what this worker adds to its pool; None: cpu = concurrency
     ack_wait_s: float = 30.0
     drain_s: float = 10.0
     _running: dict[str, asyncio.Task[StepOutcome]] = field(default_factory=dict)
@@ -38,6 +42,9 @@ class Worker:
         consumer = await self.bus.command_consumer(self.pool, ack_wait_s=self.ack_wait_s,
                                                    max_ack_pending=max(self.concurrency * 4, 64))
         subscription = await self.bus.subscribe_cancel(self._on_cancel)
+        pinged = await self.bus.subscribe_core(subjects.worker_ping_subject(self.bus.prefix),
+                                               lambda _: self._beat())
+        beating = asyncio.create_task(self._heartbeats())
         serving: set[asyncio.Task[None]] = set()
         if ready is not None:
             ready.set()
@@ -58,6 +65,27 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*serving, return_exceptions=True)
             await subscription.unsubscribe()
+            await pinged.unsubscribe()
+            beating.cancel()
+            with contextlib.suppress(Exception):
+                await self._beat(stopping=True)
+
+    def heartbeat(self, *, stopping: bool = False) -> WorkerHeartbeat:
+        capacity = self.capacity if self.capacity is not None else {"cpu": float(self.concurrency)}
+        return WorkerHeartbeat(worker=self.runner.identity.worker, pool=self.pool, labels=list(self.labels),
+                               capacity=capacity, concurrency=self.concurrency, stopping=stopping)
+
+    async def _beat(self, *, stopping: bool = False) -> None:
+        await self.bus.publish_core(subjects.worker_subject(self.bus.prefix),
+                                    self.heartbeat(stopping=stopping).model_dump_json().encode())
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self._beat()
+            except Exception:  # a missed heartbeat only delays dispatch to this worker
+                log.warning("heartbeat failed", exc_info=True)
+            await asyncio.sleep(HEARTBEAT_S)
 
     async def _on_cancel(self, data: bytes) -> None:
         try:

@@ -11,7 +11,9 @@ import typer
 
 from engine.dsl.schema import playbook_json_schema
 from engine.errors import PlaybookSourceError
-from engine.net.validate import validate_file
+from engine.plan.checks import validate_file_with_pools
+from engine.plan.pools import PoolConfigError
+from noetl.settings import configured_pools
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 
@@ -20,16 +22,24 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Playbook files to check.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the problems as JSON on stdout.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+    pools_file: Annotated[Path | None, typer.Option("--pools", help="A pools file: warn about steps no pool "
+                                                    "can run (default: NOETL_POOLS, NOETL_HOME/pools.yaml).")]
+    = None,
 ) -> None:
     """Check playbooks and report every problem at once as FILE:LINE:COL PATH: MESSAGE.
 
     Exit 0 when all files are valid, 1 when any is invalid, 2 when a file cannot be read.
     """
+    try:
+        pools = configured_pools(pools_file)
+    except PoolConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_UNREADABLE) from None
     problems: list[dict[str, object]] = []
     code = EXIT_VALID
     for file in files:
         try:
-            result = validate_file(file)
+            result = validate_file_with_pools(file, pools)
         except PlaybookSourceError as exc:
             problems.append({"file": str(file), "line": 0, "column": 0, "path": "(file)",
                              "message": exc.message, "code": "unreadable", "severity": "error"})
