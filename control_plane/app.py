@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 
 from control_plane.api import catalog, credentials, docs, executions, health, metrics, problems, tokens
+from control_plane.api import diagnosis as diagnosis_api
 from control_plane.api import policies as policies_api
+from control_plane.api import similar as similar_api
 from control_plane.api.auth import required_role
 from control_plane.api.middleware import MAX_BODY_BYTES, BodyLimit, Guard, RejectNul
 from control_plane.schemas.problems import Problem
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "1"
 HEALTH_TIMEOUT_S = 2.0
 _ROUTERS = (health.router, metrics.router, docs.router, catalog.router, executions.router,
-            credentials.router, tokens.router, policies_api.router)
+            credentials.router, tokens.router, policies_api.router, diagnosis_api.router, similar_api.router)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +80,32 @@ class ApiServices:
 
         return cls(auth=AuthService(store), catalog=CatalogService(store), executions=executions_service,
                    credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
-                   policies=PolicyService(store, PolicySettings(pools=tuple(stack.config.workers))))
+                   policies=PolicyService(store, PolicySettings(pools=_known_pools(stack))))
+
+
+def _known_pools(stack: Stack) -> tuple[str, ...]:
+    """Pools a proposal may route a step to: the pools file's and those this process serves."""
+    declared = stack.config.pools.names if stack.config.pools is not None else ()
+    return tuple(dict.fromkeys([*declared, *stack.config.workers]))
+
+
+class Mounted(Protocol):
+    """An ASGI app answered at exactly `path` beside the API, whose `running()` context the server enters
+    while it serves (the entry point mounts the MCP server this way: the control plane never imports it)."""
+
+    path: str
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None: ...
+
+    def running(self) -> AbstractAsyncContextManager[None]: ...
 
 
 def create_app(services: ApiServices, *, keepalive_s: float = executions.KEEPALIVE_S,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The API over `services`. `app.state.stopping` ends open event streams when set."""
+               max_body_bytes: int = MAX_BODY_BYTES, mounts: Sequence[Mounted] = (),
+               state: Mapping[str, Any] | None = None) -> FastAPI:
+    """The API over `services` (and `mounts`). `app.state.stopping` ends open event streams when set.
+    `state` puts what the layers above give the serving process on `app.state` (`diagnosis`, `similar`:
+    the control plane never imports the agents that provide them)."""
     app = FastAPI(title="NoETL control plane", version=API_VERSION, openapi_url=None, docs_url=None,
                   redoc_url=None, description="Playbooks, executions, events, credentials and tokens. "
                   "Every endpoint but GET /health needs `Authorization: Bearer <token>`; every error is "
@@ -90,8 +113,12 @@ def create_app(services: ApiServices, *, keepalive_s: float = executions.KEEPALI
     app.state.services = services
     app.state.stopping = asyncio.Event()
     app.state.keepalive_s = keepalive_s
+    for name, value in (state or {}).items():
+        setattr(app.state, name, value)
     for router in _ROUTERS:
         app.include_router(router)
+    for mounted in mounts:  # their own auth; not in the OpenAPI document
+        app.add_route(mounted.path, mounted, include_in_schema=False)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RejectNul)

@@ -264,6 +264,20 @@ class NoetlClient:
     async def token_revoke(self, token_id: str) -> None:
         await self._send("DELETE", f"/api/tokens/{_segment(token_id)}")
 
+    # ------------------------------------------------------------------ diagnosis and similar failures
+    async def diagnosis(self, execution_id: str) -> dict[str, Any]:
+        """Why the execution failed (the `Diagnosis`); 409 while it runs."""
+        return await self._json("GET", f"/api/executions/{_segment(execution_id)}/diagnosis")
+
+    async def similar(self, execution_id: str, step: str | None = None, limit: int = 5) -> dict[str, Any]:
+        """`{"items": [...]}`: past failures nearest to this execution's, best first."""
+        return await self._json("GET", f"/api/executions/{_segment(execution_id)}/similar",
+                                params={"step": step, "limit": limit})
+
+    async def search(self, text: str, limit: int = 10) -> dict[str, Any]:
+        """`{"items": [...]}`: past failures nearest to a free text, best first."""
+        return await self._json("GET", "/api/search", params={"q": text, "limit": limit})
+
     # ------------------------------------------------------------------ proposals and policies
     async def proposals(self, *, state: str | None = None, path: str | None = None, step: str | None = None,
                         limit: int = 100) -> dict[str, Any]:

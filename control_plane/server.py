@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from control_plane.app import ApiServices, create_app
+from control_plane.app import ApiServices, Mounted, create_app
 from control_plane.errors import ControlPlaneError
 
 if TYPE_CHECKING:
@@ -72,9 +72,11 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def serve_api(stack: Stack, *, host: str, port: int, stop: asyncio.Event,
-                    ready: asyncio.Event | None = None, bound: list[int] | None = None) -> None:
-    """Answer HTTP on host:port until `stop` is set; `ready` is set once listening."""
-    app = create_app(ApiServices.from_stack(stack))
+                    ready: asyncio.Event | None = None, bound: list[int] | None = None,
+                    mounts: Sequence[Mounted] = (), state: Mapping[str, Any] | None = None) -> None:
+    """Answer HTTP on host:port until `stop` is set; `ready` is set once listening. `mounts` are answered
+    beside the API (each one's `running()` entered while serving)."""
+    app = create_app(ApiServices.from_stack(stack), mounts=mounts, state=state)
     sock = _bind(host, port)
     actual = sock.getsockname()[1]
     if bound is not None:
@@ -89,8 +91,10 @@ async def serve_api(stack: Stack, *, host: str, port: int, stop: asyncio.Event,
         server.should_exit = True
 
     watcher = asyncio.create_task(stopper())
+    mounts_task: asyncio.Task[None] | None = None
     log.info("the API listens on http://%s:%d", host if ":" not in host else f"[{host}]", actual)
     try:
+        mounts_task = await _run_mounts(mounts, stop)
         await server.serve(sockets=[sock])
     except SystemExit as exc:  # uvicorn exits when it cannot start: an error of ours instead
         raise ControlPlaneError(f"the API server on {host}:{actual} failed to start (exit {exc.code})",
@@ -99,5 +103,33 @@ async def serve_api(stack: Stack, *, host: str, port: int, stop: asyncio.Event,
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        if mounts_task is not None:
+            if not stop.is_set():  # the server failed: no one will set it
+                mounts_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mounts_task
         sock.close()
         app.state.stopping.set()
+
+
+async def _run_mounts(mounts: Sequence[Mounted], stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """A task holding each mount's `running()` until `stop` is set (so they stop with the server and their
+    open streams end); returns once all are running, or raises what failed."""
+    if not mounts:
+        return None
+    up = asyncio.Event()
+
+    async def hold() -> None:
+        async with contextlib.AsyncExitStack() as running:
+            for mounted in mounts:
+                await running.enter_async_context(mounted.running())
+            up.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold(), name="noetl-api-mounts")
+    started = asyncio.create_task(up.wait())
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if task.done():
+        task.result()
+    return task

@@ -7,7 +7,22 @@ import sys
 import typer
 
 from engine.errors import NoetlError
-from noetl.commands import bench, catalog, credentials, dsl, evals, executions, run, stack, tokens
+from noetl.commands import (
+    bench,
+    catalog,
+    credentials,
+    dsl,
+    evals,
+    executions,
+    plan,
+    run,
+    similar,
+    stack,
+    tokens,
+    why,
+)
+from noetl.commands import mcp as mcp_commands
+from noetl.commands import proposals as proposals_commands
 
 app = typer.Typer(
     name="noetl",
@@ -25,6 +40,11 @@ tokens.register(app)
 stack.register(app)
 bench.register(app)
 evals.register(app)
+plan.register(app)
+why.register(app)
+similar.register(app)
+proposals_commands.register(app)
+mcp_commands.register(app)
 
 
 EXIT_UNAVAILABLE = 3  # the command could not do its work: a server unreachable, a key unusable

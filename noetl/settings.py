@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
 from control_plane.errors import InvalidArgumentError
 from control_plane.stack import StackConfig
+
+if TYPE_CHECKING:
+    from engine.plan.pools import PoolSet
 
 
 def noetl_home() -> Path:
@@ -27,6 +31,7 @@ def stack_config(**overrides: object) -> StackConfig:
     }
     if os.environ.get("NOETL_ACK_WAIT_S"):  # how long a silent worker keeps a command (default 30 s)
         config["ack_wait_s"] = float(os.environ["NOETL_ACK_WAIT_S"])
+    config["pools"] = configured_pools()
     config.update(overrides)
     return StackConfig(**config)  # type: ignore[arg-type]
 
@@ -57,3 +62,23 @@ def api_port() -> int:
         raise InvalidArgumentError(f"NOETL_API_PORT is '{value}', not a port", where="NOETL_API_PORT",
                                    fix="a number from 0 to 65535 (0 = a free port)")
     return port
+
+
+def configured_pools(pools_file: Path | None = None) -> PoolSet | None:
+    """The pools the deployment declares (`--pools`, NOETL_POOLS, NOETL_HOME/pools.yaml), else None.
+
+    NOETL_POOLS is the text of a pools file (YAML or JSON) or a path to one. Raises PoolConfigError when
+    the configuration exists but is not valid."""
+    from engine.plan.pools import load_pools_file, parse_pools
+
+    if pools_file is not None:
+        return load_pools_file(pools_file)
+    value = os.environ.get("NOETL_POOLS", "").strip()
+    if value:
+        if value[:1] in "{[" or "\n" in value or (":" in value and not Path(value).exists()):
+            return parse_pools(value, "NOETL_POOLS")
+        return load_pools_file(value)
+    default = noetl_home() / "pools.yaml"
+    if default.is_file():
+        return load_pools_file(default)
+    return None

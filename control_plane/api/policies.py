@@ -77,7 +77,8 @@ async def approve(request: Request, token: Annotated[TokenInfo, require("approve
     return await _service(request).approve(id, actor_of(token), body.reason)
 
 
-@router.post("/api/proposals/{id}/reject", response_model=Proposal, summary="Reject a proposal (not one's own)",
+@router.post("/api/proposals/{id}/reject", response_model=Proposal,
+             summary="Reject a proposal (not one's own)",
              responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
 async def reject(request: Request, token: Annotated[TokenInfo, require("approver")], id: ProposalId,
                  body: DecisionRequest) -> Proposal:

@@ -59,7 +59,7 @@ async def similar_to_execution(request: Request, _: Annotated[Any, require("view
     return _page(await search.for_execution(id, step=step, limit=limit))
 
 
-@router.get("/api/similar", response_model=SimilarPage,
+@router.get("/api/search", response_model=SimilarPage,
             summary="Past failures like a text (an error message, a description)",
             responses=responses(401, 403, 422, 503))
 async def similar_to_text(request: Request, _: Annotated[Any, require("viewer")],

@@ -10,6 +10,7 @@ from typing import Any
 
 from control_plane.errors import ConflictError, InvalidArgumentError, NotFoundError
 from control_plane.services.catalog import CatalogService, PlaybookInvalidError, Registered
+from control_plane.services.policies import active_overlays
 from control_plane.store import Store
 from control_plane.store.executions import Execution, ExecutionPage
 from control_plane.store.notifications import EventNotifications
@@ -44,6 +45,7 @@ class ExecutionService:
             raise InvalidArgumentError(f"the payload must be a JSON object, got {type(payload).__name__}",
                                        where="payload", fix='pass an object such as {"x": 1}')
         entry = await self.store.catalog.get(path, version)
+        overlays = await active_overlays(self.store, entry.path)  # approved changes: docs/policies.md
         execution_id = execution_id or uuid.uuid4().hex
         await self.store.events.create_execution(
             execution_id, playbook_path=entry.path, playbook_version=entry.version,
@@ -53,9 +55,15 @@ class ExecutionService:
                         execution_id=execution_id, type="execution.started",
                         payload={"playbook": entry.text, "path": entry.path, "version": entry.version,
                                  "payload": payload or {}, "parent_execution_id": parent_execution_id,
-                                 "parent_step": parent_step, **(parent or {})})
+                                 "parent_step": parent_step, **(parent or {}),
+                                 **({"overlays": overlays} if overlays else {})})
         await self.bus.publish_event(execution_id, started.idempotency_key,
                                      started.model_dump_json().encode())
+        if overlays:
+            applied = Event(event_id=uuid.uuid4().hex, idempotency_key=f"{execution_id}:policy.applied",
+                            execution_id=execution_id, type="policy.applied", payload=overlays)
+            await self.bus.publish_event(execution_id, applied.idempotency_key,
+                                         applied.model_dump_json().encode())
         return execution_id
 
     async def start_child(self, command: StartChild) -> None:

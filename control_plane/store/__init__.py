@@ -6,15 +6,17 @@ from dataclasses import dataclass
 
 from control_plane.store.catalog import CatalogStore
 from control_plane.store.credentials import CredentialStore
+from control_plane.store.cursors import CursorStore
 from control_plane.store.db import Database
 from control_plane.store.events import EventStore
 from control_plane.store.executions import ExecutionStore
 from control_plane.store.migrate import migrate
+from control_plane.store.policies import PolicyStore
 from control_plane.store.secret_key import SecretKey
 from control_plane.store.tokens import TokenStore
 
-__all__ = ["CatalogStore", "CredentialStore", "Database", "EventStore", "ExecutionStore", "SecretKey",
-           "Store", "TokenStore", "open_store"]
+__all__ = ["CatalogStore", "CredentialStore", "CursorStore", "Database", "EventStore", "ExecutionStore",
+           "PolicyStore", "SecretKey", "Store", "TokenStore", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,8 @@ class Store:
     catalog: CatalogStore
     credentials: CredentialStore
     tokens: TokenStore
+    cursors: CursorStore
+    policies: PolicyStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -50,4 +54,5 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
         raise
     executions = ExecutionStore(db)
     return Store(db=db, events=EventStore(db, executions), executions=executions, catalog=CatalogStore(db),
-                 credentials=CredentialStore(db, secret_key), tokens=TokenStore(db))
+                 credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
+                 cursors=CursorStore(db), policies=PolicyStore(db))

@@ -66,5 +66,22 @@ def bench_eventlog(
         raise typer.Exit(1)
 
 
+@bench_app.command("plan")
+def bench_plan(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeded instances per family (median over them).")] = 5,
+    steps: Annotated[int, typer.Option(min=100, help="Tasks per instance.")] = 1000,
+    max_solve_seconds: Annotated[float, typer.Option(min=0.0, help="The solve budget per instance.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when a target is missed.")] = False,
+) -> None:
+    """The planner on 1,000-step, 3-pool instances: solve time, makespan, lower bound, gap, greedy."""
+    from evals.benchmarks.plan import format_report, run
+
+    result = run(seeds, steps=steps, max_solve_s=max_solve_seconds)
+    print(json.dumps(result, indent=2) if as_json else format_report(result))
+    if check and not all(result["met"].values()):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

@@ -24,5 +24,54 @@ def eval_dsl(
     raise typer.Exit(0 if report.crashes == 0 and report.unlocated == 0 else 1)
 
 
+@eval_app.command("proposals")
+def eval_proposals(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
+) -> None:
+    """Diagnoses -> proposals against the expected ones and the guardrails. Exit 1 below 100 %."""
+    from evals.suites.proposals import runner
+
+    report = runner.run()
+    print(json.dumps(report.as_json(), indent=2 if as_json else None))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@eval_app.command("diagnosis")
+def eval_diagnosis(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (default: a readable report).")] = False,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable).")] = None,
+    no_similar: Annotated[bool, typer.Option("--no-similar", help="Skip the similar failures.")] = False,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not ask the configured LLM.")] = False,
+) -> None:
+    """Failing playbooks on a real stack, diagnosed: accuracy per field, recall@5, latency. Exit 1 below
+    the targets (90 % root-cause type and transience, recall@5 0.9)."""
+    import asyncio
+    import sys
+
+    from evals.suites.diagnosis import runner
+    from noetl.llm_settings import llm_settings
+
+    report = asyncio.run(runner.run_suite(
+        only=case, llm=None if no_llm else llm_settings(),
+        similar=None if no_similar else runner.embeddings_finder,
+        progress=lambda line: print(line, file=sys.stderr)))
+    print(json.dumps(report.as_json(), indent=2) if as_json else report.text())
+    raise typer.Exit(0 if report.targets_met else 1)
+
+
+@eval_app.command("planning")
+def eval_planning(
+    instances: Annotated[int, typer.Option(min=1, help="Random instances (<= 8 tasks, 2 pools).")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed (the same seed gives the same instances).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
+) -> None:
+    """The planner against the brute-force optimum. Exit 1 when any plan is not optimal or not valid."""
+    from evals.suites import planning
+
+    report = planning.run(instances, seed)
+    print(json.dumps(report.as_json(), indent=2 if as_json else None))
+    raise typer.Exit(0 if report.passed else 1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")

@@ -53,14 +53,17 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _start_api(stack: Stack, host: str, port: int,
-                     stop: asyncio.Event) -> tuple[asyncio.Task[None], str]:
+async def _start_api(stack: Stack, host: str, port: int, stop: asyncio.Event,
+                     state: dict[str, Any] | None = None) -> tuple[asyncio.Task[None], str]:
     """Serve the REST API in this loop; returns its task and URL once it listens."""
     from control_plane.server import serve_api  # fastapi and uvicorn only where the API is served
 
     ready = asyncio.Event()
     bound: list[int] = []
-    task = asyncio.create_task(serve_api(stack, host=host, port=port, stop=stop, ready=ready, bound=bound))
+    from noetl.commands.mcp import http_mount  # the MCP server at /mcp, beside the API
+
+    task = asyncio.create_task(serve_api(stack, host=host, port=port, stop=stop, ready=ready, bound=bound,
+                                         mounts=[http_mount(stack, host)], state=state))
     ready_wait = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({task, ready_wait}, timeout=API_READY_S, return_when=asyncio.FIRST_COMPLETED)
     if not ready.is_set():
@@ -79,7 +82,7 @@ async def _start_api(stack: Stack, host: str, port: int,
 
 
 async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
-                 api: tuple[str, int] | None = None) -> None:
+                 api: tuple[str, int] | None = None, indexer: bool = False) -> None:
     """Host the stack (and the REST API on `api` = (host, port)) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,8 +92,12 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
     async with Stack(stack_config(**config_overrides)) as stack:
         api_task: asyncio.Task[None] | None = None
         api_url: str | None = None
+        insights = None
         if api is not None:
-            api_task, api_url = await _start_api(stack, api[0], api[1], stop)
+            from noetl.insights import open_insights  # the agents: only where the API is served
+
+            insights = await open_insights(stack, indexer=indexer)
+            api_task, api_url = await _start_api(stack, api[0], api[1], stop, insights.state)
         try:
             if state_file is not None:
                 state = {"pid": os.getpid(), "ready": True, "nats_url": stack.nats_url,
@@ -113,6 +120,8 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
                     api_task.cancel()  # a stream that would not end: the process ends anyway
                 except Exception as exc:
                     failure = exc
+            if insights is not None:
+                await insights.close()
     if state_file is not None:
         with contextlib.suppress(OSError):
             state_file.unlink()
@@ -220,19 +229,38 @@ def server_start(
     host: Annotated[str, typer.Option(help="The address the REST API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="The REST API's port (0 = a free port).")]
     = DEFAULT_API_PORT,
+    indexer: Annotated[bool, typer.Option(
+        "--indexer/--no-indexer", help="Embed ended executions in this process (similar failures in the "
+                                       "API and in diagnoses); else run `noetl indexer start`.")] = True,
 ) -> None:
     """Run the orchestrator and the REST API (docs/api.md) against NOETL_NATS_URL / NOETL_PG_DSN
     (embedded ones when unset)."""
-    eventloop.run(_serve({"workers": {}}, None, api=(host, port)))
+    eventloop.run(_serve({"workers": {}}, None, api=(host, port), indexer=indexer))
 
 
 @worker_app.command("start")
 def worker_start(
     pool: Annotated[str, typer.Option(help="The worker pool to serve.")] = "default",
     concurrency: Annotated[int, typer.Option(help="Steps run at once.")] = 4,
+    labels: Annotated[str, typer.Option(help="Hardware labels this worker has, e.g. gpu,h100 (added to "
+                                             "the pool's labels in the pools file).")] = "",
+    capacity: Annotated[str, typer.Option(help="What this worker adds to its pool, e.g. cpu=8,gpu=1 "
+                                               "(default: the pool's capacity in the pools file, else "
+                                               "cpu=CONCURRENCY).")] = "",
 ) -> None:
     """Run a worker pool against NOETL_NATS_URL / NOETL_PG_DSN (embedded ones when unset)."""
-    eventloop.run(_serve({"orchestrator": False, "workers": {pool: concurrency}}, None))
+    from engine.plan.pools import parse_capacity_overrides
+
+    overrides: dict[str, Any] = {"orchestrator": False, "workers": {pool: concurrency},
+                                 "worker_labels": tuple(x.strip() for x in labels.split(",") if x.strip())}
+    if capacity.strip():
+        try:
+            units = parse_capacity_overrides(capacity)
+            overrides["worker_capacity"] = {k: float(v) for k, v in units.items()}
+        except ValueError as exc:
+            print(f"--capacity: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+    eventloop.run(_serve(overrides, None))
 
 
 def register(app: typer.Typer) -> None:

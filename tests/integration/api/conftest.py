@@ -15,6 +15,7 @@ from psycopg import sql
 from control_plane.server import serve_api
 from control_plane.stack import Stack, StackConfig
 from engine.runtime.embedded import PG_SUPERUSER, EmbeddedNats, EmbeddedPostgres
+from noetl.insights import open_insights
 from tests.integration.api.helpers import Api, bootstrap_tokens
 
 
@@ -47,8 +48,9 @@ def stack_config(nats_server: EmbeddedNats, api_pg_dsn: str,
 async def api(stack_config: StackConfig) -> AsyncIterator[Api]:
     async with Stack(stack_config) as stack:
         stop, ready, bound = asyncio.Event(), asyncio.Event(), []
+        insights = await open_insights(stack, indexer=False)  # the diagnosis, as `noetl server start`
         server = asyncio.create_task(serve_api(stack, host="127.0.0.1", port=0, stop=stop, ready=ready,
-                                               bound=bound))
+                                               bound=bound, state=insights.state))
         try:
             await asyncio.wait_for(ready.wait(), 10)
             yield Api(url=f"http://127.0.0.1:{bound[0]}", stack=stack, tokens=await bootstrap_tokens(stack))

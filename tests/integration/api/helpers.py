@@ -17,6 +17,7 @@ import httpx
 from control_plane.server import serve_api
 from control_plane.services.auth import ROLES, AuthService
 from control_plane.stack import Stack, StackConfig
+from noetl.insights import open_insights
 
 PROBLEM = "application/problem+json"
 
@@ -131,8 +132,9 @@ class ThreadedApi:
         self._stop = asyncio.Event()
         async with Stack(self.config) as stack:
             ready, bound = asyncio.Event(), []
+            insights = await open_insights(stack, indexer=False)
             server = asyncio.create_task(serve_api(stack, host="127.0.0.1", port=0, stop=self._stop,
-                                                   ready=ready, bound=bound))
+                                                   ready=ready, bound=bound, state=insights.state))
             await asyncio.wait_for(ready.wait(), 10)
             self.url = f"http://127.0.0.1:{bound[0]}"
             self.tokens = await bootstrap_tokens(stack)

@@ -36,7 +36,10 @@ def api_schema(served: ThreadedApi) -> schemathesis.BaseSchema:
                                          headers={"Authorization": f"Bearer {served.tokens['admin']}"})
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# the similar-failure routes are answered by the embeddings index, which this server does not load (a
+# 503 by design here); they are checked with a real index in tests/integration/embeddings
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(
+    path_regex=r"^/api/(search|executions/\{id\}/similar)$")
 
 
 @schema.parametrize()

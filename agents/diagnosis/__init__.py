@@ -1,0 +1,1 @@
+"""Diagnosing failed (or slow) executions: evidence -> rules -> similar failures -> [LLM] -> Diagnosis."""

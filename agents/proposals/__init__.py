@@ -1,0 +1,1 @@
+"""The closed loop's last leg: diagnoses -> proposals (guardrails) -> approval -> measured effect."""

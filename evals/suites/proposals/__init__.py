@@ -1,0 +1,1 @@
+"""The proposals suite: diagnoses -> proposals, compared with the expected ones and held to the guardrails."""

@@ -1,0 +1,15 @@
+"""Embeddings on a real runtime: the runtime fixtures (a Stack on the session's NATS and a fresh Postgres
+database per test), the real all-MiniLM-L6-v2 model loaded once per session, Qdrant Edge under tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.embeddings.embedder import MiniLMEmbedder
+from tests.integration.runtime.conftest import anyio_backend, runtime_env, stack  # noqa: F401 - fixtures
+
+
+@pytest.fixture(scope="session")
+def embedder() -> MiniLMEmbedder:
+    """The model takes seconds to import and load: once per test session."""
+    return MiniLMEmbedder().load()

@@ -1,0 +1,84 @@
+"""The MCP server against a real control plane: per test module, a fresh database, a Stack (orchestrator
+and a worker pool) and the REST API on a free port served by the `noetl` entry point's own `_start_api`
+with what `noetl server start` gives it (the MCP server at /mcp, the diagnosis, the similar-failure search
+and the indexer), and a token of every role. Sessions use the SDK's own client, over streamable HTTP or
+over stdio (`python -m noetl.cli mcp` with NOETL_SERVER_URL and NOETL_TOKEN)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from control_plane.stack import Stack, StackConfig
+from engine.runtime.embedded import PG_SUPERUSER, EmbeddedNats, EmbeddedPostgres
+from noetl.commands.stack import _start_api
+from noetl.insights import open_insights
+from tests.integration.api.helpers import bootstrap_tokens
+from tests.integration.mcp.helpers import McpApi, http_session, stdio_session
+
+REPO = Path(__file__).resolve().parents[3]
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def mcp_pg_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    name = f"mcp_{uuid.uuid4().hex[:16]}"
+    admin = pg_server.dsn_for(PG_SUPERUSER)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield pg_server.dsn_for(name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+async def mcp_api(nats_server: EmbeddedNats, mcp_pg_dsn: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[McpApi]:
+    home = tmp_path_factory.mktemp("mcp-home")
+    config = StackConfig(home=home, nats_url=nats_server.url, pg_dsn=mcp_pg_dsn,
+                         prefix=f"t{uuid.uuid4().hex[:12]}", workers={"default": 2}, ack_wait_s=2.0)
+    async with Stack(config) as stack:
+        stop = asyncio.Event()
+        insights = await open_insights(stack, indexer=True)  # as `noetl server start` serves the API
+        try:
+            server, url = await _start_api(stack, "127.0.0.1", 0, stop, insights.state)
+            try:
+                yield McpApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack), home=home)
+            finally:
+                stop.set()
+                await asyncio.wait_for(server, 15)
+        finally:
+            await insights.close()
+
+
+@pytest.fixture(params=["http", "stdio"])
+def connect(request: pytest.FixtureRequest, mcp_api: McpApi) -> Callable[[str], object]:
+    """`async with connect(role) as session`: an initialized MCP session acting with that role's token."""
+    transport = request.param
+
+    @asynccontextmanager
+    async def open_session(role: str) -> AsyncIterator[object]:
+        token = mcp_api.tokens[role]
+        if transport == "http":
+            async with http_session(mcp_api.url, token) as session:
+                yield session
+        else:
+            env = {"NOETL_SERVER_URL": mcp_api.url, "NOETL_TOKEN": token, "NOETL_HOME": str(mcp_api.home),
+                   "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+            async with stdio_session(sys.executable, ["-m", "noetl.cli", "mcp"], env, cwd=REPO) as session:
+                yield session
+
+    open_session.transport = transport  # type: ignore[attr-defined]
+    return open_session
