@@ -4,11 +4,15 @@ The control plane sits below the agents, so the API reads a `Diagnoser` and a `S
 `app.state`; this entry-point module builds them from the agents and hands them to `serve_api`.
 The indexer (embeddings of ended executions) runs in the server process when asked (`--indexer`),
 or separately as `noetl indexer start`; without it, diagnoses are complete but carry an evidence gap
-instead of similar failures, and the similar-failure routes answer 503 naming the fix.
+instead of similar failures, and the similar-failure routes answer 503 naming the fix. The proposals
+agent (diagnoses of new failures -> guarded proposals -> the approval wait -> measurement) runs here
+when asked (`--agent`), or separately as `noetl proposals watch`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,14 +26,18 @@ log = logging.getLogger(__name__)
 class Insights:
     state: dict[str, Any] = field(default_factory=dict)  # for serve_api(state=...)
     _embeddings: Any = None
+    _agent: contextlib.AsyncExitStack | None = None
 
     async def close(self) -> None:
+        if self._agent is not None:
+            await self._agent.aclose()
+            self._agent = None
         if self._embeddings is not None:
             await self._embeddings.close()
             self._embeddings = None
 
 
-async def open_insights(stack: Stack, *, indexer: bool) -> Insights:
+async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> Insights:
     from agents.diagnosis.service import DiagnosisService
     from control_plane.services.secrets import SecretValues
     from noetl.llm_settings import llm_settings
@@ -47,6 +55,51 @@ async def open_insights(stack: Stack, *, indexer: bool) -> Insights:
         insights._embeddings = embeddings
         similar = embeddings.similar
         insights.state["similar"] = similar
-    insights.state["diagnosis"] = DiagnosisService(stack.executions, secrets=SecretValues(stack.store),
-                                                   similar=similar, llm=llm_settings())
+    diagnosis = DiagnosisService(stack.executions, secrets=SecretValues(stack.store), similar=similar,
+                                 llm=llm_settings())
+    insights.state["diagnosis"] = diagnosis
+    if agent:
+        try:
+            insights._agent = await _start_agent(stack, diagnosis)
+        except BaseException:
+            await insights.close()
+            raise
     return insights
+
+
+async def _start_agent(stack: Stack, diagnosis: Any) -> contextlib.AsyncExitStack:
+    """The proposals agent in a task of this loop, until the returned stack is closed."""
+    from agents.proposals.loop import ProposalLoop  # langgraph only where the agent runs
+    from control_plane.services.policies import PolicyService, PolicySettings
+    from control_plane.store.policies import ProposalNotifications
+
+    assert stack.store is not None
+    pools = tuple(dict.fromkeys([*(stack.config.pools.names if stack.config.pools else ()),
+                                 *stack.config.workers]))
+    policies = PolicyService(stack.store, PolicySettings(pools=pools))
+    resources = contextlib.AsyncExitStack()
+    loop = await resources.enter_async_context(ProposalLoop.open(
+        policies, stack.pg_dsn, diagnose=diagnosis.diagnose, executions=stack.executions))
+    notes = ProposalNotifications(stack.pg_dsn)
+    await notes.start()
+    resources.push_async_callback(notes.close)
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        try:
+            await loop.run(stop, wake=notes.wait)
+        except Exception:
+            log.exception("the proposals agent stopped; `noetl proposals watch` can take over")
+
+    task = asyncio.create_task(run(), name="noetl-proposals-agent")
+
+    async def halt() -> None:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            task.cancel()
+
+    resources.push_async_callback(halt)
+    log.info("the proposals agent runs in this process")
+    return resources

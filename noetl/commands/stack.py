@@ -82,7 +82,7 @@ async def _start_api(stack: Stack, host: str, port: int, stop: asyncio.Event,
 
 
 async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
-                 api: tuple[str, int] | None = None, indexer: bool = False) -> None:
+                 api: tuple[str, int] | None = None, indexer: bool = False, agent: bool = False) -> None:
     """Host the stack (and the REST API on `api` = (host, port)) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,7 +96,7 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
         if api is not None:
             from noetl.insights import open_insights  # the agents: only where the API is served
 
-            insights = await open_insights(stack, indexer=indexer)
+            insights = await open_insights(stack, indexer=indexer, agent=agent)
             api_task, api_url = await _start_api(stack, api[0], api[1], stop, insights.state)
         try:
             if state_file is not None:
@@ -232,10 +232,14 @@ def server_start(
     indexer: Annotated[bool, typer.Option(
         "--indexer/--no-indexer", help="Embed ended executions in this process (similar failures in the "
                                        "API and in diagnoses); else run `noetl indexer start`.")] = True,
+    agent: Annotated[bool, typer.Option(
+        "--agent/--no-agent", help="Run the proposals agent in this process (new failures -> guarded "
+                                   "proposals awaiting approval -> measured); else `noetl proposals watch`.")]
+    = True,
 ) -> None:
     """Run the orchestrator and the REST API (docs/api.md) against NOETL_NATS_URL / NOETL_PG_DSN
     (embedded ones when unset)."""
-    eventloop.run(_serve({"workers": {}}, None, api=(host, port), indexer=indexer))
+    eventloop.run(_serve({"workers": {}}, None, api=(host, port), indexer=indexer, agent=agent))
 
 
 @worker_app.command("start")
