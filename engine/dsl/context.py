@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,3 +62,18 @@ def build_context(
         context["job"] = {"uuid": execution_id, "execution_id": execution_id, "id": execution_id}
     context["keychain"] = dict(keychain or {})
     return context
+
+
+def merge_payload(workload: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[str, Any]:
+    """An execution's workload before rendering: a copy of the playbook's, the payload deep-merged over it
+    (mappings merge key by key; anything else replaces)."""
+    return _deep_merge(copy.deepcopy(dict(workload)), payload)
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base

@@ -8,13 +8,12 @@ input events through this function again.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.dsl.context import build_context
+from engine.dsl.context import build_context, merge_payload
 from engine.dsl.model import Step
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
@@ -100,7 +99,7 @@ class _Firing:
             return
         state.started = True
         payload = self.cause.payload
-        raw = _deep_merge(copy.deepcopy(dict(self.net.playbook.workload)), payload.get("payload") or {})
+        raw = merge_payload(self.net.playbook.workload, payload.get("payload") or {})
         base = {"execution_id": state.execution_id, "payload": payload.get("payload") or {},
                 "job": {"uuid": state.execution_id, "execution_id": state.execution_id,
                         "id": state.execution_id}}
@@ -639,10 +638,3 @@ def _get_path(source: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base

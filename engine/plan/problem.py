@@ -25,13 +25,12 @@ How a playbook becomes tasks and edges (decided here, and said in `Problem.notes
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.dsl.context import build_context
+from engine.dsl.context import build_context, merge_payload
 from engine.dsl.model import Step
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import EngineError, TemplateError
@@ -167,19 +166,12 @@ def make_problem(specs: Sequence[TaskSpec], edges: Iterable[tuple[int, int]], po
 
 # ---------------------------------------------------------------------------------------- from a net
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def planning_workload(net: Net, payload: Mapping[str, Any] | None) -> dict[str, Any]:
     """The workload as an execution would see it at start: the playbook's, deep-merged with the payload,
     its templates rendered when they read only the workload itself (else kept as written)."""
-    raw = _deep_merge(copy.deepcopy(dict(net.playbook.workload)), dict(payload or {}))
+    raw = merge_payload(net.playbook.workload, payload or {})
     try:
         rendered = _RENDERER.render(raw, {**raw, "payload": dict(payload or {}), "workload": raw})
     except TemplateError:

@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import textwrap
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +16,7 @@ from control_plane.server import serve_api
 from control_plane.services.auth import ROLES, AuthService
 from control_plane.stack import Stack, StackConfig
 from noetl.insights import open_insights
+from tests.harness.polling import poll
 
 PROBLEM = "application/problem+json"
 
@@ -66,18 +65,6 @@ async def execute(client: httpx.AsyncClient, path: str, **body: Any) -> str:
     return str(response.json()["execution_id"])
 
 
-async def poll(check: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Call `check` (sync or async) until it returns something truthy; bounded."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def wait_ended(client: httpx.AsyncClient, execution_id: str, timeout_s: float = 30.0) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import pytest
 
 from control_plane.errors import ControlPlaneError
 from control_plane.server import serve_api
-from tests.integration.api.helpers import Api, execute, playbook, poll, register, unique
+from tests.harness.polling import poll
+from tests.integration.api.helpers import Api, execute, playbook, register, unique
 
 pytestmark = pytest.mark.anyio
 

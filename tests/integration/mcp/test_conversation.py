@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.mcp.helpers import McpApi, call, fails, playbook, poll, unique
+from tests.harness.polling import poll
+from tests.integration.mcp.helpers import McpApi, call, fails, playbook, unique
 
 pytestmark = pytest.mark.anyio
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from tests.harness.polling import poll
 from tests.integration.mcp.helpers import (
     FAILING,
     HELLO,
@@ -17,7 +18,6 @@ from tests.integration.mcp.helpers import (
     call,
     fails,
     playbook,
-    poll,
     unique,
     waiting,
 )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from control_plane.stack import Stack, StackConfig
+from tests.harness.polling import poll
 
 
 @pytest.fixture
@@ -73,13 +72,4 @@ def spawn(runtime_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...,
 
 async def wait_for(check: Callable[[], object], timeout_s: float = 30.0, what: str = "condition") -> object:
     """Poll `check` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await poll(check, timeout_s=timeout_s, what=what)
