@@ -28,7 +28,7 @@ from noetl.commands.stack import running_dev_stack
 from noetl.progress import Progress
 from noetl.settings import stack_config
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID, EXIT_RUNNING = 0, 1, 2, 3
+EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID, EXIT_RUNNING = 0, 1, 2, 4  # 3: unreachable (noetl.cli)
 _ENDED = ("completed", "failed", "cancelled")
 
 execute_app = typer.Typer(help="Start an execution of a registered playbook (NoETL's `execute`).",
@@ -65,7 +65,7 @@ def _status_exit(status: str) -> int:
 
 
 def status(execution_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """An execution's status and its steps. Exit 0 completed, 1 failed/cancelled, 3 still running."""
+    """An execution's status and its steps. Exit 0 completed, 1 failed/cancelled, 4 still pending or running."""
     if remote.active():
         async def fetch(client: NoetlClient) -> dict[str, Any]:
             return await client.execution(execution_id)
@@ -146,7 +146,7 @@ def execute_playbook(
     timeout: Annotated[float | None, typer.Option(help="With --wait: give up after N seconds.")] = None,
 ) -> None:
     """Start an execution of a registered playbook. With --wait: exit 0 completed, 1 failed or cancelled
-    (3 when it is still running after --timeout); without: print its id at once."""
+    (4 when it is still running after --timeout); without: print its id at once."""
     data = parse_payload(payload) if payload else None
     if remote.active():
         started, summary = remote.call(lambda client: _execute_remote(
