@@ -65,7 +65,7 @@ def _status_exit(status: str) -> int:
 
 
 def status(execution_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """An execution's status and its steps. Exit 0 completed, 1 failed/cancelled, 4 still pending or running."""
+    """An execution's status and its steps. Exit 0 completed, 1 failed/cancelled, 4 pending or running."""
     if remote.active():
         async def fetch(client: NoetlClient) -> dict[str, Any]:
             return await client.execution(execution_id)
