@@ -80,13 +80,7 @@ class ApiServices:
 
         return cls(auth=AuthService(store), catalog=CatalogService(store), executions=executions_service,
                    credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
-                   policies=PolicyService(store, PolicySettings(pools=_known_pools(stack))))
-
-
-def _known_pools(stack: Stack) -> tuple[str, ...]:
-    """Pools a proposal may route a step to: the pools file's and those this process serves."""
-    declared = stack.config.pools.names if stack.config.pools is not None else ()
-    return tuple(dict.fromkeys([*declared, *stack.config.workers]))
+                   policies=PolicyService(store, PolicySettings(pools=stack.pool_names)))
 
 
 class Mounted(Protocol):

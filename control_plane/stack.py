@@ -140,6 +140,12 @@ class Stack:
         for event in ready:
             await asyncio.wait_for(event.wait(), timeout=30)
 
+    @property
+    def pool_names(self) -> tuple[str, ...]:
+        """The pools a step may be routed to: the pools file's and those this process serves."""
+        declared = self.config.pools.names if self.config.pools is not None else ()
+        return tuple(dict.fromkeys([*declared, *self.config.workers]))
+
     def _labels(self, pool: str) -> tuple[str, ...]:
         declared = self.config.pools.get(pool) if self.config.pools is not None else None
         return tuple(sorted(set(self.config.worker_labels) | set(declared.labels if declared else ())))

@@ -74,9 +74,7 @@ async def _start_agent(stack: Stack, diagnosis: Any) -> contextlib.AsyncExitStac
     from control_plane.store.policies import ProposalNotifications
 
     assert stack.store is not None
-    pools = tuple(dict.fromkeys([*(stack.config.pools.names if stack.config.pools else ()),
-                                 *stack.config.workers]))
-    policies = PolicyService(stack.store, PolicySettings(pools=pools))
+    policies = PolicyService(stack.store, PolicySettings(pools=stack.pool_names))
     resources = contextlib.AsyncExitStack()
     loop = await resources.enter_async_context(ProposalLoop.open(
         policies, stack.pg_dsn, diagnose=diagnosis.diagnose, executions=stack.executions))

@@ -115,13 +115,13 @@ class LiveCapacity:
             pools.append(Pool(name, frozenset(tags), {r: int(u) for r, u in units.items()}))
         return PoolSet(tuple(pools))
 
-    def known(self) -> PoolSet:
+    def known(self, live: PoolSet | None = None) -> PoolSet:
         """What could ever run a step: the declared pools (at least their declared capacity) and every
-        live pool."""
-        live = {p.name: p for p in (self.live() or ())}
+        live pool (`live`: what `live()` just returned, to not compute it twice)."""
+        by_name = {p.name: p for p in ((self.live() if live is None else live) or ())}
         merged: list[Pool] = []
         for pool in self.declared or PoolSet.default():
-            seen = live.pop(pool.name, None)
+            seen = by_name.pop(pool.name, None)
             if seen is None:
                 merged.append(pool)
                 continue
@@ -129,7 +129,7 @@ class LiveCapacity:
             for resource, amount in seen.capacity.items():
                 units[resource] = max(units.get(resource, 0), amount)
             merged.append(Pool(pool.name, pool.labels | seen.labels, units))
-        merged.extend(live.values())
+        merged.extend(by_name.values())
         kinds = self.declared.kind_defaults if self.declared is not None else {}
         return PoolSet(tuple(merged), kind_defaults=kinds)
 
@@ -190,8 +190,8 @@ class Admission:
         decisions = Decisions()
         if not self._waiting:
             return decisions
-        known = self.capacity.known()
         live = self.capacity.live()
+        known = self.capacity.known(live)
         ready: list[ReadyTask] = []
         for key, waiting in list(self._waiting.items()):
             reason = infeasibility_reason(waiting.demand, known)

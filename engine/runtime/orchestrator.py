@@ -51,6 +51,14 @@ WAITING_POLL_S = 0.05  # how often commands waiting for capacity are looked at w
 OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed"})
 
 
+def _dispatch_event(command: RunStep, type_: str, payload: dict[str, Any] | None = None) -> Event:
+    """What the orchestrator decided about sending a command (step.deferred / step.dispatched)."""
+    return Event(event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:{type_.split('.')[1]}",
+                 execution_id=command.execution_id, type=type_, step=command.step,  # type: ignore[arg-type]
+                 command_id=command.command_id, run=command.run, loop_index=command.loop_index,
+                 pool=command.pool, payload=payload or {})
+
+
 def _progress_only(deliveries: list[Delivery]) -> bool:
     """Only `step.started` of slow steps (a fast step's start comes with its outcome, in an array)."""
     return all(d.data[:1] != b"[" and b'"type":"step.started"' in d.data for d in deliveries)
@@ -278,18 +286,9 @@ class Orchestrator:
         for command, reason in decisions.deferred:
             log.info("step %s waits: %s", command.step, reason,
                      extra={"execution_id": command.execution_id, "step": command.step})
-            events.append(Event(
-                event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:deferred",
-                execution_id=command.execution_id, type="step.deferred", step=command.step,
-                command_id=command.command_id, run=command.run, loop_index=command.loop_index,
-                pool=command.pool, payload={"reason": reason}))
-        for command, record in decisions.admitted:
-            if record:
-                events.append(Event(
-                    event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:dispatched",
-                    execution_id=command.execution_id, type="step.dispatched", step=command.step,
-                    command_id=command.command_id, run=command.run, loop_index=command.loop_index,
-                    pool=command.pool))
+            events.append(_dispatch_event(command, "step.deferred", {"reason": reason}))
+        events.extend(_dispatch_event(command, "step.dispatched") for command, record in decisions.admitted
+                      if record)
         return events
 
     async def _send(self, decisions: Decisions) -> None:

@@ -8,14 +8,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 
 from control_plane.server import serve_api
 from control_plane.stack import Stack, StackConfig
-from engine.runtime.embedded import PG_SUPERUSER, EmbeddedNats, EmbeddedPostgres
+from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres
 from noetl.insights import open_insights
+from tests.harness.postgres import fresh_database
 from tests.integration.api.helpers import Api, bootstrap_tokens
 
 
@@ -27,13 +26,8 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def api_pg_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """A database of this module's own (the harness's pg_dsn is per test)."""
-    name = f"api_{uuid.uuid4().hex[:16]}"
-    admin = pg_server.dsn_for(PG_SUPERUSER)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield pg_server.dsn_for(name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(pg_server, "api") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")

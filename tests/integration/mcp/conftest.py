@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from control_plane.stack import Stack, StackConfig
-from engine.runtime.embedded import PG_SUPERUSER, EmbeddedNats, EmbeddedPostgres
+from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres
 from noetl.commands.stack import _start_api
 from noetl.insights import open_insights
+from tests.harness.postgres import fresh_database
 from tests.integration.api.helpers import bootstrap_tokens
 from tests.integration.mcp.helpers import McpApi, http_session, stdio_session
 
@@ -34,13 +33,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def mcp_pg_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    name = f"mcp_{uuid.uuid4().hex[:16]}"
-    admin = pg_server.dsn_for(PG_SUPERUSER)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield pg_server.dsn_for(name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    """A database of this module's own (the harness's pg_dsn is per test)."""
+    with fresh_database(pg_server, "mcp") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")
