@@ -5,7 +5,10 @@ highest priority and place it at its earliest start, on the feasible pool where 
 (ties: the smaller preference penalty, then the better-ranked pool), never beyond any pool's capacity.
 The default priority is the critical path (the longest chain of durations from the task to the end).
 `greedy` runs a few priority rules, improves each by double justification (a backward then a forward
-pass, which never lengthens a schedule), and returns the best by (makespan, preference penalty).
+pass, which never lengthens a schedule; repeated while it shortens it), and keeps the best by (makespan,
+preference penalty). When a resource is the bottleneck, two rules also weigh the work each task unlocks
+for it (`downstream_load`). Given time (a deadline or a budget), it then searches around the best
+schedule: its start times, randomly perturbed, as priorities.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from collections.abc import Sequence
 
 from engine.plan.problem import Problem
 from engine.plan.schedule import Schedule, make_schedule
+
+JUSTIFY_PASSES = 8  # double justifications per schedule, while each one still shortens it
+LOAD_WORK = 400_000  # users x tasks: the bit-set work `downstream_load` may do per resource
+PERTURBATION = (0.02, 0.04, 0.06)  # noise of the local search, as shares of the makespan, in turn
+STALL = 30  # the local search stops after this many tries in a row without a shorter schedule
 
 
 class Profile:
@@ -166,9 +174,59 @@ def justify(problem: Problem, schedule: Schedule) -> Schedule:
     return result if result.key <= schedule.key else schedule
 
 
+def improve(problem: Problem, schedule: Schedule, passes: int = JUSTIFY_PASSES) -> Schedule:
+    """Double justification repeated while it shortens the schedule (at most `passes` times)."""
+    for _ in range(passes):
+        better = justify(problem, schedule)
+        if better.key >= schedule.key:
+            break
+        schedule = better
+    return schedule
+
+
+def downstream_load(problem: Problem) -> list[float] | None:
+    """For each task, the most time its strict descendants need of one busy resource: the work they
+    demand of it (duration x units) over its capacity summed over the pools. They all start after the
+    task ends, so the task's duration plus this is, like its tail, time that must follow its start. A
+    resource is busy when its work over capacity is at least half the critical path; resources with too
+    many users for the set arithmetic (users x tasks > LOAD_WORK) are left out. None: no busy resource."""
+    n = problem.size
+    if n == 0:
+        return None
+    order = problem.topological_order()
+    span = max(tails(problem), default=0)
+    load = [0.0] * n
+    found = False
+    for r in range(len(problem.resources)):
+        capacity = sum(c[r] for c in problem.capacity)
+        work = [problem.demand[i][r] * problem.durations[i] / capacity if capacity > 0 else 0.0
+                for i in range(n)]
+        users = [i for i in range(n) if work[i] > 0]
+        if not users or sum(work) < span / 2 or len(users) * n > LOAD_WORK:
+            continue
+        found = True
+        bit = {u: 1 << k for k, u in enumerate(users)}
+        below = [0] * n  # the users among each task's strict descendants, as a bit set
+        for j in reversed(order):
+            acc = 0
+            for k in problem.succs[j]:
+                acc |= below[k] | bit.get(k, 0)
+            below[j] = acc
+        for j in range(n):
+            acc, total = below[j], 0.0
+            while acc:
+                low = acc & -acc
+                total += work[users[low.bit_length() - 1]]
+                acc ^= low
+            load[j] = max(load[j], total)
+    return load if found else None
+
+
 def priority_rules(problem: Problem) -> list[list[float]]:
     """Critical path; with work (duration x demand share) or the number of successors as tie-breakers;
-    the tasks with the fewest possible pools first, then by critical path."""
+    the tasks with the fewest possible pools first, then by critical path. When a resource is busy
+    (`downstream_load`): the larger of the tail and duration + downstream load, and the downstream load
+    first (tail as tie-breaker), so tasks that unlock work for the bottleneck go first."""
     tail = tails(problem)
     share = [0.0] * problem.size
     for i in range(problem.size):
@@ -179,44 +237,54 @@ def priority_rules(problem: Problem) -> list[list[float]]:
     count = [len(s) for s in problem.succs]
     span = float(max(tail, default=0) + 1)
     pools = len(problem.pools)
-    return [
+    rules = [
         [float(t) for t in tail],
         [t + 0.5 * s / scale for t, s in zip(tail, share, strict=True)],
         [t + 0.001 * c for t, c in zip(tail, count, strict=True)],
         # the least flexible first: tasks only one pool can run go before those any pool can
         [t + span * (pools - len(task.options)) for t, task in zip(tail, problem.tasks, strict=True)],
     ]
+    load = downstream_load(problem)
+    if load is not None:
+        durations = problem.durations
+        rules.append([max(float(t), d + w) for t, d, w in zip(tail, durations, load, strict=True)])
+        rules.append([w + t / span for t, w in zip(tail, load, strict=True)])
+    return rules
 
 
 def greedy(problem: Problem, *, budget_s: float = 0.0, seed: int = 0, justify_passes: bool = True,
            deadline: float | None = None) -> Schedule:
-    """The best list schedule of a few priority rules (then random perturbations of the critical path
-    while `budget_s` lasts), each improved by double justification. Past `deadline` (a
-    time.perf_counter() value) no further rule is tried: the first one always is."""
+    """The best list schedule of a few priority rules, each improved by repeated double justification.
+    Then a local search around the best schedule: its start times plus random noise (a few % of the
+    makespan) as priorities, each result improved likewise, until `deadline` (a time.perf_counter()
+    value) or for `budget_s` when given, whichever ends first, and no longer than STALL tries in a row
+    without a shorter schedule. Past `deadline` no further rule is tried: the first one always is."""
     started = time.perf_counter()
-    stop = started + budget_s
+    end = started + budget_s if budget_s > 0 else None
+    if deadline is not None:
+        end = deadline if end is None else min(end, deadline)
     best: Schedule | None = None
-    rules = priority_rules(problem)
-    for priority in rules:
+    for priority in priority_rules(problem):
         if best is not None and deadline is not None and time.perf_counter() > deadline:
             break
-        starts, pools = sgs(problem, priority)
-        candidate = make_schedule(problem, starts, pools)
-        if justify_passes:
-            candidate = justify(problem, candidate)
+        candidate = _schedule(problem, priority, justify_passes)
         if best is None or candidate.key < best.key:
             best = candidate
-    rng = random.Random(seed)
-    tail = rules[0]
-    spread = max(1.0, max(tail, default=1.0)) * 0.1
-    while time.perf_counter() < stop and (deadline is None or time.perf_counter() < deadline):
-        priority = [t + rng.random() * spread for t in tail]
-        starts, pools = sgs(problem, priority)
-        candidate = make_schedule(problem, starts, pools)
-        if justify_passes:
-            candidate = justify(problem, candidate)
-        assert best is not None
-        if candidate.key < best.key:
-            best = candidate
     assert best is not None
+    rng = random.Random(seed)
+    tries = stalled = 0
+    while end is not None and stalled < STALL and best.makespan > 0 and time.perf_counter() < end:
+        amplitude = PERTURBATION[tries % len(PERTURBATION)] * best.makespan
+        tries += 1
+        candidate = _schedule(problem, [-(s + rng.random() * amplitude) for s in best.starts], justify_passes)
+        if candidate.key < best.key:
+            best, stalled = candidate, 0
+        else:
+            stalled += 1
     return best
+
+
+def _schedule(problem: Problem, priority: Sequence[float], justify_passes: bool) -> Schedule:
+    starts, pools = sgs(problem, priority)
+    schedule = make_schedule(problem, starts, pools)
+    return improve(problem, schedule) if justify_passes else schedule
