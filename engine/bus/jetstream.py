@@ -26,6 +26,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from engine.bus.pull import PullFeed
 from engine.errors import EngineError
 from engine.protocol import subjects
 
@@ -133,38 +134,42 @@ class Delivery:
 
 
 class Consumer:
-    """A pull subscription on a durable consumer; several Consumers on one durable share the work."""
+    """A reader of one durable pull consumer; several Consumers on one durable share the work. Its
+    messages come through standing pull requests (engine.bus.pull): fetch from one task at a time."""
 
-    def __init__(self, nc: Client, sub: JetStreamContext.PullSubscription, stream: str, durable: str,
+    def __init__(self, nc: Client, js: JetStreamContext, stream: str, durable: str,
                  ack_timeout_s: float) -> None:
         self._nc = nc
-        self._sub = sub
+        self._js = js
+        self._feed = PullFeed(nc, stream, durable)
         self.stream = stream
         self.durable = durable
         self._ack_timeout_s = ack_timeout_s
 
+    async def start(self) -> None:
+        await self._feed.start()
+
     async def fetch(self, batch: int = 1, timeout: float = 5.0) -> list[Delivery]:
-        """Up to `batch` messages; waits at most `timeout` seconds for the first; [] when none came."""
+        """Up to `batch` messages; waits at most `timeout` seconds for the first; [] when none came.
+        At most `batch` messages are asked of the server, minus those already on their way."""
         try:
-            msgs = await self._sub.fetch(batch=batch, timeout=timeout)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
+            msgs = await self._feed.take(max(1, batch), timeout)
         except nats.errors.Error as exc:
             raise BusError(f"fetch failed: {exc}", where=f"consumer {self.durable} on {self.stream}",
-                           fix="check that the stream and consumer exist (Bus.ensure_streams)") from exc
+                           fix="check the connection to nats-server") from exc
         return [Delivery(self._nc, m, self._ack_timeout_s) for m in msgs]
 
     async def pending(self) -> int:
         """Messages not yet delivered to this durable consumer (plus redeliveries waiting)."""
-        info = await self._sub.consumer_info()
+        info = await self._js.consumer_info(self.stream, self.durable)
         return int(info.num_pending or 0) + int(info.num_redelivered or 0)
 
     async def close(self) -> None:
-        """Stop this subscription (the durable consumer stays on the server)."""
+        """Stop this reader (the durable consumer stays on the server)."""
         try:
-            await self._sub.unsubscribe()
+            await self._feed.close()
         except nats.errors.Error as exc:  # already closed with the connection
-            logger.debug("unsubscribe of %s: %s", self.durable, exc)
+            logger.debug("closing the reader of %s: %s", self.durable, exc)
 
 
 class CoreSubscription:
@@ -307,7 +312,8 @@ class Bus:
                                 max_ack_pending=max_ack_pending)
         try:
             await self._js.add_consumer(stream, config)  # create, or update when it exists
-            sub = await self._js.pull_subscribe_bind(durable=durable, stream=stream)
+            consumer = Consumer(self._nc, self._js, stream, durable, self._ack_timeout_s)
+            await consumer.start()
         except nats.js.errors.NotFoundError as exc:
             raise BusError(f"stream {stream} does not exist", where=f"consumer {durable}",
                            fix="call Bus.ensure_streams() first") from exc
@@ -315,7 +321,7 @@ class Bus:
             raise BusError(f"cannot create consumer {durable} on {stream}: {exc}",
                            where=f"consumer {durable}",
                            fix="on a work-queue stream each pool may have only one durable consumer") from exc
-        return Consumer(self._nc, sub, stream, durable, self._ack_timeout_s)
+        return consumer
 
     async def command_consumer(self, pool: str, *, ack_wait_s: float = 30.0, max_deliver: int = 5,
                                max_ack_pending: int | None = None) -> Consumer:

@@ -309,6 +309,7 @@ class TemplateRenderer:
         self.max_output_chars = max_output_chars
         self._templates: dict[str, Any] = {}
         self._expressions: dict[str, Any] = {}
+        self._read_names: dict[str, frozenset[str]] = {}
 
     # -- checking --------------------------------------------------------------------------------
     def syntax_error(self, text: str) -> str | None:
@@ -344,9 +345,6 @@ class TemplateRenderer:
     # -- rendering -------------------------------------------------------------------------------
     def render(self, value: Any, context: Mapping[str, Any], *, where: str = "") -> Rendered:
         state = _RenderState(paths={}, warnings=[])
-        for name, item in context.items():
-            if isinstance(item, (dict, list)):
-                state.paths[id(item)] = name
         token = _STATE.set(state)
         try:
             out = self._render(value, context, where)
@@ -363,22 +361,43 @@ class TemplateRenderer:
             return [self._render(v, context, where) for v in value]
         return value
 
+    def _names(self, text: str) -> frozenset[str]:
+        names = self._read_names.get(text)
+        if names is None:
+            names = frozenset(self.referenced_names(text))
+            self._cache(self._read_names, text, names)
+        return names
+
+    def _scope(self, text: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The names the template reads, from the context (a context may bind thousands of names and
+        look them up lazily), with the paths warnings name a missing key by."""
+        scope: dict[str, Any] = {}
+        state = _STATE.get()
+        paths = state.paths if state is not None else {}
+        for name in self._names(text):
+            if name in context:
+                item = scope[name] = context[name]
+                if isinstance(item, (dict, list)):
+                    paths.setdefault(id(item), name)
+        return scope
+
     def _render_text(self, text: str, context: Mapping[str, Any], where: str) -> Any:
         try:
             expr = single_expression(text)
+            scope = self._scope(text, context)
             if expr is not None:
                 compiled = self._expressions.get(expr)
                 if compiled is None:
                     compiled = self.env.compile_expression(expr, undefined_to_none=False)
                     self._cache(self._expressions, expr, compiled)
-                return to_native(compiled(**context))
+                return to_native(compiled(**scope))
             template = self._templates.get(text)
             if template is None:
                 template = self.env.from_string(text)
                 self._cache(self._templates, text, template)
             size = 0
             chunks: list[str] = []
-            for chunk in template.generate(**context):
+            for chunk in template.generate(**scope):
                 size += len(chunk)
                 if size > self.max_output_chars:
                     raise SecurityError(f"output longer than {self.max_output_chars} characters")

@@ -9,7 +9,7 @@ input events through this function again.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from engine.dsl.model import Step
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
 from engine.net.net import Net
-from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepResult
+from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord, StepResult
 from engine.protocol.commands import CancelStep, RunStep, StartChild
 from engine.protocol.events import Event, derived_id
 from engine.protocol.results import ResultEnvelope
@@ -49,6 +49,37 @@ def command_id(execution_id: str, step: str, run: int, loop_index: int | None) -
     return derived_id("cmd", execution_id, step, run, "" if loop_index is None else loop_index)
 
 
+class _Handles(Mapping[str, Any]):
+    """Finished steps' results as templates see them, wrapped when first read (spec section 5)."""
+
+    __slots__ = ("_resolve_ref", "_steps", "_wrapped")
+
+    def __init__(self, steps: Mapping[str, StepRecord], resolve_ref: Callable[[dict[str, Any]], Any] | None
+                 ) -> None:
+        self._steps = steps
+        self._resolve_ref = resolve_ref
+        self._wrapped: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._wrapped:
+            return self._wrapped[name]
+        record = self._steps.get(name)
+        if record is None or record.result is None:
+            raise KeyError(name)
+        handle = self._wrapped[name] = record.result.handle(self._resolve_ref)
+        return handle
+
+    def __contains__(self, name: object) -> bool:
+        record = self._steps.get(name) if isinstance(name, str) else None
+        return record is not None and record.result is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, record in self._steps.items() if record.result is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class _Firing:
     def __init__(self, net: Net, state: ExecutionState, cause: Event, env: FireEnv) -> None:
         self.net = net
@@ -57,7 +88,7 @@ class _Firing:
         self.env = env
         self.out = Decision()
         self.new_warnings: list[str] = []
-        self._handles: dict[str, Any] | None = None  # step results as templates see them (cached)
+        self._handles: _Handles | None = None  # step results as templates see them (cached)
 
     # ------------------------------------------------------------------ emitting
     def emit(self, type_: str, *, step: str | None = None, result: ResultEnvelope | None = None,
@@ -78,10 +109,10 @@ class _Firing:
                 iterator: str | None = None, iter_vars: Mapping[str, Any] | None = None,
                 input: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if self._handles is None:
-            self._handles = {name: rec.result.handle(self.env.resolve_ref)
-                             for name, rec in self.state.steps.items() if rec.result is not None}
+            self._handles = _Handles(self.state.steps, self.env.resolve_ref)
         results = self._handles
-        return build_context(workload=self.state.workload, ctx=self.state.ctx, step_names=self.net.order,
+        return build_context(workload=self.state.workload, ctx=self.state.ctx,
+                             step_names=self.net.transitions,
                              results=results, arc_args=arc_args, iterator=iterator, iter_vars=iter_vars,
                              input=input, event=event, execution_id=self.state.execution_id)
 
@@ -212,8 +243,8 @@ class _Firing:
                                "task_results": rec.result.task_results, "stats": rec.result.stats,
                                "item_refs": {str(i): r for i, r in (rec.result.item_refs or {}).items()}
                                or None}
-                        for name, rec in self.state.steps.items()
-                        if rec.result is not None and name in reads},
+                        for name in sorted(reads)
+                        if (rec := self.state.steps.get(name)) is not None and rec.result is not None},
             "step_names": list(self.net.order),
             "arc_args": arc_args,
         }

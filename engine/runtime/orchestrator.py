@@ -37,6 +37,7 @@ from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, decode_
 from engine.protocol.results import ResultEnvelope
 from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
+from engine.runtime.commits import CommitPipeline, Handled
 from engine.runtime.ports import ChildStarter, EventLog
 from engine.tools.artifacts import externalize, json_size
 
@@ -48,6 +49,8 @@ CANCEL_RESEND_S = 2.0
 HOLD_S = 0.005  # waiting for more events after a batch of only progress events
 HOLD_MAX_S = 0.02
 WAITING_POLL_S = 0.05  # how often commands waiting for capacity are looked at while no event comes
+EARLY_RETRY_S = 0.2  # an outcome of a command not issued yet comes again after this
+EARLY_MAX_S = 600.0  # ... until this long: then it is recorded (as a stale report)
 OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed"})
 
 
@@ -76,6 +79,7 @@ class _Execution:
     issued: dict[str, RunStep | StartChild] = field(default_factory=dict)  # replay: pending are re-sent
     started: dict[str, Any] = field(default_factory=dict)  # the execution.started payload
     children: set[str] = field(default_factory=set)  # command ids that started a child execution
+    known: set[str] = field(default_factory=set)  # every command id issued (run or child start)
     deferred: set[str] = field(default_factory=set)  # replay: commands recorded as waiting for capacity
     routed: dict[str, str] = field(default_factory=dict)  # replay: command id -> the pool it went to
     demands: dict[str, Demand] = field(default_factory=dict)  # step -> what one run of it holds
@@ -99,10 +103,13 @@ class Orchestrator:
     _renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
     _capacity: LiveCapacity = field(init=False)
     _admission: Admission = field(init=False)
+    _commits: CommitPipeline = field(init=False)
+    _resync: bool = False  # something was not published: rebuild from the log and publish what pends
 
     def __post_init__(self) -> None:
         self._capacity = LiveCapacity(self.pools)
         self._admission = Admission(self._capacity)
+        self._commits = CommitPipeline(self.events)
 
     # ------------------------------------------------------------------ life cycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -119,6 +126,8 @@ class Orchestrator:
         held_since = 0.0
         resent_at = loop.time()
         while not stop.is_set():
+            if self._commits.broken or self._resync:
+                await self._rebuild()
             if self._cancels and loop.time() - resent_at > CANCEL_RESEND_S:
                 resent_at = loop.time()
                 await self._resend_cancels()
@@ -146,6 +155,7 @@ class Orchestrator:
                     with contextlib.suppress(Exception):
                         await delivery.nak(delay_s=2.0)
                 await self._rebuild()
+        await self._commits.close()
         await workers.unsubscribe()
 
     async def _on_heartbeat(self, data: bytes) -> None:
@@ -155,13 +165,19 @@ class Orchestrator:
             log.warning("dropping a malformed worker heartbeat (%d bytes)", len(data))
 
     async def _rebuild(self) -> None:
-        """Forget what is in memory and take it again from the log (after a batch could not be stored)."""
+        """Forget what is in memory and take it again from the log (after a batch could not be stored,
+        or its commands not published): once the batches queued for commit are settled."""
+        await self._commits.flush()
         self._live.clear()
         self._admission = Admission(self._capacity)
+        self._resync = False
         try:
             await self.resume()
         except Exception:
+            self._resync = True
             log.exception("rebuilding from the event log failed; it is tried again with the next batch")
+            return
+        self._commits.repair()
 
     async def resume(self) -> None:
         """Rebuild every execution that has no terminal event and re-publish its pending commands."""
@@ -190,33 +206,38 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ handling
     async def handle(self, deliveries: list[Delivery]) -> None:
+        """Fold the batch through `fire`, publish the admitted commands, and queue its events for the
+        commit pipeline (the bus messages are acked once they are stored)."""
         to_append: list[Event] = []
         to_publish: list[tuple[_Execution, RunStep | CancelStep | StartChild]] = []
-        touched: set[str] = set()
-        poison: list[Delivery] = []
+        handled = Handled(to_append)
         for delivery in deliveries:
             try:
                 events = decode_events(delivery.data)
             except ValueError:
                 log.error("dropping a malformed event message (%d bytes)", len(delivery.data))
-                poison.append(delivery)
+                handled.poison.append(delivery)
+                continue
+            if await self._early(delivery, events):
                 continue
             for event in events:
-                to_append.append(event)
                 if event.type not in INPUT_EVENTS:
+                    to_append.append(event)
                     continue
-                execution = self._live.get(event.execution_id)
-                if execution is None:
-                    execution = await self._load(event.execution_id, first=event)
-                if execution is None:
-                    to_append.pop()  # an event of an unknown execution is not ours to record
-                    if delivery not in poison:
-                        poison.append(delivery)
+                execution = await self._execution(event)
+                if execution is None:  # an event of an unknown or ended execution is not ours to record
+                    if delivery not in handled.poison:
+                        handled.poison.append(delivery)
                     continue
-                touched.add(event.execution_id)
+                to_append.append(event)
                 decision = fire(execution.net, execution.state, event, execution.env)
                 to_append.extend(decision.events)
-                to_publish.extend((execution, command) for command in decision.commands)
+                for command in decision.commands:
+                    if isinstance(command, RunStep | StartChild):
+                        execution.known.add(command.command_id)
+                    to_publish.append((execution, command))
+            if delivery not in handled.poison:
+                handled.deliveries.append(delivery)
         self._admission.settle(e.command_id for e in to_append if e.type in OUTCOMES and e.command_id)
         others: list[tuple[_Execution, CancelStep | StartChild]] = []
         withdrawn: list[tuple[RunStep, str]] = []
@@ -231,32 +252,72 @@ class Orchestrator:
                 others.append((execution, command))
         decisions = self._admission.admit()
         to_append.extend(self._admission_events(decisions))
+        terminal = [event for event in to_append if event.type in TERMINAL_EVENTS]
+
+        async def after_commit() -> None:
+            await self._fail_impossible(decisions)
+            for command, reason in withdrawn:
+                await self._publish_event(self._outcome(
+                    command.execution_id, command.command_id, command.step, command.loop_index,
+                    ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
+                                                     f"dispatched: {reason}", retryable=False)))
+            for execution, command in others:
+                await self._publish(command, execution)
+            for event in terminal:
+                await self._finished(event)
+
+        handled.after.append(after_commit)
+        # the commands go out while the events are appended: a worker starts at once, and an outcome
+        # that overtakes its cause's commit is held back by `_early` after a crash (commits.py)
+        await self._commits.submit(handled)
         try:
-            await self.events.append(to_append)
-        except Exception:
-            log.exception("appending %d events failed; the batch will be redelivered", len(to_append))
-            for delivery in deliveries:
-                await delivery.nak(delay_s=1.0)
-            await self._rebuild()  # the log is the truth: what was decided here is taken again from it
-            return
-        await self._send(decisions)
-        for command, reason in withdrawn:
-            await self._publish_event(self._outcome(
-                command.execution_id, command.command_id, command.step, command.loop_index,
-                ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
-                                                 f"dispatched: {reason}", retryable=False)))
-        for execution, command in others:
-            await self._publish(command, execution)
-        for event in to_append:
-            if event.type in TERMINAL_EVENTS:
-                await self.events.set_status(event.execution_id, event.type.split(".")[1])
-                finished = self._live.pop(event.execution_id, None)
-                if finished is not None and finished.started.get("parent_command_id"):
-                    await self._report_to_parent(finished, event)
-        # committed: a lost ack only brings a redelivery, which the log drops as a duplicate
-        await asyncio.gather(*(d.ack_nowait() for d in deliveries if d not in poison))
-        for delivery in poison:
-            await delivery.term()
+            await self._send_runs(decisions)
+        except Exception:  # the events are queued: the commands are published again from the log
+            log.exception("publishing %d commands failed; they are sent again after a rebuild from the log",
+                          len(decisions.admitted))
+            self._resync = True
+
+    async def _execution(self, event: Event) -> _Execution | None:
+        execution = self._live.get(event.execution_id)
+        if execution is None:
+            if self._commits.uncommitted(event.execution_id):
+                await self._commits.flush()  # the log must hold all of it before it is read back
+                execution = self._live.get(event.execution_id)
+                if execution is not None:
+                    return execution
+            execution = await self._load(event.execution_id, first=event)
+        return execution
+
+    async def _early(self, delivery: Delivery, events: list[Event]) -> bool:
+        """A report on a command this orchestrator has not issued (yet): it went out before its cause
+        was committed and the cause is being taken again from the log (a crash, or an append that
+        failed). Given back to come again later; recorded as a stale report after EARLY_MAX_S."""
+        for event in events:
+            if not event.command_id or event.type not in INPUT_EVENTS:
+                continue
+            execution = await self._execution(event)
+            if execution is None or event.command_id in execution.known:
+                continue
+            waited = EARLY_RETRY_S * (delivery.num_delivered - 1)
+            if waited >= EARLY_MAX_S:
+                log.warning("a report on command %s of step %s was never matched by an issued command "
+                            "within %.0f s; recording it as stale", event.command_id, event.step,
+                            EARLY_MAX_S, extra={"execution_id": event.execution_id, "step": event.step})
+                return False
+            log.info("holding back a report on command %s of step %s (delivery %d): the command is not "
+                     "issued yet", event.command_id, event.step, delivery.num_delivered,
+                     extra={"execution_id": event.execution_id, "step": event.step})
+            with contextlib.suppress(Exception):
+                await delivery.nak(delay_s=EARLY_RETRY_S)
+            return True
+        return False
+
+    async def _finished(self, event: Event) -> None:
+        """A terminal event is stored: the execution's status, and its parent's step when it is a child."""
+        await self.events.set_status(event.execution_id, event.type.split(".")[1])
+        finished = self._live.pop(event.execution_id, None)
+        if finished is not None and finished.started.get("parent_command_id"):
+            await self._report_to_parent(finished, event)
 
     # ------------------------------------------------------------------ capacity
     def _demand(self, execution: _Execution, command: RunStep) -> Demand:
@@ -291,12 +352,14 @@ class Orchestrator:
                       if record)
         return events
 
-    async def _send(self, decisions: Decisions) -> None:
-        """Publish what was admitted (concurrently: order between commands does not matter) and fail
-        what no pool can ever run, naming the missing capacity."""
+    async def _send_runs(self, decisions: Decisions) -> None:
+        """Publish what was admitted (concurrently: order between commands does not matter)."""
         runs = [self._publish_run(command) for command, _ in decisions.admitted]
         for start in range(0, len(runs), 256):
             await asyncio.gather(*runs[start:start + 256])
+
+    async def _fail_impossible(self, decisions: Decisions) -> None:
+        """Fail what no pool can ever run, naming the missing capacity."""
         for command, reason in decisions.impossible:
             log.error("step %s cannot run: %s", command.step, reason,
                       extra={"execution_id": command.execution_id, "step": command.step})
@@ -308,15 +371,17 @@ class Orchestrator:
         """Another admission round for the commands waiting for capacity (a worker came or left)."""
         self._capacity.changed = False
         decisions = self._admission.admit()
-        events = self._admission_events(decisions)
-        if events:
-            try:
-                await self.events.append(events)
-            except Exception:
-                log.exception("recording %d dispatch decisions failed", len(events))
-                await self._rebuild()
-                return
-        await self._send(decisions)
+
+        async def after_commit() -> None:
+            await self._fail_impossible(decisions)
+
+        await self._commits.submit(Handled(self._admission_events(decisions), after=[after_commit]))
+        try:
+            await self._send_runs(decisions)
+        except Exception:
+            log.exception("publishing %d commands failed; they are sent again after a rebuild from the log",
+                          len(decisions.admitted))
+            self._resync = True
 
     async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution) -> None:
         if isinstance(command, RunStep):
@@ -490,6 +555,7 @@ class Orchestrator:
                 for command in fire(net, execution.state, event, env).commands:
                     if isinstance(command, RunStep | StartChild):
                         execution.issued[command.command_id] = command
+                        execution.known.add(command.command_id)
                     if isinstance(command, StartChild):
                         execution.children.add(command.command_id)
         for command_id in execution.state.pending:  # what went out holds units; what waited waits again

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from engine.dsl.context import build_context
 from engine.dsl.model import Rule, RuleThen
 from engine.dsl.results import wrap_result
-from engine.dsl.templates import TemplateRenderer
+from engine.dsl.templates import TemplateRenderer, to_native
 from engine.errors import TemplateError
 from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
@@ -429,7 +429,7 @@ class StepRunner:
         if kind == "workbook":
             return await self._workbook(cmd, {**config, "name": task.get("name")}, pipe, tool_input)
         timeout = _min_timeout(cmd.timeout_s, config.get("timeout"))
-        call = ToolCall(kind=kind, config=config, input=tool_input, context=_plain(context),
+        call = ToolCall(kind=kind, config=config, input=tool_input, context=_PlainView(context),
                         credentials=pipe.credentials, timeout_s=timeout, execution_id=cmd.execution_id,
                         step=cmd.step, task=name, attempt=attempt, loop_index=cmd.loop_index,
                         work_dir=self.work_dir / cmd.execution_id if self.work_dir else None)
@@ -525,10 +525,26 @@ def _min_timeout(step_timeout: float | None, tool_timeout: Any) -> float | None:
     return min(values) if values else None
 
 
-def _plain(context: Mapping[str, Any]) -> dict[str, Any]:
-    from engine.dsl.templates import to_native
+class _PlainView(Mapping[str, Any]):
+    """The render context as a tool sees it: plain data, without the keychain and token(); converted
+    when read (only the python tool reads it, and most steps run other tools)."""
 
-    return {k: to_native(v) for k, v in context.items() if k not in ("keychain", "token")}
+    __slots__ = ("_context",)
+    _HIDDEN = frozenset({"keychain", "token"})
+
+    def __init__(self, context: Mapping[str, Any]) -> None:
+        self._context = context
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._HIDDEN:
+            raise KeyError(key)
+        return to_native(self._context[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._context if k not in self._HIDDEN)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _token(tokens: Mapping[str, str], name: str) -> str:

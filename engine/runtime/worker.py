@@ -45,25 +45,28 @@ class Worker:
         pinged = await self.bus.subscribe_core(subjects.worker_ping_subject(self.bus.prefix),
                                                lambda _: self._beat())
         beating = asyncio.create_task(self._heartbeats())
-        serving: set[asyncio.Task[None]] = set()
+        running: set[asyncio.Task[None]] = set()  # commands in a slot: parsed, or their step running
+        settling: set[asyncio.Task[None]] = set()  # ran: outcome being published, command being acked
         if ready is not None:
             ready.set()
         try:
             while not stop.is_set():
-                free = self.concurrency - len(serving)
+                free = self.concurrency - len(running)
                 if free <= 0:
-                    await asyncio.wait(serving, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(running, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 for delivery in await consumer.fetch(batch=free, timeout=0.5):
-                    task = asyncio.create_task(self._serve(delivery))
-                    serving.add(task)
-                    task.add_done_callback(serving.discard)
+                    task = asyncio.create_task(self._serve(delivery, settling))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
         finally:
-            if serving:  # drain: let running steps finish for a while, hand the rest back
-                await asyncio.wait(serving, timeout=self.drain_s)
-            for task in list(serving):
+            if running:  # drain: let running steps finish for a while, hand the rest back
+                await asyncio.wait(running, timeout=self.drain_s)
+            for task in list(running):
                 task.cancel()
-            await asyncio.gather(*serving, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
+            if settling:
+                await asyncio.wait(settling, timeout=self.drain_s)
             await subscription.unsubscribe()
             await pinged.unsubscribe()
             beating.cancel()
@@ -99,7 +102,9 @@ class Worker:
         if task is not None:
             task.cancel()
 
-    async def _serve(self, delivery: Delivery) -> None:
+    async def _serve(self, delivery: Delivery, settling: set[asyncio.Task[None]]) -> None:
+        """Run the command's step in a slot; its outcome is published and the command acked after the
+        slot is given back (`concurrency` bounds the steps running, not the messages being settled)."""
         try:
             try:
                 command = RunStep.model_validate_json(delivery.data)
@@ -110,6 +115,25 @@ class Worker:
             heartbeat = asyncio.create_task(self._heartbeat(delivery))
             try:
                 outcome = await self._execute(command, delivery.num_delivered)
+            except BaseException:
+                heartbeat.cancel()
+                raise
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # back to the queue now, not after ack_wait
+                await asyncio.shield(delivery.nak())
+            raise
+        except Exception:  # the command stays unacked and is delivered again
+            log.exception("serving a command failed; it will be redelivered")
+            return
+        task = asyncio.create_task(self._settle(delivery, command, outcome, heartbeat))
+        settling.add(task)
+        task.add_done_callback(settling.discard)
+
+    async def _settle(self, delivery: Delivery, command: RunStep, outcome: StepOutcome,
+                      heartbeat: asyncio.Task[None]) -> None:
+        """Publish the outcome (JetStream confirms it), then ack the command: never the other way round."""
+        try:
+            try:
                 await self.bus.publish_event(command.execution_id, outcome.event.idempotency_key,
                                              encode_events(outcome.events))
             finally:
@@ -117,12 +141,9 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
             await delivery.ack()
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):  # back to the queue now, not after ack_wait
-                await asyncio.shield(delivery.nak())
-            raise
         except Exception:  # the command stays unacked and is delivered again
-            log.exception("serving a command failed; it will be redelivered")
+            log.exception("publishing the outcome of step %s failed; the command will be redelivered",
+                          command.step, extra={"execution_id": command.execution_id, "step": command.step})
 
     async def _execute(self, command: RunStep, delivery: int = 1) -> StepOutcome:
         async def report(event: Event) -> None:

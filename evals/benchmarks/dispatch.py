@@ -88,7 +88,7 @@ async def _engine(servers: Servers, home: Path, *, chain_steps: int, loop_items:
         await stack.start()
         return await measure_engine(stack, chain_steps=chain_steps, loop_items=loop_items,
                                     repetitions=repetitions, warmup=warmup, progress=progress,
-                                    waiter=waiter)
+                                    waiter=waiter, pids=servers.pids)
     finally:
         await stack.close()
         if not servers.nats_embedded:  # leave no streams on a shared server
@@ -120,7 +120,7 @@ def run_dispatch_benchmark(*, chain_steps: int = 200, loop_items: int = 2000, ro
             note(f"floor: {round_trips} round trips, then throughput with {consumers} consumer(s)")
             floor = measure_floor(servers.nats_url, round_trips=round_trips, consumers=consumers,
                                   messages=floor_messages or max(loop_items, 2000),
-                                  warmup=50 if warmup else 0)
+                                  warmup=50 if warmup else 0, nats_pid=servers.pids.get("nats"))
             engine = eventloop.run(_engine(servers, root, chain_steps=chain_steps, loop_items=loop_items,
                                          repetitions=repetitions, concurrency=concurrency, warmup=warmup,
                                          waiter=waiter, progress=progress))

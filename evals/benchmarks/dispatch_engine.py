@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from control_plane.stack import Stack
 from evals.benchmarks.bench_playbooks import chain_playbook, loop_playbook
+from evals.benchmarks.cpu import children_of_self, cpu_seconds, per_unit_ms
 
 SPAN_SOURCE = ("events.recorded_at (Postgres clock, in the committing transaction) of execution.started "
                "-> execution.completed")
@@ -49,6 +50,7 @@ class Run:
     span_s: float
     wall_s: float
     events: int
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds by process while it ran
 
 
 async def _wait_light(stack: Stack, execution_id: str, timeout_s: float) -> tuple[str, Any]:
@@ -79,9 +81,13 @@ async def wait_completed(stack: Stack, execution_id: str, timeout_s: float, wait
 
 
 async def run_once(stack: Stack, path: str, version: int, timeout_s: float,
-                   waiter: Waiter = "light") -> Run:
-    """Start one execution of a registered playbook, wait for it, and read its span from the log."""
+                   waiter: Waiter = "light", pids: Mapping[str, int] | None = None) -> Run:
+    """Start one execution of a registered playbook, wait for it, and read its span from the log;
+    with the CPU seconds each process spent meanwhile when `pids` (the servers) are given: this
+    process (orchestrator and client), the worker processes, the servers."""
     assert stack.executions is not None and stack.store is not None
+    watched = {**(pids or {}), **children_of_self()} if pids is not None else {}
+    cpu_before = cpu_seconds(watched, own="orchestrator") if pids is not None else {}
     started = time.perf_counter()
     execution_id = await stack.executions.start(path, version=version)
     await wait_completed(stack, execution_id, timeout_s, waiter)
@@ -91,13 +97,25 @@ async def run_once(stack: Stack, path: str, version: int, timeout_s: float,
     if len(at) != 2:
         raise EngineBenchmarkError(f"execution {execution_id} lacks its started/completed events: {at}")
     span_s = (at["execution.completed"] - at["execution.started"]).total_seconds()
+    cpu_after = cpu_seconds(watched, own="orchestrator") if pids is not None else {}
     count = await stack.store.db.fetch_one(_COUNT_SQL, (execution_id,))
-    return Run(span_s=span_s, wall_s=wall_s, events=int(count["n"]) if count else 0)
+    return Run(span_s=span_s, wall_s=wall_s, events=int(count["n"]) if count else 0,
+               cpu_s={k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()})
+
+
+def _cpu_per_unit(runs: list[Run], units: int) -> dict[str, Any]:
+    """CPU ms per unit by process for the run of median span ({} without CPU figures)."""
+    run = sorted(runs, key=lambda r: r.span_s)[len(runs) // 2]
+    if not run.cpu_s:
+        return {}
+    figures = per_unit_ms({}, run.cpu_s, units)
+    return {("workers" if k == "children" else k): v for k, v in figures.items()}
 
 
 async def measure_engine(stack: Stack, *, chain_steps: int, loop_items: int, repetitions: int,
                          warmup: bool = True, progress: Progress | None = None,
-                         waiter: Waiter = "light") -> dict[str, Any]:
+                         waiter: Waiter = "light", pids: Mapping[str, int] | None = None
+                         ) -> dict[str, Any]:
     """The median per-step time of the chain and the median items/s of the loop over `repetitions` runs
     each (after one small run of each when `warmup`), with every sample."""
     assert stack.executions is not None
@@ -120,9 +138,9 @@ async def measure_engine(stack: Stack, *, chain_steps: int, loop_items: int, rep
     loops: list[Run] = []
     for index in range(repetitions):
         note(f"engine: chain of {chain_steps} steps, run {index + 1}/{repetitions}")
-        chains.append(await run_once(stack, chain.path, chain.version, chain_timeout, waiter))
+        chains.append(await run_once(stack, chain.path, chain.version, chain_timeout, waiter, pids))
         note(f"engine: loop of {loop_items} items, run {index + 1}/{repetitions}")
-        loops.append(await run_once(stack, loop.path, loop.version, loop_timeout, waiter))
+        loops.append(await run_once(stack, loop.path, loop.version, loop_timeout, waiter, pids))
     per_step_ms = [run.span_s * 1000.0 / chain_steps for run in chains]
     per_step_wall_ms = [run.wall_s * 1000.0 / chain_steps for run in chains]
     loop_per_s = [loop_items / run.span_s for run in loops]
@@ -135,6 +153,9 @@ async def measure_engine(stack: Stack, *, chain_steps: int, loop_items: int, rep
         "loop_throughput_samples_per_s": [round(v, 1) for v in loop_per_s],
         "loop_wall_s": round(statistics.median(run.wall_s for run in loops), 4),
         "loop_events_per_item": round(loops[-1].events / loop_items, 2),
+        # CPU ms by process per step / per item (median run; `children`: the worker processes)
+        "chain_cpu_per_step_ms": _cpu_per_unit(chains, chain_steps),
+        "loop_cpu_per_item_ms": _cpu_per_unit(loops, loop_items),
         "measured_from": SPAN_SOURCE,
         "client_wait": "poll executions.ended_at every 10 ms" if waiter == "light"
         else "ExecutionService.wait (re-reads new events every 20 ms)",

@@ -22,6 +22,7 @@ from typing import Any
 from engine.bus.jetstream import Bus, Delivery
 from engine.runtime import eventloop
 from engine.runtime.embedded import start_nats
+from evals.benchmarks.cpu import cpu_seconds, per_unit_ms
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def _p(samples: list[float], q: float) -> float:
 
 
 async def _measure(nats_url: str, round_trips: int, consumers: int, messages: int, warmup: int,
-                   confirmed_ack: bool) -> dict[str, Any]:
+                   confirmed_ack: bool, nats_pid: int | None = None) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:10]}"
     bus = await Bus.connect(nats_url, prefix=prefix, name="bench-publisher")
     context = multiprocessing.get_context("spawn")
@@ -171,7 +172,12 @@ async def _measure(nats_url: str, round_trips: int, consumers: int, messages: in
         await _wait_ready(bus, prefix, consumers, processes)
         await _round_trips(bus, replies, warmup, "w")
         rtt = await _round_trips(bus, replies, round_trips, "r")
+        pids = {f"child-{p.pid}": p.pid for p in processes if p.pid is not None}
+        if nats_pid is not None:
+            pids["nats"] = nats_pid
+        cpu_before = cpu_seconds(pids, own="publisher")
         per_s = await _throughput(bus, replies, messages)
+        cpu = per_unit_ms(cpu_before, cpu_seconds(pids, own="publisher"), messages)
     finally:
         with contextlib.suppress(Exception):
             await bus.publish_core(_subjects(prefix)[2], b"stop")
@@ -189,6 +195,7 @@ async def _measure(nats_url: str, round_trips: int, consumers: int, messages: in
         "floor_rtt_p95_ms": round(_p(rtt, 0.95), 4),
         "floor_rtt_min_ms": round(min(rtt), 4),
         "floor_throughput_per_s": round(per_s, 1),
+        "floor_cpu_per_message_ms": {("consumers" if k == "children" else k): v for k, v in cpu.items()},
         "round_trips": round_trips,
         "consumers": consumers,
         "messages": messages,
@@ -201,14 +208,17 @@ async def _measure(nats_url: str, round_trips: int, consumers: int, messages: in
 
 
 def measure_floor(nats_url: str, *, round_trips: int = 1000, consumers: int = 2, messages: int = 5000,
-                  warmup: int = 50, confirmed_ack: bool = True) -> dict[str, Any]:
+                  warmup: int = 50, confirmed_ack: bool = True, nats_pid: int | None = None
+                  ) -> dict[str, Any]:
     """Measure the dispatch floor against the nats-server at `nats_url` (JetStream enabled): the median
     and p95 round trip over `round_trips` sequential trips, and the throughput of `messages` commands
     through `consumers` consumer processes. `confirmed_ack` waits for the server to confirm each ack
-    (the engine's path); False sends the ack and goes on. Must not be called from a running event loop."""
+    (the engine's path); False sends the ack and goes on. `nats_pid` (an embedded server) adds the
+    server's CPU to `floor_cpu_per_message_ms`. Must not be called from a running event loop."""
     if round_trips < 1 or consumers < 1 or messages < 1:
         raise ValueError("round_trips, consumers and messages must each be at least 1")
-    return eventloop.run(_measure(nats_url, round_trips, consumers, messages, warmup, confirmed_ack))
+    return eventloop.run(_measure(nats_url, round_trips, consumers, messages, warmup, confirmed_ack,
+                                  nats_pid))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from typing import Any
 from control_plane.stack import Stack, StackConfig
 from engine.runtime import eventloop
 from evals.benchmarks.bench_playbooks import chain_playbook, loop_playbook
+from evals.benchmarks.cpu import cpu_seconds
 from evals.benchmarks.dispatch import bench_servers
 from evals.benchmarks.dispatch_engine import Waiter, run_once, wait_completed
 
@@ -173,25 +174,8 @@ async def _timeline(stack: Stack, execution_id: str) -> dict[str, Any]:
 
 
 def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by this process and each embedded server with its
-    children (Postgres backends), or {} without psutil."""
-    try:
-        import psutil
-    except ImportError:
-        return {}
-    own = psutil.Process()
-    used = {"python (orchestrator + worker + client)": sum(own.cpu_times()[:2])}
-    for name, pid in pids.items():
-        try:
-            root = psutil.Process(pid)
-            total = 0.0
-            for proc in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    total += sum(proc.cpu_times()[:2])
-            used[name] = total
-        except psutil.Error:
-            continue
-    return used
+    """CPU seconds used so far by this process and each embedded server with its children."""
+    return cpu_seconds(pids, own="python (orchestrator + worker + client)")
 
 
 async def profile(what: str, size: int, concurrency: int, cprofile_path: Path | None,

@@ -90,6 +90,31 @@ def test_each_command_goes_to_exactly_one_of_several_consumers(nats_url: str, na
     run(scenario())
 
 
+def test_a_busy_consumer_asks_for_no_more_than_it_fetches_so_another_takes_the_rest(
+        nats_url: str, nats_prefix: str) -> None:
+    async def scenario() -> None:
+        bus = await _bus(nats_url, nats_prefix)
+        other = await _bus(nats_url, nats_prefix)
+        try:
+            busy = await bus.command_consumer("pool-c")
+            idle = await other.command_consumer("pool-c")
+            assert await busy.fetch(batch=1, timeout=0.05) == []  # its one-message request stands
+            for n in range(3):
+                await bus.publish_command("pool-c", f"cmd-{n}", f"{n}".encode())
+            first = await _next(busy, 5)
+            assert first is not None
+            # `busy` holds one command and asked for no more: the others go to the second reader
+            rest = [await _next(idle, 5), await _next(idle, 5)]
+            assert sorted(d.data for d in rest if d is not None) == sorted({b"0", b"1", b"2"} - {first.data})
+            for delivery in [first, *rest]:
+                assert delivery is not None
+                await delivery.ack()
+        finally:
+            await bus.close()
+            await other.close()
+    run(scenario())
+
+
 def test_a_command_not_acked_within_ack_wait_is_delivered_again(nats_url: str, nats_prefix: str) -> None:
     async def scenario() -> None:
         bus = await _bus(nats_url, nats_prefix)

@@ -1,0 +1,155 @@
+"""The orchestrator's commit pipeline: handled batches -> the Postgres event log, in order, grouped.
+
+The orchestrator folds a batch through `fire` and publishes its commands at once; the batch's events
+go here and are appended while it already handles the next batch (one append carries every batch
+that queued up meanwhile: group commit). Only once a batch's events are committed does its
+after-commit work run: acking the bus messages it came from (so an event is still taken as happened
+only when it is in the log), terminal statuses, child reports. A command may therefore reach a worker
+before the events that caused it are durable; the orchestrator holds back an outcome of a command it
+never issued until the cause is taken again from the log (docs/runtime.md, "commit pipeline").
+
+When an append fails, that batch and every batch queued behind it are given back to the bus (nak) and
+the pipeline stays `broken` until the orchestrator has rebuilt its state from the log and called
+`repair`: what was decided on top of the lost batch must be decided again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from engine.bus.jetstream import Delivery
+from engine.protocol.events import Event
+from engine.runtime.ports import EventLog
+
+log = logging.getLogger(__name__)
+
+AfterCommit = Callable[[], Awaitable[None]]
+NAK_DELAY_S = 1.0  # a batch given back after a failed append comes again after this
+MAX_QUEUED = 64  # handled batches waiting for their commit before `submit` waits
+
+
+@dataclass(slots=True)
+class Handled:
+    """One handled batch: the events to store, the messages to ack or drop once they are stored, and
+    what else must wait for the commit."""
+
+    events: list[Event]
+    deliveries: list[Delivery] = field(default_factory=list)
+    poison: list[Delivery] = field(default_factory=list)
+    after: list[AfterCommit] = field(default_factory=list)
+
+    def executions(self) -> set[str]:
+        return {event.execution_id for event in self.events}
+
+
+class CommitPipeline:
+    """Appends handled batches in submission order, several per transaction, off the handler's path."""
+
+    def __init__(self, events: EventLog, *, max_queued: int = MAX_QUEUED) -> None:
+        self._events = events
+        self._max_queued = max_queued
+        self._queue: deque[Handled] = deque()
+        self._busy = 0  # batches taken from the queue and not yet settled
+        self._uncommitted: Counter[str] = Counter()  # execution id -> batches not yet settled
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.broken = False
+
+    # ------------------------------------------------------------------ the handler's side
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="noetl-commit-pipeline")
+
+    async def submit(self, handled: Handled) -> None:
+        """Queue a handled batch (waits while `max_queued` batches already wait)."""
+        self.start()
+        if len(self._queue) >= self._max_queued:
+            async with self._settled:
+                await self._settled.wait_for(lambda: len(self._queue) < self._max_queued)
+        self._queue.append(handled)
+        self._uncommitted.update(handled.executions())
+        self._wake.set()
+
+    def uncommitted(self, execution_id: str) -> bool:
+        """Whether some of the execution's events are still on their way to the log."""
+        return self._uncommitted[execution_id] > 0
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._busy
+
+    async def flush(self) -> None:
+        """Return once every batch submitted so far is settled (committed, or given back)."""
+        if self.idle:
+            return
+        async with self._settled:
+            await self._settled.wait_for(lambda: self.idle)
+
+    def repair(self) -> None:
+        """The orchestrator rebuilt its state from the log: append again."""
+        self.broken = False
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # ------------------------------------------------------------------ the pipeline's task
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            group = list(self._queue)
+            self._queue.clear()
+            self._busy = len(group)
+            try:
+                await self._commit(group)
+            finally:
+                for handled in group:
+                    self._uncommitted.subtract(handled.executions())
+                self._uncommitted = +self._uncommitted  # drop the zeros
+                self._busy = 0
+                async with self._settled:
+                    self._settled.notify_all()
+
+    async def _commit(self, group: Sequence[Handled]) -> None:
+        if self.broken:  # decided on top of a batch that was not stored: decide it again
+            await self._give_back(group)
+            return
+        events = [event for handled in group for event in handled.events]
+        try:
+            await self._events.append(events)
+        except Exception:
+            log.exception("appending %d events of %d batches failed; they will be delivered again",
+                          len(events), len(group))
+            self.broken = True
+            await self._give_back(group)
+            return
+        for handled in group:
+            for work in handled.after:
+                try:
+                    await work()
+                except Exception:  # the events are stored: the rest of the batch still settles
+                    log.exception("after-commit work failed")
+            await asyncio.gather(*(d.ack_nowait() for d in handled.deliveries), return_exceptions=True)
+            for delivery in handled.poison:
+                with contextlib.suppress(Exception):
+                    await delivery.term()
+
+    @staticmethod
+    async def _give_back(group: Sequence[Handled]) -> None:
+        for handled in group:
+            for delivery in [*handled.deliveries, *handled.poison]:
+                with contextlib.suppress(Exception):
+                    await delivery.nak(delay_s=NAK_DELAY_S)
