@@ -270,21 +270,14 @@ class Orchestrator:
         # the commands go out while the events are appended: a worker starts at once, and an outcome
         # that overtakes its cause's commit is held back by `_early` after a crash (commits.py)
         await self._commits.submit(handled)
-        try:
-            await self._send_runs(decisions)
-        except Exception:  # the events are queued: the commands are published again from the log
-            log.exception("publishing %d commands failed; they are sent again after a rebuild from the log",
-                          len(decisions.admitted))
-            self._resync = True
+        await self._send_runs(decisions)
 
     async def _execution(self, event: Event) -> _Execution | None:
         execution = self._live.get(event.execution_id)
+        if execution is None and self._commits.uncommitted(event.execution_id):
+            await self._commits.flush()  # the log must hold all of it before it is read back
+            execution = self._live.get(event.execution_id)
         if execution is None:
-            if self._commits.uncommitted(event.execution_id):
-                await self._commits.flush()  # the log must hold all of it before it is read back
-                execution = self._live.get(event.execution_id)
-                if execution is not None:
-                    return execution
             execution = await self._load(event.execution_id, first=event)
         return execution
 
@@ -353,10 +346,17 @@ class Orchestrator:
         return events
 
     async def _send_runs(self, decisions: Decisions) -> None:
-        """Publish what was admitted (concurrently: order between commands does not matter)."""
+        """Publish what was admitted (concurrently: order between commands does not matter). Their
+        events are already queued for commit: what could not be published is sent again from the log
+        after a rebuild."""
         runs = [self._publish_run(command) for command, _ in decisions.admitted]
-        for start in range(0, len(runs), 256):
-            await asyncio.gather(*runs[start:start + 256])
+        try:
+            for start in range(0, len(runs), 256):
+                await asyncio.gather(*runs[start:start + 256])
+        except Exception:
+            log.exception("publishing %d commands failed; they are sent again after a rebuild from the log",
+                          len(runs))
+            self._resync = True
 
     async def _fail_impossible(self, decisions: Decisions) -> None:
         """Fail what no pool can ever run, naming the missing capacity."""
@@ -376,12 +376,7 @@ class Orchestrator:
             await self._fail_impossible(decisions)
 
         await self._commits.submit(Handled(self._admission_events(decisions), after=[after_commit]))
-        try:
-            await self._send_runs(decisions)
-        except Exception:
-            log.exception("publishing %d commands failed; they are sent again after a rebuild from the log",
-                          len(decisions.admitted))
-            self._resync = True
+        await self._send_runs(decisions)
 
     async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution) -> None:
         if isinstance(command, RunStep):

@@ -48,17 +48,14 @@ def children_of_self() -> dict[str, int]:
     return {f"child-{proc.pid}": proc.pid for proc in psutil.Process().children()}
 
 
-def per_unit_ms(before: Mapping[str, float], after: Mapping[str, float], units: int,
-                groups: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """CPU milliseconds per unit by process (names mapped through `groups`, e.g. every `child-*` to
-    'worker'), and their sum as `total`."""
+def per_unit_ms(before: Mapping[str, float], after: Mapping[str, float], units: int, *,
+                children: str = "children") -> dict[str, Any]:
+    """CPU milliseconds per unit by process (every `child-*` summed as `children`), and their sum as
+    `total`."""
     out: dict[str, float] = {}
     for name, value in after.items():
-        spent = value - before.get(name, 0.0)
-        key = (groups or {}).get(name, name)
-        if key.startswith("child-"):
-            key = "children"
-        out[key] = out.get(key, 0.0) + spent * 1000.0 / max(1, units)
+        key = children if name.startswith("child-") else name
+        out[key] = out.get(key, 0.0) + (value - before.get(name, 0.0)) * 1000.0 / max(1, units)
     result: dict[str, Any] = {k: round(v, 3) for k, v in sorted(out.items())}
     result["total"] = round(sum(out.values()), 3)
     return result

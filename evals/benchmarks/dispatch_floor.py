@@ -177,7 +177,7 @@ async def _measure(nats_url: str, round_trips: int, consumers: int, messages: in
             pids["nats"] = nats_pid
         cpu_before = cpu_seconds(pids, own="publisher")
         per_s = await _throughput(bus, replies, messages)
-        cpu = per_unit_ms(cpu_before, cpu_seconds(pids, own="publisher"), messages)
+        cpu = per_unit_ms(cpu_before, cpu_seconds(pids, own="publisher"), messages, children="consumers")
     finally:
         with contextlib.suppress(Exception):
             await bus.publish_core(_subjects(prefix)[2], b"stop")
@@ -195,7 +195,7 @@ async def _measure(nats_url: str, round_trips: int, consumers: int, messages: in
         "floor_rtt_p95_ms": round(_p(rtt, 0.95), 4),
         "floor_rtt_min_ms": round(min(rtt), 4),
         "floor_throughput_per_s": round(per_s, 1),
-        "floor_cpu_per_message_ms": {("consumers" if k == "children" else k): v for k, v in cpu.items()},
+        "floor_cpu_per_message_ms": cpu,
         "round_trips": round_trips,
         "consumers": consumers,
         "messages": messages,

@@ -40,16 +40,12 @@ async def test_an_outcome_that_overtakes_its_command_is_held_back_until_the_comm
     # an orchestrator and no worker: this test plays the worker, and sends `second`'s outcome before
     # `first` finished, as a worker would after a crash that lost the commit of `first`'s outcome
     async with Stack(stack_config_of(runtime_env, workers={})) as stack:
-        assert stack.executions is not None and stack.store is not None and stack.bus is not None
-        name = f"early_{uuid.uuid4().hex[:8]}"
-        registered = await stack.executions.register(two_steps(name))
-        execution_id = await stack.executions.start(registered.path)
-        store = stack.store.events
+        assert stack.bus is not None and stack.store is not None and stack.executions is not None
+        execution_id = await start_waiting_for_first(stack, "early")
 
         async def types() -> list[tuple[str, str | None]]:
-            return [(e.type, e.step) for e in await store.events(execution_id)]
+            return await recorded_types(stack, execution_id)
 
-        await wait_for(lambda: _has(types, ("step.scheduled", "first")), 30, "first to be scheduled")
         early = outcome(execution_id, "second", "two")
         await stack.bus.publish_event(execution_id, early.idempotency_key, encode_events([early]))
         # held back: given back to the bus again and again, and not recorded, while its command was
@@ -67,8 +63,22 @@ async def test_an_outcome_that_overtakes_its_command_is_held_back_until_the_comm
         assert recorded.count(("step.succeeded", "second")) == 1
 
 
-async def _has(types: Any, wanted: tuple[str, str]) -> bool:
-    return wanted in await types()
+async def recorded_types(stack: Stack, execution_id: str) -> list[tuple[str, str | None]]:
+    assert stack.store is not None
+    return [(e.type, e.step) for e in await stack.store.events.events(execution_id)]
+
+
+async def start_waiting_for_first(stack: Stack, prefix: str) -> str:
+    """Start the two-step playbook; return once `first` is scheduled (its command is out)."""
+    assert stack.executions is not None
+    registered = await stack.executions.register(two_steps(f"{prefix}_{uuid.uuid4().hex[:8]}"))
+    execution_id = await stack.executions.start(registered.path)
+
+    async def first_scheduled() -> bool:
+        return ("step.scheduled", "first") in await recorded_types(stack, execution_id)
+
+    await wait_for(first_scheduled, 30, "first to be scheduled")
+    return execution_id
 
 
 def held_back(caplog: pytest.LogCaptureFixture, command: str) -> int:
@@ -89,16 +99,13 @@ async def test_a_failed_append_gives_the_batch_back_and_the_execution_finishes_o
         runtime_env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="engine.runtime")
     async with Stack(stack_config_of(runtime_env, workers={})) as stack:
-        assert stack.executions is not None and stack.store is not None and stack.bus is not None
-        name = f"refused_{uuid.uuid4().hex[:8]}"
-        registered = await stack.executions.register(two_steps(name))
-        execution_id = await stack.executions.start(registered.path)
+        assert stack.bus is not None and stack.store is not None and stack.executions is not None
+        execution_id = await start_waiting_for_first(stack, "refused")
         store = stack.store.events
 
         async def types() -> list[tuple[str, str | None]]:
-            return [(e.type, e.step) for e in await store.events(execution_id)]
+            return await recorded_types(stack, execution_id)
 
-        await wait_for(lambda: _has(types, ("step.scheduled", "first")), 30, "first to be scheduled")
         with psycopg.connect(runtime_env["NOETL_PG_DSN"], autocommit=True) as admin:
             admin.execute(_BREAK)
             try:
