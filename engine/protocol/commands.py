@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from engine.protocol.results import WireModel
 
@@ -53,3 +53,24 @@ class StartChild(WireModel):
     input: dict[str, Any] = Field(default_factory=dict)
     return_step: str | None = None
     timeout_s: float | None = None
+
+
+def encode_runs(encoded: list[bytes]) -> bytes:
+    """One bus message for several RunStep commands of one pool (each already JSON-encoded): an array.
+    A single command stays a plain object, as every worker has always read it."""
+    if len(encoded) == 1:
+        return encoded[0]
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def decode_runs(data: bytes) -> list[RunStep]:
+    """The RunStep commands of one bus message (see `encode_runs`); ValueError when it is not one."""
+    if data[:1] == b"[":
+        commands = _RUN_LIST.validate_json(data)
+        if not commands:
+            raise ValueError("an empty command batch")
+        return commands
+    return [RunStep.model_validate_json(data)]
+
+
+_RUN_LIST: TypeAdapter[list[RunStep]] = TypeAdapter(list[RunStep])

@@ -31,6 +31,7 @@ from engine.protocol.workers import DEAD_AFTER_S, WorkerHeartbeat
 log = logging.getLogger(__name__)
 
 DISPATCH_BUDGET_S = 0.005  # per admission round: first fit by priority (the lookahead needs more)
+BATCH_MAX = 64  # commands of one pool in one bus message at most
 
 
 def step_priorities(net: Net) -> dict[str, float]:
@@ -114,6 +115,14 @@ class LiveCapacity:
             tags = labels[name] | (set(declared.labels) if declared is not None else set())
             pools.append(Pool(name, frozenset(tags), {r: int(u) for r, u in units.items()}))
         return PoolSet(tuple(pools))
+
+    def batch_limit(self, pool: str) -> int:
+        """How many commands of `pool` may share one bus message: a quarter of the smallest live
+        worker's concurrency (at most BATCH_MAX), so that one worker taking a batch cannot starve the
+        others of the pool; 1 (no batching) for pools of small workers or none heard from."""
+        sizes = [seen.beat.concurrency for seen in self._workers.values()
+                 if seen.beat.pool == pool and not seen.beat.stopping]
+        return max(1, min(BATCH_MAX, min(sizes) // 4)) if sizes else 1
 
     def known(self, live: PoolSet | None = None) -> PoolSet:
         """What could ever run a step: the declared pools (at least their declared capacity) and every

@@ -32,8 +32,9 @@ from engine.net.validate import validate_text
 from engine.plan.demands import Demand, step_demand
 from engine.plan.pools import PoolSet
 from engine.protocol import subjects
-from engine.protocol.commands import CancelStep, RunStep, StartChild
+from engine.protocol.commands import CancelStep, RunStep, StartChild, encode_runs
 from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, decode_events, derived_id
+from engine.protocol.packing import pack
 from engine.protocol.results import ResultEnvelope
 from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
@@ -346,16 +347,24 @@ class Orchestrator:
         return events
 
     async def _send_runs(self, decisions: Decisions) -> None:
-        """Publish what was admitted (concurrently: order between commands does not matter). Their
-        events are already queued for commit: what could not be published is sent again from the log
-        after a rebuild."""
-        runs = [self._publish_run(command) for command, _ in decisions.admitted]
+        """Publish what was admitted (concurrently: order between commands does not matter), the
+        commands of one pool packed into shared messages up to the pool's batch limit. Their events are
+        already queued for commit: what could not be published is sent again from the log after a
+        rebuild."""
+        by_pool: dict[str, list[tuple[RunStep, bytes]]] = {}
+        for command, _ in decisions.admitted:
+            encoded = await self._encode_run(command)
+            if encoded is not None:
+                by_pool.setdefault(encoded[0].pool, []).append(encoded)
+        sends = [self._publish_runs(chunk) for pool, runs in by_pool.items()
+                 for chunk in pack(runs, lambda run: len(run[1]), max_items=self._capacity.batch_limit(pool),
+                                  max_bytes=COMMAND_MAX_BYTES)]
         try:
-            for start in range(0, len(runs), 256):
-                await asyncio.gather(*runs[start:start + 256])
+            for start in range(0, len(sends), 256):
+                await asyncio.gather(*sends[start:start + 256])
         except Exception:
             log.exception("publishing %d commands failed; they are sent again after a rebuild from the log",
-                          len(runs))
+                          len(decisions.admitted))
             self._resync = True
 
     async def _fail_impossible(self, decisions: Decisions) -> None:
@@ -402,25 +411,42 @@ class Orchestrator:
             await self.bus.publish_cancel(command.model_dump_json().encode())
 
     async def _publish_run(self, command: RunStep) -> None:
+        encoded = await self._encode_run(command)
+        if encoded is not None:
+            await self._publish_runs([encoded])
+
+    async def _encode_run(self, command: RunStep) -> tuple[RunStep, bytes] | None:
+        """The command as it goes on the bus (large results slimmed to files); None when it cannot go
+        (too large even so), after the step's failure is reported."""
         data = command.model_dump_json().encode()
         if len(data) > COMMAND_MAX_BYTES and self.work_dir is not None:
             command = self._slim(command)
             data = command.model_dump_json().encode()
-        problem = None
-        if len(data) > COMMAND_MAX_BYTES:
-            problem = (f"the command for step '{command.step}' is {len(data)} bytes, above the "
-                       f"{COMMAND_MAX_BYTES}-byte limit of the bus; pass large data by reference "
-                       "(a result over 64 KiB is stored as a file) rather than in the workload or ctx")
-        else:
-            try:
-                await self.bus.publish_command(command.pool, command.command_id, data)
-            except BusError as exc:
-                problem = f"the command for step '{command.step}' could not be published: {exc}"
-        if problem is not None:
-            log.error(problem, extra={"execution_id": command.execution_id, "step": command.step})
-            await self._publish_event(self._outcome(
-                command.execution_id, command.command_id, command.step, command.loop_index,
-                ResultEnvelope.fail("resource_exhausted", problem, retryable=False)))
+        if len(data) <= COMMAND_MAX_BYTES:
+            return command, data
+        await self._unpublished(command, f"the command for step '{command.step}' is {len(data)} bytes, "
+                                         f"above the {COMMAND_MAX_BYTES}-byte limit of the bus; pass "
+                                         "large data by reference (a result over 64 KiB is stored as a "
+                                         "file) rather than in the workload or ctx")
+        return None
+
+    async def _publish_runs(self, runs: list[tuple[RunStep, bytes]]) -> None:
+        """One message with the commands (of one pool); the steps fail when the bus refuses it."""
+        first = runs[0][0]
+        msg_id = (first.command_id if len(runs) == 1
+                  else "runs:" + derived_id(*(command.command_id for command, _ in runs)))
+        try:
+            await self.bus.publish_command(first.pool, msg_id, encode_runs([data for _, data in runs]))
+        except BusError as exc:
+            for command, _ in runs:
+                await self._unpublished(command, f"the command for step '{command.step}' could not be "
+                                                 f"published: {exc}")
+
+    async def _unpublished(self, command: RunStep, problem: str) -> None:
+        log.error(problem, extra={"execution_id": command.execution_id, "step": command.step})
+        await self._publish_event(self._outcome(
+            command.execution_id, command.command_id, command.step, command.loop_index,
+            ResultEnvelope.fail("resource_exhausted", problem, retryable=False)))
 
     def _slim(self, command: RunStep) -> RunStep:
         """Large step results inside a command go to files; the worker reads them back."""
@@ -565,3 +591,4 @@ class Orchestrator:
                         "pool": execution.routed.get(command_id, command.pool)}), demand)
         self._live[execution_id] = execution
         return execution
+

@@ -162,6 +162,7 @@ class StepRunner:
         self.work_dir = work_dir
         self.keychain = keychain or KeychainResolver(self.credentials)
         self.inline_max_bytes = inline_max_bytes
+        self._dirs: dict[str, None] = {}  # execution directories made (insertion-ordered, bounded)
 
     def _render(self, value: Any, context: Mapping[str, Any], where: str, pipe: _Pipeline) -> Any:
         rendered = self.renderer.render(value, context, where=where)
@@ -198,8 +199,11 @@ class StepRunner:
         returns it with the outcome (`StepOutcome.before`), to be sent in the same message.
         """
         started = time.perf_counter()
-        if self.work_dir is not None:
+        if self.work_dir is not None and cmd.execution_id not in self._dirs:
             (self.work_dir / cmd.execution_id).mkdir(parents=True, exist_ok=True)
+            self._dirs[cmd.execution_id] = None
+            while len(self._dirs) > 1024:
+                self._dirs.pop(next(iter(self._dirs)))
         recorder = _RecordingCredentials(self.credentials)
         notice = _StartedNotice(self._event(
             cmd, "step.started", key=f"started:{delivery}", attempt=1,
@@ -351,9 +355,10 @@ class StepRunner:
             attempt += 1
             pipe.attempts = max(pipe.attempts, attempt)
             envelope = await self._attempt(cmd, task, name, pipe, step_input, attempt)
-            output = _output_view(envelope)
-            context = self._context(cmd, pipe, step_input, output)
-            context["_attempt"] = attempt
+            context: dict[str, Any] = {}
+            if rules or task.get("set"):  # else nothing reads the context: the default action
+                context = self._context(cmd, pipe, step_input, _output_view(envelope))
+                context["_attempt"] = attempt
             try:
                 action = self._choose(rules, context, envelope, pipe)
             except TemplateError as exc:

@@ -1,9 +1,14 @@
 """A worker of one pool: commands from its JetStream work queue -> the step runner -> events back.
 
-A command is acked only after its outcome event is published (JetStream confirmed it); while a step
-runs, the worker reports `in_progress` so JetStream does not hand the command to another worker.
-A worker killed mid-step never acks: the command is delivered again, run again, and its outcome keeps
-the same idempotency key, so the event log records it once.
+A message carries one command, or several of one pool (a batch the orchestrator packed, see
+`engine.protocol.commands.encode_runs`). It is acked only after the outcomes of all its commands are
+published (JetStream confirmed them); while its steps run, the worker reports `in_progress` so
+JetStream does not hand the message to another worker. A worker killed mid-step never acks: the message
+is delivered again, its commands run again, and their outcomes keep the same idempotency keys, so the
+event log records each once.
+
+Outcomes that are ready at the same time go back together: one message per execution carries all of
+them (`encode_events`), one publish and one confirmation instead of one each.
 """
 
 from __future__ import annotations
@@ -11,17 +16,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from engine.bus.jetstream import Bus, Delivery
 from engine.protocol import subjects
-from engine.protocol.commands import CancelStep, RunStep
-from engine.protocol.events import Event, encode_events
+from engine.protocol.commands import CancelStep, RunStep, decode_runs
+from engine.protocol.events import Event, derived_id, encode_events
+from engine.protocol.packing import pack
 from engine.protocol.workers import HEARTBEAT_S, WorkerHeartbeat
 from engine.runtime.step_runner import StepOutcome, StepRunner
 
 log = logging.getLogger(__name__)
+
+OUTCOMES_MAX_BYTES = 256 * 1024  # outcomes packed into one event message up to this size
+
+
+class _Message:
+    """A delivered message and how many of its commands are not settled yet."""
+
+    __slots__ = ("delivery", "failed", "received", "unsettled")
+
+    def __init__(self, delivery: Delivery, commands: int) -> None:
+        self.delivery = delivery
+        self.unsettled = commands
+        self.failed = False
+        self.received = time.monotonic()
+
+
+@dataclass(slots=True)
+class _Ran:
+    message: _Message
+    command: RunStep
+    outcome: StepOutcome
+    data: bytes  # the outcome's events, encoded
 
 
 @dataclass
@@ -36,6 +66,9 @@ class Worker:
     drain_s: float = 10.0
     _running: dict[str, asyncio.Task[StepOutcome]] = field(default_factory=dict)
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _messages: set[_Message] = field(default_factory=set)  # delivered, not yet settled
+    _outbox: list[_Ran] = field(default_factory=list)
+    _sending: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.bus.ensure_streams()
@@ -45,8 +78,9 @@ class Worker:
         pinged = await self.bus.subscribe_core(subjects.worker_ping_subject(self.bus.prefix),
                                                lambda _: self._beat())
         beating = asyncio.create_task(self._heartbeats())
-        running: set[asyncio.Task[None]] = set()  # commands in a slot: parsed, or their step running
-        settling: set[asyncio.Task[None]] = set()  # ran: outcome being published, command being acked
+        progress = asyncio.create_task(self._in_progress())
+        running: set[asyncio.Task[None]] = set()  # commands in a slot: their step running
+        backlog: deque[tuple[RunStep, _Message]] = deque()  # delivered in a batch, waiting for a slot
         if ready is not None:
             ready.set()
         try:
@@ -55,8 +89,12 @@ class Worker:
                 if free <= 0:
                     await asyncio.wait(running, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                for delivery in await consumer.fetch(batch=free, timeout=0.5):
-                    task = asyncio.create_task(self._serve(delivery, settling))
+                if not backlog:
+                    for delivery in await consumer.fetch(batch=free, timeout=0.5):
+                        self._receive(delivery, backlog)
+                while backlog and len(running) < self.concurrency:
+                    command, message = backlog.popleft()
+                    task = asyncio.create_task(self._serve(command, message))
                     running.add(task)
                     task.add_done_callback(running.discard)
         finally:
@@ -65,13 +103,27 @@ class Worker:
             for task in list(running):
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            if settling:
-                await asyncio.wait(settling, timeout=self.drain_s)
+            for message in {message for _, message in backlog}:
+                await self._give_back(message)
+            if self._sending is not None:
+                await asyncio.wait([self._sending], timeout=self.drain_s)
             await subscription.unsubscribe()
             await pinged.unsubscribe()
             beating.cancel()
+            progress.cancel()
             with contextlib.suppress(Exception):
                 await self._beat(stopping=True)
+
+    def _receive(self, delivery: Delivery, backlog: deque[tuple[RunStep, _Message]]) -> None:
+        try:
+            commands = decode_runs(delivery.data)
+        except ValueError:
+            log.error("dropping a malformed command message (%d bytes)", len(delivery.data))
+            asyncio.ensure_future(_quietly(delivery.term()))
+            return
+        message = _Message(delivery, len(commands))
+        self._messages.add(message)
+        backlog.extend((command, message) for command in commands)
 
     def heartbeat(self, *, stopping: bool = False) -> WorkerHeartbeat:
         capacity = self.capacity if self.capacity is not None else {"cpu": float(self.concurrency)}
@@ -102,48 +154,76 @@ class Worker:
         if task is not None:
             task.cancel()
 
-    async def _serve(self, delivery: Delivery, settling: set[asyncio.Task[None]]) -> None:
-        """Run the command's step in a slot; its outcome is published and the command acked after the
-        slot is given back (`concurrency` bounds the steps running, not the messages being settled)."""
+    async def _serve(self, command: RunStep, message: _Message) -> None:
+        """Run one command's step in a slot; its outcome joins the outbox, published after the slot is
+        given back (`concurrency` bounds the steps running, not the messages being settled)."""
         try:
-            try:
-                command = RunStep.model_validate_json(delivery.data)
-            except ValueError:
-                log.error("dropping a malformed command (%d bytes)", len(delivery.data))
-                await delivery.term()
-                return
-            heartbeat = asyncio.create_task(self._heartbeat(delivery))
-            try:
-                outcome = await self._execute(command, delivery.num_delivered)
-            except BaseException:
-                heartbeat.cancel()
-                raise
+            outcome = await self._execute(command, message.delivery.num_delivered)
+            data = encode_events(outcome.events)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):  # back to the queue now, not after ack_wait
-                await asyncio.shield(delivery.nak())
+            await self._give_back(message)  # back to the queue now, not after ack_wait
             raise
-        except Exception:  # the command stays unacked and is delivered again
-            log.exception("serving a command failed; it will be redelivered")
+        except Exception:  # the message stays unacked and is delivered again
+            log.exception("serving a command failed; it will be redelivered",
+                          extra={"execution_id": command.execution_id, "step": command.step})
+            self._settle(message, ok=False)
             return
-        task = asyncio.create_task(self._settle(delivery, command, outcome, heartbeat))
-        settling.add(task)
-        task.add_done_callback(settling.discard)
+        self._outbox.append(_Ran(message, command, outcome, data))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send_outbox())
 
-    async def _settle(self, delivery: Delivery, command: RunStep, outcome: StepOutcome,
-                      heartbeat: asyncio.Task[None]) -> None:
-        """Publish the outcome (JetStream confirms it), then ack the command: never the other way round."""
+    async def _send_outbox(self) -> None:
+        """Publish what is in the outbox, an execution's outcomes together; what arrives meanwhile goes
+        with the next round."""
         try:
-            try:
-                await self.bus.publish_event(command.execution_id, outcome.event.idempotency_key,
-                                             encode_events(outcome.events))
-            finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
-            await delivery.ack()
-        except Exception:  # the command stays unacked and is delivered again
-            log.exception("publishing the outcome of step %s failed; the command will be redelivered",
-                          command.step, extra={"execution_id": command.execution_id, "step": command.step})
+            while self._outbox:
+                ran, self._outbox = self._outbox, []
+                groups: dict[str, list[_Ran]] = {}
+                for item in ran:
+                    groups.setdefault(item.command.execution_id, []).append(item)
+                chunks = [chunk for group in groups.values()
+                          for chunk in pack(group, lambda item: len(item.data), max_items=len(group),
+                                            max_bytes=OUTCOMES_MAX_BYTES)]
+                await asyncio.gather(*(self._publish(chunk) for chunk in chunks))
+        finally:
+            self._sending = None
+
+    async def _publish(self, chunk: list[_Ran]) -> None:
+        """Publish the outcomes (JetStream confirms them), then ack: never the other way round."""
+        first = chunk[0]
+        execution_id = first.command.execution_id
+        if len(chunk) == 1:
+            msg_id, data = first.outcome.event.idempotency_key, first.data
+        else:
+            msg_id = "outcomes:" + derived_id(*(item.outcome.event.idempotency_key for item in chunk))
+            data = encode_events([event for item in chunk for event in item.outcome.events])
+        try:
+            await self.bus.publish_event(execution_id, msg_id, data)
+        except Exception:  # the commands stay unacked and are delivered again
+            log.exception("publishing %d outcome(s) of execution %s failed; the command(s) will be "
+                          "redelivered", len(chunk), execution_id,
+                          extra={"execution_id": execution_id, "step": first.command.step})
+            for item in chunk:
+                self._settle(item.message, ok=False)
+            return
+        for item in chunk:
+            self._settle(item.message, ok=True)
+
+    def _settle(self, message: _Message, *, ok: bool) -> None:
+        message.unsettled -= 1
+        message.failed = message.failed or not ok
+        if message.unsettled > 0:
+            return
+        self._messages.discard(message)
+        if not message.failed:  # unconfirmed: a lost ack only means the message comes again
+            asyncio.ensure_future(_quietly(message.delivery.ack_nowait()))
+
+    async def _give_back(self, message: _Message) -> None:
+        message.failed = True  # whatever of it still settles must not ack it
+        if message in self._messages:
+            self._messages.discard(message)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(message.delivery.nak())
 
     async def _execute(self, command: RunStep, delivery: int = 1) -> StepOutcome:
         async def report(event: Event) -> None:
@@ -163,11 +243,20 @@ class Worker:
         finally:
             self._running.pop(command.command_id, None)
 
-    async def _heartbeat(self, delivery: Delivery) -> None:
+    async def _in_progress(self) -> None:
+        """Every message held longer than a third of ack_wait tells the server it is still worked on."""
         interval = max(self.ack_wait_s / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
-            try:
-                await delivery.in_progress()
-            except Exception:  # a missed heartbeat only risks a redelivery
-                log.warning("in_progress heartbeat failed", exc_info=True)
+            now = time.monotonic()
+            for message in list(self._messages):
+                if now - message.received >= interval:
+                    try:
+                        await message.delivery.in_progress()
+                    except Exception:  # a missed heartbeat only risks a redelivery
+                        log.warning("in_progress heartbeat failed", exc_info=True)
+
+
+async def _quietly(settling: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await settling
