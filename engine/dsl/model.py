@@ -562,10 +562,13 @@ class Playbook(Model):
     tracing: Any = None
 
     def step(self, name: str) -> Step:
-        for step in self.workflow:
-            if step.step == name:
-                return step
-        raise KeyError(name)
+        index = self.__dict__.get("_step_index")
+        if index is None or index[0] is not self.workflow:  # none yet, or copied with another workflow
+            steps: dict[str, Step] = {}
+            for step in self.workflow:
+                steps.setdefault(step.step, step)  # a duplicate name (an error) finds the first
+            index = self.__dict__["_step_index"] = (self.workflow, steps)
+        return index[1][name]
 
     @property
     def entry_step(self) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from engine.dsl.model import Playbook, Step
 from engine.dsl.templates import TemplateRenderer
-from engine.net.net import ArcDef, LoopDef, Net, Transition
+from engine.net.net import ArcDef, CommandParts, LoopDef, Net, Transition
 
 _RENDERER = TemplateRenderer()
 
@@ -20,6 +21,25 @@ def worker_reads(playbook: Playbook, step: Step) -> frozenset[str]:
             tasks += [t.model_dump(by_alias=True, exclude_none=True, exclude={"code"})
                       for wb in playbook.workbook if wb.name == tool.name for t in wb.tool]
     return frozenset(_RENDERER.referenced_names(tasks))
+
+
+def command_parts(playbook: Playbook, step: Step, reads: frozenset[str], names: list[str]) -> CommandParts:
+    """The parts of the step's RunStep commands that do not depend on the execution's state."""
+    workbook: dict[str, tuple[dict[str, Any], ...]] = {}
+    for tool in step.tool:
+        if tool.kind == "workbook":
+            for wb in playbook.workbook:
+                if wb.name == tool.name:
+                    workbook[wb.name] = tuple(t.model_dump(by_alias=True, exclude_none=True) for t in wb.tool)
+    return CommandParts(
+        tasks=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in step.tool),
+        workbook=workbook,
+        output=step.output.model_dump(exclude_none=True) if step.output else None,
+        keychain=tuple(k.model_dump(by_alias=True, exclude_none=True) for k in playbook.keychain),
+        step_names=tuple(n for n in names if n in reads),
+        timeout_s=step.spec.timeout if isinstance(step.spec.timeout, float) else None,
+        max_iterations=step.spec.max_iterations,
+        child=any(t.kind == "playbook" for t in step.tool))
 
 
 def successors_of(edges: Mapping[str, Iterable[str]], start: Iterable[str]) -> set[str]:
@@ -118,7 +138,8 @@ def compile_net(playbook: Playbook) -> Net:
             loop=loop,
             tasks=tuple(step.task_name(j) for j in range(len(step.tool))),
             best_effort=step.spec.policy.failure.mode == "best_effort",
-            reads=worker_reads(playbook, step),
+            reads=(reads := worker_reads(playbook, step)),
+            command=command_parts(playbook, step, reads, names),
         )
     return Net(playbook=playbook, entry=entry, final=final, transitions=transitions,
                order=tuple(names), reachable=frozenset(reachable), ancestors=ancestors,

@@ -233,7 +233,9 @@ class _Firing:
         cid = command_id(self.state.execution_id, step.step, run, loop_index)
         self.state.pending[cid] = Dispatch(cid, step.step, run, loop_index)
         pool = self.env.pool_of(step)
-        reads = self.net.transition(step.step).reads
+        transition = self.net.transition(step.step)
+        parts = transition.command
+        assert parts is not None  # compile_net gives every transition its command parts
         context = {
             "workload": self.state.workload,
             "ctx": dict(self.state.ctx),
@@ -243,9 +245,9 @@ class _Firing:
                                "task_results": rec.result.task_results, "stats": rec.result.stats,
                                "item_refs": {str(i): r for i, r in (rec.result.item_refs or {}).items()}
                                or None}
-                        for name in sorted(reads)
+                        for name in sorted(transition.reads)
                         if (rec := self.state.steps.get(name)) is not None and rec.result is not None},
-            "step_names": list(self.net.order),
+            "step_names": list(parts.step_names),
             "arc_args": arc_args,
         }
         iterator = step.loop.iterator if step.loop else None
@@ -253,26 +255,17 @@ class _Firing:
             loop = self.state.loops[step.step]
             context["iter"] = {iterator: item, "_index": loop_index, "_first": loop_index == 0,
                                "_last": loop_index == len(loop.items) - 1}
-        if any(t.kind == "playbook" for t in step.tool):
+        if parts.child:
             self.start_child(step, cid, run, loop_index, arc_args, step_input, context)
             return
-        timeout = step.spec.timeout if isinstance(step.spec.timeout, float) else None
-        workbook: dict[str, list[dict[str, Any]]] = {}
-        for tool in step.tool:
-            if tool.kind == "workbook":
-                for wb in self.net.playbook.workbook:
-                    if wb.name == tool.name:
-                        workbook[wb.name] = [t.model_dump(by_alias=True, exclude_none=True)
-                                             for t in wb.tool]
         self.out.commands.append(RunStep(
             command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
-            loop_index=loop_index, pool=pool,
-            tasks=[t.model_dump(by_alias=True, exclude_none=True) for t in step.tool],
-            input=step_input, context=context, iterator=iterator, timeout_s=timeout,
-            max_iterations=step.spec.max_iterations, playbook_path=self.env.playbook_path,
-            workbook=workbook,
-            output=step.output.model_dump(exclude_none=True) if step.output else None,
-            keychain=[k.model_dump(by_alias=True, exclude_none=True) for k in self.net.playbook.keychain]))
+            loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input, context=context,
+            iterator=iterator, timeout_s=parts.timeout_s, max_iterations=parts.max_iterations,
+            playbook_path=self.env.playbook_path,
+            workbook={name: list(tasks) for name, tasks in parts.workbook.items()},
+            output=dict(parts.output) if parts.output is not None else None,
+            keychain=list(parts.keychain)))
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
                   pool=pool)
 
@@ -537,7 +530,8 @@ class _Firing:
         state = self.state
         while state.status == "running":
             fired = False
-            for join in [j for j in self.net.order if state.arrivals.get(j)]:
+            waiting = [j for j, arrived in state.arrivals.items() if arrived]
+            for join in sorted(waiting, key=lambda j: self.net.transitions[j].index):
                 if self.join_ready(join):
                     arrivals = state.arrivals.pop(join)
                     merged: dict[str, Any] = {}

@@ -30,6 +30,20 @@ class LoopDef:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandParts:
+    """What every RunStep of a step carries whatever the state: dumped once, when the net is compiled."""
+
+    tasks: tuple[dict[str, Any], ...]  # the step's canonical tool list (model_dump by alias)
+    workbook: Mapping[str, tuple[dict[str, Any], ...]]  # the workbook tasks its tools name
+    output: Mapping[str, Any] | None  # the step's `output` hints
+    keychain: tuple[dict[str, Any], ...]
+    step_names: tuple[str, ...]  # the step names its worker-side templates read (null until they ran)
+    timeout_s: float | None
+    max_iterations: int
+    child: bool  # a `kind: playbook` call: a child execution, not a RunStep
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     """One step of the playbook."""
 
@@ -43,6 +57,7 @@ class Transition:
     tasks: tuple[str, ...]  # task names of the pipeline, in order
     best_effort: bool
     reads: frozenset[str] = frozenset()  # names the worker-side templates of the step read
+    command: CommandParts | None = None
 
     @property
     def is_join(self) -> bool:

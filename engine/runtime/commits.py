@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 AfterCommit = Callable[[], Awaitable[None]]
 NAK_DELAY_S = 1.0  # a batch given back after a failed append comes again after this
 MAX_QUEUED = 64  # handled batches waiting for their commit before `submit` waits
+GROUP_WINDOW_S = 0.004  # a lone batch waits this long for company before it is appended
+GROUP_EVENTS = 64  # ... unless this many events already wait
 
 
 @dataclass(slots=True)
@@ -50,9 +52,11 @@ class Handled:
 class CommitPipeline:
     """Appends handled batches in submission order, several per transaction, off the handler's path."""
 
-    def __init__(self, events: EventLog, *, max_queued: int = MAX_QUEUED) -> None:
+    def __init__(self, events: EventLog, *, max_queued: int = MAX_QUEUED,
+                 group_window_s: float = GROUP_WINDOW_S) -> None:
         self._events = events
         self._max_queued = max_queued
+        self._group_window_s = group_window_s
         self._queue: deque[Handled] = deque()
         self._busy = 0  # batches taken from the queue and not yet settled
         self._uncommitted: Counter[str] = Counter()  # execution id -> batches not yet settled
@@ -110,6 +114,13 @@ class CommitPipeline:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self._group_window_s > 0 and sum(len(h.events) for h in self._queue) < GROUP_EVENTS:
+                # group commit: a sequential chain hands in a batch every few ms, and one transaction
+                # for two or three of them costs Postgres and this process far less than one each;
+                # only acks and terminal statuses wait for it, the commands are already out
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._group_window_s)
             group = list(self._queue)
             self._queue.clear()
             self._busy = len(group)

@@ -28,9 +28,9 @@ from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.keychain import KeychainError, KeychainResolver
-from engine.tools.artifacts import externalize
+from engine.tools.artifacts import externalize, json_size
 from engine.tools.base import Credential, CredentialResolver, NoCredentials, Tool, ToolCall
-from engine.tools.redact import redact
+from engine.tools.redact import needs_redaction, redact
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,12 @@ class _RecordingCredentials:
         if event.result is None and not event.payload:
             return event
         result = event.result.model_dump(mode="json", by_alias=True) if event.result else None
-        clean_result = redact(result, self.secrets)
-        clean_payload = redact(event.payload, self.secrets)
-        if clean_result == result and clean_payload == event.payload:
+        if not needs_redaction(result, self.secrets) and not needs_redaction(event.payload, self.secrets):
             return event
         return event.model_copy(update={
-            "result": ResultEnvelope.model_validate(clean_result) if clean_result is not None else None,
-            "payload": clean_payload})
+            "result": (ResultEnvelope.model_validate(redact(result, self.secrets))
+                       if result is not None else None),
+            "payload": redact(event.payload, self.secrets)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +263,8 @@ class StepRunner:
             threshold = 0
         selected = hints.get("select") or hints.get("output_select")
         data = envelope.data
+        if not selected and threshold > 0 and json_size(data) <= threshold:
+            return envelope  # small: stays inline
         inline, ref = externalize(data, self.work_dir / cmd.execution_id,
                                   0 if selected and isinstance(data, dict) else threshold)
         if ref is None:
@@ -415,12 +416,18 @@ class StepRunner:
     async def _attempt(self, cmd: RunStep, task: dict[str, Any], name: str, pipe: _Pipeline,
                        step_input: Mapping[str, Any], attempt: int) -> ResultEnvelope:
         kind = str(task.get("kind"))
-        context = self._context(cmd, pipe, step_input)
+        built: list[dict[str, Any]] = []
+
+        def context() -> dict[str, Any]:  # built once, and only when something reads it
+            if not built:
+                built.append(self._context(cmd, pipe, step_input))
+            return built[0]
+
         skip = NOT_RENDERED.get(kind, ())
         raw_config = {k: v for k, v in task.items() if k not in PIPELINE_KEYS}
         where = f"step '{cmd.step}' task '{name}'"
         try:
-            config = {k: (v if k in skip else self._render(v, context, where, pipe))
+            config = {k: (v if k in skip else self._render(v, context(), where, pipe))
                       for k, v in raw_config.items()}
             tool_input = {}
             if cmd.iterator and pipe.iter_vars and cmd.iterator in pipe.iter_vars:
@@ -428,7 +435,8 @@ class StepRunner:
                 tool_input[cmd.iterator] = pipe.iter_vars[cmd.iterator]
                 tool_input["loop_index"] = pipe.iter_vars.get("_index")
             tool_input.update(step_input)
-            tool_input.update(self._render(task.get("input") or {}, context, where, pipe) or {})
+            if task.get("input"):
+                tool_input.update(self._render(task["input"], context(), where, pipe) or {})
         except TemplateError as exc:
             return ResultEnvelope.fail(exc.kind, str(exc), retryable=False)
         if kind == "workbook":
@@ -531,22 +539,22 @@ def _min_timeout(step_timeout: float | None, tool_timeout: Any) -> float | None:
 
 
 class _PlainView(Mapping[str, Any]):
-    """The render context as a tool sees it: plain data, without the keychain and token(); converted
-    when read (only the python tool reads it, and most steps run other tools)."""
+    """The render context as a tool sees it: plain data, without the keychain and token(); built and
+    converted when read (only the python tool reads it, and most steps run other tools)."""
 
     __slots__ = ("_context",)
     _HIDDEN = frozenset({"keychain", "token"})
 
-    def __init__(self, context: Mapping[str, Any]) -> None:
+    def __init__(self, context: Callable[[], Mapping[str, Any]]) -> None:
         self._context = context
 
     def __getitem__(self, key: str) -> Any:
         if key in self._HIDDEN:
             raise KeyError(key)
-        return to_native(self._context[key])
+        return to_native(self._context()[key])
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k in self._context if k not in self._HIDDEN)
+        return (k for k in self._context() if k not in self._HIDDEN)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

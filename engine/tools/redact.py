@@ -40,6 +40,31 @@ def _normalized(keys: frozenset[str]) -> frozenset[str]:
     return frozenset(k.lower().replace("-", "_") for k in keys)
 
 
+def needs_redaction(value: Any, secrets: Iterable[str] = (),
+                    secret_keys: Iterable[str] = SECRET_KEYS) -> bool:
+    """Whether `redact` would change `value`: a secret inside one of its strings (keys included), or a
+    secret-named key with a value. Walks without copying."""
+    ordered = [s for s in secrets if isinstance(s, str) and s]
+    keys = _normalized(secret_keys if isinstance(secret_keys, frozenset) else frozenset(secret_keys))
+    return _needs(value, ordered, keys)
+
+
+def _needs(value: Any, secrets: list[str], keys: frozenset[str]) -> bool:
+    if isinstance(value, str):
+        return any(secret in value for secret in secrets)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and ((item is not None and is_secret_key(key, keys))
+                                         or (secrets and _needs(key, secrets, keys))):
+                return True
+            if _needs(item, secrets, keys):
+                return True
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_needs(item, secrets, keys) for item in value)
+    return False
+
+
 def redact_text(text: str, secrets: Iterable[str]) -> str:
     """`text` with every occurrence of each secret replaced by `***` (longest secrets first)."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):

@@ -86,7 +86,9 @@ async def run_once(stack: Stack, path: str, version: int, timeout_s: float,
     with the CPU seconds each process spent meanwhile when `pids` (the servers) are given: this
     process (orchestrator and client), the worker processes, the servers."""
     assert stack.executions is not None and stack.store is not None
-    watched = {**(pids or {}), **children_of_self()} if pids is not None else {}
+    servers = set((pids or {}).values())  # a server started by this process is counted once, as itself
+    workers = {name: pid for name, pid in children_of_self().items() if pid not in servers}
+    watched = {**(pids or {}), **workers} if pids is not None else {}
     cpu_before = cpu_seconds(watched, own="orchestrator") if pids is not None else {}
     started = time.perf_counter()
     execution_id = await stack.executions.start(path, version=version)
