@@ -345,6 +345,16 @@ class Bus:
                 depths[name[5:]] = int(info.num_pending or 0) + int(info.num_redelivered or 0)
         return depths
 
+    async def commands_published(self) -> int:
+        """How many messages the command stream has taken so far (its last sequence number): with
+        commands packed into shared messages, fewer than the commands sent."""
+        try:
+            info = await self._js.stream_info(self.command_stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot read stream {self.command_stream}: {exc!r}", where=self.command_stream,
+                           fix="check the connection to nats-server") from exc
+        return int(info.state.last_seq or 0)
+
     async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0, max_deliver: int = -1,
                              max_ack_pending: int | None = None) -> Consumer:
         """A durable reader of all events of this prefix, from the first one it has not acked."""

@@ -8,7 +8,9 @@ is delivered again, its commands run again, and their outcomes keep the same ide
 event log records each once.
 
 Outcomes that are ready at the same time go back together: one message per execution carries all of
-them (`encode_events`), one publish and one confirmation instead of one each.
+them (`encode_events`), one publish and one confirmation instead of one each. A command delivered
+again after this worker published its outcome (an orchestrator re-sent it after a rebuild, in another
+batch than before, so JetStream's message-id check could not drop it) is acked without running again.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from engine.runtime.step_runner import StepOutcome, StepRunner
 log = logging.getLogger(__name__)
 
 OUTCOMES_MAX_BYTES = 256 * 1024  # outcomes packed into one event message up to this size
+PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, to not run them twice
 
 
 class _Message:
@@ -66,6 +69,7 @@ class Worker:
     drain_s: float = 10.0
     _running: dict[str, asyncio.Task[StepOutcome]] = field(default_factory=dict)
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _published: OrderedDict[str, None] = field(default_factory=OrderedDict)  # commands whose outcome is out
     _messages: set[_Message] = field(default_factory=set)  # delivered, not yet settled
     _outbox: list[_Ran] = field(default_factory=list)
     _sending: asyncio.Task[None] | None = None
@@ -121,9 +125,13 @@ class Worker:
             log.error("dropping a malformed command message (%d bytes)", len(delivery.data))
             asyncio.ensure_future(_quietly(delivery.term()))
             return
-        message = _Message(delivery, len(commands))
+        fresh = [command for command in commands if command.command_id not in self._published]
+        if not fresh:  # a command sent again (after an orchestrator rebuild) whose outcome is out
+            asyncio.ensure_future(_quietly(delivery.ack_nowait()))
+            return
+        message = _Message(delivery, len(fresh))
         self._messages.add(message)
-        backlog.extend((command, message) for command in commands)
+        backlog.extend((command, message) for command in fresh)
 
     def heartbeat(self, *, stopping: bool = False) -> WorkerHeartbeat:
         capacity = self.capacity if self.capacity is not None else {"cpu": float(self.concurrency)}
@@ -207,7 +215,10 @@ class Worker:
                 self._settle(item.message, ok=False)
             return
         for item in chunk:
+            self._published[item.command.command_id] = None
             self._settle(item.message, ok=True)
+        while len(self._published) > PUBLISHED_KEPT:
+            self._published.popitem(last=False)
 
     def _settle(self, message: _Message, *, ok: bool) -> None:
         message.unsettled -= 1

@@ -31,7 +31,7 @@ from engine.bus.jetstream import Bus
 from engine.runtime import eventloop
 from engine.runtime.embedded import start_nats, start_postgres
 from evals.benchmarks.dispatch_engine import Waiter, measure_engine
-from evals.benchmarks.dispatch_floor import measure_floor
+from evals.benchmarks.dispatch_floor import CONSUMER_BATCH, measure_floor
 
 STEP_OVERHEAD_RATIO_MAX = 1.5  # step_overhead_ms / floor_rtt_ms at most
 LOOP_THROUGHPUT_RATIO_MIN = 0.6  # loop_throughput_per_s / floor_throughput_per_s at least
@@ -100,13 +100,16 @@ async def _engine(servers: Servers, home: Path, *, chain_steps: int, loop_items:
 
 def run_dispatch_benchmark(*, chain_steps: int = 200, loop_items: int = 2000, round_trips: int = 1000,
                            floor_messages: int | None = None, repetitions: int = 3,
-                           concurrency: int = 4, warmup: bool = True, nats_url: str | None = None,
+                           concurrency: int = CONSUMER_BATCH, warmup: bool = True,
+                           nats_url: str | None = None,
                            pg_dsn: str | None = None, home: Path | None = None,
                            waiter: Waiter = "light", progress: Progress | None = None) -> dict[str, Any]:
     """Measure the floor and the engine in one run; return the figures, ratios, targets and machine.
 
     `concurrency` is the engine's worker pool size (one Worker, one pull consumer); the floor runs with
-    as many consumer processes as the engine has workers (one). `floor_messages` defaults to
+    as many consumer processes as the engine has workers (one). Its default is the floor consumer's
+    depth of work in hand (it fetches and settles CONSUMER_BATCH messages at once), so both sides of
+    the throughput ratio hold the same number of messages at a time. `floor_messages` defaults to
     max(loop_items, 2000). Must not be called from a running event loop."""
     if min(chain_steps, loop_items, round_trips, repetitions, concurrency) < 1:
         raise ValueError("chain_steps, loop_items, round_trips, repetitions and concurrency must be >= 1")
@@ -159,7 +162,8 @@ def _report(floor: dict[str, Any], engine: dict[str, Any], *, before: dict[str, 
         "servers": servers,
         "sizes": {"chain_steps": chain_steps, "loop_items": loop_items, "repetitions": repetitions,
                   "round_trips": floor["round_trips"], "floor_messages": floor["messages"],
-                  "floor_consumers": consumers, "engine_workers": 1, "worker_concurrency": concurrency},
+                  "floor_consumers": consumers, "floor_consumer_batch": CONSUMER_BATCH,
+                  "engine_workers": 1, "worker_concurrency": concurrency},
         "floor": {k: v for k, v in floor.items()
                   if k not in ("floor_rtt_ms", "floor_rtt_p95_ms", "floor_throughput_per_s", "cpus",
                                "loadavg_1m", "python", "round_trips", "messages", "consumers")},
@@ -197,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=2000, help="items of the parallel loop")
     parser.add_argument("--round-trips", type=int, default=1000, help="floor round trips")
     parser.add_argument("--repetitions", type=int, default=3, help="runs of the chain and of the loop")
-    parser.add_argument("--concurrency", type=int, default=4, help="the worker pool's concurrency")
+    parser.add_argument("--concurrency", type=int, default=CONSUMER_BATCH,
+                        help="the worker pool's concurrency (default: the floor consumer's batch)")
     parser.add_argument("--waiter", choices=("light", "service"), default="light",
                         help="how the client waits for an execution (see dispatch_engine)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

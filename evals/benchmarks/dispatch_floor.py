@@ -27,7 +27,7 @@ from evals.benchmarks.cpu import cpu_seconds, per_unit_ms
 logger = logging.getLogger(__name__)
 
 POOL = "bench"
-_FETCH_BATCH = 64
+CONSUMER_BATCH = 64  # messages a floor consumer fetches and settles at once: its depth of work in hand
 _READY_TIMEOUT_S = 60.0
 _REPLY_TIMEOUT_S = 30.0
 
@@ -60,7 +60,7 @@ async def _consume(url: str, prefix: str, worker: int, confirmed_ack: bool) -> N
         consumer = await bus.command_consumer(POOL, ack_wait_s=30)
         await bus.publish_core(ready, str(worker).encode())
         while not stop.is_set():
-            batch = await consumer.fetch(batch=_FETCH_BATCH, timeout=0.25)
+            batch = await consumer.fetch(batch=CONSUMER_BATCH, timeout=0.25)
             if batch:
                 await asyncio.gather(*(settle(d) for d in batch))
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -21,7 +21,9 @@ def bench_dispatch(
     items: Annotated[int, typer.Option(min=1, help="Items of the parallel loop of noop steps.")] = 2000,
     round_trips: Annotated[int, typer.Option(min=1, help="JetStream floor round trips.")] = 1000,
     repetitions: Annotated[int, typer.Option(min=1, help="Runs of the chain and of the loop (median).")] = 3,
-    concurrency: Annotated[int, typer.Option(min=1, help="The engine's worker pool concurrency.")] = 4,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="The engine's worker pool concurrency (default: the floor consumer's batch, so both "
+                    "sides hold as many messages at once).")] = None,
     waiter: Annotated[str, typer.Option(help="How the client waits: 'light' (poll the execution row) or "
                                              "'service' (ExecutionService.wait).")] = "light",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
@@ -35,9 +37,10 @@ def bench_dispatch(
     if waiter not in ("light", "service"):
         print(f"--waiter must be 'light' or 'service', got '{waiter}'", file=sys.stderr)
         raise typer.Exit(2)
+    sizes: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
     result = run_dispatch_benchmark(
         chain_steps=steps, loop_items=items, round_trips=round_trips, repetitions=repetitions,
-        concurrency=concurrency, waiter=cast("Waiter", waiter),
+        waiter=cast("Waiter", waiter), **sizes,
         nats_url=os.environ.get("NOETL_NATS_URL") or None, pg_dsn=os.environ.get("NOETL_PG_DSN") or None,
         progress=None if as_json else lambda line: print(line, file=sys.stderr))
     print(json.dumps(result, indent=2) if as_json else format_report(result))
