@@ -71,26 +71,36 @@ class EventStore:
         An event whose idempotency key is already stored (earlier, or earlier in this batch) is skipped.
         Every execution must exist (`create_execution`), else NotFoundError and nothing is stored.
         """
+        unique, seqs = await self._store(events)
+        return [e.model_copy(update={"seq": seqs[e.idempotency_key]})
+                for e in unique if e.idempotency_key in seqs]
+
+    async def record(self, events: Sequence[Event]) -> int:
+        """`append` without the copies: how many of the events were stored now."""
+        return len((await self._store(events))[1])
+
+    async def _store(self, events: Sequence[Event]) -> tuple[list[Event], dict[str, int]]:
+        """(the batch without repeated keys, idempotency key -> seq of each event stored now)."""
         batch: dict[str, Event] = {}
         for event in events:
             batch.setdefault(event.idempotency_key, event)  # a duplicate within the batch: first wins
         if not batch:
-            return []
+            return [], {}
         unique = list(batch.values())
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                stored = await self._append_once(unique)
+                seqs = await self._append_once(unique)
             except _Raced:
                 log.debug("append raced a concurrent writer of the same key (attempt %d)", attempt)
                 continue
-            if len(stored) < len(events):
-                log.debug("append: %d of %d events were duplicates", len(events) - len(stored), len(events))
-            return stored
+            if len(seqs) < len(events):
+                log.debug("append: %d of %d events were duplicates", len(events) - len(seqs), len(events))
+            return unique, seqs
         raise ConflictError(f"{_ATTEMPTS} attempts to append raced concurrent writers of the same "
                             "idempotency keys", where="events.append",
                             fix="idempotency keys must be unique per event; include the execution id")
 
-    async def _append_once(self, events: list[Event]) -> list[Event]:
+    async def _append_once(self, events: list[Event]) -> dict[str, int]:
         try:
             rows = await self._db.fetch_all(_APPEND, {
                 "ord": list(range(len(events))),
@@ -111,9 +121,7 @@ class EventStore:
                 raise NotFoundError(str(exc.diag.message_primary or exc), where="events.append",
                                     fix="create the execution (create_execution) before its events") from exc
             raise
-        seqs = {row["idempotency_key"]: row["seq"] for row in rows}
-        return [e.model_copy(update={"seq": seqs[e.idempotency_key]})
-                for e in events if e.idempotency_key in seqs]
+        return {row["idempotency_key"]: row["seq"] for row in rows}
 
     async def events(self, execution_id: str, *, after_seq: int = 0,
                      limit: int | None = None) -> list[Event]:

@@ -140,7 +140,7 @@ class CommitPipeline:
             return
         events = [event for handled in group for event in handled.events]
         try:
-            await self._events.append(events)
+            await self._events.record(events)
         except Exception:
             log.exception("appending %d events of %d batches failed; they will be delivered again",
                           len(events), len(group))

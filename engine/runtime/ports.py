@@ -32,6 +32,10 @@ class EventLog(Protocol):
         skipped. Returns the events actually stored, with their `seq`."""
         ...
 
+    async def record(self, events: Sequence[Event]) -> int:
+        """`append` for a writer that needs no copies back: returns how many were stored."""
+        ...
+
     async def events(self, execution_id: str, *, after_seq: int = 0,
                      limit: int | None = None) -> list[Event]:
         ...

@@ -465,6 +465,8 @@ class StepRunner:
                                                            "step": cmd.step})
             envelope = ResultEnvelope.fail("internal", f"{where}: the {kind} tool crashed: "
                                                        f"{type(exc).__name__}: {exc}")
+        if "duration_ms" in envelope.meta.model_fields_set and envelope.meta.attempt == attempt:
+            return envelope  # stamped by the tool (engine.tools.support.guarded)
         meta = dict(envelope.meta.model_extra or {})
         meta.update(duration_ms=round((time.perf_counter() - started) * 1000, 3), attempt=attempt)
         return envelope.model_copy(update={"meta": envelope.meta.model_validate(meta)})
