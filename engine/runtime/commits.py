@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 AfterCommit = Callable[[], Awaitable[None]]
 NAK_DELAY_S = 1.0  # a batch given back after a failed append comes again after this
 MAX_QUEUED = 64  # handled batches waiting for their commit before `submit` waits
-GROUP_WINDOW_S = 0.004  # a lone batch waits this long for company before it is appended
-GROUP_EVENTS = 64  # ... unless this many events already wait
+GROUP_WINDOW_S = 0.02  # batches wait at most this long for company before they are appended
+GROUP_EVENTS = 256  # ... unless this many events already wait (or one batch ends an execution)
 
 
 @dataclass(slots=True)
@@ -44,6 +44,7 @@ class Handled:
     deliveries: list[Delivery] = field(default_factory=list)
     poison: list[Delivery] = field(default_factory=list)
     after: list[AfterCommit] = field(default_factory=list)
+    urgent: bool = False  # ends an execution: appended without waiting for company
 
     def executions(self) -> set[str]:
         return {event.execution_id for event in self.events}
@@ -63,6 +64,7 @@ class CommitPipeline:
         self._wake = asyncio.Event()
         self._settled = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._hurry = False  # someone waits in `flush`: no group window
         self.broken = False
 
     # ------------------------------------------------------------------ the handler's side
@@ -92,8 +94,13 @@ class CommitPipeline:
         """Return once every batch submitted so far is settled (committed, or given back)."""
         if self.idle:
             return
-        async with self._settled:
-            await self._settled.wait_for(lambda: self.idle)
+        self._hurry = True
+        self._wake.set()
+        try:
+            async with self._settled:
+                await self._settled.wait_for(lambda: self.idle)
+        finally:
+            self._hurry = False
 
     def repair(self) -> None:
         """The orchestrator rebuilt its state from the log: append again."""
@@ -114,13 +121,7 @@ class CommitPipeline:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._group_window_s > 0 and sum(len(h.events) for h in self._queue) < GROUP_EVENTS:
-                # group commit: a sequential chain hands in a batch every few ms, and one transaction
-                # for two or three of them costs Postgres and this process far less than one each;
-                # only acks and terminal statuses wait for it, the commands are already out
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._group_window_s)
+            await self._gather()
             group = list(self._queue)
             self._queue.clear()
             self._busy = len(group)
@@ -133,6 +134,25 @@ class CommitPipeline:
                 self._busy = 0
                 async with self._settled:
                     self._settled.notify_all()
+
+    async def _gather(self) -> None:
+        """Group commit: a sequential chain hands in a batch every millisecond or two, and one
+        transaction for many of them costs Postgres and this process far less than one each. Only acks,
+        terminal statuses and child starts wait for it (the commands are already out), and a batch that
+        ends an execution, or a `flush`, cuts the wait short."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._group_window_s
+        while (not self._hurry and len(self._queue) < self._max_queued
+               and not any(h.urgent for h in self._queue)
+               and sum(len(h.events) for h in self._queue) < GROUP_EVENTS):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return
 
     async def _commit(self, group: Sequence[Handled]) -> None:
         if self.broken:  # decided on top of a batch that was not stored: decide it again

@@ -268,6 +268,7 @@ class Orchestrator:
                 await self._finished(event)
 
         handled.after.append(after_commit)
+        handled.urgent = bool(terminal)
         # the commands go out while the events are appended: a worker starts at once, and an outcome
         # that overtakes its cause's commit is held back by `_early` after a crash (commits.py)
         await self._commits.submit(handled)

@@ -67,7 +67,7 @@ class Worker:
     capacity: dict[str, float] | None = None  # what this worker adds to its pool; None: cpu = concurrency
     ack_wait_s: float = 30.0
     drain_s: float = 10.0
-    _running: dict[str, asyncio.Task[StepOutcome]] = field(default_factory=dict)
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # command id -> its task
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _published: OrderedDict[str, None] = field(default_factory=OrderedDict)  # commands whose outcome is out
     _messages: set[_Message] = field(default_factory=set)  # delivered, not yet settled
@@ -237,20 +237,19 @@ class Worker:
                 await asyncio.shield(message.delivery.nak())
 
     async def _execute(self, command: RunStep, delivery: int = 1) -> StepOutcome:
+        """Run the command in the calling task (a CancelStep cancels that task: the runner turns the
+        cancellation into the step's `cancelled` outcome)."""
         async def report(event: Event) -> None:
             await self.bus.publish_event(command.execution_id, event.idempotency_key,
                                          event.model_dump_json().encode())
 
         if command.command_id in self._cancelled:
             return self.runner.cancelled_outcome(command, self._cancelled[command.command_id])
-        task = asyncio.create_task(self.runner.run(command, report, delivery=delivery))
+        task = asyncio.current_task()
+        assert task is not None
         self._running[command.command_id] = task
         try:
-            return await task
-        except asyncio.CancelledError:
-            if task.cancelled() and command.command_id in self._cancelled:
-                return self.runner.cancelled_outcome(command, self._cancelled[command.command_id])
-            raise
+            return await self.runner.run(command, report, delivery=delivery)
         finally:
             self._running.pop(command.command_id, None)
 

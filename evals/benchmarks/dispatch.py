@@ -5,9 +5,12 @@
 2. the engine's per-step overhead: a sequential chain of noop steps, its span divided by its length;
 3. the engine's throughput: one parallel loop of noop items, items per second.
 
-Ratios are against the floor of the same run, so a slow or busy machine moves both sides. Servers: the
-given NATS and Postgres (NOETL_NATS_URL / NOETL_PG_DSN at the entry points), else embedded ones in a
-fresh temporary NOETL_HOME, stopped and removed at the end.
+The floor and the engine are measured in turns, in the same processes and on the same servers: each
+repetition takes the floor's round trips, then a chain, then the floor's throughput, then a loop, and
+each ratio is the median of the repetitions' own ratios. A shared machine's load comes and goes within
+seconds, so a floor measured once, before the engine starts, is not the baseline the engine ran
+against. Servers: the given NATS and Postgres (NOETL_NATS_URL / NOETL_PG_DSN at the entry points), else
+embedded ones in a fresh temporary NOETL_HOME, stopped and removed at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import uuid
@@ -30,8 +34,8 @@ from control_plane.stack import Stack, StackConfig
 from engine.bus.jetstream import Bus
 from engine.runtime import eventloop
 from engine.runtime.embedded import start_nats, start_postgres
-from evals.benchmarks.dispatch_engine import Waiter, measure_engine
-from evals.benchmarks.dispatch_floor import CONSUMER_BATCH, measure_floor
+from evals.benchmarks.dispatch_engine import EngineRuns, Run, Waiter
+from evals.benchmarks.dispatch_floor import CONSUMER_BATCH, PATH, FloorSession, percentile
 
 STEP_OVERHEAD_RATIO_MAX = 1.5  # step_overhead_ms / floor_rtt_ms at most
 LOOP_THROUGHPUT_RATIO_MIN = 0.6  # loop_throughput_per_s / floor_throughput_per_s at least
@@ -77,18 +81,47 @@ def _machine() -> dict[str, Any]:
             "python": platform.python_version(), "platform": platform.platform(terse=True)}
 
 
-async def _engine(servers: Servers, home: Path, *, chain_steps: int, loop_items: int, repetitions: int,
-                  concurrency: int, warmup: bool, waiter: Waiter, progress: Progress | None
-                  ) -> dict[str, Any]:
+async def _paired(servers: Servers, home: Path, *, chain_steps: int, loop_items: int, round_trips: int,
+                  floor_messages: int, repetitions: int, concurrency: int, warmup: bool, waiter: Waiter,
+                  progress: Progress | None) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(floor figures, engine figures, the repetitions' pairs): floor and engine in turns."""
+    note = progress or (lambda _: None)
     config = StackConfig(home=home, nats_url=servers.nats_url, pg_dsn=servers.pg_dsn,
                          prefix=f"bench{uuid.uuid4().hex[:10]}", workers={POOL: concurrency},
                          worker_processes=True)  # as `noetl dev up` runs them: beside the orchestrator
     stack = Stack(config)
     try:
-        await stack.start()
-        return await measure_engine(stack, chain_steps=chain_steps, loop_items=loop_items,
-                                    repetitions=repetitions, warmup=warmup, progress=progress,
-                                    waiter=waiter, pids=servers.pids)
+        async with FloorSession(servers.nats_url, consumers=1, nats_pid=servers.pids.get("nats")) as floor:
+            await stack.start()
+            engine = EngineRuns(stack, chain_steps=chain_steps, loop_items=loop_items, waiter=waiter,
+                                pids=servers.pids)
+            note("engine: registering" + (" and warming up" if warmup else ""))
+            await engine.register(warmup=warmup)
+            if warmup:
+                await floor.round_trips(50)
+            rtts: list[list[float]] = []
+            throughputs: list[float] = []
+            floor_cpu: list[dict[str, Any]] = []
+            chains: list[Run] = []
+            loops: list[Run] = []
+            pairs: list[dict[str, Any]] = []
+            for index in range(repetitions):
+                note(f"repetition {index + 1}/{repetitions}: floor round trips, chain of {chain_steps}, "
+                     f"floor throughput, loop of {loop_items}")
+                rtts.append(await floor.round_trips(round_trips))
+                chains.append(await engine.chain())
+                per_s, cpu = await floor.throughput(floor_messages)
+                throughputs.append(per_s)
+                floor_cpu.append(cpu)
+                loops.append(await engine.loop())
+                rtt_ms = statistics.median(rtts[-1])
+                pairs.append({"floor_rtt_ms": round(rtt_ms, 4),
+                              "step_overhead_ms": round(engine.step_ms(chains[-1]), 4),
+                              "step_overhead_ratio": round(engine.step_ms(chains[-1]) / rtt_ms, 3),
+                              "floor_throughput_per_s": round(per_s, 1),
+                              "loop_throughput_per_s": round(engine.items_per_s(loops[-1]), 1),
+                              "loop_throughput_ratio": round(engine.items_per_s(loops[-1]) / per_s, 3)})
+            engine_figures = engine.summary(chains, loops)
     finally:
         await stack.close()
         if not servers.nats_embedded:  # leave no streams on a shared server
@@ -96,10 +129,22 @@ async def _engine(servers: Servers, home: Path, *, chain_steps: int, loop_items:
                 bus = await Bus.connect(servers.nats_url, config.prefix)
                 await bus.delete_streams()
                 await bus.close()
+    every_rtt = [sample for samples in rtts for sample in samples]
+    middle = sorted(range(repetitions), key=lambda i: throughputs[i])[repetitions // 2]
+    floor_figures = {
+        "floor_rtt_ms": round(statistics.median(p["floor_rtt_ms"] for p in pairs), 4),
+        "floor_rtt_p95_ms": round(percentile(every_rtt, 0.95), 4),
+        "floor_rtt_min_ms": round(min(every_rtt), 4),
+        "floor_throughput_per_s": round(statistics.median(throughputs), 1),
+        "floor_cpu_per_message_ms": floor_cpu[middle],
+        "round_trips": round_trips, "messages": floor_messages, "consumers": 1,
+        "ack": "confirmed", "path": PATH,
+    }
+    return floor_figures, engine_figures, pairs
 
 
 def run_dispatch_benchmark(*, chain_steps: int = 200, loop_items: int = 2000, round_trips: int = 1000,
-                           floor_messages: int | None = None, repetitions: int = 3,
+                           floor_messages: int | None = None, repetitions: int = 5,
                            concurrency: int = CONSUMER_BATCH, warmup: bool = True,
                            nats_url: str | None = None,
                            pg_dsn: str | None = None, home: Path | None = None,
@@ -113,34 +158,31 @@ def run_dispatch_benchmark(*, chain_steps: int = 200, loop_items: int = 2000, ro
     max(loop_items, 2000). Must not be called from a running event loop."""
     if min(chain_steps, loop_items, round_trips, repetitions, concurrency) < 1:
         raise ValueError("chain_steps, loop_items, round_trips, repetitions and concurrency must be >= 1")
-    note = progress or (lambda _: None)
     own_home = home is None
     root = Path(tempfile.mkdtemp(prefix="noetl-bench-")) if home is None else home
     consumers = 1  # the stack runs one Worker (one pull consumer) per pool
     before = _machine()
     try:
         with bench_servers(nats_url, pg_dsn, root) as servers:
-            note(f"floor: {round_trips} round trips, then throughput with {consumers} consumer(s)")
-            floor = measure_floor(servers.nats_url, round_trips=round_trips, consumers=consumers,
-                                  messages=floor_messages or max(loop_items, 2000),
-                                  warmup=50 if warmup else 0, nats_pid=servers.pids.get("nats"))
-            engine = eventloop.run(_engine(servers, root, chain_steps=chain_steps, loop_items=loop_items,
-                                         repetitions=repetitions, concurrency=concurrency, warmup=warmup,
-                                         waiter=waiter, progress=progress))
+            floor, engine, pairs = eventloop.run(_paired(
+                servers, root, chain_steps=chain_steps, loop_items=loop_items, round_trips=round_trips,
+                floor_messages=floor_messages or max(loop_items, 2000), repetitions=repetitions,
+                concurrency=concurrency, warmup=warmup, waiter=waiter, progress=progress))
     finally:
         if own_home:
             shutil.rmtree(root, ignore_errors=True)
     where = {"nats": "given" if nats_url else "embedded", "postgres": "given" if pg_dsn else "embedded"}
-    return _report(floor, engine, before=before, servers=where,
+    return _report(floor, engine, pairs, before=before, servers=where,
                    chain_steps=chain_steps, loop_items=loop_items, repetitions=repetitions,
                    concurrency=concurrency, consumers=consumers)
 
 
-def _report(floor: dict[str, Any], engine: dict[str, Any], *, before: dict[str, Any],
+def _report(floor: dict[str, Any], engine: dict[str, Any], pairs: list[dict[str, Any]], *,
+            before: dict[str, Any],
             servers: dict[str, str], chain_steps: int, loop_items: int, repetitions: int,
             concurrency: int, consumers: int) -> dict[str, Any]:
-    step_ratio = engine["step_overhead_ms"] / floor["floor_rtt_ms"]
-    loop_ratio = engine["loop_throughput_per_s"] / floor["floor_throughput_per_s"]
+    step_ratio = statistics.median(p["step_overhead_ratio"] for p in pairs)
+    loop_ratio = statistics.median(p["loop_throughput_ratio"] for p in pairs)
     after = _machine()
     return {
         "floor_rtt_ms": floor["floor_rtt_ms"],
@@ -164,6 +206,8 @@ def _report(floor: dict[str, Any], engine: dict[str, Any], *, before: dict[str, 
                   "round_trips": floor["round_trips"], "floor_messages": floor["messages"],
                   "floor_consumers": consumers, "floor_consumer_batch": CONSUMER_BATCH,
                   "engine_workers": 1, "worker_concurrency": concurrency},
+        "ratios": "median of the repetitions' own ratios (floor and engine measured in turns)",
+        "pairs": pairs,
         "floor": {k: v for k, v in floor.items()
                   if k not in ("floor_rtt_ms", "floor_rtt_p95_ms", "floor_throughput_per_s", "cpus",
                                "loadavg_1m", "python", "round_trips", "messages", "consumers")},
@@ -200,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="length of the sequential chain")
     parser.add_argument("--items", type=int, default=2000, help="items of the parallel loop")
     parser.add_argument("--round-trips", type=int, default=1000, help="floor round trips")
-    parser.add_argument("--repetitions", type=int, default=3, help="runs of the chain and of the loop")
+    parser.add_argument("--repetitions", type=int, default=5, help="turns of floor, chain, floor and loop")
     parser.add_argument("--concurrency", type=int, default=CONSUMER_BATCH,
                         help="the worker pool's concurrency (default: the floor consumer's batch)")
     parser.add_argument("--waiter", choices=("light", "service"), default="light",

@@ -105,7 +105,7 @@ async def run_once(stack: Stack, path: str, version: int, timeout_s: float,
                cpu_s={k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()})
 
 
-def _cpu_per_unit(runs: list[Run], units: int) -> dict[str, Any]:
+def cpu_per_unit(runs: list[Run], units: int) -> dict[str, Any]:
     """CPU ms per unit by process for the run of median span ({} without CPU figures)."""
     run = sorted(runs, key=lambda r: r.span_s)[len(runs) // 2]
     if not run.cpu_s:
@@ -113,51 +113,98 @@ def _cpu_per_unit(runs: list[Run], units: int) -> dict[str, Any]:
     return per_unit_ms({}, run.cpu_s, units, children="workers")
 
 
+@dataclass(frozen=True, slots=True)
+class Registered:
+    path: str
+    version: int
+
+
+class EngineRuns:
+    """The benchmark's chain and loop registered on a started Stack, run one execution at a time."""
+
+    def __init__(self, stack: Stack, *, chain_steps: int, loop_items: int, waiter: Waiter = "light",
+                 pids: Mapping[str, int] | None = None) -> None:
+        if stack.leadership is None or not stack.leadership.held:
+            raise EngineBenchmarkError(
+                "another process holds the orchestrator lock on this database, so this benchmark's "
+                "orchestrator would never run; point NOETL_PG_DSN at a database of its own")
+        self.stack = stack
+        self.chain_steps = chain_steps
+        self.loop_items = loop_items
+        self.waiter = waiter
+        self.pids = pids
+        self.chain_timeout = 60.0 + chain_steps * 0.5
+        self.loop_timeout = 60.0 + loop_items * 0.1
+        self._chain: Registered | None = None
+        self._loop: Registered | None = None
+
+    async def register(self, *, warmup: bool) -> None:
+        """Register both playbooks; with `warmup`, run a small one of each first (caches, connections)."""
+        executions = self.stack.executions
+        assert executions is not None
+        chain = await executions.register(chain_playbook(self.chain_steps), "<bench chain>")
+        loop = await executions.register(loop_playbook(self.loop_items), "<bench loop>")
+        self._chain, self._loop = Registered(chain.path, chain.version), Registered(loop.path, loop.version)
+        if warmup:
+            small_chain = await executions.register(chain_playbook(min(self.chain_steps, 20)), "<warm chain>")
+            small_loop = await executions.register(loop_playbook(min(self.loop_items, 100)), "<warm loop>")
+            await run_once(self.stack, small_chain.path, small_chain.version, self.chain_timeout, self.waiter)
+            await run_once(self.stack, small_loop.path, small_loop.version, self.loop_timeout, self.waiter)
+
+    async def chain(self) -> Run:
+        assert self._chain is not None, "register() first"
+        return await run_once(self.stack, self._chain.path, self._chain.version, self.chain_timeout,
+                              self.waiter, self.pids)
+
+    async def loop(self) -> Run:
+        assert self._loop is not None, "register() first"
+        return await run_once(self.stack, self._loop.path, self._loop.version, self.loop_timeout,
+                              self.waiter, self.pids)
+
+    def step_ms(self, run: Run) -> float:
+        return run.span_s * 1000.0 / self.chain_steps
+
+    def items_per_s(self, run: Run) -> float:
+        return self.loop_items / run.span_s
+
+    def summary(self, chains: list[Run], loops: list[Run]) -> dict[str, Any]:
+        """The median per-step time of the chain and the median items/s of the loop, with every sample."""
+        per_step_ms = [self.step_ms(run) for run in chains]
+        loop_per_s = [self.items_per_s(run) for run in loops]
+        return {
+            "step_overhead_ms": round(statistics.median(per_step_ms), 4),
+            "step_overhead_samples_ms": [round(v, 4) for v in per_step_ms],
+            "step_overhead_wall_ms": round(statistics.median(r.wall_s * 1000.0 / self.chain_steps
+                                                             for r in chains), 4),
+            "chain_events_per_step": round(chains[-1].events / self.chain_steps, 2),
+            "loop_throughput_per_s": round(statistics.median(loop_per_s), 1),
+            "loop_throughput_samples_per_s": [round(v, 1) for v in loop_per_s],
+            "loop_wall_s": round(statistics.median(run.wall_s for run in loops), 4),
+            "loop_events_per_item": round(loops[-1].events / self.loop_items, 2),
+            # CPU ms by process per step / per item (median run)
+            "chain_cpu_per_step_ms": cpu_per_unit(chains, self.chain_steps),
+            "loop_cpu_per_item_ms": cpu_per_unit(loops, self.loop_items),
+            "measured_from": SPAN_SOURCE,
+            "client_wait": "poll executions.ended_at every 10 ms" if self.waiter == "light"
+            else "ExecutionService.wait (re-reads new events every 20 ms)",
+        }
+
+
 async def measure_engine(stack: Stack, *, chain_steps: int, loop_items: int, repetitions: int,
                          warmup: bool = True, progress: Progress | None = None,
                          waiter: Waiter = "light", pids: Mapping[str, int] | None = None
                          ) -> dict[str, Any]:
-    """The median per-step time of the chain and the median items/s of the loop over `repetitions` runs
-    each (after one small run of each when `warmup`), with every sample."""
-    assert stack.executions is not None
+    """The engine alone: `repetitions` runs of the chain and of the loop (after one small run of each
+    when `warmup`), summarized by `EngineRuns.summary`."""
     note = progress or (lambda _: None)
-    if stack.leadership is None or not stack.leadership.held:
-        raise EngineBenchmarkError(
-            "another process holds the orchestrator lock on this database, so this benchmark's "
-            "orchestrator would never run; point NOETL_PG_DSN at a database of its own")
-    chain = await stack.executions.register(chain_playbook(chain_steps), "<bench chain>")
-    loop = await stack.executions.register(loop_playbook(loop_items), "<bench loop>")
-    chain_timeout = 60.0 + chain_steps * 0.5
-    loop_timeout = 60.0 + loop_items * 0.1
-    if warmup:
-        note("engine: warming up")
-        small_chain = await stack.executions.register(chain_playbook(min(chain_steps, 20)), "<warm chain>")
-        small_loop = await stack.executions.register(loop_playbook(min(loop_items, 100)), "<warm loop>")
-        await run_once(stack, small_chain.path, small_chain.version, chain_timeout, waiter)
-        await run_once(stack, small_loop.path, small_loop.version, loop_timeout, waiter)
+    runs = EngineRuns(stack, chain_steps=chain_steps, loop_items=loop_items, waiter=waiter, pids=pids)
+    note("engine: registering" + (" and warming up" if warmup else ""))
+    await runs.register(warmup=warmup)
     chains: list[Run] = []
     loops: list[Run] = []
     for index in range(repetitions):
         note(f"engine: chain of {chain_steps} steps, run {index + 1}/{repetitions}")
-        chains.append(await run_once(stack, chain.path, chain.version, chain_timeout, waiter, pids))
+        chains.append(await runs.chain())
         note(f"engine: loop of {loop_items} items, run {index + 1}/{repetitions}")
-        loops.append(await run_once(stack, loop.path, loop.version, loop_timeout, waiter, pids))
-    per_step_ms = [run.span_s * 1000.0 / chain_steps for run in chains]
-    per_step_wall_ms = [run.wall_s * 1000.0 / chain_steps for run in chains]
-    loop_per_s = [loop_items / run.span_s for run in loops]
-    return {
-        "step_overhead_ms": round(statistics.median(per_step_ms), 4),
-        "step_overhead_samples_ms": [round(v, 4) for v in per_step_ms],
-        "step_overhead_wall_ms": round(statistics.median(per_step_wall_ms), 4),
-        "chain_events_per_step": round(chains[-1].events / chain_steps, 2),
-        "loop_throughput_per_s": round(statistics.median(loop_per_s), 1),
-        "loop_throughput_samples_per_s": [round(v, 1) for v in loop_per_s],
-        "loop_wall_s": round(statistics.median(run.wall_s for run in loops), 4),
-        "loop_events_per_item": round(loops[-1].events / loop_items, 2),
-        # CPU ms by process per step / per item (median run)
-        "chain_cpu_per_step_ms": _cpu_per_unit(chains, chain_steps),
-        "loop_cpu_per_item_ms": _cpu_per_unit(loops, loop_items),
-        "measured_from": SPAN_SOURCE,
-        "client_wait": "poll executions.ended_at every 10 ms" if waiter == "light"
-        else "ExecutionService.wait (re-reads new events every 20 ms)",
-    }
+        loops.append(await runs.loop())
+    return runs.summary(chains, loops)

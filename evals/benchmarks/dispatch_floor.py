@@ -133,7 +133,7 @@ async def _round_trips(bus: Bus, replies: _Replies, n: int, tag: str) -> list[fl
     return samples
 
 
-async def _throughput(bus: Bus, replies: _Replies, messages: int, window: int = 256) -> float:
+async def _throughput(bus: Bus, replies: _Replies, messages: int, window: int = 256, tag: str = "t") -> float:
     """Publish `messages` commands (at most `window` publishes in flight); messages per second until
     the last reply came back."""
     replies.count = 0
@@ -143,7 +143,7 @@ async def _throughput(bus: Bus, replies: _Replies, messages: int, window: int = 
 
     async def publish(i: int) -> None:
         async with limit:
-            await bus.publish_command(POOL, f"t{i}", f"t{i}".encode())
+            await bus.publish_command(POOL, f"{tag}{i}", f"{tag}{i}".encode())
 
     started = time.perf_counter()
     await asyncio.gather(*(publish(i) for i in range(messages)))
@@ -151,48 +151,98 @@ async def _throughput(bus: Bus, replies: _Replies, messages: int, window: int = 
     return messages / (time.perf_counter() - started)
 
 
-def _p(samples: list[float], q: float) -> float:
+def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _measure(nats_url: str, round_trips: int, consumers: int, messages: int, warmup: int,
-                   confirmed_ack: bool, nats_pid: int | None = None) -> dict[str, Any]:
-    prefix = f"bench{uuid.uuid4().hex[:10]}"
-    bus = await Bus.connect(nats_url, prefix=prefix, name="bench-publisher")
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_consumer_main, args=(nats_url, prefix, i, confirmed_ack),
-                                 daemon=True)
-                 for i in range(consumers)]
-    try:
-        await bus.ensure_streams()
-        await bus.command_consumer(POOL, ack_wait_s=30)  # created once here; the children bind to it
-        replies = _Replies()
-        await bus.subscribe_core(_subjects(prefix)[1], replies.on_reply)
-        await _wait_ready(bus, prefix, consumers, processes)
-        await _round_trips(bus, replies, warmup, "w")
-        rtt = await _round_trips(bus, replies, round_trips, "r")
-        pids = {f"child-{p.pid}": p.pid for p in processes if p.pid is not None}
-        if nats_pid is not None:
-            pids["nats"] = nats_pid
+class FloorSession:
+    """The floor's publisher (this process) and its consumer processes, kept up so that round trips and
+    throughput can be measured several times, interleaved with other measurements."""
+
+    def __init__(self, nats_url: str, *, consumers: int = 1, confirmed_ack: bool = True,
+                 nats_pid: int | None = None) -> None:
+        self.nats_url = nats_url
+        self.consumers = consumers
+        self.confirmed_ack = confirmed_ack
+        self.nats_pid = nats_pid
+        self.prefix = f"bench{uuid.uuid4().hex[:10]}"
+        self._bus: Bus | None = None
+        self._replies = _Replies()
+        self._processes: list[Any] = []
+        self._tag = 0
+
+    async def __aenter__(self) -> FloorSession:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        self._bus = await Bus.connect(self.nats_url, prefix=self.prefix, name="bench-publisher")
+        context = multiprocessing.get_context("spawn")
+        self._processes = [context.Process(target=_consumer_main,
+                                           args=(self.nats_url, self.prefix, i, self.confirmed_ack),
+                                           daemon=True)
+                           for i in range(self.consumers)]
+        await self._bus.ensure_streams()
+        await self._bus.command_consumer(POOL, ack_wait_s=30)  # created once here; the children bind to it
+        await self._bus.subscribe_core(_subjects(self.prefix)[1], self._replies.on_reply)
+        await _wait_ready(self._bus, self.prefix, self.consumers, self._processes)
+
+    async def round_trips(self, n: int) -> list[float]:
+        """`n` sequential round trips, in milliseconds."""
+        assert self._bus is not None, "use the session as an async context manager"
+        self._tag += 1
+        return await _round_trips(self._bus, self._replies, n, f"r{self._tag}-")
+
+    async def throughput(self, messages: int) -> tuple[float, dict[str, Any]]:
+        """(messages per second, CPU milliseconds per message by process) for `messages` commands."""
+        assert self._bus is not None, "use the session as an async context manager"
+        pids = {f"child-{p.pid}": p.pid for p in self._processes if p.pid is not None}
+        if self.nats_pid is not None:
+            pids["nats"] = self.nats_pid
+        self._tag += 1
         cpu_before = cpu_seconds(pids, own="publisher")
-        per_s = await _throughput(bus, replies, messages)
+        per_s = await _throughput(self._bus, self._replies, messages, tag=f"t{self._tag}-")
         cpu = per_unit_ms(cpu_before, cpu_seconds(pids, own="publisher"), messages, children="consumers")
-    finally:
-        with contextlib.suppress(Exception):
-            await bus.publish_core(_subjects(prefix)[2], b"stop")
-        for process in processes:
+        return per_s, cpu
+
+    async def close(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                await bus.publish_core(_subjects(self.prefix)[2], b"stop")
+        for process in self._processes:
             if process.pid is not None:
-                process.join(timeout=10)
+                await asyncio.to_thread(process.join, 10)
                 if process.is_alive():
                     process.kill()
-                    process.join(timeout=5)
-        with contextlib.suppress(Exception):
-            await bus.delete_streams()
-        await bus.close()
+                    await asyncio.to_thread(process.join, 5)
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                await bus.delete_streams()
+            await bus.close()
+
+
+PATH = "publish (await pub-ack) -> pull in another process -> ack -> core-NATS reply"
+
+
+async def _measure(nats_url: str, round_trips: int, consumers: int, messages: int, warmup: int,
+                   confirmed_ack: bool, nats_pid: int | None = None) -> dict[str, Any]:
+    async with FloorSession(nats_url, consumers=consumers, confirmed_ack=confirmed_ack,
+                            nats_pid=nats_pid) as floor:
+        await floor.round_trips(warmup)
+        rtt = await floor.round_trips(round_trips)
+        per_s, cpu = await floor.throughput(messages)
     return {
         "floor_rtt_ms": round(statistics.median(rtt), 4),
-        "floor_rtt_p95_ms": round(_p(rtt, 0.95), 4),
+        "floor_rtt_p95_ms": round(percentile(rtt, 0.95), 4),
         "floor_rtt_min_ms": round(min(rtt), 4),
         "floor_throughput_per_s": round(per_s, 1),
         "floor_cpu_per_message_ms": cpu,
@@ -200,7 +250,7 @@ async def _measure(nats_url: str, round_trips: int, consumers: int, messages: in
         "consumers": consumers,
         "messages": messages,
         "ack": "confirmed" if confirmed_ack else "nowait",
-        "path": "publish (await pub-ack) -> pull in another process -> ack -> core-NATS reply",
+        "path": PATH,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "loadavg_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews the figures

@@ -20,7 +20,8 @@ def bench_dispatch(
     steps: Annotated[int, typer.Option(min=1, help="Length of the sequential chain of noop steps.")] = 200,
     items: Annotated[int, typer.Option(min=1, help="Items of the parallel loop of noop steps.")] = 2000,
     round_trips: Annotated[int, typer.Option(min=1, help="JetStream floor round trips.")] = 1000,
-    repetitions: Annotated[int, typer.Option(min=1, help="Runs of the chain and of the loop (median).")] = 3,
+    repetitions: Annotated[int, typer.Option(
+        min=1, help="Turns of floor round trips, chain, floor throughput and loop (median).")] = 5,
     concurrency: Annotated[int | None, typer.Option(
         min=1, help="The engine's worker pool concurrency (default: the floor consumer's batch, so both "
                     "sides hold as many messages at once).")] = None,

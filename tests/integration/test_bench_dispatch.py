@@ -30,3 +30,7 @@ def test_bench_dispatch_reports_positive_floor_and_engine_figures_with_targets_a
     assert report["cpus"] >= 1 and len(report["loadavg_before"]) == 3
     assert report["sizes"]["chain_steps"] == 20 and report["sizes"]["loop_items"] == 100
     assert report["servers"] == {"nats": "embedded", "postgres": "embedded"}
+    [pair] = report["pairs"]  # one repetition: floor and engine measured in turns, once each
+    assert pair["step_overhead_ratio"] == report["step_overhead_ratio"]
+    assert pair["loop_throughput_ratio"] == report["loop_throughput_ratio"]
+    assert report["sizes"]["worker_concurrency"] == report["sizes"]["floor_consumer_batch"]
