@@ -26,6 +26,7 @@ from control_plane.store.secret_key import SecretKey, load_secret_key
 from engine.bus.jetstream import Bus
 from engine.plan.pools import PoolSet
 from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres, start_nats, start_postgres
+from engine.runtime.heap import freeze_startup_heap
 from engine.runtime.orchestrator import Orchestrator
 from engine.runtime.step_runner import StepRunner, WorkerIdentity
 from engine.runtime.worker import Worker
@@ -139,6 +140,7 @@ class Stack:
             ready.append(self._spawn(worker.run))
         for event in ready:
             await asyncio.wait_for(event.wait(), timeout=30)
+        freeze_startup_heap()
 
     @property
     def pool_names(self) -> tuple[str, ...]:

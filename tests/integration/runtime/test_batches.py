@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
+from engine.protocol.commands import RunStep
 from tests.integration.runtime.conftest import stack_config_of, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +89,34 @@ async def test_a_worker_killed_with_a_batch_in_hand_has_it_rerun_and_each_outcom
     events = await client.store.events.events(execution_id)
     assert all(outcomes(events, i) == 1 for i in range(4))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_command_sent_again_after_its_outcome_was_published_is_acked_without_running_again(
+        runtime_env: dict[str, str], tmp_path: Path) -> None:
+    # as after an orchestrator rebuild: the same command in another message (another message id), so
+    # JetStream cannot drop it; the worker that published its outcome does not run it a second time
+    marker = tmp_path / "runs"
+    code = "with open(marker, 'a') as f:\n    f.write(step + ' ')\nresult = step"
+
+    def command(step: str) -> RunStep:
+        task = {"kind": "python", "code": code, "input": {"marker": str(marker), "step": step}}
+        return RunStep(command_id=f"cmd-{uuid.uuid4().hex}" if step != "twice" else twice_id,
+                       execution_id=execution_id, step=step, run=1, pool="default", tasks=[task])
+
+    execution_id, twice_id = f"ex-{uuid.uuid4().hex[:12]}", f"cmd-{uuid.uuid4().hex}"
+    async with Stack(stack_config_of(runtime_env, orchestrator=False, workers={"default": 1})) as stack:
+        assert stack.bus is not None
+        first = command("twice")
+        await stack.bus.publish_command("default", "first-send", first.model_dump_json().encode())
+        await wait_for(lambda: marker.exists() and marker.read_text() == "twice ", 30,
+                       "the command to run once")
+        await stack.bus.publish_command("default", "sent-again", first.model_dump_json().encode())
+        await stack.bus.publish_command("default", "sentinel", command("after").model_dump_json().encode())
+        await wait_for(lambda: "after" in marker.read_text(), 30, "the command behind it to run")
+        assert marker.read_text() == "twice after "  # one worker slot: the repeat came (and went) first
+        await wait_for(lambda: _nothing_pending(stack), 30, "every command message to be acked")
+
+
+async def _nothing_pending(stack: Stack) -> bool:
+    assert stack.bus is not None
+    return (await stack.bus.command_queue_depths()).get("default", 0) == 0
