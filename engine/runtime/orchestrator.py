@@ -352,15 +352,15 @@ class Orchestrator:
         commands of one pool packed into shared messages up to the pool's batch limit. Their events are
         already queued for commit: what could not be published is sent again from the log after a
         rebuild."""
-        by_pool: dict[str, list[tuple[RunStep, bytes]]] = {}
-        for command, _ in decisions.admitted:
-            encoded = await self._encode_run(command)
-            if encoded is not None:
-                by_pool.setdefault(encoded[0].pool, []).append(encoded)
-        sends = [self._publish_runs(chunk) for pool, runs in by_pool.items()
-                 for chunk in pack(runs, lambda run: len(run[1]), max_items=self._capacity.batch_limit(pool),
-                                  max_bytes=COMMAND_MAX_BYTES)]
         try:
+            by_pool: dict[str, list[tuple[RunStep, bytes]]] = {}
+            for command, _ in decisions.admitted:
+                encoded = await self._encode_run(command)
+                if encoded is not None:
+                    by_pool.setdefault(encoded[0].pool, []).append(encoded)
+            sends = [self._publish_runs(chunk) for pool, runs in by_pool.items()
+                     for chunk in pack(runs, lambda run: len(run[1]), max_bytes=COMMAND_MAX_BYTES,
+                                       max_items=self._capacity.batch_limit(pool))]
             for start in range(0, len(sends), 256):
                 await asyncio.gather(*sends[start:start + 256])
         except Exception:

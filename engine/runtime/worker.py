@@ -73,6 +73,7 @@ class Worker:
     _messages: set[_Message] = field(default_factory=set)  # delivered, not yet settled
     _outbox: list[_Ran] = field(default_factory=list)
     _sending: asyncio.Task[None] | None = None
+    _chores: set[asyncio.Task[None]] = field(default_factory=set)  # acks on their way (held: not collected)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.bus.ensure_streams()
@@ -123,15 +124,21 @@ class Worker:
             commands = decode_runs(delivery.data)
         except ValueError:
             log.error("dropping a malformed command message (%d bytes)", len(delivery.data))
-            asyncio.ensure_future(_quietly(delivery.term()))
+            self._later(delivery.term())
             return
         fresh = [command for command in commands if command.command_id not in self._published]
         if not fresh:  # a command sent again (after an orchestrator rebuild) whose outcome is out
-            asyncio.ensure_future(_quietly(delivery.ack_nowait()))
+            self._later(delivery.ack_nowait())
             return
         message = _Message(delivery, len(fresh))
         self._messages.add(message)
         backlog.extend((command, message) for command in fresh)
+
+    def _later(self, settling: Awaitable[None]) -> None:
+        """Settle a message without waiting for it (its failure only means it comes again)."""
+        task = asyncio.ensure_future(_quietly(settling))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def heartbeat(self, *, stopping: bool = False) -> WorkerHeartbeat:
         capacity = self.capacity if self.capacity is not None else {"cpu": float(self.concurrency)}
@@ -227,7 +234,7 @@ class Worker:
             return
         self._messages.discard(message)
         if not message.failed:  # unconfirmed: a lost ack only means the message comes again
-            asyncio.ensure_future(_quietly(message.delivery.ack_nowait()))
+            self._later(message.delivery.ack_nowait())
 
     async def _give_back(self, message: _Message) -> None:
         message.failed = True  # whatever of it still settles must not ack it
