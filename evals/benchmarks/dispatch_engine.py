@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +35,6 @@ _TERMINAL_SQL = ("SELECT type, body->'payload'->'error' AS error FROM events WHE
                  "AND type IN ('execution.completed', 'execution.failed', 'execution.cancelled')")
 POLL_S = 0.01
 
-Progress = Callable[[str], None]
 Waiter = Literal["light", "service"]
 
 
@@ -188,23 +187,3 @@ class EngineRuns:
             "client_wait": "poll executions.ended_at every 10 ms" if self.waiter == "light"
             else "ExecutionService.wait (re-reads new events every 20 ms)",
         }
-
-
-async def measure_engine(stack: Stack, *, chain_steps: int, loop_items: int, repetitions: int,
-                         warmup: bool = True, progress: Progress | None = None,
-                         waiter: Waiter = "light", pids: Mapping[str, int] | None = None
-                         ) -> dict[str, Any]:
-    """The engine alone: `repetitions` runs of the chain and of the loop (after one small run of each
-    when `warmup`), summarized by `EngineRuns.summary`."""
-    note = progress or (lambda _: None)
-    runs = EngineRuns(stack, chain_steps=chain_steps, loop_items=loop_items, waiter=waiter, pids=pids)
-    note("engine: registering" + (" and warming up" if warmup else ""))
-    await runs.register(warmup=warmup)
-    chains: list[Run] = []
-    loops: list[Run] = []
-    for index in range(repetitions):
-        note(f"engine: chain of {chain_steps} steps, run {index + 1}/{repetitions}")
-        chains.append(await runs.chain())
-        note(f"engine: loop of {loop_items} items, run {index + 1}/{repetitions}")
-        loops.append(await runs.loop())
-    return runs.summary(chains, loops)
