@@ -235,7 +235,6 @@ class _Firing:
         pool = self.env.pool_of(step)
         transition = self.net.transition(step.step)
         parts = transition.command
-        assert parts is not None  # compile_net gives every transition its command parts
         context = {
             "workload": self.state.workload,
             "ctx": dict(self.state.ctx),

@@ -56,8 +56,8 @@ class Transition:
     loop: LoopDef | None
     tasks: tuple[str, ...]  # task names of the pipeline, in order
     best_effort: bool
+    command: CommandParts  # what its RunStep commands carry whatever the state
     reads: frozenset[str] = frozenset()  # names the worker-side templates of the step read
-    command: CommandParts | None = None
 
     @property
     def is_join(self) -> bool:

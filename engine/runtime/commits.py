@@ -64,7 +64,7 @@ class CommitPipeline:
         self._wake = asyncio.Event()
         self._settled = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self._hurry = False  # someone waits in `flush`: no group window
+        self._flushing = 0  # callers waiting in `flush`: no group window while there are any
         self.broken = False
 
     # ------------------------------------------------------------------ the handler's side
@@ -94,13 +94,13 @@ class CommitPipeline:
         """Return once every batch submitted so far is settled (committed, or given back)."""
         if self.idle:
             return
-        self._hurry = True
+        self._flushing += 1
         self._wake.set()
         try:
             async with self._settled:
                 await self._settled.wait_for(lambda: self.idle)
         finally:
-            self._hurry = False
+            self._flushing -= 1
 
     def repair(self) -> None:
         """The orchestrator rebuilt its state from the log: append again."""
@@ -142,7 +142,7 @@ class CommitPipeline:
         ends an execution, or a `flush`, cuts the wait short."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._group_window_s
-        while (not self._hurry and len(self._queue) < self._max_queued
+        while (not self._flushing and len(self._queue) < self._max_queued
                and not any(h.urgent for h in self._queue)
                and sum(len(h.events) for h in self._queue) < GROUP_EVENTS):
             remaining = deadline - loop.time()
