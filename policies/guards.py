@@ -244,7 +244,7 @@ def rate_limit(inp: GuardInput, config: GuardrailConfig) -> list[Violation]:
     if inp.draft.kind != "change" or inp.recent_proposals < config.max_proposals_per_step:
         return []
     hours = config.rate_window_s / 3600
-    return [Violation("rate_limited", "target",
+    return [Violation("rate_limit", "target",
                       f"step '{inp.draft.target.step}' of '{inp.draft.target.path}' already had "
                       f"{inp.recent_proposals} proposals in the last {hours:g} h "
                       f"(at most {config.max_proposals_per_step})",

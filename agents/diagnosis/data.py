@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.diagnosis.facts import ErrorFact, StepFacts
+from engine.protocol.sql_result import is_sql_result
 
 DATA_ERRORS = frozenset({"KeyError", "IndexError", "TypeError", "AttributeError", "ValueError",
                          "ZeroDivisionError", "StopIteration"})
@@ -29,10 +30,25 @@ class DataProblem:
 
 
 def payload_of(result: Any) -> Any:
-    """The data of a result: an http tool's body, else the result itself."""
+    """The data of a result: an http tool's body, a SQL tool's rows (spec 3.2), else the result itself."""
     if isinstance(result, dict) and "status_code" in result and "data" in result:
         return result["data"]
+    if is_sql_result(result):
+        return result["rows"]
     return result
+
+
+def payload_path(result: Any) -> str:
+    """Where `payload_of` reads in a result, as a template suffix: `.rows` for a SQL result, else ''."""
+    return ".rows" if is_sql_result(result) else ""
+
+
+def describe_result(result: Any) -> str:
+    """What a step returned, in words: a SQL result by its rows, anything else by its data."""
+    if is_sql_result(result):
+        count = len(result["rows"])
+        return "no rows" if not count else f"{count} row{'s' if count != 1 else ''}"
+    return describe(payload_of(result))
 
 
 def describe(value: Any) -> str:
@@ -106,7 +122,7 @@ def data_problem(step: StepFacts, error: ErrorFact, kind: str) -> DataProblem | 
         return None
     value = payload_of(step.result)
     shape = degenerate(value)
-    what = describe(value)
+    what = describe_result(step.result)
     etype = (error.type or "").split(".")[-1]
     message = error.message or ""
     if kind == "undefined_variable":
@@ -116,7 +132,7 @@ def data_problem(step: StepFacts, error: ErrorFact, kind: str) -> DataProblem | 
             return DataProblem(step.name, f"returned {what}, so `{expression}` cannot be read",
                                strong=root == step.name or shape is not None, shape=shape or "missing_key")
         return None
-    if kind == "sql_constraint":
+    if kind == "db_constraint":
         match = _NOT_NULL.search(message)
         if match:
             column = match.group(1) or match.group(2)

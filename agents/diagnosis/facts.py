@@ -35,11 +35,17 @@ class ErrorFact:
     loop_index: int | None = None
     run: int | None = None
     task: str | None = None
-    http: Mapping[str, Any] | None = None  # meta.http of an http tool: status, method, url, retry_after
+    http: Mapping[str, Any] | None = None  # meta.http of an http tool: status, method, url, elapsed_ms
+    source: str | None = None  # the tool kind
+    http_status: int | None = None
+    retry_after: float | None = None  # seconds, from the Retry-After header
+    pg_code: str | None = None  # the SQLSTATE of a database error
 
     @property
     def status_code(self) -> int | None:
-        for value in ((self.http or {}).get("status"), self.code):
+        """The HTTP status: the error's own, else the response's, else read from `code` (`HTTP_503`)."""
+        code = self.code[5:] if isinstance(self.code, str) and self.code.startswith("HTTP_") else self.code
+        for value in (self.http_status, (self.http or {}).get("status"), code):
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
             if isinstance(value, str) and value.isdigit() and len(value) == 3:
@@ -145,7 +151,8 @@ def _error_of(event: Event) -> ErrorFact | None:
     return ErrorFact(event_id=event.event_id, kind=error.kind, message=error.message,
                      retryable=error.retryable, code=error.code, type=error.type, traceback=error.traceback,
                      attempt=event.attempt, loop_index=event.loop_index, run=event.run,
-                     task=event.payload.get("task"), http=http)
+                     task=event.payload.get("task"), http=http, source=error.source,
+                     http_status=error.http_status, retry_after=error.retry_after, pg_code=error.pg_code)
 
 
 def canonical_playbook(text: str | None) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
+from agents.diagnosis.data import payload_path
 from agents.diagnosis.model import SuggestedFix
 
 if TYPE_CHECKING:
@@ -120,8 +121,10 @@ def _duration(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------- per error kind
-def _rate_limited(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
-    after = _seconds((error.http or {}).get("retry_after"))
+def _rate_limit(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
+    after = error.retry_after
+    if after is None:  # recorded before errors carried it
+        after = _seconds((error.http or {}).get("retry_after"))
     why = "the server answered 429 Too Many Requests" + (f", Retry-After {after:g} s" if after else "")
     fixes = [_retry(step, attempts=5, delay=max(after or 1.0, 1.0), statuses=[429], why=why)]
     loop = (step.definition or {}).get("loop")
@@ -172,15 +175,16 @@ def _connection(facts: Facts, step: StepFacts, error: ErrorFact) -> list[Suggest
     return fixes
 
 
-def _http_status(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
+def _http_error(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
+    """not_found, client_error, server_error: a retry for a server failing, else the request is wrong."""
     code = error.status_code
     if code is None:
         match = _HTTP_CODE.search(error.message)
         code = int(next(g for g in match.groups() if g)) if match else None
     url = (error.http or {}).get("url") or _task(step).get("url")
-    if code is not None and code >= 500:
+    if (code is not None and code >= 500) or (code is None and error.kind == "server_error"):
         return [_retry(step, attempts=4, delay=1.0, statuses=[500, 502, 503, 504],
-                       why=f"the server failed with {code}")]
+                       why=f"the server failed with {code or 'a 5xx status'}")]
     missing = " (no such resource: check the path and the ids in it)" if code in (404, 410) else ""
     change: dict[str, Any] = {"step": step.name, "set": {"tool": {"url": "<the correct URL>"}}, "was": url}
     if not url:
@@ -247,7 +251,7 @@ def _sql_syntax(facts: Facts, step: StepFacts, error: ErrorFact) -> list[Suggest
         f"{_first_line(error.message)}"), change=change)]
 
 
-def _sql_constraint(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
+def _db_constraint(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
     constraint = _CONSTRAINT.search(error.message)
     key = _DETAIL_KEY.search(error.message)
     change: dict[str, Any] = {"step": step.name, "edit": "tool.command"}
@@ -336,19 +340,37 @@ def _internal(facts: Facts, step: StepFacts, error: ErrorFact) -> list[Suggested
                          change={"step": step.name, "edit": "tool"})]
 
 
-_BY_KIND = {"rate_limited": _rate_limited, "timeout": _timeout, "connection": _connection,
-            "http_status": _http_status, "auth": _auth, "missing_credential": _missing_credential,
-            "sql_syntax": _sql_syntax, "sql_constraint": _sql_constraint,
-            "undefined_variable": _undefined_variable, "python_exception": _python_exception,
-            "resource_exhausted": _resource_exhausted, "validation": _validation, "internal": _internal}
+def _db_deadlock(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
+    return [_retry(step, attempts=4, delay=0.5, why="the database rolled the transaction back because of a "
+                                                     "conflicting one; it passes when run again"),
+            SuggestedFix(kind="query", change={"step": step.name, "edit": "tool.command"}, description=(
+                f"Have step '{step.name}' and the writers it conflicts with lock rows in one order (or keep "
+                "its transaction short) so that they stop waiting on each other."))]
+
+
+def _parse(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
+    return [SuggestedFix(kind="input", change={"step": step.name}, description=(
+        f"Step '{step.name}' read a body or file it cannot parse: check its source and format "
+        f"({_first_line(error.message)})."))]
+
+
+_BY_KIND = {"rate_limit": _rate_limit, "timeout": _timeout, "db_timeout": _timeout, "connection": _connection,
+            "db_connection": _connection, "not_found": _http_error, "client_error": _http_error,
+            "server_error": _http_error, "auth": _auth, "missing_credential": _missing_credential,
+            "sql_syntax": _sql_syntax, "db_constraint": _db_constraint, "db_deadlock": _db_deadlock,
+            "parse": _parse, "undefined_variable": _undefined_variable, "python_exception": _python_exception,
+            "resource_exhausted": _resource_exhausted, "validation": _validation, "contract": _validation,
+            "internal": _internal}
 
 
 def _upstream(facts: Facts, failed: StepFacts, root: StepFacts, problem: DataProblem) -> list[SuggestedFix]:
-    guard = {"empty": f"{{{{ {root.name} | length > 0 }}}}", "null": f"{{{{ {root.name} is not none }}}}"}
+    path = payload_path(root.result)  # a SQL result is judged by its rows
+    guard = {"empty": f"{{{{ {root.name}{path} | length > 0 }}}}",
+             "null": f"{{{{ {root.name} is not none }}}}"}
     direct = "http" not in root.kinds and problem.shape in ("empty", "null")
     change: dict[str, Any] = {"step": root.name, "edit": "tool", "expect": _EXPECT.get(problem.shape, "")}
     if direct:  # a rule that fails the producing step itself, where the problem is
-        rule = {"when": "{{ output.status == 'ok' and not output.data }}", "then": {"do": "fail"}}
+        rule = {"when": f"{{{{ output.status == 'ok' and not output.data{path} }}}}", "then": {"do": "fail"}}
         change = {"step": root.name, "set": {"tool": {"spec": {"policy": {"rules": [rule]}}}}}
     fixes = [SuggestedFix(kind="upstream_data", change=change, description=(
         f"Make step '{root.name}' produce what '{failed.name}' reads (it {problem.problem}): check its "

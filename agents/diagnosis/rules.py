@@ -2,9 +2,10 @@
 
 `classify(facts) -> Diagnosis` (without similar failures; the graph adds them). The decisions:
 
-- root-cause TYPE: the error's `kind` (spec section 9); a generic kind (`internal`, `python_exception`,
-  an `http_status` that is 429/401/403) is refined by message patterns (a refused connection raised in
-  Python code is `connection`, `HTTP Error 429` is `rate_limited`, exit 137 is `resource_exhausted`...).
+- root-cause TYPE: the error's `kind` (spec section 9, NoETL's names); a generic kind (`internal`,
+  `python_exception`) is refined by message patterns (a refused connection raised in Python code is
+  `connection`, `HTTP Error 429` is `rate_limit`, `HTTP Error 503` is `server_error`, a deadlock is
+  `db_deadlock`, exit 137 is `resource_exhausted`...).
 - root-cause STEP: the failed step, unless its failure is a data error on something an upstream step
   produced: an undefined template value rooted at another step's result (or at a `ctx` key another step
   set), a Python KeyError/IndexError/TypeError/AttributeError/ValueError/ZeroDivisionError, or a NOT NULL
@@ -15,7 +16,8 @@
 - TRANSIENCE of the root-cause step: `intermittent` when, under the same conditions (the same playbook
   version and payload), the step has both failed and succeeded (another run, or another run/item in
   this one); `transient` when a retry in this execution succeeded, or the kind is retryable (timeout,
-  connection, rate limit, 5xx, or the tool said `retryable`) and it did not already fail the same way
+  connection, rate limit, server error, a database connection, deadlock or timeout, or the tool said
+  `retryable`) and it did not already fail the same way
   on 3 attempts or in 2 other runs (a rate limit stays transient: it clears with time); else
   `permanent`.
 - CONFIDENCE: how directly the facts name the cause (a tool's own classification > a message pattern
@@ -34,7 +36,7 @@ from agents.diagnosis.data import (
     DataProblem,
     data_problem,
     degenerate,
-    describe,
+    describe_result,
     expression_of,
     has_none,
     payload_of,
@@ -43,25 +45,29 @@ from agents.diagnosis.facts import ErrorFact, Facts, StepFacts
 from agents.diagnosis.fixes import suggest
 from agents.diagnosis.model import Diagnosis, Evidence
 from engine.dsl.templates import TemplateRenderer, is_template
-from engine.protocol.results import ERROR_KINDS, RETRYABLE_BY_DEFAULT
+from engine.protocol.results import ERROR_KINDS, RETRYABLE_BY_DEFAULT, http_error_kind
 
 GENERIC_KINDS = frozenset({"internal", "python_exception"})
 # (kind, pattern) in order: the first that matches a generic error's type + message names its kind
 _PATTERN_TEXTS = (
-    ("rate_limited", r"\b429\b|too many requests|rate[ _-]?limit"),
+    ("rate_limit", r"\b429\b|too many requests|rate[ _-]?limit"),
     ("missing_credential", r"credential '[^']*' is not stored|no such credential"),
     ("undefined_variable", r"is not set, so it cannot be used|cannot be read: .*(is not set|has not run)"
                            r"|UndefinedError"),
     ("resource_exhausted", r"MemoryError|out of memory|cannot allocate memory|OOM|exit code (137|-9)\b"),
     ("sql_syntax", r"syntax error at or near|Parser Error|SyntaxException|ParserException"),
-    ("sql_constraint", r"violates (unique|not-null|foreign key|check) constraint|duplicate key|"
-                       r"Constraint Error|IntegrityError"),
+    ("db_constraint", r"violates (unique|not-null|foreign key|check) constraint|duplicate key|"
+                      r"Constraint Error|IntegrityError"),
+    ("db_deadlock", r"deadlock detected|DeadlockDetected|could not serialize access"),
+    ("db_timeout", r"canceling statement due to (statement|lock) timeout|QueryCanceled"),
     ("timeout", r"timed out|did not finish within|deadline exceeded|TimeoutError|ReadTimeout"),
+    ("db_connection", r"could not connect to server|connection to server at .* failed|"
+                      r"server closed the connection unexpectedly"),
     ("connection", r"connection refused|could not be reached|name or service not known|connection reset|"
                    r"ConnectionError|ConnectionRefused|Errno 111|nodename nor servname|"
                    r"temporary failure in name resolution|network is unreachable"),
     ("auth", r"\b40[13]\b|unauthori[sz]ed|forbidden|password authentication failed|permission denied"),
-    ("http_status", r"HTTP Error [45]\d\d|HTTPError|status code [45]\d\d"),
+    ("client_error", r"HTTP Error [45]\d\d|HTTPError|status code [45]\d\d"),  # refined by its status
 )
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _PATTERN_TEXTS)
@@ -75,13 +81,6 @@ _RENDERER = TemplateRenderer()
 def refine_kind(error: ErrorFact) -> tuple[str, bool]:
     """(root-cause type, whether a message pattern decided it rather than the tool's own kind)."""
     kind = error.kind if error.kind in ERROR_KINDS else "internal"
-    if kind == "http_status":
-        code = error.status_code
-        if code == 429:
-            return "rate_limited", True
-        if code in (401, 403):
-            return "auth", True
-        return kind, False
     if kind not in GENERIC_KINDS:
         return kind, False
     if kind == "python_exception" and (error.type or "").split(".")[-1] in DATA_ERRORS:
@@ -91,12 +90,11 @@ def refine_kind(error: ErrorFact) -> tuple[str, bool]:
         return "resource_exhausted", True
     for candidate, pattern in PATTERNS:
         if pattern.search(text):
-            if candidate == "http_status":
+            if candidate == "client_error":
                 code = _http_code(text)
-                if code == 429:
-                    return "rate_limited", True
-                if code in (401, 403):
-                    return "auth", True
+                if code is None:
+                    continue
+                return http_error_kind(code)[0], True
             return candidate, True
     return kind, False
 
@@ -111,9 +109,6 @@ def _http_code(text: str) -> int | None:
 def retryable(kind: str, error: ErrorFact | None) -> bool:
     if kind in RETRYABLE_BY_DEFAULT:
         return True
-    if kind == "http_status" and error is not None:
-        code = error.status_code or _http_code(error.message)
-        return (code is not None and code >= 500) or error.retryable
     return bool(error is not None and error.retryable and kind not in ("validation", "undefined_variable"))
 
 
@@ -187,7 +182,7 @@ def root_cause(facts: Facts, failed: StepFacts, error: ErrorFact) -> RootCause:
             if problem is not None:
                 return _walk(facts, RootCause(target, "validation", upstream=problem))
         return RootCause(failed.name, kind, pattern=by_pattern)
-    if kind in ("python_exception", "sql_constraint"):
+    if kind in ("python_exception", "db_constraint"):
         found = (data_problem(facts.steps[r], error, kind) for r in refs if r in facts.steps)
         problems = [p for p in found if p is not None]
         problems.sort(key=lambda p: not p.strong)
@@ -231,7 +226,8 @@ def _walk(facts: Facts, cause: RootCause) -> RootCause:
             value = payload_of(other.result)
             shape = degenerate(value)
             if shape == current.shape or (current.shape == "nulls" and has_none(value)):
-                nxt = DataProblem(ref, f"returned {describe(value)}", strong=True, shape=current.shape)
+                nxt = DataProblem(ref, f"returned {describe_result(other.result)}", strong=True,
+                                  shape=current.shape)
                 break
         if nxt is None:
             break
@@ -278,10 +274,10 @@ def transience(facts: Facts, root: StepFacts, kind: str, error: ErrorFact | None
         same_kind = [f for f in failures if f.kind == observed and f.loop_index is None]
         past = [run.steps[root.name] for run in facts.history
                 if run.same_conditions and root.name in run.steps and run.steps[root.name].status == "failed"]
-        if kind != "rate_limited" and len(same_kind) >= 3:
+        if kind != "rate_limit" and len(same_kind) >= 3:
             return Transience("permanent", f"'{root.name}' failed the same way on {len(same_kind)} attempts "
                                            "in a row: retrying does not clear it")
-        if kind != "rate_limited" and len(past) >= 2:
+        if kind != "rate_limit" and len(past) >= 2:
             ev = tuple(Evidence(event_id=p.event_id,
                                 fact=f"step '{root.name}' also failed ({p.error_kind}) in another run "
                                      "with the same version and payload") for p in past[:2])
@@ -309,7 +305,9 @@ def classify(facts: Facts) -> Diagnosis:
         error = ErrorFact(event_id=facts.terminal_event_id or facts.execution_id,
                           kind=str(raw.get("kind") or "internal"), message=str(raw.get("message") or ""),
                           retryable=bool(raw.get("retryable")), code=raw.get("code"), type=raw.get("type"),
-                          traceback=raw.get("traceback"))
+                          traceback=raw.get("traceback"), source=raw.get("source"),
+                          http_status=raw.get("http_status"), retry_after=raw.get("retry_after"),
+                          pg_code=raw.get("pg_code"))
     if facts.status == "cancelled" and (error is None or error.kind == "cancelled"):
         return _cancelled(facts, failed, gaps)
     if error is None:

@@ -7,9 +7,9 @@ a time, so everything the step needs goes into one change) and the reasons for w
 |---------------------------------------|------------------------------------------------------------------|
 | any, transient or intermittent        | a retry rule with exponential backoff on that error kind         |
 | any, permanent                        | NEVER a retry (a permanent failure only fails again, later)      |
-| `timeout` near the limit (or always)  | a larger timeout (twice the limit, or 1.5 x the slowest success) |
+| `timeout`, `db_timeout` (near limit) | a larger timeout (twice the limit, or 1.5 x the slowest success) |
 | `resource_exhausted`                  | another known pool (the largest that fits, if capacities known) |
-| `rate_limited`                        | a parallel loop: half the concurrency; and a slower retry        |
+| `rate_limit`                          | a parallel loop: half the concurrency; and a slower retry        |
 | permanent code, query, credential ... | nothing: they need a fix in the playbook, its code or its data   |
 
 The diagnosis' own suggested fixes (agents.diagnosis.fixes: `{"step", "set": {"retry" | "spec" | "loop"}}`)
@@ -29,6 +29,7 @@ from policies.model import OverlayChange, ProposalDraft, StepInfo, Target
 
 RETRYABLE_TRANSIENCE = ("transient", "intermittent")
 NEVER_RETRIED = frozenset({"cancelled"})  # someone stopped it: running it again is not a fix
+HTTP_KINDS = frozenset({"rate_limit", "server_error", "client_error", "not_found"})  # retried by status too
 
 
 @dataclass
@@ -100,7 +101,7 @@ def retry_rule(kind: str, transience: str, config: GuardrailConfig, hint: Mappin
                ) -> dict[str, Any]:
     """A retry rule in the language's shape, on errors of `kind` (and the hinted HTTP statuses)."""
     hint = hint or {}
-    if kind == "rate_limited":
+    if kind == "rate_limit":
         attempts, delay = 5, 2.0
     else:
         attempts, delay = (4 if transience == "intermittent" else 3), 1.0
@@ -110,11 +111,11 @@ def retry_rule(kind: str, transience: str, config: GuardrailConfig, hint: Mappin
     attempts = max(2, min(attempts, config.max_attempts))
     delay = max(0.0, min(delay, config.max_delay_s))
     multiplier = max(1.0, min(multiplier, config.max_multiplier))
-    max_delay = min(config.max_delay_s, max(delay, 60.0 if kind == "rate_limited" else 30.0))
+    max_delay = min(config.max_delay_s, max(delay, 60.0 if kind == "rate_limit" else 30.0))
     condition = f"output.status == 'error' and output.error.kind == '{kind}'"
     statuses = [s for s in hint.get("retry_on_status") or []
                 if isinstance(s, int) and not isinstance(s, bool)]
-    if statuses and kind in ("http_status", "rate_limited"):
+    if statuses and kind in HTTP_KINDS:
         condition = f"output.status == 'error' and (output.http.status in {statuses} or " \
                     f"output.error.kind == '{kind}')"
     then: dict[str, Any] = {"do": "retry", "attempts": attempts, "delay": delay, "max_delay": max_delay}
@@ -182,7 +183,7 @@ def plan(diagnosis: Any, step: StepInfo | None = None, config: GuardrailConfig |
     hints = _hints(diagnosis, name)
     change: dict[str, Any] = {}
     why: list[str] = []
-    if kind == "timeout":
+    if kind in ("timeout", "db_timeout"):
         timeout, said = _larger_timeout(step, transience, hints.get("timeout"), config)
         if timeout is not None:
             change["timeout_s"] = timeout
@@ -197,7 +198,7 @@ def plan(diagnosis: Any, step: StepInfo | None = None, config: GuardrailConfig |
                        f"'{step.pool if step is not None else 'default'}'")
         else:
             out.notes.append("no other known pool fits the step: add a larger pool (or hardware)")
-    if kind == "rate_limited":
+    if kind == "rate_limit":
         if step is not None and step.has_loop and step.loop_parallel:
             current = step.max_in_flight or 8
             lower = max(1, min(int(hints.get("max_in_flight") or current // 2), current - 1)) \

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Collection, Iterator, Mapping, MutableMapping
 from typing import Any
 
+from engine.dsl.results import ResultDict
 from engine.dsl.templates import not_run
 
 
@@ -92,7 +93,7 @@ def build_context(
     if input is not None:
         high["input"] = dict(input)
     if output is not None:
-        out = dict(output)
+        out = ResultDict(output)  # a key the envelope lacks is read from its data (spec 7)
         out.setdefault("response", out.get("data"))
         high["output"] = out
     if event is not None:

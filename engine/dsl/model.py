@@ -75,7 +75,7 @@ def _check_set_keys(value: dict[str, Any] | None, *, scoped: bool) -> dict[str, 
 class RuleThen(Model):
     do: Literal["continue", "retry", "jump", "break", "fail"]
     attempts: int | None = Field(default=None, ge=1, le=1000)
-    backoff: Literal["none", "linear", "exponential"] = "none"
+    backoff: Literal["none", "fixed", "linear", "exponential"] = "none"
     delay: float = Field(default=0.0, ge=0)
     multiplier: float = Field(default=2.0, ge=1)
     max_delay: float | None = Field(default=None, ge=0)
@@ -145,8 +145,34 @@ class OutputSpec(Model):
         return v
 
 
+class ScriptSource(Model):
+    """Where a script's text is (spec 16): inline `code`, a local file `path`; remote types are refused
+    when the step runs."""
+
+    type: str = "inline"
+    code: str | None = None
+    path: str | None = None
+    bucket: str | None = None
+    url: str | None = None
+
+
 class ScriptRef(Model):
-    uri: str
+    uri: str | None = None
+    source: ScriptSource | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> ScriptRef:
+        if self.uri is None and self.source is None:
+            raise ValueError("script needs 'uri' (a local path or file:// URI) or 'source' "
+                             "({type: inline, code: ...} or {type: file, path: ...})")
+        return self
+
+
+class LibImport(Model):
+    """`{from: module, import: name}`: `from module import name`, bound to the lib's alias."""
+
+    from_: str = Field(alias="from")
+    import_: str = Field(alias="import")
 
 
 class ToolBase(Model):
@@ -180,7 +206,7 @@ class PythonTool(ToolBase):
     kind: Literal["python"]
     code: str | None = None
     script: ScriptRef | None = None
-    libs: dict[str, str] | None = None
+    libs: dict[str, str | LibImport] | list[str] | None = None
     timeout: Duration | None = None
 
     @model_validator(mode="after")

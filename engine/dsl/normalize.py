@@ -108,6 +108,12 @@ class _Normalizer:
                     tasks.append((dict(item), {k: path + ("tool", j, k) for k in item}))
                 else:
                     tasks.append((item, {}))
+        elif tool is None and own_keys is STEP_KEYS and "tool" not in step and "retry" not in step:
+            # spec 2: a workflow step without a tool is a routing step that runs as noop
+            tasks.append(({"kind": "noop"}, {"kind": path}))
+            tool = step["tool"] = {"kind": "noop"}
+            self.paths.add(path + ("tool", 0), path)
+            self.paths.add(path + ("tool",), path)
         retry = step.pop("retry", None)
         if tool is not None:
             step["tool"] = [self.task(t, o, path + ("tool", j), path + ("retry",), retry)
@@ -162,6 +168,10 @@ class _Normalizer:
             libs = task["libs"]
             if all(isinstance(m, str) for m in libs):
                 task["libs"] = {m.split(".")[0]: m for m in libs}
+        policy = (task.get("spec") or {}).get("policy") if isinstance(task.get("spec"), dict) else None
+        if isinstance(policy, dict) and isinstance(policy.get("rules"), list):
+            task["spec"] = {**task["spec"], "policy": {**policy, "rules": [_rule_form(r) for r in
+                                                                           policy["rules"]]}}
         rules: list[tuple[dict[str, Any], Path]] = []
         if "retry" in task:
             rule = self.retry_rule(task.pop("retry"), origin.get("retry", path + ("retry",)), kind)
@@ -321,6 +331,19 @@ class _Normalizer:
                 spec["timeout"] = lifecycle["timeout_s"]
                 self.paths.add(path + ("timeout",), path + ("lifecycle", "timeout_s"))
         return spec
+
+
+def _rule_form(rule: Any) -> Any:
+    """NoETL's spellings of an `else` rule (spec 7) as `{else: {then: {...}}}`: the action directly
+    under `else`, or `else:` left empty by indentation beside `then`."""
+    if not isinstance(rule, dict) or "else" not in rule:
+        return rule
+    otherwise = rule["else"]
+    if otherwise is None and "then" in rule and "when" not in rule:
+        return {"else": {"then": rule["then"]}}
+    if isinstance(otherwise, dict) and "then" not in otherwise and "do" in otherwise:
+        return {**rule, "else": {"then": otherwise}}
+    return rule
 
 
 def normalize(raw: Any) -> Normalized:

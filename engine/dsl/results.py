@@ -1,8 +1,10 @@
 """Step results as templates see them (spec section 5): plain JSON data with a few extra handles.
 
-A SQL result is its rows with `.rows`, `.row_count`, `.columns`, `.statement_count`; a loop result is
-the ordered item results with `.results` and `.stats`; a pipeline result also has `.results` by task;
-a mapping result falls back to `result.data.x` when `x` is not one of its own keys.
+A SQL result is a mapping with its own `rows`, `row_count`, `columns`, `statement_count` and
+`command_<i>` (spec 3.2); a loop result is the ordered item results with `.results` and `.stats`; a
+pipeline result also has `.results` by task; a mapping result falls back to `result.data.x` when `x` is
+not one of its own keys. A list result still answers `.rows`, `.row_count`, `.columns` and
+`.statement_count`: revision 1 recorded SQL results as lists, and those executions replay unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ class ResultDict(dict[str, Any]):
         data = dict.get(self, "data")
         if isinstance(data, Mapping) and key in data:
             return True, data[key]
+        if isinstance(data, ResultDict):  # `output.x` → `output.data.x` → the http body's x (spec 7)
+            found, value = data.fallback(key)
+            if found:
+                return True, value
+        if key == "data" and "data" not in self:  # `{{ step.data.x }}` reads x (NoETL's envelope)
+            return True, self
         if key == "results" and self.results is not None:
             return True, self.results
         if key == "stats" and self.stats is not None:

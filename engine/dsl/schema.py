@@ -35,7 +35,10 @@ def playbook_json_schema() -> dict[str, Any]:
         "type": "object", "properties": {"timeout_s": {"type": "number", "exclusiveMinimum": 0}},
         "additionalProperties": False}
     defs["PythonTool"]["properties"]["libs"] = {"anyOf": [
-        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "object", "additionalProperties": {"anyOf": [
+            {"type": "string"},
+            {"type": "object", "properties": {"from": {"type": "string"}, "import": {"type": "string"}},
+             "required": ["from", "import"], "additionalProperties": False}]}},
         {"type": "array", "items": {"type": "string"}}]}
     for kind, model in _TOOL_MODELS.items():
         props = defs[model]["properties"]
@@ -62,7 +65,8 @@ def playbook_json_schema() -> dict[str, Any]:
         canonical = defs[name]
         canonical["properties"]["tool"] = tool_short
         canonical["properties"]["retry"] = _RETRY
-        if name == "Step":
+        if name == "Step":  # a step without a tool is a routing step (spec 2)
+            canonical["required"] = [k for k in canonical.get("required", []) if k != "tool"]
             canonical["properties"]["next"] = {"anyOf": [
                 {"type": "string"}, {"type": "array", "items": arc_short}, {"$ref": "#/$defs/Next"}]}
         short = copy.deepcopy(canonical)

@@ -3,7 +3,9 @@
 - A string that is exactly one `{{ expression }}` yields its native value (list, dict, number).
 - A missing name or key is falsy, renders empty (`null` natively), works with `default` and `if`,
   and is recorded as a warning; reading an attribute or item OF a missing value is an
-  `undefined_variable` error naming the whole expression.
+  `undefined_variable` error naming the whole expression, unless the expression guards the read
+  (under `default(...)` / `d(...)`, `is defined` / `is undefined`, or the test of an `if`), where it
+  is missing too; in a `when` condition every such read is missing, so false (revision 2).
 - No access to internals, no imports, bounded output; mappings are read by key before attribute.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2 import TemplateSyntaxError, Undefined, nodes, pass_environment
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
@@ -180,14 +182,81 @@ def _finalize(value: Any) -> Any:
     return value
 
 
+_SOFT_ATTR = "_noetl_soft_attr"
+_SOFT_ITEM = "_noetl_soft_item"
+_GUARD_FILTERS = frozenset({"default", "d"})
+_GUARD_TESTS = frozenset({"defined", "undefined"})
+
+
+def _soft_missing(obj: Any, key: Any) -> MissingValue | None:
+    """A quiet missing value when `obj` cannot be read into (missing, not run or null), else None."""
+    if isinstance(obj, MissingValue):
+        parent: str | None = obj.noetl_path
+    elif isinstance(obj, NotRun):
+        parent = obj.step
+    elif obj is None:
+        parent = _path_of(obj)
+    else:
+        return None
+    expr = (f"{parent}.{key}" if isinstance(key, str) else f"{parent}[{key!r}]") if parent else str(key)
+    return MissingValue(path=expr, quiet=True)
+
+
+@pass_environment
+def _soft_attr(env: SandboxEnvironment, obj: Any, attr: str) -> Any:
+    missing_value = _soft_missing(obj, attr)
+    return missing_value if missing_value is not None else env.getattr(obj, attr)
+
+
+@pass_environment
+def _soft_item(env: SandboxEnvironment, obj: Any, key: Any) -> Any:
+    missing_value = _soft_missing(obj, key)
+    return missing_value if missing_value is not None else env.getitem(obj, key)
+
+
+def _soften(node: nodes.Node) -> nodes.Node:
+    """The same expression with every attribute and item read made soft: reading into a missing or
+    null value yields a missing value instead of an error."""
+    if isinstance(node, nodes.Getattr) and node.ctx == "load":
+        return nodes.Filter(_soften(node.node), _SOFT_ATTR, [nodes.Const(node.attr)], [], None, None,
+                            lineno=node.lineno)
+    if isinstance(node, nodes.Getitem) and node.ctx == "load":
+        return nodes.Filter(_soften(node.node), _SOFT_ITEM, [_soften(node.arg)], [], None, None,
+                            lineno=node.lineno)
+    for field in node.fields:
+        value = getattr(node, field, None)
+        if isinstance(value, nodes.Node):
+            setattr(node, field, _soften(value))
+        elif isinstance(value, list):
+            setattr(node, field, [_soften(v) if isinstance(v, nodes.Node) else v for v in value])
+    return node
+
+
+def _soften_guarded(node: nodes.Node) -> nodes.Node:
+    """Soften the parts of a template that guard their reads (spec 13): the value under `default`,
+    the subject of `is defined` / `is undefined`, the test of an `if` (inline or a block)."""
+    if isinstance(node, nodes.Filter) and node.name in _GUARD_FILTERS and node.node is not None:
+        node.node = _soften(node.node)
+    elif isinstance(node, nodes.Test) and node.name in _GUARD_TESTS:
+        node.node = _soften(node.node)
+    elif isinstance(node, (nodes.CondExpr, nodes.If)) and node.test is not None:
+        node.test = _soften(node.test)
+    for child in node.iter_child_nodes():
+        _soften_guarded(child)
+    return node
+
+
 class SandboxEnvironment(ImmutableSandboxedEnvironment):
     """The playbook's Jinja2 environment: sandboxed, size-bounded, mapping keys before attributes."""
 
     intercepted_binops = frozenset(["*", "**", "%"])
 
-    def __init__(self) -> None:
+    def __init__(self, *, condition: bool = False) -> None:
         super().__init__(undefined=MissingValue, finalize=_finalize, autoescape=False,
                          keep_trailing_newline=True)
+        self.condition = condition  # a `when` condition: every read into a missing value is soft
+        self.filters[_SOFT_ATTR] = _soft_attr
+        self.filters[_SOFT_ITEM] = _soft_item
         self.filters["tojson"] = _tojson
         self.filters["b64encode"] = _b64encode
         self.filters["b64decode"] = _b64decode
@@ -196,6 +265,11 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
         for unsafe in ("lipsum", "cycler", "joiner"):
             self.globals.pop(unsafe, None)
         self.tests["none"] = lambda value: value is None or isinstance(value, NotRun)
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        source = _soften(source) if self.condition else _soften_guarded(source)  # type: ignore[assignment]
+        return super()._generate(source, name, filename, defer_init=defer_init)
 
     # -- lookups ---------------------------------------------------------------------------------
     def _lookup(self, obj: Any, key: Any, prefer_item: bool) -> Any:
@@ -306,9 +380,11 @@ class TemplateRenderer:
                  max_output_chars: int = MAX_OUTPUT_CHARS) -> None:
         self.env = SandboxEnvironment()
         self.env.globals.update(functions or {})
+        self.condition_env = SandboxEnvironment(condition=True)
+        self.condition_env.globals.update(functions or {})
         self.max_output_chars = max_output_chars
-        self._templates: dict[str, Any] = {}
-        self._expressions: dict[str, Any] = {}
+        self._templates: dict[tuple[bool, str], Any] = {}
+        self._expressions: dict[tuple[bool, str], Any] = {}
         self._read_names: dict[str, frozenset[str]] = {}
 
     # -- checking --------------------------------------------------------------------------------
@@ -343,22 +419,24 @@ class TemplateRenderer:
         return found
 
     # -- rendering -------------------------------------------------------------------------------
-    def render(self, value: Any, context: Mapping[str, Any], *, where: str = "") -> Rendered:
+    def render(self, value: Any, context: Mapping[str, Any], *, where: str = "",
+               condition: bool = False) -> Rendered:
+        """`condition`: a `when` condition, where reading into a null or missing value is false."""
         state = _RenderState(paths={}, warnings=[])
         token = _STATE.set(state)
         try:
-            out = self._render(value, context, where)
+            out = self._render(value, context, where, condition)
         finally:
             _STATE.reset(token)
         return Rendered(out, tuple(state.warnings))
 
-    def _render(self, value: Any, context: Mapping[str, Any], where: str) -> Any:
+    def _render(self, value: Any, context: Mapping[str, Any], where: str, condition: bool) -> Any:
         if isinstance(value, str):
-            return self._render_text(value, context, where) if is_template(value) else value
+            return self._render_text(value, context, where, condition) if is_template(value) else value
         if isinstance(value, dict):
-            return {k: self._render(v, context, where) for k, v in value.items()}
+            return {k: self._render(v, context, where, condition) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._render(v, context, where) for v in value]
+            return [self._render(v, context, where, condition) for v in value]
         return value
 
     def _names(self, text: str) -> frozenset[str]:
@@ -381,20 +459,21 @@ class TemplateRenderer:
                     paths.setdefault(id(item), name)
         return scope
 
-    def _render_text(self, text: str, context: Mapping[str, Any], where: str) -> Any:
+    def _render_text(self, text: str, context: Mapping[str, Any], where: str, condition: bool) -> Any:
+        env = self.condition_env if condition else self.env
         try:
             expr = single_expression(text)
             scope = self._scope(text, context)
             if expr is not None:
-                compiled = self._expressions.get(expr)
+                compiled = self._expressions.get((condition, expr))
                 if compiled is None:
-                    compiled = self.env.compile_expression(expr, undefined_to_none=False)
-                    self._cache(self._expressions, expr, compiled)
+                    compiled = env.compile_expression(expr, undefined_to_none=False)
+                    self._cache(self._expressions, (condition, expr), compiled)
                 return to_native(compiled(**scope))
-            template = self._templates.get(text)
+            template = self._templates.get((condition, text))
             if template is None:
-                template = self.env.from_string(text)
-                self._cache(self._templates, text, template)
+                template = env.from_string(text)
+                self._cache(self._templates, (condition, text), template)
             size = 0
             chunks: list[str] = []
             for chunk in template.generate(**scope):
@@ -419,7 +498,7 @@ class TemplateRenderer:
                                 kind="validation", expression=text, where=where) from None
 
     @staticmethod
-    def _cache(cache: dict[str, Any], key: str, value: Any) -> None:
+    def _cache(cache: dict[Any, Any], key: Any, value: Any) -> None:
         if len(cache) > 4096:
             cache.clear()
         cache[key] = value

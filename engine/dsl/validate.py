@@ -144,9 +144,11 @@ def _translate(err: dict[str, Any], data: Any) -> Issue | None:
         path = _strip(loc, data, keep_last=True)
         key = path[-1] if path else "?"
         parent = path[:-1]
-        if key == "tool" and parent[:1] in (("workflow",), ("workbook",)):
-            return Issue(parent, "this step has no 'tool'; every step needs one (a pure routing "
-                                 "step uses 'tool: {kind: noop}')", "missing_tool")
+        if key == "tool" and parent[:1] == ("workflow",):
+            return None  # a step without a tool runs as noop; only one with `retry` is left here (reported)
+        if key == "tool" and parent[:1] == ("workbook",):
+            return Issue(parent, "this workbook task has no 'tool'; every workbook task needs one",
+                         "missing_tool")
         if key == "in" and parent[-1:] == ("loop",):
             return Issue(parent, "'loop' has no 'in'; give the list to iterate over, e.g. "
                                  "in: \"{{ workload.items }}\"", "loop_without_in")

@@ -132,8 +132,9 @@ class _Checker:
             if isinstance(script, dict) and isinstance(script.get("uri"), str):
                 uri = script["uri"]
                 if uri.startswith(_REMOTE):
-                    self.add(tpath + ("script", "uri"), f"remote script '{uri}' is not supported; "
-                             "use a local path or file:// URI", "unsupported")
+                    self.add(tpath + ("script", "uri"), f"remote script '{uri}' is not supported: the "
+                             "step fails when it runs; use a local path, a file:// URI or an inline "
+                             "source", "unsupported", "warning")
             spec = task.get("spec")
             policy = spec.get("policy") if isinstance(spec, dict) else None
             rules = policy.get("rules") if isinstance(policy, dict) else None

@@ -20,7 +20,21 @@ def worker_reads(playbook: Playbook, step: Step) -> frozenset[str]:
         if tool.kind == "workbook":
             tasks += [t.model_dump(by_alias=True, exclude_none=True, exclude={"code"})
                       for wb in playbook.workbook if wb.name == tool.name for t in wb.tool]
-    return frozenset(_RENDERER.referenced_names(tasks))
+    names = _RENDERER.referenced_names(tasks)
+    if step.loop is not None and step.input:  # rendered by the worker, once per item (spec 2)
+        names |= _RENDERER.referenced_names(step.input)
+    tools = list(step.tool) + [t for tool in step.tool if tool.kind == "workbook"
+                               for wb in playbook.workbook if wb.name == tool.name for t in wb.tool]
+    if any(_reads_context(t) for t in tools):  # python's `context` holds every step result (spec 3.1)
+        names |= {s.step for s in playbook.workflow}
+    return frozenset(names)
+
+
+def _reads_context(tool: Any) -> bool:
+    """Python code that may read `context` (its source names it, or is a script we cannot see here)."""
+    if tool.kind != "python":
+        return False
+    return tool.script is not None or "context" in (tool.code or "")
 
 
 def command_parts(playbook: Playbook, step: Step, reads: frozenset[str], names: list[str]) -> CommandParts:

@@ -22,6 +22,7 @@ from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord,
 from engine.protocol.commands import CancelStep, RunStep, StartChild
 from engine.protocol.events import Event, derived_id
 from engine.protocol.results import ResultEnvelope
+from engine.protocol.sql_result import loop_items
 
 DEFAULT_POOL = "default"
 INLINE_MAX_BYTES = 65536  # larger values do not travel inside derived events (spec 9)
@@ -116,8 +117,8 @@ class _Firing:
                              results=results, arc_args=arc_args, iterator=iterator, iter_vars=iter_vars,
                              input=input, event=event, execution_id=self.state.execution_id)
 
-    def render(self, value: Any, context: Mapping[str, Any], where: str) -> Any:
-        rendered = self.env.renderer.render(value, context, where=where)
+    def render(self, value: Any, context: Mapping[str, Any], where: str, *, condition: bool = False) -> Any:
+        rendered = self.env.renderer.render(value, context, where=where, condition=condition)
         for warning in rendered.warnings:
             self.state.warnings.append(f"{where}: {warning}")
             self.new_warnings.append(f"{where}: {warning}")
@@ -196,13 +197,13 @@ class _Firing:
             record.status = "skipped"
             self.emit("step.skipped", step=name, run=run, payload={"reason": "admit rules"})
             return
+        if step.loop is not None:  # the input is rendered per item, with the iterator bound (spec 2)
+            self.start_loop(step, run, arc_args, dict(step.input or {}), context)
+            return
         try:
             step_input = self.render(step.input or {}, context, f"step '{name}' input")
         except TemplateError as exc:
             self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
-            return
-        if step.loop is not None:
-            self.start_loop(step, run, arc_args, step_input, context)
             return
         record.status = "scheduled"
         self.issue(step, run, None, arc_args, step_input, None)
@@ -213,7 +214,7 @@ class _Firing:
             then = rule.then if rule.else_ is None else rule.else_.then
             if rule.else_ is None:
                 try:
-                    holds = bool(self.render(rule.when, context, f"step '{step.step}' admit"))
+                    holds = bool(self.render(rule.when, context, f"step '{step.step}' admit", condition=True))
                 except TemplateError:
                     holds = False
                 if not holds:
@@ -259,7 +260,8 @@ class _Firing:
             return
         self.out.commands.append(RunStep(
             command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
-            loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input, context=context,
+            loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input,
+            render_input=loop_index is not None and bool(step_input), context=context,
             iterator=iterator, timeout_s=parts.timeout_s, max_iterations=parts.max_iterations,
             playbook_path=self.env.playbook_path,
             workbook={name: list(tasks) for name, tasks in parts.workbook.items()},
@@ -278,9 +280,14 @@ class _Firing:
             return
         tool = step.tool[0]
         iter_vars = raw.get("iter")
-        context = self.context(arc_args=arc_args, input=step_input, iterator=step.loop.iterator
-                               if step.loop else None, iter_vars=iter_vars)
+        iterator = step.loop.iterator if step.loop else None
         try:
+            if loop_index is not None and step_input:  # a loop item's input: rendered with the item bound
+                step_input = self.render(step_input, self.context(arc_args=arc_args, iterator=iterator,
+                                                                  iter_vars=iter_vars),
+                                         f"step '{step.step}' input")
+            context = self.context(arc_args=arc_args, input=step_input, iterator=iterator,
+                                   iter_vars=iter_vars)
             config = self.render({"path": tool.path, "version": tool.version, "input": tool.input or {}},
                                  context, f"step '{step.step}' playbook call")
         except TemplateError as exc:
@@ -315,7 +322,7 @@ class _Firing:
         assert step.loop is not None
         name = step.step
         try:
-            items = self.render(step.loop.in_, context, f"step '{name}' loop.in")
+            items = loop_items(self.render(step.loop.in_, context, f"step '{name}' loop.in"))
         except TemplateError as exc:
             self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
             return
@@ -475,7 +482,8 @@ class _Firing:
                 holds = arc.when
             else:
                 try:
-                    holds = bool(self.render(arc.when, context, f"step '{step.step}' arc to '{arc.step}'"))
+                    holds = bool(self.render(arc.when, context, f"step '{step.step}' arc to '{arc.step}'",
+                                             condition=True))
                 except TemplateError as exc:
                     if ok:
                         self.unhandled(step.step, {"kind": exc.kind, "message": str(exc),

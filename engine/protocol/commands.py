@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import (
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    field_serializer,
+    field_validator,
+)
 
-from engine.protocol.results import WireModel
+from engine.protocol.results import WireModel, fold_body_alias, unfold_body_alias
 
 
 class RunStep(WireModel):
@@ -21,6 +29,7 @@ class RunStep(WireModel):
     pool: str
     tasks: list[dict[str, Any]]  # the step's canonical tool list (model_dump by alias)
     input: dict[str, Any] = Field(default_factory=dict)  # the step input, rendered at dispatch
+    render_input: bool = False  # a loop item: `input` is the step's template, rendered by the worker per item
     context: dict[str, Any] = Field(default_factory=dict)  # what the step's templates may read
     iterator: str | None = None
     timeout_s: float | None = None
@@ -29,6 +38,31 @@ class RunStep(WireModel):
     workbook: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)  # name -> tasks
     keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
     output: dict[str, Any] | None = None  # the step's `output` hints (spec 16): store, select, size
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _unfold(cls, value: Any) -> Any:
+        return _map_results(value, unfold_body_alias)
+
+    @field_serializer("context", mode="wrap")
+    def _fold(self, value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # an http result's body travels once (as `data`); reading the command restores `body`
+        return handler(_map_results(value, fold_body_alias) if info.mode_is_json() else value)
+
+
+def _map_results(context: Any, change: Callable[[Any], Any]) -> Any:
+    """`context` with `change` applied to the value (and the task results) of every step result."""
+    results = context.get("results") if isinstance(context, dict) else None
+    if not isinstance(results, dict) or not results:
+        return context
+    changed: dict[str, Any] = {}
+    for name, entry in results.items():
+        if isinstance(entry, dict):
+            entry = {**entry, "data": change(entry.get("data"))}
+            if isinstance(entry.get("task_results"), dict):
+                entry["task_results"] = {k: change(v) for k, v in entry["task_results"].items()}
+        changed[name] = entry
+    return {**context, "results": changed}
 
 
 class CancelStep(WireModel):

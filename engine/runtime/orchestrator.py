@@ -483,7 +483,7 @@ class Orchestrator:
             await self._publish_event(self._outcome(command.execution_id, command.command_id,
                                                     command.step, command.loop_index,
                                                     ResultEnvelope.fail("validation", str(exc),
-                                                                        retryable=False)))
+                                                                        retryable=False, source="playbook")))
 
     @staticmethod
     def _outcome(execution_id: str, command_id: str, step: str, loop_index: int | None,
@@ -521,7 +521,7 @@ class Orchestrator:
                                           else "internal")),
                 f"child execution {state.execution_id} ({info.get('path')}) "
                 f"{terminal.type.split('.')[1]}: {error.get('message', '')}".strip(),
-                retryable=False)
+                retryable=False, source="playbook")
         await self._publish_event(self._outcome(
             str(info["parent_execution_id"]), str(info["parent_command_id"]), str(info.get("parent_step")),
             info.get("parent_loop_index"), envelope))

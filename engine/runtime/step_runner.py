@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from engine.dsl.context import build_context
 from engine.dsl.model import Rule, RuleThen
 from engine.dsl.results import wrap_result
-from engine.dsl.templates import TemplateRenderer, to_native
+from engine.dsl.templates import TemplateRenderer, single_expression, to_native
 from engine.errors import TemplateError
 from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
@@ -163,8 +163,9 @@ class StepRunner:
         self.inline_max_bytes = inline_max_bytes
         self._dirs: dict[str, None] = {}  # execution directories made (insertion-ordered, bounded)
 
-    def _render(self, value: Any, context: Mapping[str, Any], where: str, pipe: _Pipeline) -> Any:
-        rendered = self.renderer.render(value, context, where=where)
+    def _render(self, value: Any, context: Mapping[str, Any], where: str, pipe: _Pipeline, *,
+                condition: bool = False) -> Any:
+        rendered = self.renderer.render(value, context, where=where, condition=condition)
         for warning in rendered.warnings:
             message = f"{where}: {warning}"
             if message not in pipe.warnings:
@@ -218,7 +219,9 @@ class StepRunner:
         try:
             envelope = await self._secrets(cmd, pipe, recorder)
             if envelope is None:
-                envelope = await self._pipeline(cmd, cmd.tasks, pipe, scrubbed, cmd.input)
+                step_input, envelope = self._step_input(cmd, pipe)
+            if envelope is None:
+                envelope = await self._pipeline(cmd, cmd.tasks, pipe, scrubbed, step_input)
         except asyncio.CancelledError:
             envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
         if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
@@ -289,6 +292,16 @@ class StepRunner:
         except TemplateError as exc:
             return ResultEnvelope.fail(exc.kind, f"keychain: {exc}", retryable=False)
         return None
+
+    def _step_input(self, cmd: RunStep, pipe: _Pipeline) -> tuple[Mapping[str, Any], ResultEnvelope | None]:
+        """The step input; a loop item's is rendered here, with the item bound (spec 2)."""
+        if not cmd.render_input:
+            return cmd.input, None
+        try:
+            context = self._context(cmd, pipe, {})
+            return self._render(cmd.input, context, f"step '{cmd.step}' input", pipe), None
+        except TemplateError as exc:
+            return {}, ResultEnvelope.fail(exc.kind, str(exc), retryable=False)
 
     # ------------------------------------------------------------------ context
     def _context(self, cmd: RunStep, pipe: _Pipeline, step_input: Mapping[str, Any],
@@ -378,8 +391,8 @@ class StepRunner:
                 action = RuleThen(do="continue" if envelope.status == "ok" else "fail")
             if action.do in ("continue", "break", "jump") and envelope.status == "ok":
                 try:
-                    self._apply_set(task.get("set"), context, pipe)
-                    self._apply_set(action.set, context, pipe)
+                    self._apply_set(task.get("set"), context, pipe, envelope.data)
+                    self._apply_set(action.set, context, pipe, envelope.data)
                 except TemplateError as exc:
                     return ResultEnvelope.fail(exc.kind, str(exc), retryable=False), RuleThen(do="fail")
             elif action.do in ("continue", "jump") and action.set:
@@ -393,16 +406,19 @@ class StepRunner:
                 return rule.else_.then
             when = rule.when
             holds = when if isinstance(when, bool) else bool(
-                self._render(when, context, "policy rule", pipe))
+                self._render(when, context, "policy rule", pipe, condition=True))
             if holds:
                 assert rule.then is not None
                 return rule.then
         return RuleThen(do="continue" if envelope.status == "ok" else "fail")
 
     def _apply_set(self, writes: Mapping[str, Any] | None, context: Mapping[str, Any],
-                   pipe: _Pipeline) -> None:
+                   pipe: _Pipeline, result: Any = None) -> None:
         for key, template in (writes or {}).items():
-            value = self._render(template, context, "task set", pipe)
+            if isinstance(template, str) and (single_expression(template) or "").strip() == "output":
+                value = result  # `"{{ output }}"` stores the task's result, not its envelope (spec 7)
+            else:
+                value = self._render(template, context, "task set", pipe)
             scope, _, rest = key.partition(".")
             if scope == "ctx" and rest:
                 pipe.ctx_writes[key] = value
@@ -466,10 +482,10 @@ class StepRunner:
             envelope = ResultEnvelope.fail("internal", f"{where}: the {kind} tool crashed: "
                                                        f"{type(exc).__name__}: {exc}")
         if "duration_ms" in envelope.meta.model_fields_set and envelope.meta.attempt == attempt:
-            return envelope  # stamped by the tool (engine.tools.support.guarded)
+            return envelope.with_source(kind)  # stamped by the tool (engine.tools.support.guarded)
         meta = dict(envelope.meta.model_extra or {})
         meta.update(duration_ms=round((time.perf_counter() - started) * 1000, 3), attempt=attempt)
-        return envelope.model_copy(update={"meta": envelope.meta.model_validate(meta)})
+        return envelope.with_source(kind).model_copy(update={"meta": envelope.meta.model_validate(meta)})
 
     async def _workbook(self, cmd: RunStep, config: Mapping[str, Any], pipe: _Pipeline,
                         tool_input: Mapping[str, Any]) -> ResultEnvelope:
@@ -500,15 +516,16 @@ def _with_input_defaults(task: dict[str, Any], call_input: Mapping[str, Any]) ->
 
 def _output_view(envelope: ResultEnvelope) -> dict[str, Any]:
     meta = envelope.meta.model_dump()
-    out: dict[str, Any] = {"status": envelope.status, "data": envelope.data,
+    data = envelope.data
+    out: dict[str, Any] = {"status": envelope.status, "data": wrap_result(data),  # data.x reads its body
                            "error": envelope.error.model_dump() if envelope.error else None,
                            "meta": meta}
     http = meta.get("http")
-    if isinstance(http, dict):
-        out["http"] = http
-    else:
-        status = envelope.data.get("status_code") if isinstance(envelope.data, dict) else None
-        out["http"] = {"status": status}
+    out["http"] = dict(http) if isinstance(http, dict) else {}
+    if isinstance(data, dict) and "status_code" in data:  # an http result, also on an error (spec 7)
+        out["http"].update(status=data["status_code"], headers=data.get("headers"), url=data.get("url"),
+                           elapsed_ms=data.get("elapsed_ms"))
+    out["http"].setdefault("status", None)
     return out
 
 
@@ -521,7 +538,7 @@ def _backoff(action: RuleThen, attempt: int) -> float:
         delay = action.delay
     if action.max_delay is not None:
         delay = min(delay, action.max_delay)
-    if action.jitter and delay > 0:
+    if action.jitter and delay > 0 and action.backoff != "fixed":  # fixed: the same delay every time
         delay *= random.uniform(0.8, 1.2)  # jitter, not security
     return delay
 

@@ -3,7 +3,9 @@ carries a `ResultRef` (URI, size, format, row count, schema, preview), and `reso
 
 A list of flat objects (the same keys in every row; each column only null/bool/int/float/str, ints and
 floats may mix and then read back as floats) is stored as an Arrow IPC file (zstd-compressed when the
-codec is available); anything else as JSON. Files live under `<work_dir>/artifacts/`.
+codec is available); so is a SQL result (spec 3.2) whose rows are flat: its rows are the table, stored
+once, and the rest of it (counts, columns, each statement's summary) rides in the schema's metadata.
+Anything else is JSON. Files live under `<work_dir>/artifacts/`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import EngineError
-from engine.protocol.results import ResultRef
+from engine.protocol.results import ResultRef, fold_body_alias, unfold_body_alias
+from engine.protocol.sql_result import is_sql_result
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ PREVIEW_ROWS = 5
 PREVIEW_BYTES = 4096
 _SCALAR_TYPES = {type(None), bool, int, float, str}
 _COMPATIBLE = ({bool}, {int}, {float}, {int, float}, {str}, set())
+_SQL_KEY = b"noetl.sql_result"  # Arrow schema metadata: a SQL result without the rows of the table
 
 
 class ArtifactError(EngineError):
@@ -36,8 +40,8 @@ class ArtifactError(EngineError):
 
 
 def json_size(data: Any) -> int:
-    """The size in bytes of `data` as compact UTF-8 JSON."""
-    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    """The size in bytes of `data` as compact UTF-8 JSON, as stored (an http body once)."""
+    return len(json.dumps(fold_body_alias(data), separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 def externalize(data: Any, work_dir: Path | str,
@@ -49,20 +53,22 @@ def externalize(data: Any, work_dir: Path | str,
     folder = Path(work_dir) / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     name = uuid.uuid4().hex
-    if _is_flat_table(data):
+    sql = is_sql_result(data)
+    if _is_flat_table(data["rows"] if sql else data):
         try:
             return None, _write_arrow(data, folder / f"{name}.arrow")
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
             log.debug("rows not storable as Arrow (%s); storing JSON", exc)
     path = folder / f"{name}.json"
-    path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-    row_count = len(data) if isinstance(data, list) else None
+    path.write_text(json.dumps(fold_body_alias(data), ensure_ascii=False, separators=(",", ":")),
+                    encoding="utf-8")
+    row_count = data["row_count"] if sql else len(data) if isinstance(data, list) else None
     return None, ResultRef(uri=_uri(path), size=path.stat().st_size, format="json", row_count=row_count,
                            preview=preview(data))
 
 
 def resolve(ref: ResultRef | Mapping[str, Any]) -> Any:
-    """The data a reference points at (Arrow and Parquet → a list of objects)."""
+    """The data a reference points at (Arrow and Parquet → a list of objects, or the SQL result)."""
     ref = ref if isinstance(ref, ResultRef) else ResultRef.model_validate(ref)
     parts = urlsplit(ref.uri)
     if parts.scheme not in ("file", ""):
@@ -73,14 +79,19 @@ def resolve(ref: ResultRef | Mapping[str, Any]) -> Any:
         raise ArtifactError(f"the stored result '{path}' does not exist", where=ref.uri)
     if ref.format == "arrow":
         with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_file(source).read_all().to_pylist()
+            table = pa.ipc.open_file(source).read_all()
+        rest = (table.schema.metadata or {}).get(_SQL_KEY)
+        return table.to_pylist() if rest is None else _sql_whole(table.to_pylist(), rest)
     if ref.format == "parquet":
         return pq.read_table(path).to_pylist()
-    return json.loads(path.read_text(encoding="utf-8"))
+    return unfold_body_alias(json.loads(path.read_text(encoding="utf-8")))
 
 
 def preview(data: Any) -> Any:
     """A small look at `data`: the first rows or keys, kept under PREVIEW_BYTES of JSON."""
+    if is_sql_result(data):
+        head = {k: data[k] for k in ("row_count", "columns", "statement_count")}
+        return {"rows": preview(data["rows"]), **(head if json_size(head) <= PREVIEW_BYTES // 4 else {})}
     if isinstance(data, list):
         head: list[Any] = []
         for item in data[:PREVIEW_ROWS]:
@@ -119,16 +130,41 @@ def _is_flat_table(data: Any) -> bool:
     return all(t in _COMPATIBLE for t in types.values())
 
 
-def _write_arrow(rows: list[dict[str, Any]], path: Path) -> ResultRef:
+def _sql_rest(result: Mapping[str, Any]) -> bytes:
+    """A SQL result without its rows; a statement whose rows are those rows keeps `rows: null`."""
+    rows = result["rows"]
+    rest: dict[str, Any] = {}
+    for key, value in result.items():
+        if key == "rows":
+            continue
+        shared = isinstance(value, Mapping) and (value.get("rows") is rows or value.get("rows") == rows)
+        rest[key] = {**value, "rows": None} if shared else value
+    return json.dumps(rest, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _sql_whole(rows: list[dict[str, Any]], rest: bytes) -> dict[str, Any]:
+    parts = json.loads(rest)
+    whole: dict[str, Any] = {"rows": rows}
+    for key, value in parts.items():
+        whole[key] = {**value, "rows": rows} if isinstance(value, dict) and value.get("rows") is None \
+            else value
+    return whole
+
+
+def _write_arrow(data: Any, path: Path) -> ResultRef:
+    """`data`: flat rows, or a SQL result whose rows are flat."""
+    rows = data["rows"] if isinstance(data, Mapping) else data
     keys = list(rows[0])
     table = pa.table({k: pa.array([row[k] for row in rows]) for k in keys})
+    if isinstance(data, Mapping):
+        table = table.replace_schema_metadata({_SQL_KEY: _sql_rest(data)})
     compression = "zstd" if pa.Codec.is_available("zstd") else None
     options = pa.ipc.IpcWriteOptions(compression=compression)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     schema = {f.name: str(f.type) for f in table.schema}
     return ResultRef(uri=_uri(path), size=path.stat().st_size, format="arrow", row_count=table.num_rows,
-                     schema=schema, preview=preview(rows))
+                     schema=schema, preview=preview(data))
 
 
 def _uri(path: Path) -> str:

@@ -5,9 +5,12 @@ The target is `url` (any clickhouse-connect DSN: `http(s)://user:pass@host:8123/
 `host`/`port`/`username` (or `user`)/`password`/`database`/`secure`. Clients are kept per target and
 closed with the tool (chDB allows one engine per process, so its client is also used one statement at
 a time). Statements starting with SELECT/WITH/SHOW/DESCRIBE/EXPLAIN/EXISTS return rows; others run as
-commands. `params` bind to `{name:Type}`, `%(name)s` or `%s` placeholders. The time limit is also sent
-as the `max_execution_time` setting. ClickHouse has no multi-statement transactions: statements that
-ran before a failure stay applied. Errors are classified by ClickHouse's error code.
+commands, whose `row_count` is the rows written as the server reports them (chDB reports none: 0).
+`params` bind to `{name:Type}`, `%(name)s` or `%s` placeholders. The time limit is also sent as the
+`max_execution_time` setting. ClickHouse has no multi-statement transactions: statements that
+ran before a failure stay applied. Errors are classified by ClickHouse's error code (kept as `code`):
+syntax and unknown names → sql_syntax, access → auth, time limit → db_timeout, too many queries →
+rate_limit, network → db_connection, a violated constraint → db_constraint.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver import exceptions as ch_errors
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.summary import QuerySummary
 
 from engine.protocol.results import ResultEnvelope
 from engine.tools.base import ToolCall
@@ -38,12 +42,12 @@ _CODE = re.compile(r"Code:\s*(\d+)")
 _CODE_KINDS: dict[str, frozenset[int]] = {
     "sql_syntax": frozenset({62, 60, 47, 46, 81, 16, 57, 43, 53, 386, 215, 352, 36, 44, 10, 8}),
     "auth": frozenset({516, 192, 193, 194, 497, 164}),
-    "timeout": frozenset({159, 394, 209}),
+    "db_timeout": frozenset({159, 394}),
     "resource_exhausted": frozenset({241, 173, 290}),
-    "rate_limited": frozenset({202, 203}),
-    "connection": frozenset({210, 1000}),
+    "rate_limit": frozenset({202, 203}),
+    "db_connection": frozenset({209, 210, 1000}),
     "validation": frozenset({6, 26, 27, 41, 69, 70, 72, 153, 117, 131, 33}),
-    "sql_constraint": frozenset({469}),
+    "db_constraint": frozenset({469}),
 }
 
 
@@ -143,8 +147,8 @@ def _execute(client: Client, lock: threading.Lock, statements: list[Statement], 
                     result = client.query(statement.text, parameters=args, settings=settings)
                     outcome.add(list(result.column_names), result.result_rows)
                 else:
-                    client.command(statement.text, parameters=args, settings=settings)
-                    outcome.add()
+                    answer = client.command(statement.text, parameters=args, settings=settings)
+                    outcome.add(affected=answer.written_rows if isinstance(answer, QuerySummary) else 0)
             except ch_errors.Error as exc:
                 raise _classify(exc, number) from None
     binder.finish()
@@ -164,7 +168,7 @@ def _classify(exc: ch_errors.Error, statement: int) -> ToolFailure:
                 return ToolFailure(kind, text, code=code, type=name)
         return ToolFailure("internal", text, code=code, type=name)
     if isinstance(exc, ch_errors.OperationalError):
-        return ToolFailure("connection", text, type=name)
+        return ToolFailure("db_connection", text, type=name)
     if isinstance(exc, (ch_errors.ProgrammingError, ch_errors.DataError)):
         return ToolFailure("validation", text, type=name)
     return ToolFailure("internal", text, type=name)

@@ -2,12 +2,15 @@
 
 `database` is a file path or `:memory:` (the default: a fresh database per attempt). Statements run in
 autocommit, in order; `params` bind to `?`, `$1` or `$name` placeholders (DuckDB reports which each
-statement uses). The `Count` row DuckDB answers for INSERT/UPDATE/DELETE/CREATE is not "rows returned";
-`RETURNING` rows are. When the time limit passes the query is interrupted. `auth` (attaching other
+statement uses). The `Count` row DuckDB answers for INSERT/UPDATE/DELETE/CREATE is the statement's
+`row_count` (rows changed), not rows returned, and the `Success` column of DROP is no row set either;
+`RETURNING` rows are rows. When the time limit passes the query is interrupted. `auth` (attaching other
 databases with credentials) is not supported yet and fails the step with a validation error.
-Errors: parser/binder/catalog → sql_syntax, constraint → sql_constraint, conversion/invalid input →
-validation, out of memory → resource_exhausted, interrupted → timeout, other I/O → connection when the
-file is locked (retryable) else validation.
+Errors: parser/binder/catalog → sql_syntax, constraint → db_constraint, a file that cannot be parsed
+(malformed JSON or CSV, not Parquet) → parse, conversion/other invalid input → validation, out of memory
+→ resource_exhausted, interrupted at the time limit → db_timeout, a write-write conflict → db_deadlock
+(retryable), the database file locked by another process → db_connection (retryable), other I/O →
+validation, remote files over HTTP → connection.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 import duckdb
@@ -95,14 +99,22 @@ def _execute(con: duckdb.DuckDBPyConnection, texts: list[str], params: Params | 
                 con.execute(statement, args)
                 description = con.description
                 columns = [d[0] for d in description] if description else None
-                if columns is None or (statement.type.name not in _ROW_STATEMENTS and columns == ["Count"]):
+                if columns is None:
                     outcome.add()
+                elif statement.type.name not in _ROW_STATEMENTS and columns in (["Count"], ["Success"]):
+                    status = con.fetchall()  # [(rows changed,)], or [] for DDL
+                    changed = status[0][0] if columns == ["Count"] and status else 0
+                    outcome.add(affected=int(changed or 0))
                 else:
                     outcome.add(columns, con.fetchall())
         binder.finish()
     except duckdb.Error as exc:
         raise _Failed(exc, number) from None
     return outcome
+
+
+_UNPARSABLE = re.compile(r"malformed|cannot parse|could not parse|CSV Error|sniff|not a parquet|"
+                         r"too small to be a parquet", re.IGNORECASE)
 
 
 def _classify(exc: duckdb.Error, statement: int) -> ToolFailure:
@@ -112,19 +124,23 @@ def _classify(exc: duckdb.Error, statement: int) -> ToolFailure:
     kinds: list[tuple[type[Any] | tuple[type[Any], ...], str]] = [
         ((duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException,
           duckdb.CatalogException), "sql_syntax"),
-        ((duckdb.ConstraintException, duckdb.IntegrityError), "sql_constraint"),
-        (duckdb.InterruptException, "timeout"),
+        ((duckdb.ConstraintException, duckdb.IntegrityError), "db_constraint"),
+        (duckdb.InterruptException, "db_timeout"),
         (duckdb.OutOfMemoryException, "resource_exhausted"),
         (duckdb.PermissionException, "auth"),
         ((duckdb.ConversionException, duckdb.InvalidInputException, duckdb.DataError,
           duckdb.OutOfRangeException, duckdb.TypeMismatchException), "validation"),
         (duckdb.HTTPException, "connection"),
     ]
+    if isinstance(exc, duckdb.InvalidInputException) and _UNPARSABLE.search(str(exc)):
+        return ToolFailure("parse", text, type=name)
+    if isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower():
+        return ToolFailure("db_deadlock", text, type=name)
     for classes, kind in kinds:
         if isinstance(exc, classes):
             return ToolFailure(kind, text, type=name)
     if isinstance(exc, duckdb.IOException):
         if "lock" in str(exc).lower():
-            return ToolFailure("connection", text, type=name, retryable=True)
+            return ToolFailure("db_connection", text, type=name)
         return ToolFailure("validation", text, type=name)
     return ToolFailure("internal", text, type=name)

@@ -1,13 +1,16 @@
 """The http tool (spec section 3): a rendered request → httpx → `{status_code, headers, url, elapsed_ms,
-data}`; a status ≥ 400 is an error envelope carrying the same fields.
+data, body}` (`data` and `body` are the same parsed body, stored once); a status ≥ 400 is an error
+envelope carrying the same fields.
 
 Bodies: `json` is sent as JSON; `form` as form fields; `data` as form fields when a mapping, else as the
 raw body; `body` as JSON when a mapping or list, else raw; `payload` (NoETL) becomes the query string of a
 GET/HEAD/DELETE/OPTIONS request when a mapping, else the JSON body. `auth` names a credential whose
 `headers` mapping, bearer `token` (or `access_token`) and/or `username`/`password` (basic) are applied.
-Error kinds: 429 → rate_limited (retryable), 401/403 → auth, other ≥ 400 → http_status (retryable for
-5xx), refused/unreachable/DNS → connection (retryable), time limit → timeout. With no time limit the
-connection attempt alone is still bounded (30 s).
+Error kinds (spec 9): 429 → rate_limit, 401/403 → auth, 404 → not_found, other 4xx → client_error,
+5xx → server_error; retryable: 429, 408 and 5xx. Such an error carries `code` `HTTP_<status>`,
+`http_status` and `status`, and `retry_after` (seconds) from a Retry-After header. Refused, unreachable
+or DNS → connection (retryable), time limit → timeout. With no time limit the connection attempt alone
+is still bounded (30 s).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from engine.protocol.results import ResultEnvelope
+from engine.protocol.results import ResultEnvelope, http_error_kind
 from engine.tools.base import ToolCall
-from engine.tools.support import Attempt, ToolFailure, guarded
+from engine.tools.support import Attempt, ToolFailure, guarded, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +96,24 @@ async def _send(client: httpx.AsyncClient, request: dict[str, Any], limit: float
 def _envelope(method: str, response: httpx.Response, elapsed_ms: float) -> ResultEnvelope:
     status = response.status_code
     data, encoding = _decode(response)
-    result = {"status_code": status, "headers": dict(response.headers), "url": str(response.url),
-              "elapsed_ms": elapsed_ms, "data": data}
-    http: dict[str, Any] = {"status": status, "method": method, "url": str(response.url)}
-    if response.headers.get("retry-after"):
-        http["retry_after"] = response.headers["retry-after"]
+    url = str(response.url)
+    # `data` and `body` are one object: stored once (engine.protocol.results.fold_body_alias)
+    result = {"status_code": status, "headers": dict(response.headers), "url": url,
+              "elapsed_ms": elapsed_ms, "data": data, "body": data}
+    http = {"status": status, "method": method, "url": url, "elapsed_ms": elapsed_ms}
     meta: dict[str, Any] = {"http": http}
     if encoding:
         meta["body_encoding"] = encoding
     if status < 400:
         return ResultEnvelope.ok(result, **meta)
-    if status == 429:
-        kind, retryable = "rate_limited", True
-    elif status in (401, 403):
-        kind, retryable = "auth", False
-    else:
-        kind, retryable = "http_status", status >= 500
+    kind, retryable = http_error_kind(status)
     snippet = response.text[:300].strip() if not encoding else ""
-    message = f"{method} {response.url} returned {status} {response.reason_phrase}".rstrip()
+    message = f"{method} {url} returned {status} {response.reason_phrase}".rstrip()
     if snippet:
         message += f": {snippet}"
-    return ResultEnvelope.fail(kind, message, retryable=retryable, code=status, data=result,
-                               type="HTTPStatusError", **meta)
+    return ResultEnvelope.fail(kind, message, retryable=retryable, code=f"HTTP_{status}", data=result,
+                               type="HTTPStatusError", http_status=status,
+                               retry_after=retry_after_seconds(response.headers.get("retry-after")), **meta)
 
 
 def _decode(response: httpx.Response) -> tuple[Any, str | None]:

@@ -6,10 +6,12 @@ Without `params` each SQL text is sent whole and every result it yields is read 
 it, so function bodies and `BEGIN ATOMIC` blocks are safe); with `params` the text is split into
 statements and each gets the placeholders it uses (`%s`, `%(name)s`; a literal `%` in such a statement
 is written `%%`). A failure rolls the attempt back. The time limit is enforced both by the server
-(`statement_timeout`) and here. Errors: SQLSTATE class 42 → sql_syntax (42501 → auth), 23 →
-sql_constraint, 28 → auth, 08 → connection, 57014 → timeout, 53 → resource_exhausted, 22 → validation,
-40 (serialization failure, deadlock) → internal but retryable; connect failures → connection (auth when
-the server refused the login, validation when the database does not exist).
+(`statement_timeout`) and here. Errors carry `pg_code` (the SQLSTATE) and `code` `PG_<SQLSTATE>`, and by
+SQLSTATE: class 42 → sql_syntax (42501 → auth), 23 (unique, foreign key, not null, check) →
+db_constraint, 28 → auth, 08 and 57P01-03 → db_connection, 57014 (statement timeout), 55P03 and 25P03 →
+db_timeout, 40 (deadlock, serialization failure) → db_deadlock, 53 → resource_exhausted, 22 → validation;
+connect failures → db_connection (auth when the server refused the login, validation when the database
+does not exist). db_connection, db_deadlock and db_timeout are retryable.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def _where(text: str, index: int, done: int, exc: psycopg.Error) -> str:
 
 async def _collect(cursor: psycopg.AsyncCursor[Any], outcome: SqlOutcome) -> None:
     if cursor.description is None:
-        outcome.add()
+        outcome.add(affected=cursor.rowcount)  # -1 when the command changes no rows (DDL)
         return
     columns = [c.name for c in cursor.description]
     outcome.add(columns, await cursor.fetchall())
@@ -149,23 +151,34 @@ def _passwords(conninfo: str) -> list[str]:
     return [str(password)] if password else []
 
 
+def _failure(kind: str, text: str, state: str | None, name: str, *,
+             retryable: bool | None = None) -> ToolFailure:
+    """A classified failure with NoETL's code (`PG_<SQLSTATE>`) and the SQLSTATE as `pg_code`."""
+    return ToolFailure(kind, text, code=f"PG_{state}" if state else None, pg_code=state or None, type=name,
+                       retryable=retryable)
+
+
 def _connect_failure(exc: psycopg.Error) -> ToolFailure:
     text = str(exc).strip()
     lower = text.lower()
     name = type(exc).__name__
-    if exc.sqlstate and exc.sqlstate.startswith("28") or any(
+    state = exc.sqlstate
+    if state and state.startswith("28") or any(
             s in lower for s in ("password authentication failed", "authentication failed",
                                  "no pg_hba.conf entry", "password is required",
                                  "no password supplied")):
-        return ToolFailure("auth", f"PostgreSQL refused the login: {text}", code=exc.sqlstate, type=name)
-    if exc.sqlstate == "3D000" or ("database" in lower and "does not exist" in lower):
-        return ToolFailure("validation", f"PostgreSQL: {text}", code=exc.sqlstate or "3D000", type=name)
+        return _failure("auth", f"PostgreSQL refused the login: {text}", state, name)
+    if state == "3D000" or ("database" in lower and "does not exist" in lower):
+        return _failure("validation", f"PostgreSQL: {text}", state or "3D000", name)
     if "role" in lower and "does not exist" in lower:
-        return ToolFailure("auth", f"PostgreSQL refused the login: {text}", code=exc.sqlstate, type=name)
+        return _failure("auth", f"PostgreSQL refused the login: {text}", state, name)
     if isinstance(exc, psycopg.ProgrammingError):
-        return ToolFailure("validation", f"PostgreSQL connection settings are invalid: {text}", type=name)
-    return ToolFailure("connection", f"PostgreSQL could not be reached: {text}", code=exc.sqlstate,
-                       type=name)
+        return _failure("validation", f"PostgreSQL connection settings are invalid: {text}", None, name)
+    return _failure("db_connection", f"PostgreSQL could not be reached: {text}", state, name)
+
+
+_CONNECTION_LOST = ("57P01", "57P02", "57P03")  # admin shutdown, crash shutdown, cannot connect now
+_TIMED_OUT = ("57014", "55P03", "25P03")  # statement timeout (query canceled), lock timeout, idle timeout
 
 
 def _classify(exc: psycopg.Error, where: str) -> ToolFailure:
@@ -173,21 +186,22 @@ def _classify(exc: psycopg.Error, where: str) -> ToolFailure:
     name = type(exc).__name__
     text = f"{where}: {str(exc).strip()}"
     if state == "42501":
-        return ToolFailure("auth", text, code=state, type=name)
+        return _failure("auth", text, state, name)
     if state.startswith("42"):
-        return ToolFailure("sql_syntax", text, code=state, type=name)
+        return _failure("sql_syntax", text, state, name)
     if state.startswith("23"):
-        return ToolFailure("sql_constraint", text, code=state, type=name)
+        return _failure("db_constraint", text, state, name)
     if state.startswith("28"):
-        return ToolFailure("auth", text, code=state, type=name)
-    if state.startswith("08") or (not state and isinstance(exc, psycopg.OperationalError)):
-        return ToolFailure("connection", text, code=state or None, type=name)
-    if state == "57014":
-        return ToolFailure("timeout", text, code=state, type=name)
+        return _failure("auth", text, state, name)
+    if state.startswith("08") or state in _CONNECTION_LOST or (
+            not state and isinstance(exc, psycopg.OperationalError)):
+        return _failure("db_connection", text, state, name)
+    if state in _TIMED_OUT:
+        return _failure("db_timeout", text, state, name)
+    if state.startswith("40"):  # deadlock or serialization failure: the transaction may pass next time
+        return _failure("db_deadlock", text, state, name)
     if state.startswith("53"):
-        return ToolFailure("resource_exhausted", text, code=state, type=name)
+        return _failure("resource_exhausted", text, state, name)
     if state.startswith("22"):
-        return ToolFailure("validation", text, code=state, type=name)
-    if state.startswith("40"):
-        return ToolFailure("internal", text, code=state, type=name, retryable=True)
-    return ToolFailure("internal", text, code=state or None, type=name)
+        return _failure("validation", text, state, name)
+    return _failure("internal", text, state, name)

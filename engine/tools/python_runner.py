@@ -8,9 +8,10 @@ and fd 1 at stderr, so neither user code nor a C library can read or corrupt the
 Per request: `libs` are imported and bound; the inputs become globals, `input_data` and, when `main`
 is defined, its keyword arguments (only the names it declares, or all of them for `**kwargs`);
 `context` is a read-only copy (mappings → mappingproxy, lists → tuples); an input named `input_data`
-or `context` is only in `input_data`. The result is main()'s return value, else the value of a
-top-level `return` (such code runs as a function body, whose local `result` counts when it falls off
-the end), else the global `result`, else null — each `None` falls through to the next.
+replaces the `input_data` dict (NoETL compatibility), one named `context` is only in `input_data`.
+The result is main()'s return value, else the value of a top-level `return` (such code runs as a
+function body, whose local `result` counts when it falls off the end), else the global `result`, else null —
+each `None` falls through to the next.
 `async def main` and top-level `await` run under `asyncio.run`.
 `sys.exit(0)`/`sys.exit()` ends the code normally (main is then not called; the global `result` is
 the result); any other exit code is an error of type SystemExit. The result is made JSON-friendly by
@@ -191,18 +192,31 @@ def _call_main(main: Any, inputs: Mapping[str, Any]) -> Any:
     return _await(main(**kwargs))
 
 
+def _import(module: str, name: str | None, alias: str) -> Any:
+    """`import module` (bound as its top package when `alias` is that package), or `from module import
+    name` (an attribute, else a submodule)."""
+    if name is None:
+        imported = importlib.import_module(module)
+        return importlib.import_module(alias) if module.startswith(alias + ".") else imported
+    parent = importlib.import_module(module)
+    try:
+        return getattr(parent, name)
+    except AttributeError:
+        return importlib.import_module(f"{module}.{name}")
+
+
 def execute(request: Mapping[str, Any]) -> Any:
     """Run one snippet and return its result (not yet JSON-converted); user exceptions propagate."""
     code: str = request["code"]
     filename: str = request.get("filename") or "<python step>"
     inputs: dict[str, Any] = dict(request.get("input") or {})
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, "__file__": filename}
-    for alias, module in (request.get("libs") or {}).items():
-        namespace[alias] = importlib.import_module(module)
+    for alias, module, name in request.get("libs") or ():
+        namespace[alias] = _import(module, name, alias)
+    namespace["input_data"] = dict(inputs)  # before the inputs: an input named input_data replaces it
     for name, value in inputs.items():
-        if name.isidentifier() and not keyword.iskeyword(name):
+        if name.isidentifier() and not keyword.iskeyword(name) and name != "context":
             namespace[name] = value
-    namespace["input_data"] = dict(inputs)
     namespace["context"] = _freeze(request.get("context") or {})
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     tree = ast.parse(code, filename)

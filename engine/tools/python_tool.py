@@ -13,7 +13,7 @@ from typing import Any
 from engine.protocol.results import ResultEnvelope
 from engine.tools.base import ToolCall
 from engine.tools.python_pool import PoolClosedError, PythonPool
-from engine.tools.support import Attempt, ToolFailure, guarded, read_script
+from engine.tools.support import Attempt, ToolFailure, guarded, script_text
 from engine.tools.values import to_json_value
 
 log = logging.getLogger(__name__)
@@ -31,16 +31,13 @@ class PythonTool:
     async def _run(self, attempt: Attempt) -> ResultEnvelope:
         config = attempt.config
         code, filename = _source(config)
-        libs = config.get("libs") or {}
-        if not isinstance(libs, Mapping) or not all(isinstance(v, str) for v in libs.values()):
-            raise ToolFailure("validation", "libs must map an alias to a module name, "
-                                            "e.g. {pd: pandas}")
+        libs = _libs(config.get("libs"))
         request = {
             "code": code,
             "filename": filename,
             "input": to_json_value(dict(attempt.call.input), strict=False),
             "context": to_json_value(dict(attempt.call.context), strict=False),
-            "libs": dict(libs),
+            "libs": libs,
             "cwd": str(attempt.call.work_dir) if attempt.call.work_dir else None,
         }
         try:
@@ -63,11 +60,32 @@ def _source(config: Mapping[str, Any]) -> tuple[str, str]:
         raise ToolFailure("validation", "a python tool takes one of 'code' or 'script: {uri}', not both")
     if isinstance(code, str):
         return code, "<python step>"
-    if isinstance(script, Mapping):
-        return read_script(script.get("uri"))
-    if isinstance(script, str):
-        return read_script(script)
+    if script is not None:
+        return script_text(script)
     raise ToolFailure("validation", "a python tool needs 'code' (source text) or 'script: {uri}'")
+
+
+def _libs(libs: Any) -> list[list[str | None]]:
+    """`libs` as [alias, module, name or None] (spec 16): `{alias: module}`, `{alias: {from: module,
+    import: name}}` (from module import name as alias), or a list of modules (each under its own name)."""
+    if not libs:
+        return []
+    if isinstance(libs, list) and all(isinstance(m, str) for m in libs):
+        return [[m.split(".")[0], m, None] for m in libs]
+    if isinstance(libs, Mapping):
+        out: list[list[str | None]] = []
+        for alias, lib in libs.items():
+            if isinstance(lib, str):
+                out.append([str(alias), lib, None])
+            elif isinstance(lib, Mapping) and isinstance(lib.get("from"), str) \
+                    and isinstance(lib.get("import"), str):
+                out.append([str(alias), lib["from"], lib["import"]])
+            else:
+                raise ToolFailure("validation", f"libs.{alias}: give a module name or "
+                                                "{from: module, import: name}")
+        return out
+    raise ToolFailure("validation", "libs must map an alias to a module (e.g. {pd: pandas}, "
+                                    "{np_array: {from: numpy, import: array}}) or list module names")
 
 
 def _output_meta(reply: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,9 @@ closed with the tool, so an in-memory store lives as long as the worker. Results
 - search (`vector`, or `query` as a vector or a point id; `filter`, `limit`, `with_payload`) → the scored
   points `[{id, score, payload, version}]` (via `query_points`: qdrant-client ≥ 1.20 has no `search`);
 - delete (`ids` or `filter`; one is required) → `{operation_id, status}`.
-Errors: unknown collection / bad points or vectors → validation, 401/403 → auth, 429 → rate_limited,
-5xx → http_status (retryable), unreachable → connection, time limit → timeout.
+Errors: an HTTP error answer carries `http_status`/`status`, `retry_after` and `code` `HTTP_<status>`:
+401/403 → auth, 429 → rate_limit, 5xx → server_error (both retryable), other 4xx (an unknown collection,
+bad points or vectors) → validation; unreachable → connection, time limit → timeout.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import pydantic
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from engine.protocol.results import ResultEnvelope
+from engine.protocol.results import ResultEnvelope, http_error_kind
 from engine.tools.base import ToolCall
-from engine.tools.support import Attempt, ToolFailure, guarded
+from engine.tools.support import Attempt, ToolFailure, guarded, retry_after_seconds
 from engine.tools.values import to_json_value
 
 log = logging.getLogger(__name__)
@@ -192,13 +193,12 @@ def _classify(exc: Exception, operation: str, collection: str) -> ToolFailure:
         status = exc.status_code
         detail = exc.content.decode("utf-8", "replace")[:300] if exc.content else exc.reason_phrase
         text = f"{where} returned {status}: {detail}"
-        if status == 429:
-            return ToolFailure("rate_limited", text, code=status, type=name)
-        if status in (401, 403):
-            return ToolFailure("auth", text, code=status, type=name)
-        if status >= 500:
-            return ToolFailure("http_status", text, code=status, type=name, retryable=True)
-        return ToolFailure("validation", text, code=status, type=name)
+        kind, retryable = http_error_kind(status)
+        if kind in ("not_found", "client_error"):  # the request the step built is wrong
+            kind = "validation"
+        headers = getattr(exc, "headers", None) or {}
+        return ToolFailure(kind, text, retryable=retryable, code=f"HTTP_{status}", type=name,
+                           http_status=status, retry_after=retry_after_seconds(headers.get("retry-after")))
     if isinstance(exc, ResponseHandlingException):
         source = getattr(exc, "source", None)
         if isinstance(source, TimeoutError) or "timed out" in str(exc).lower():

@@ -5,8 +5,10 @@ never skipped. `auth` names a credential with `account`, `user` (or `username`),
 another authenticator's fields (`authenticator`, `token`, `private_key_file`...), plus optional
 `warehouse`, `database`, `schema`, `role`. Statements are split here and run in order in one
 transaction (committed at the end, rolled back on failure), in a thread; `params` bind to `%s` /
-`%(name)s`. Errors: 1003 and other 1xxx/2xxx compilation errors → sql_syntax, 390100/390144/250001-style
-login failures → auth, connection problems → connection, 604 (cancelled) → timeout.
+`%(name)s`. Errors keep Snowflake's error number as `code` and its SQLSTATE as `pg_code`: 1003 and other
+1xxx/2xxx compilation errors → sql_syntax, 390100/390144/250001-style login failures → auth, integrity
+errors → db_constraint, connection problems → db_connection, 604 (cancelled) → db_timeout, a deadlock →
+db_deadlock.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def _execute(connector: ModuleType, settings: dict[str, Any], statements: list[S
                 if cursor.description:
                     outcome.add([d[0] for d in cursor.description], cursor.fetchall())
                 else:
-                    outcome.add()
+                    outcome.add(affected=cursor.rowcount or 0)
         binder.finish()
         conn.commit()
     except errors.Error as exc:
@@ -101,18 +103,25 @@ def _execute(connector: ModuleType, settings: dict[str, Any], statements: list[S
 def _classify(exc: Exception, statement: int, errors: ModuleType) -> ToolFailure:
     name = type(exc).__name__
     errno = getattr(exc, "errno", None)
+    state = getattr(exc, "sqlstate", None) or None
     text = f"statement {statement}: {exc}" if statement else str(exc)
     lower = str(exc).lower()
+
+    def failure(kind: str) -> ToolFailure:
+        return ToolFailure(kind, text, code=errno, type=name, pg_code=str(state) if state else None)
+
     if errno in (390100, 390144, 390318, 250001) or "incorrect username or password" in lower:
-        return ToolFailure("auth", text, code=errno, type=name)
+        return failure("auth")
     if errno == 604:
-        return ToolFailure("timeout", text, code=errno, type=name)
+        return failure("db_timeout")
+    if "deadlock" in lower:
+        return failure("db_deadlock")
     if isinstance(exc, errors.ProgrammingError) and errno is not None and 1000 <= errno < 3000:
-        return ToolFailure("sql_syntax", text, code=errno, type=name)
+        return failure("sql_syntax")
     if isinstance(exc, errors.IntegrityError):
-        return ToolFailure("sql_constraint", text, code=errno, type=name)
+        return failure("db_constraint")
     if isinstance(exc, (errors.OperationalError, errors.InterfaceError)):
-        return ToolFailure("connection", text, code=errno, type=name)
+        return failure("db_connection")
     if isinstance(exc, errors.DataError):
-        return ToolFailure("validation", text, code=errno, type=name)
-    return ToolFailure("internal", text, code=errno, type=name)
+        return failure("validation")
+    return failure("internal")

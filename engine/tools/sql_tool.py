@@ -1,10 +1,11 @@
 """What the SQL tools share (spec 3.2): the statements of a call, their bound parameters, the result shape.
 
-The result is the rows of the LAST statement that returned rows, as objects keyed by column name
-(`[]` if none), JSON-friendly (see `engine.tools.values`), with `meta.columns`, `meta.statement_count`
-and `meta.row_count`. `command` is a string (possibly several statements) or a list of them; `script:
-{uri}` reads the SQL from a local file. `params` are bound, never spliced: a mapping gives each statement
-the names it uses; a list is consumed in order by the statements' positional placeholders.
+Each tool folds its statements into a `SqlOutcome` as they run; the result is the shared mapping of
+`engine.protocol.sql_result` (`rows`, `row_count`, `columns`, `statement_count`, `command_<i>`), rows as
+objects keyed by column name with JSON-friendly values (see `engine.tools.values`). `command` is a string
+(possibly several statements) or a list of them; `script: {uri}` reads the SQL from a local file.
+`params` are bound, never spliced: a mapping gives each statement the names it uses; a list is consumed
+in order by the statements' positional placeholders.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.protocol.results import ResultEnvelope
+from engine.protocol.sql_result import StatementResult, sql_result
 from engine.tools.support import ToolFailure, read_script
 from engine.tools.values import to_json_value
 
@@ -103,22 +105,23 @@ class ParamBinder:
 class SqlOutcome:
     """What the statements of one attempt produced, folded as they run."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    statement_count: int = 0
-    returned_rows: bool = False
+    statements: list[StatementResult] = field(default_factory=list)
 
-    def add(self, columns: Sequence[str] | None = None, rows: Iterable[Sequence[Any]] | None = None) -> None:
-        """Record one executed statement; `columns` is None when it returned no rows."""
-        self.statement_count += 1
+    @property
+    def statement_count(self) -> int:
+        return len(self.statements)
+
+    def add(self, columns: Sequence[str] | None = None, rows: Iterable[Sequence[Any]] | None = None, *,
+            affected: int | None = None) -> None:
+        """Record one executed statement: its row set (`columns` None when it returned none), else the
+        number of rows it changed."""
         if columns is None:
+            self.statements.append(StatementResult(affected=affected or 0))
             return
         names = [str(c) for c in columns]
-        self.columns = names
-        self.rows = [dict(zip(names, (to_json_value(v, strict=False) for v in row), strict=False))
+        converted = [dict(zip(names, (to_json_value(v, strict=False) for v in row), strict=False))
                      for row in rows or ()]
-        self.returned_rows = True
+        self.statements.append(StatementResult(names, converted))
 
     def envelope(self, **meta: Any) -> ResultEnvelope:
-        return ResultEnvelope.ok(self.rows, columns=self.columns, statement_count=self.statement_count,
-                                 row_count=len(self.rows), **meta)
+        return ResultEnvelope.ok(sql_result(self.statements), **meta)

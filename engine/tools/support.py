@@ -3,17 +3,21 @@
 A tool writes its body as `async def body(attempt) -> ResultEnvelope` and raises `ToolFailure` for a
 classified failure; `guarded(call, body)` turns failures into error envelopes (a missing credential,
 an expired time limit and an unexpected exception included), redacts the credential values the
-attempt used from everything it returns, and stamps `duration_ms` and `attempt` into `meta`.
+attempt used from everything it returns, stamps `duration_ms` and `attempt` into `meta`, and names the
+tool kind as an error's `source`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import traceback as tb
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -32,7 +36,9 @@ class ToolFailure(Exception):
 
     def __init__(self, kind: str, message: str, *, retryable: bool | None = None,
                  code: str | int | None = None, type: str | None = None, data: Any = None,
-                 traceback: str | None = None, meta: Mapping[str, Any] | None = None) -> None:
+                 traceback: str | None = None, meta: Mapping[str, Any] | None = None,
+                 http_status: int | None = None, retry_after: float | None = None,
+                 pg_code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -42,11 +48,35 @@ class ToolFailure(Exception):
         self.data = data
         self.traceback = traceback
         self.meta = dict(meta or {})
+        self.http_status = http_status
+        self.retry_after = retry_after
+        self.pg_code = pg_code
 
     def envelope(self) -> ResultEnvelope:
         return ResultEnvelope.fail(self.kind, self.message, retryable=self.retryable, data=self.data,
                                    code=self.code, type=self.type, traceback=self.traceback,
-                                   **self.meta)
+                                   http_status=self.http_status, retry_after=self.retry_after,
+                                   pg_code=self.pg_code, **self.meta)
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header in seconds: a number of seconds, or an HTTP date (0 when it has passed)."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, round((when - (now or datetime.now(UTC))).total_seconds(), 3))
 
 
 def config_timeout(value: Any) -> float | None:
@@ -127,7 +157,7 @@ async def guarded(call: ToolCall, body: Body) -> ResultEnvelope:
         envelope = ResultEnvelope.fail("internal", f"the {call.kind} tool failed unexpectedly: "
                                                    f"{type(exc).__name__}: {exc}",
                                        type=type(exc).__name__, traceback=tb.format_exc())
-    return _finish(envelope, attempt)
+    return _finish(envelope.with_source(call.kind), attempt)
 
 
 def _finish(envelope: ResultEnvelope, attempt: Attempt) -> ResultEnvelope:
@@ -170,6 +200,28 @@ def read_script(uri: str) -> tuple[str, str]:
                           code="not_found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ToolFailure("validation", f"script '{uri}' cannot be read: {exc}") from None
+
+
+def script_text(script: Any) -> tuple[str, str]:
+    """(text, name) of a `script`: a local path or `file://` URI, `{uri}`, or `{source: {type: inline,
+    code}}` / `{source: {type: file, path}}` (spec 16); remote sources are refused with the reason."""
+    if isinstance(script, str):
+        return read_script(script)
+    if not isinstance(script, Mapping):
+        raise ToolFailure("validation", "script must be a path or a mapping with 'uri' or 'source'")
+    source = script.get("source")
+    if isinstance(source, Mapping):
+        kind = str(source.get("type") or "inline").lower()
+        if kind == "inline":
+            code = source.get("code")
+            if not isinstance(code, str):
+                raise ToolFailure("validation", "an inline script source needs 'code' (the source text)")
+            return code, "<inline script>"
+        if kind == "file":
+            return read_script(source.get("path") or script.get("uri"))
+        raise ToolFailure("validation", f"script source type '{kind}' is not supported here; use "
+                                        "'inline' (code: ...) or 'file' (path: ...)")
+    return read_script(script.get("uri"))
 
 
 class TailBuffer:

@@ -46,13 +46,14 @@ _FAILURES = (
     ("connection", "OSError", "could not translate host name \"{host}\" to address"),
     ("timeout", "TimeoutError", "step did not finish within {n} s"),
     ("timeout", None, "read timed out after {n} s calling https://{host}/v1/{word}"),
-    ("http_status", None, "HTTP {status} from https://{host}/api/{word}"),
-    ("rate_limited", None, "HTTP 429 Too Many Requests from https://{host}/api/{word}; retry after {n} s"),
+    ("server_error", None, "HTTP {status} from https://{host}/api/{word}"),
+    ("not_found", None, "GET https://{host}/api/{word}/{n} returned 404 Not Found"),
+    ("rate_limit", None, "HTTP 429 Too Many Requests from https://{host}/api/{word}; retry after {n} s"),
     ("auth", None, "HTTP 401 Unauthorized: the token for {host} expired"),
     ("missing_credential", None, "credential '{word}_db' is not stored"),
     ("sql_syntax", "SyntaxError", "syntax error at or near \"{word}\" (line {n})"),
-    ("sql_constraint", "UniqueViolation", "duplicate key value violates unique constraint \"{word}_pkey\""),
-    ("sql_constraint", "NotNullViolation", "null value in column \"{word}\" violates not-null constraint"),
+    ("db_constraint", "UniqueViolation", "duplicate key value violates unique constraint \"{word}_pkey\""),
+    ("db_constraint", "NotNullViolation", "null value in column \"{word}\" violates not-null constraint"),
     ("undefined_variable", None, "'{word}' is undefined in template {{{{ workload.{word} }}}}"),
     ("python_exception", "KeyError", "KeyError: '{word}'"),
     ("python_exception", "ZeroDivisionError", "division by zero"),
@@ -77,7 +78,7 @@ def synthetic_texts(count: int = DISTINCT_TEXTS, seed: int = 7) -> list[tuple[st
         path = f"etl/{rng.choice(_WORDS)}_{rng.randrange(40)}"
         message = template.format(host=rng.choice(_HOSTS), port=rng.choice((5432, 8123, 443, 6333)),
                                   n=rng.randrange(1, 600), word=rng.choice(_WORDS), step=step,
-                                  status=rng.choice((500, 502, 503, 404, 400)))
+                                  status=rng.choice((500, 502, 503, 504)))
         error = kind + (f" {etype}" if etype else "")
         text = (f"{tool} step '{step}' failed: {error}: {message}\ninput: tool.code:str, "
                 f"payload.{rng.choice(_WORDS)}:str\nplaybook {path}")

@@ -280,22 +280,24 @@ def test_tool_level_retry_on_status_retries_http_503_until_it_succeeds(runs: Bat
     assert call["result"]["data"] == {"ok": True, "calls": 3}
     assert call["attempts"] == 3
     failures = of_type(run.log, "task.attempt.failed", "call")
-    assert [e["result"]["error"]["code"] for e in failures] == [503, 503]
+    assert [e["result"]["error"]["code"] for e in failures] == ["HTTP_503", "HTTP_503"]
+    assert [e["result"]["error"]["status"] for e in failures] == [503, 503]
 
 
-def test_an_http_404_is_a_non_retryable_http_status_error_with_its_code(runs: Batch) -> None:
+def test_an_http_404_is_a_non_retryable_not_found_error_with_its_code(runs: Batch) -> None:
     error = branch_error(runs["http"], "e404")
-    assert (error["kind"], error["code"], error["retryable"]) == ("http_status", 404, False)
+    assert (error["kind"], error["code"], error["retryable"]) == ("not_found", "HTTP_404", False)
+    assert (error["http_status"], error["status"], error["source"]) == (404, 404, "http")
 
 
-def test_an_http_429_is_rate_limited_and_retryable(runs: Batch) -> None:
+def test_an_http_429_is_a_retryable_rate_limit(runs: Batch) -> None:
     error = branch_error(runs["http"], "e429")
-    assert (error["kind"], error["retryable"]) == ("rate_limited", True)
+    assert (error["kind"], error["retryable"], error["http_status"]) == ("rate_limit", True, 429)
 
 
-def test_an_http_503_is_a_retryable_http_status_error(runs: Batch) -> None:
+def test_an_http_503_is_a_retryable_server_error(runs: Batch) -> None:
     error = branch_error(runs["http"], "e503")
-    assert (error["kind"], error["code"], error["retryable"]) == ("http_status", 503, True)
+    assert (error["kind"], error["code"], error["retryable"]) == ("server_error", "HTTP_503", True)
 
 
 def test_an_http_connection_refused_is_a_retryable_connection_error(runs: Batch) -> None:

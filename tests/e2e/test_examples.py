@@ -275,12 +275,16 @@ def test_10_short_forms_validate_equal_their_canonical_spelling_and_run_alike(ru
 def test_11_duckdb_rows_expose_count_columns_and_values(runs: Batch) -> None:
     example("11_duckdb_rows.yaml",
             "expect: status completed",
-            'expect: steps.query.result == [{"name": "Alice", "age": 30}, '
+            'expect: steps.query.result.rows == [{"name": "Alice", "age": 30}, '
             '{"name": "Charlie", "age": 35}]',
+            "expect: steps.query.result.statement_count == 3 and "
+            "steps.query.result.command_1.row_count == 3",
             'expect: steps.check.result == {"count": 2, "columns": ["name", "age"], '
             '"oldest": "Charlie"}')
     run = run_of(runs, "11")
-    assert run.step("query")["result"] == [{"name": "Alice", "age": 30}, {"name": "Charlie", "age": 35}]
+    query = run.step("query")["result"]
+    assert query["rows"] == [{"name": "Alice", "age": 30}, {"name": "Charlie", "age": 35}]
+    assert query["statement_count"] == 3 and query["command_1"]["row_count"] == 3
     assert run.step("check")["result"] == {"count": 2, "columns": ["name", "age"], "oldest": "Charlie"}
 
 
@@ -330,7 +334,7 @@ def test_15_a_large_result_travels_by_reference_and_reads_back_whole(runs: Batch
             'expect: steps.summarize.result == {"rows": 50000, "first": 0, "last": 49999}')
     run = run_of(runs, "15")
     assert run.step("summarize")["result"] == {"rows": 50000, "first": 0, "last": 49999}
-    rows = run.step("make")["result"]  # the CLI resolves the reference
+    rows = run.step("make")["result"]["rows"]  # the CLI resolves the reference
     assert len(rows) == 50000 and rows[0] == {"id": 0, "label": "row-0"}
     assert 1_200_000 < len(json.dumps(rows, separators=(",", ":"))) < 2_000_000  # ~1.6 MB of data
     log = [e for e in run.log if e["step"] == "make"]
@@ -383,7 +387,7 @@ def test_quickstart_scores_the_cohort_in_parallel_and_joins_both_summaries_into_
         f"expect: steps.score.result == {json.dumps(QUICKSTART_SCORES)} (input order)",
         f"expect: steps.score.stats == {json.dumps(QUICKSTART_STATS)}; never more than 3 applicants are "
         "scored at once (max_in_flight)",
-        f"expect: steps.segments.result == {json.dumps(QUICKSTART_SEGMENTS)}",
+        f"expect: steps.segments.result.rows == {json.dumps(QUICKSTART_SEGMENTS)}",
         f"expect: steps.watchlist.result == {json.dumps(QUICKSTART_WATCHLIST)}",
         "expect: steps.report ran exactly once, after both segments and watchlist finished",
         f"expect: steps.report.result == {json.dumps(QUICKSTART_REPORT)}")
@@ -391,7 +395,7 @@ def test_quickstart_scores_the_cohort_in_parallel_and_joins_both_summaries_into_
     score = run.step("score")
     assert score["result"] == QUICKSTART_SCORES
     assert score["stats"] == QUICKSTART_STATS
-    assert run.step("segments")["result"] == QUICKSTART_SEGMENTS
+    assert run.step("segments")["result"]["rows"] == QUICKSTART_SEGMENTS
     assert run.step("watchlist")["result"] == QUICKSTART_WATCHLIST
     assert run.step("report")["result"] == QUICKSTART_REPORT
     assert run.doc["result"] == QUICKSTART_REPORT

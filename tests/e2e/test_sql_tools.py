@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, branch_error, fan_out, inline
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, branch_error, fan_out, inline, of_type
 
 
 def duckdb_cases(scratch: Path) -> dict[str, Case]:
@@ -34,17 +34,46 @@ def duckdb_cases(scratch: Path) -> dict[str, Case]:
                     - "CREATE TABLE t (x INTEGER, y VARCHAR)"
                     - "INSERT INTO t VALUES (?, 'a'), (?, 'b')"
                     - "SELECT x, y FROM t ORDER BY x"
-                  params: [1, 2]
+                    - "DELETE FROM t WHERE x = ?"
+                  params: [1, 2, 1]
                 next: {arcs: [{step: read}]}
               - step: read
                 tool:
                   kind: python
                   input: {rows: "{{ q.rows }}", n: "{{ q.row_count }}", cols: "{{ q.columns }}",
-                          statements: "{{ q.statement_count }}", whole: "{{ q }}"}
+                          statements: "{{ q.statement_count }}", first: "{{ q.command_2.rows[0].x }}",
+                          inserted: "{{ q.command_1.row_count }}", deleted: "{{ q.command_3.row_count }}",
+                          whole: "{{ q }}"}
                   code: |
-                    result = {'rows': rows, 'n': n, 'cols': cols, 'statements': statements,
-                              'same': whole == rows}
+                    result = {'rows': rows, 'n': n, 'cols': cols, 'statements': statements, 'first': first,
+                              'inserted': inserted, 'deleted': deleted, 'got': whole.get('rows'),
+                              'keys': sorted(k for k, _ in whole.items())}
             """)),
+        "loop_over_rows": Case(inline("loop_over_rows", """\
+            workflow:
+              - step: q
+                tool: {kind: duckdb, command: "SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (3, 'c')) t(id, nm)"}
+                next: {arcs: [{step: each}]}
+              - step: each
+                loop: {in: "{{ q }}", iterator: row, spec: {mode: parallel}}
+                tool: {kind: python, input: {row: "{{ row }}"}, code: "result = row['nm'] * row['id']"}
+            """)),
+        "large_by_reference": Case(inline("large_by_reference", """\
+            workflow:
+              - step: q
+                tool:
+                  kind: duckdb
+                  command: |
+                    CREATE TABLE big AS SELECT range AS id, 'row-' || range AS label FROM range(20000);
+                    SELECT id, label FROM big ORDER BY id;
+                next: {arcs: [{step: read}]}
+              - step: read
+                tool:
+                  kind: python
+                  input: {rows: "{{ q.rows }}", n: "{{ q.row_count }}",
+                          created: "{{ q.command_0.row_count }}", last: "{{ q.command_1.rows[-1].label }}"}
+                  code: "result = {'rows': len(rows), 'n': n, 'created': created, 'last': last}"
+            """), events=True),
         "file_database": Case(inline("file_database", """\
             workflow:
               - step: write
@@ -124,37 +153,71 @@ def completed(run: Outcome) -> None:
 def test_duckdb_binds_named_params_instead_of_splicing_them(runs: Batch) -> None:
     run = runs["duckdb"]
     completed(run)
-    assert run.step("named")["result"] == [{"s": 5, "who": "O'Brien'); DROP TABLE x; --"}]
+    assert run.step("named")["result"]["rows"] == [{"s": 5, "who": "O'Brien'); DROP TABLE x; --"}]
 
 
-def test_duckdb_returns_the_last_row_set_and_exposes_rows_row_count_columns_statement_count(
-        runs: Batch) -> None:
+def test_a_multi_statement_result_has_the_last_row_set_and_each_statement_as_command_i(runs: Batch) -> None:
     run = runs["positional_params_and_handles"]
     completed(run)
     rows = [{"x": 1, "y": "a"}, {"x": 2, "y": "b"}]
-    assert run.step("q")["result"] == rows
-    assert run.step("read")["result"] == {"rows": rows, "n": 2, "cols": ["x", "y"], "statements": 3,
-                                          "same": True}
+    assert run.step("q")["result"] == {
+        "rows": rows, "row_count": 2, "columns": ["x", "y"], "statement_count": 4,
+        "command_0": {"rows": [], "row_count": 0, "columns": []},
+        "command_1": {"rows": [], "row_count": 2, "columns": []},
+        "command_2": {"rows": rows, "row_count": 2, "columns": ["x", "y"]},
+        "command_3": {"rows": [], "row_count": 1, "columns": []},
+    }
+
+
+def test_templates_and_python_code_read_a_sql_result_by_its_keys(runs: Batch) -> None:
+    run = runs["positional_params_and_handles"]
+    completed(run)
+    rows = [{"x": 1, "y": "a"}, {"x": 2, "y": "b"}]
+    assert run.step("read")["result"] == {
+        "rows": rows, "n": 2, "cols": ["x", "y"], "statements": 4, "first": 1, "inserted": 2, "deleted": 1,
+        "got": rows, "keys": ["columns", "command_0", "command_1", "command_2", "command_3", "row_count",
+                              "rows", "statement_count"]}
+
+
+def test_a_loop_over_a_sql_result_iterates_its_rows(runs: Batch) -> None:
+    run = runs["loop_over_rows"]
+    completed(run)
+    assert run.step("each")["result"] == ["a", "bb", "ccc"]
+
+
+def test_a_large_sql_result_travels_by_reference_and_templates_read_its_rows(runs: Batch) -> None:
+    run = runs["large_by_reference"]
+    completed(run)
+    assert run.step("read")["result"] == {"rows": 20000, "n": 20000, "created": 20000, "last": "row-19999"}
+    [outcome] = of_type([e for e in run.log if e["step"] == "q"], "step.succeeded")
+    assert outcome["result"]["data"] is None
+    ref = outcome["result"]["ref"]
+    assert ref["format"] == "arrow" and ref["row_count"] == 20000
+    assert ref["preview"]["rows"][0] == {"id": 0, "label": "row-0"}
+    whole = run.step("q")["result"]  # the CLI resolves the reference
+    assert whole["statement_count"] == 2 and whole["rows"] == whole["command_1"]["rows"]
+    assert len(whole["rows"]) == 20000
 
 
 def test_a_duckdb_file_database_keeps_its_tables_between_steps(runs: Batch) -> None:
     run = runs["file_database"]
     completed(run)
-    assert run.step("read")["result"] == [{"total": 3}]
+    assert run.step("read")["result"]["rows"] == [{"total": 3}]
 
 
 def test_duckdb_values_become_json_friendly(runs: Batch) -> None:
     run = runs["duckdb"]
     completed(run)
-    assert run.step("types")["result"] == [{"ts": "2026-01-02T03:04:05", "d": "2026-01-02", "dec": 1.25,
-                                        "b": "aGk=", "nothing": None}]
+    assert run.step("types")["result"]["rows"] == [{"ts": "2026-01-02T03:04:05", "d": "2026-01-02",
+                                                "dec": 1.25, "b": "aGk=", "nothing": None}]
 
 
-def test_statements_that_return_no_rows_give_an_empty_list(runs: Batch) -> None:
+def test_a_statement_that_returns_no_rows_gives_empty_rows(runs: Batch) -> None:
     run = runs["duckdb"]
     completed(run)
     assert run.step("no_rows")["status"] == "succeeded"
-    assert run.step("no_rows")["result"] == []
+    assert run.step("no_rows")["result"] == {"rows": [], "row_count": 0, "columns": [], "statement_count": 1,
+                                             "command_0": {"rows": [], "row_count": 0, "columns": []}}
 
 
 def test_a_duckdb_syntax_error_is_a_non_retryable_sql_syntax_error(runs: Batch) -> None:
@@ -168,13 +231,14 @@ def test_postgres_through_a_stored_credential_binds_params_and_rolls_a_failed_at
     assert pg_credential is not None, "`noetl credential set` could not store the postgres credential"
     run = runs["postgres"]
     completed(run)
-    assert run.step("setup")["result"] == []
-    assert run.step("query")["result"] == [{"id": 1, "name": "a", "amount": 1.5},
-                                           {"id": 2, "name": "b", "amount": 2.25}]
+    assert run.step("setup")["result"]["rows"] == []
+    assert run.step("setup")["result"]["command_1"]["row_count"] == 2
+    assert run.step("query")["result"]["rows"] == [{"id": 1, "name": "a", "amount": 1.5},
+                                                   {"id": 2, "name": "b", "amount": 2.25}]
     bad = run.step("bad")
     assert bad["status"] == "failed"
-    assert (bad["error"]["kind"], bad["error"]["retryable"]) == ("sql_constraint", False)
-    assert run.step("count")["result"] == [{"n": 2}]  # the failed attempt's first insert was rolled back
+    assert (bad["error"]["kind"], bad["error"]["retryable"]) == ("db_constraint", False)
+    assert run.step("count")["result"]["rows"] == [{"n": 2}]  # the failed attempt's first insert rolled back
 
 
 def test_a_postgres_step_naming_an_unknown_credential_fails_with_missing_credential(runs: Batch) -> None:

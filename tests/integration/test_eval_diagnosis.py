@@ -27,9 +27,9 @@ def test_the_manifest_covers_every_playbook_with_valid_expectations() -> None:
         result = validate_file(PLAYBOOKS / case.file)
         assert result.valid(strict=True), [d.format() for d in result.diagnostics]
     kinds = {c.root_cause_type for c in cases}
-    assert {"timeout", "connection", "http_status", "rate_limited", "auth", "missing_credential",
-            "sql_syntax", "sql_constraint", "undefined_variable", "python_exception", "resource_exhausted",
-            "validation"} <= kinds
+    assert {"timeout", "connection", "db_connection", "rate_limit", "not_found", "server_error", "auth",
+            "missing_credential", "sql_syntax", "db_constraint", "undefined_variable", "python_exception",
+            "resource_exhausted", "validation"} <= kinds
     assert {c.transience for c in cases} == {"transient", "intermittent", "permanent"}
 
 

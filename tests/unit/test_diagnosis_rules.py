@@ -16,6 +16,7 @@ from agents.diagnosis.rules import classify, refine_kind
 from agents.diagnosis.scrub import scrub_diagnosis, scrub_text
 from engine.protocol.events import Event
 from engine.protocol.results import ResultEnvelope
+from engine.protocol.sql_result import StatementResult, sql_result
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -73,8 +74,13 @@ workflow:
     tool: {kind: duckdb, command: "SELECT 1"}
     next: use
   - step: use
-    tool: {kind: python, input: {rows: "{{ fetch }}"}, code: "result = rows[0]['amount']"}
+    tool: {kind: python, input: {rows: "{{ fetch.rows }}"}, code: "result = rows[0]['amount']"}
 """
+
+
+def rows(*items: dict[str, Any]) -> dict[str, Any]:
+    """A SQL tool's result (spec 3.2) whose last statement returned `items`."""
+    return sql_result([StatementResult(["id", "amount"], list(items))])
 
 
 def single(kind: str = "python", extra: str = "") -> str:
@@ -90,9 +96,14 @@ def test_generic_errors_are_refined_by_their_messages() -> None:
     assert refine_kind(err("internal", "ConnectionRefusedError: [Errno 111] Connection refused")) \
         == ("connection", True)
     assert refine_kind(err("python_exception", "HTTP Error 429: Too Many Requests", type="HTTPError"))[0] \
-        == "rate_limited"
+        == "rate_limit"
     assert refine_kind(err("python_exception", "HTTP Error 403: Forbidden", type="HTTPError"))[0] == "auth"
-    assert refine_kind(err("http_status", "GET x returned 401", code=401))[0] == "auth"
+    assert refine_kind(err("python_exception", "HTTP Error 503: Service Unavailable", type="HTTPError"))[0] \
+        == "server_error"
+    assert refine_kind(err("python_exception", "HTTP Error 404: Not Found", type="HTTPError"))[0] \
+        == "not_found"
+    assert refine_kind(err("python_exception", "deadlock detected", type="DeadlockDetected"))[0] \
+        == "db_deadlock"
     assert refine_kind(err("internal", "exited", code=137))[0] == "resource_exhausted"
 
 
@@ -102,23 +113,37 @@ def test_a_tools_own_kind_and_a_data_error_are_kept() -> None:
 
 
 # ---------------------------------------------------------------------------------- root-cause step
-def test_an_empty_upstream_result_is_the_root_cause_of_an_index_error() -> None:
+def test_a_query_that_returned_no_rows_is_the_root_cause_of_an_index_error() -> None:
     log = Log(UPSTREAM)
-    produced = log.ok("fetch", [])
+    produced = log.ok("fetch", rows())
     log.fail("use", "python_exception", "list index out of range", type_="IndexError")
     d = log.diagnose()
     assert (d.failed_step, d.root_cause_step, d.root_cause_type, d.transience) == \
         ("use", "fetch", "validation", "permanent")
-    assert any(e.event_id == produced.event_id and "empty list" in e.fact for e in d.evidence)
+    assert any(e.event_id == produced.event_id and "returned no rows" in e.fact for e in d.evidence)
     kinds = [f.kind for f in d.suggested_fixes]
     assert kinds[0] == "upstream_data" and "code" in kinds
     rule = d.suggested_fixes[0].change["set"]["tool"]["spec"]["policy"]["rules"][0]
-    assert rule["then"] == {"do": "fail"}
+    assert rule == {"when": "{{ output.status == 'ok' and not output.data.rows }}", "then": {"do": "fail"}}
+    guard = d.suggested_fixes[1].change["set"]["next"]["arcs"][0]
+    assert guard == {"step": "use", "when": "{{ fetch.rows | length > 0 }}"}
+
+
+def test_an_empty_python_result_is_guarded_by_its_own_length() -> None:
+    log = Log(UPSTREAM.replace('{kind: duckdb, command: "SELECT 1"}', '{kind: python, code: "result = []"}'))
+    log.ok("fetch", [])
+    log.fail("use", "python_exception", "list index out of range", type_="IndexError")
+    d = log.diagnose()
+    assert d.root_cause_step == "fetch"
+    assert any("returned an empty list" in e.fact for e in d.evidence)
+    rule = d.suggested_fixes[0].change["set"]["tool"]["spec"]["policy"]["rules"][0]
+    assert rule["when"] == "{{ output.status == 'ok' and not output.data }}"
+    assert d.suggested_fixes[1].change["set"]["next"]["arcs"][0]["when"] == "{{ fetch | length > 0 }}"
 
 
 def test_records_missing_a_key_blame_the_step_that_produced_them() -> None:
     log = Log(UPSTREAM)
-    log.ok("fetch", [{"id": 1, "amount": 3}, {"id": 2}])
+    log.ok("fetch", rows({"id": 1, "amount": 3}, {"id": 2}))
     log.fail("use", "python_exception", "'amount'", type_="KeyError")
     d = log.diagnose()
     assert (d.root_cause_step, d.root_cause_type) == ("fetch", "validation")
@@ -127,7 +152,7 @@ def test_records_missing_a_key_blame_the_step_that_produced_them() -> None:
 
 def test_a_bug_with_good_upstream_data_stays_on_the_failed_step() -> None:
     log = Log(UPSTREAM)
-    log.ok("fetch", [{"id": 1, "amount": 3}])
+    log.ok("fetch", rows({"id": 1, "amount": 3}))
     log.fail("use", "python_exception", "name 'amount' is not defined", type_="NameError")
     d = log.diagnose()
     assert (d.root_cause_step, d.root_cause_type, d.transience) == ("use", "python_exception", "permanent")
@@ -150,6 +175,26 @@ def test_an_empty_result_passed_along_is_traced_to_the_first_step_that_produced_
     log.ok("enrich", [])
     log.fail("average", "python_exception", "division by zero", type_="ZeroDivisionError")
     assert log.diagnose().root_cause_step == "fetch"
+
+
+def test_a_query_that_returned_no_rows_passed_along_by_a_transform_is_the_root_cause() -> None:
+    log = Log("""\
+        workflow:
+          - step: fetch
+            tool: {kind: duckdb, command: "SELECT 1"}
+            next: enrich
+          - step: enrich
+            tool: {kind: python, input: {rows: "{{ fetch.rows }}"}, code: "result = rows"}
+            next: average
+          - step: average
+            tool: {kind: python, input: {rows: "{{ enrich }}"}, code: "result = 1 / len(rows)"}
+        """)
+    log.ok("fetch", rows())
+    log.ok("enrich", [])
+    log.fail("average", "python_exception", "division by zero", type_="ZeroDivisionError")
+    d = log.diagnose()
+    assert (d.root_cause_step, d.root_cause_type) == ("fetch", "validation")
+    assert "step 'fetch' returned no rows" in d.summary
 
 
 def test_an_undefined_value_of_the_workload_is_the_failed_steps_own_problem() -> None:
@@ -190,12 +235,42 @@ def test_one_refused_connection_is_transient_and_three_in_a_row_are_permanent() 
 
 def test_a_rate_limit_stays_transient_after_retries() -> None:
     log = Log(single("http", ", url: 'http://x/y'"))
-    log.fail("work", "rate_limited", "GET http://x/y returned 429", attempts=3, code=429,
-             meta={"http": {"status": 429, "retry_after": "7"}})
+    log.fail("work", "rate_limit", "GET http://x/y returned 429", attempts=3, code="HTTP_429",
+             meta={"http": {"status": 429}, "http_status": 429, "retry_after": 7.0})
     d = log.diagnose()
-    assert (d.root_cause_type, d.transience) == ("rate_limited", "transient")
+    assert (d.root_cause_type, d.transience) == ("rate_limit", "transient")
     retry = next(f for f in d.suggested_fixes if f.kind == "retry_rule").change["set"]["retry"]
     assert retry["retry_on_status"] == [429] and retry["initial_delay"] == 7.0
+
+
+def test_a_server_error_is_transient_and_fixed_by_retrying_5xx_statuses() -> None:
+    log = Log(single("http", ", url: 'http://x/y'"))
+    log.fail("work", "server_error", "GET http://x/y returned 503 Service Unavailable", code="HTTP_503",
+             meta={"http_status": 503})
+    d = log.diagnose()
+    assert (d.root_cause_type, d.transience) == ("server_error", "transient")
+    retry = next(f for f in d.suggested_fixes if f.kind == "retry_rule").change["set"]["retry"]
+    assert retry["retry_on_status"] == [500, 502, 503, 504]
+    assert "HTTP 503" in d.evidence[0].fact
+
+
+def test_a_not_found_is_permanent_and_fixed_in_the_request() -> None:
+    log = Log(single("http", ", url: 'http://x/orders/9'"))
+    log.fail("work", "not_found", "GET http://x/orders/9 returned 404 Not Found", code="HTTP_404",
+             meta={"http_status": 404})
+    d = log.diagnose()
+    assert (d.root_cause_type, d.transience) == ("not_found", "permanent")
+    [fix] = d.suggested_fixes
+    assert fix.kind == "input" and "404" in fix.description and fix.change["was"] == "http://x/orders/9"
+
+
+def test_a_deadlock_is_transient_and_retried() -> None:
+    log = Log(single("postgres", ", command: 'UPDATE a SET x = 1'"))
+    log.fail("work", "db_deadlock", "statement 1: deadlock detected", code="PG_40P01",
+             meta={"pg_code": "40P01", "retryable": True})
+    d = log.diagnose()
+    assert (d.root_cause_type, d.transience) == ("db_deadlock", "transient")
+    assert [f.kind for f in d.suggested_fixes] == ["retry_rule", "query"]
 
 
 def test_a_step_that_passed_before_under_the_same_conditions_is_intermittent() -> None:
@@ -278,7 +353,8 @@ def test_a_cancelled_execution_is_not_blamed_on_a_step() -> None:
 def test_secrets_are_masked_by_value_by_key_name_and_inside_urls() -> None:
     assert scrub_text("postgresql://etl:hunter22@db:5432/x") == "postgresql://etl:***@db:5432/x"
     log = Log(single("http", ", url: 'http://x/y', headers: {X-Trace: tok-CANARY-1}"))
-    log.fail("work", "http_status", "GET http://x/y returned 404: tok-CANARY-1", code=404)
+    log.fail("work", "not_found", "GET http://x/y returned 404: tok-CANARY-1", code="HTTP_404",
+             meta={"http_status": 404})
     d = scrub_diagnosis(log.diagnose(), ["tok-CANARY-1"])
     assert "tok-CANARY-1" not in d.model_dump_json()
 

@@ -76,14 +76,16 @@ def test_a_failed_step_gives_one_failure_document_with_shapes_never_values() -> 
         started(),
         event("step.scheduled", "fetch", 1, command_id="c1", run=1),
         event("step.failed", "fetch", 2, command_id="c1", run=1, attempt=1,
-              result=failed("http_status", "HTTP 503 from https://example.test/orders", code=503)),
-        event("execution.failed", None, 3, payload={"error": {"kind": "http_status", "message": "HTTP 503"}}),
+              result=failed("server_error", "HTTP 503 from https://example.test/orders", code="HTTP_503",
+                            http_status=503)),
+        event("execution.failed", None, 3,
+              payload={"error": {"kind": "server_error", "message": "HTTP 503"}}),
     ])
     [doc] = failure_documents(source)
     assert doc.kind == "failure"
     p = doc.payload
-    assert p["step"] == "fetch" and p["tool_kind"] == "http" and p["error_kind"] == "http_status"
-    assert p["error_code"] == "503" and p["execution_id"] == "exec-1" and p["playbook_version"] == 3
+    assert p["step"] == "fetch" and p["tool_kind"] == "http" and p["error_kind"] == "server_error"
+    assert p["error_code"] == "HTTP_503" and p["execution_id"] == "exec-1" and p["playbook_version"] == 3
     assert p["input_shape"] == {
         "step": {"region": "template"},
         "tool": {"headers": {"Authorization": "template"}, "method": "str", "url": "template"},
@@ -92,7 +94,7 @@ def test_a_failed_step_gives_one_failure_document_with_shapes_never_values() -> 
     assert p["retried"] is False and p["step_succeeded"] is False and p["attempts"] == 1
     assert p["occurred_at"] == (T0 + timedelta(seconds=2)).isoformat()
     assert "s3cr3t" not in repr(doc) and "eu" not in doc.text.split()  # payload values never get in
-    assert "http step 'fetch' failed: http_status code 503" in doc.text
+    assert "http step 'fetch' failed: server_error code HTTP_503" in doc.text
     assert "tests/fetch_orders" in doc.text
 
 

@@ -15,6 +15,7 @@ from engine.net.validate import validate_file, validate_text
 from engine.protocol.commands import CancelStep, RunStep
 from engine.protocol.events import INPUT_EVENTS, Event
 from engine.protocol.results import ResultEnvelope
+from engine.protocol.sql_result import StatementResult, sql_result
 from tests.conftest import EXAMPLES
 
 HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
@@ -188,6 +189,21 @@ def test_an_empty_loop_completes_at_once_with_an_empty_list() -> None:
     assert sim.state.steps["each"].result.data == []
     assert sim.state.steps["each"].result.stats == {"total": 0, "succeeded": 0, "failed": 0}
     assert [c.step for c in sim.running()] == ["after"]
+
+
+def test_a_loop_over_a_sql_result_iterates_its_rows() -> None:
+    sim = Sim("""\
+        workflow:
+          - step: q
+            tool: {kind: duckdb, command: "SELECT 1"}
+            next: each
+          - step: each
+            loop: {in: "{{ q }}", iterator: row, spec: {mode: parallel}}
+            tool: {kind: noop}
+        """)
+    rows = [{"id": 1}, {"id": 2}]
+    sim.succeed("q", sql_result([StatementResult(affected=2), StatementResult(["id"], rows)]))
+    assert [c.context["iter"]["row"] for c in sim.running("each")] == rows
 
 
 def test_a_failure_routed_to_a_handler_is_handled() -> None:

@@ -112,7 +112,7 @@ def test_a_change_must_change_something() -> None:
 
 
 def test_proposals_per_step_are_rate_limited() -> None:
-    assert codes(GuardInput(draft(), STEP, recent_proposals=3)) == ["rate_limited"]
+    assert codes(GuardInput(draft(), STEP, recent_proposals=3)) == ["rate_limit"]
     assert codes(GuardInput(draft(), STEP, recent_proposals=2)) == []
 
 

@@ -49,8 +49,8 @@ def test_a_flaky_step_gets_a_retry_on_its_error_kind_from_the_real_model() -> No
 
 def test_rules_stay_in_bounds_even_when_hints_ask_for_more() -> None:
     config = GuardrailConfig(max_attempts=4, max_delay_s=10)
-    rule = retry_rule("rate_limited", "transient", config, {"max_attempts": 99, "initial_delay": 500,
-                                                             "retry_on_status": [429]})
+    rule = retry_rule("rate_limit", "transient", config, {"max_attempts": 99, "initial_delay": 500,
+                                                           "retry_on_status": [429]})
     assert rule["then"]["attempts"] == 4 and rule["then"]["delay"] == 10 and rule["then"]["max_delay"] == 10
     assert "[429]" in rule["when"]
 

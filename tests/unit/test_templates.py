@@ -8,6 +8,7 @@ from engine.dsl.context import build_context
 from engine.dsl.results import wrap_result
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
+from engine.protocol.sql_result import StatementResult, sql_result
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,19 @@ def test_a_step_that_has_not_run_is_null_so_the_branch_not_taken_can_be_tested(
     assert err.value.kind == "undefined_variable" and "`left.side`" in str(err.value)
 
 
-def test_step_results_fall_back_to_their_data_and_expose_sql_handles(renderer: TemplateRenderer) -> None:
+def test_a_sql_result_is_read_by_its_keys(renderer: TemplateRenderer) -> None:
+    rows = [{"id": 7, "name": "a"}, {"id": 8, "name": "b"}]
+    q = wrap_result(sql_result([StatementResult(["id", "name"], rows), StatementResult(affected=2)]))
+    ctx = build_context(step_names=["q"], results={"q": q})
+    assert renderer.render("{{ q.rows }}", ctx).value == rows
+    assert renderer.render("{{ q.command_0.rows[0].id }}", ctx).value == 7
+    assert renderer.render("{{ q.command_1.row_count }}", ctx).value == 2
+    assert renderer.render("{{ q.row_count }} of {{ q.statement_count }}", ctx).value == "2 of 2"
+    assert renderer.render("{{ q.rows | length > 0 }}", ctx).value is True
+
+
+def test_step_results_fall_back_to_their_data_and_a_revision_1_list_of_rows_keeps_its_sql_handles(
+        renderer: TemplateRenderer) -> None:
     rows = wrap_result([{"name": "a", "age": 1}, {"name": "b", "age": 2}], statement_count=3)
     http = wrap_result({"status_code": 200, "data": {"items": [1]}})
     ctx = build_context(step_names=["q", "h"], results={"q": rows, "h": http})

@@ -23,18 +23,25 @@ POOLS = ("default", "large")
 # per root-cause type: (transient, intermittent, permanent). Written out, not computed.
 PLAIN_EXPECTED: dict[str, tuple[set[str], set[str], set[str]]] = {
     "timeout": ({"timeout_s", "retry"}, {"timeout_s", "retry"}, {"timeout_s"}),
+    "db_timeout": ({"timeout_s", "retry"}, {"timeout_s", "retry"}, {"timeout_s"}),
     "connection": ({"retry"}, {"retry"}, set()),
-    "http_status": ({"retry"}, {"retry"}, set()),
-    "rate_limited": ({"retry"}, {"retry"}, set()),
+    "db_connection": ({"retry"}, {"retry"}, set()),
+    "rate_limit": ({"retry"}, {"retry"}, set()),
     "auth": ({"retry"}, {"retry"}, set()),
+    "not_found": ({"retry"}, {"retry"}, set()),
+    "client_error": ({"retry"}, {"retry"}, set()),
+    "server_error": ({"retry"}, {"retry"}, set()),
+    "db_constraint": ({"retry"}, {"retry"}, set()),
+    "db_deadlock": ({"retry"}, {"retry"}, set()),
+    "parse": ({"retry"}, {"retry"}, set()),
     "missing_credential": ({"retry"}, {"retry"}, set()),
     "sql_syntax": ({"retry"}, {"retry"}, set()),
-    "sql_constraint": ({"retry"}, {"retry"}, set()),
     "undefined_variable": ({"retry"}, {"retry"}, set()),
     "python_exception": ({"retry"}, {"retry"}, set()),
     "resource_exhausted": ({"pool", "retry"}, {"pool", "retry"}, {"pool"}),
     "cancelled": (set(), set(), set()),
     "validation": ({"retry"}, {"retry"}, set()),
+    "contract": ({"retry"}, {"retry"}, set()),
     "internal": ({"retry"}, {"retry"}, set()),
 }
 assert set(PLAIN_EXPECTED) == set(ERROR_KINDS), "every error kind needs its expected proposal"
@@ -64,9 +71,9 @@ def cases() -> list[Case]:
             out.append(Case(f"{kind}/{transience}", diagnosis(kind, transience, PLAIN), PLAIN,
                             frozenset(fields)))
     out += [
-        Case("rate_limited/parallel loop/transient", diagnosis("rate_limited", "transient", LOOP), LOOP,
+        Case("rate_limit/parallel loop/transient", diagnosis("rate_limit", "transient", LOOP), LOOP,
              frozenset({"max_in_flight", "retry"}), values={"max_in_flight": 4}),
-        Case("rate_limited/parallel loop/permanent", diagnosis("rate_limited", "permanent", LOOP), LOOP,
+        Case("rate_limit/parallel loop/permanent", diagnosis("rate_limit", "permanent", LOOP), LOOP,
              frozenset({"max_in_flight"}), values={"max_in_flight": 4}),
         Case("timeout/far below the limit/intermittent", diagnosis("timeout", "intermittent", FAST), FAST,
              frozenset({"retry"})),
@@ -94,7 +101,7 @@ def cases() -> list[Case]:
         Case("the step is gone", diagnosis("connection", "transient", PLAIN),
              StepInfo(path="eval/plain", step="work", exists=False), frozenset()),
         Case("hints out of bounds are clamped", diagnosis(
-            "http_status", "transient", PLAIN, suggested_fixes=[{
+            "server_error", "transient", PLAIN, suggested_fixes=[{
                 "kind": "retry_rule", "description": "retry hard",
                 "change": {"step": "work", "set": {"retry": {"max_attempts": 50, "initial_delay": 900,
                                                              "backoff_multiplier": 40,

@@ -105,9 +105,9 @@ def diagnosis_cases(suite: Path = DIAGNOSIS_SUITE) -> list[Case]:
         kind, transience, name = entry["root_cause_type"], entry["transience"], entry["root_cause_step"]
         step = step_info(playbook.metadata.catalog_path, playbook, name)
         expected = set(PLAIN_EXPECTED[kind][TRANSIENCE.index(transience)])
-        if kind == "timeout" and step.timeout_s is None:
+        if kind in ("timeout", "db_timeout") and step.timeout_s is None:
             expected.discard("timeout_s")
-        if kind == "rate_limited" and step.loop_parallel:
+        if kind == "rate_limit" and step.loop_parallel:
             expected.add("max_in_flight")
         out.append(Case(f"diagnosis/{entry['file']}", diagnosis(kind, transience, step), step,
                         frozenset(expected), pools=POOLS))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.protocol.sql_result import StatementResult, sql_result
 from engine.tools.artifacts import ArtifactError, externalize, json_size, resolve
 
 
@@ -52,6 +53,30 @@ def test_a_large_mapping_is_json_with_a_small_preview(tmp_path: Path) -> None:
     assert ref is not None and ref.format == "json" and ref.row_count is None
     assert json_size(ref.preview) <= 4096 and list(ref.preview)[0] == "key0"
     assert resolve(ref) == data
+
+
+def test_a_large_sql_result_stores_its_rows_once_as_arrow_and_reads_back_whole(tmp_path: Path) -> None:
+    rows = [{"id": i, "label": f"row-{i}"} for i in range(20_000)]
+    result = sql_result([StatementResult(affected=0), StatementResult(["n"], [{"n": 1}]),
+                         StatementResult(["id", "label"], rows), StatementResult(affected=3)])
+    inline, ref = externalize(result, tmp_path)
+    assert inline is None and ref is not None
+    assert ref.format == "arrow" and ref.row_count == 20_000
+    assert ref.schema_ == {"id": "int64", "label": "string"}
+    assert ref.preview == {"rows": rows[:5], "row_count": 20_000, "columns": ["id", "label"],
+                           "statement_count": 4}
+    assert ref.size < json_size(rows)  # one copy, although `rows` and `command_2.rows` are both the rows
+    whole = resolve(ref)
+    assert whole == result and list(whole) == list(result)
+    assert whole["command_2"]["rows"] == rows and whole["command_1"]["rows"] == [{"n": 1}]
+
+
+def test_a_large_sql_result_whose_rows_are_not_flat_is_stored_as_json(tmp_path: Path) -> None:
+    rows = [{"id": i, "tags": ["a", "b"]} for i in range(5000)]
+    result = sql_result([StatementResult(["id", "tags"], rows)])
+    _, ref = externalize(result, tmp_path)
+    assert ref is not None and ref.format == "json" and ref.row_count == 5000
+    assert ref.preview["rows"] == rows[:5] and resolve(ref) == result
 
 
 def test_the_threshold_is_configurable(tmp_path: Path) -> None:

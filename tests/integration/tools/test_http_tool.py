@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from engine.protocol.results import ResultEnvelope
 from engine.tools.http_tool import HttpTool
+from engine.tools.support import retry_after_seconds
 from tests.integration.tools.conftest import StoredCredentials, free_port, make_call
 
 pytestmark = pytest.mark.anyio
@@ -81,21 +83,24 @@ async def test_turning_verification_off_still_sends_the_request(http: HttpTool, 
 
 
 @pytest.mark.parametrize(("status", "kind", "retryable"), [
-    (404, "http_status", False), (500, "http_status", True), (503, "http_status", True),
-    (429, "rate_limited", True), (401, "auth", False), (403, "auth", False),
+    (404, "not_found", False), (400, "client_error", False), (409, "client_error", False),
+    (408, "client_error", True), (500, "server_error", True), (503, "server_error", True),
+    (429, "rate_limit", True), (401, "auth", False), (403, "auth", False),
 ])
 async def test_an_error_status_is_an_error_envelope_with_the_response(
         http: HttpTool, http_server: str, status: int, kind: str, retryable: bool) -> None:
     env = await send(http, {"url": f"{http_server}/status/{status}"})
     assert env.status == "error" and env.error is not None
-    assert env.error.kind == kind and env.error.retryable is retryable and env.error.code == status
+    assert env.error.kind == kind and env.error.retryable is retryable and env.error.code == f"HTTP_{status}"
+    assert env.error.http_status == status and env.error.status == status and env.error.source == "http"
     assert env.data["status_code"] == status and env.data["data"] == {"error": f"status {status}"}
+    assert env.data["body"] == env.data["data"]
     assert (env.meta.model_extra or {})["http"]["status"] == status
 
 
-async def test_a_rate_limit_keeps_the_retry_after_hint(http: HttpTool, http_server: str) -> None:
+async def test_a_rate_limit_keeps_the_retry_after_hint_in_seconds(http: HttpTool, http_server: str) -> None:
     env = await send(http, {"url": f"{http_server}/status/429"})
-    assert (env.meta.model_extra or {})["http"]["retry_after"] == "1"
+    assert env.error is not None and env.error.retry_after == 1.0
 
 
 async def test_a_refused_connection_is_a_retryable_connection_error(http: HttpTool) -> None:
@@ -141,3 +146,10 @@ async def test_a_bad_request_configuration_is_a_validation_error(http: HttpTool)
     assert bad_scheme.error is not None and bad_scheme.error.kind == "validation"
     two_bodies = await send(http, {"url": "http://127.0.0.1/", "json": {}, "body": "x"})
     assert two_bodies.error is not None and two_bodies.error.kind == "validation"
+
+
+def test_a_retry_after_given_as_an_http_date_is_read_as_seconds_from_now() -> None:
+    now = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("Mon, 07 Dec 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Mon, 07 Dec 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after_seconds("2.5") == 2.5 and retry_after_seconds("soon") is None

@@ -25,7 +25,7 @@ async def test_the_registry_serves_every_stateless_kind_and_runs_them() -> None:
                                     "noop", "snowflake"}
         python = await tools.get("python").run(make_call("python", {"code": "return 6 * 7"}))
         duck = await tools.get("duckdb").run(make_call("duckdb", {"command": "SELECT 1 AS one"}))
-        assert python.data == 42 and duck.data == [{"one": 1}]
+        assert python.data == 42 and duck.data["rows"] == [{"one": 1}]
 
 
 def test_an_unknown_kind_names_the_known_ones() -> None:

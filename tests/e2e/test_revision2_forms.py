@@ -1,0 +1,279 @@
+"""Language revision 2 (spec sections 2, 3.1, 7, 13 and 16) as NoETL users write it: a step without a
+tool, a loop step's input rendered per item, python's `context`, `input_data` and `libs` forms, inline
+script sources, guarded reads of missing values, conditions that read into null, and a task-level
+`set` of `"{{ output }}"` — each a small playbook run through the real stack with `noetl run --json`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline
+
+CASES = {
+    "routing_steps": Case(inline("routing_steps", """\
+        workflow:
+          - step: start
+            next: [{step: work}]
+          - step: work
+            tool: {kind: python, code: "result = {'done': True}"}
+            next: [{step: end}]
+          - step: end
+        """)),
+    "loop_input_per_item": Case(inline("loop_input_per_item", """\
+        workload: {nums: [1, 2, 3], base: 100}
+        workflow:
+          - step: double
+            loop: {in: "{{ workload.nums }}", iterator: num, spec: {mode: parallel}}
+            input: {num: "{{ num }}", idx: "{{ iter._index }}", base: "{{ workload.base }}"}
+            tool:
+              kind: python
+              code: |
+                result = num * 2 + base + idx
+        """)),
+    "python_context_and_input_data": Case(inline("python_context_and_input_data", """\
+        workflow:
+          - step: use_vars
+            tool: {kind: python, code: "result = {'limit': 5}"}
+            next: [{step: other}]
+          - step: other
+            tool: {kind: noop, result: {x: 1}}
+            next: [{step: read}]
+          - step: read
+            input: {input_data: {table: users}}
+            tool:
+              kind: python
+              code: |
+                result = {'limit': context.get('use_vars')['limit'],
+                          'other': context.get('other'),
+                          'later': context.get('never_runs'),
+                          'table': input_data.get('table')}
+            next:
+              - step: never_runs
+                when: "{{ false }}"
+          - step: never_runs
+            tool: {kind: noop}
+        """)),
+    "libs_and_inline_script": Case(inline("libs_and_inline_script", """\
+        workflow:
+          - step: libs
+            tool:
+              kind: python
+              libs: {root: {from: math, import: sqrt}, j: json}
+              code: "result = {'root': root(16), 'dumped': j.dumps([1, 2])}"
+            next: [{step: listed}]
+          - step: listed
+            tool:
+              kind: python
+              libs: [math, os.path]
+              code: "result = {'pi': round(math.pi, 2), 'join': os.path.join('a', 'b')}"
+            next: [{step: inline_source}]
+          - step: inline_source
+            tool:
+              kind: python
+              script: {uri: inline, source: {type: inline, code: "result = {'inline': context.get('libs')}"}}
+        """)),
+    "remote_script_refused": Case(inline("remote_script_refused", """\
+        workflow:
+          - step: remote
+            tool:
+              kind: python
+              script: {uri: "gs://bucket/code.py", source: {type: gcs, bucket: bucket}}
+        """)),
+    "guarded_reads": Case(inline("guarded_reads", """\
+        workload: {team: {name: core}}
+        workflow:
+          - step: guard
+            tool:
+              kind: noop
+              result:
+                from_default: "{{ input.key | default('x') }}"
+                deep_default: "{{ workload.team.slack.id | d('none') }}"
+                defined: "{{ workload.team.slack.id is defined }}"
+                inline_if: "{{ workload.team.slack.id if workload.team.slack.id else 'no slack' }}"
+                block_if: "{% if workload.team.slack.id %}yes{% else %}no{% endif %}"
+                not_run: "{{ later.x if later else 'later has not run' }}"
+            next: [{step: later}]
+          - step: later
+            tool: {kind: noop}
+        """)),
+    "unguarded_read_fails": Case(inline("unguarded_read_fails", """\
+        workload: {team: {name: core}}
+        workflow:
+          - step: read
+            tool: {kind: noop, result: "{{ workload.team.slack.id }}"}
+        """)),
+    "conditions_read_into_null": Case(inline("conditions_read_into_null", """\
+        workflow:
+          - step: fetch
+            tool:
+              kind: python
+              code: "result = {'n': 1}"
+              spec:
+                policy:
+                  rules:
+                    - when: "{{ output.error.retryable }}"
+                      then: {do: retry, attempts: 3}
+                    - when: "{{ output.error.status in [500, 503] }}"
+                      then: {do: fail}
+                    - else:
+                        then: {do: continue}
+            next:
+              - step: missing_branch
+                when: "{{ fetch.error.kind == 'timeout' }}"
+              - step: ok_branch
+          - step: missing_branch
+            tool: {kind: noop, result: wrong}
+          - step: ok_branch
+            tool: {kind: noop, result: right}
+        """)),
+    "task_set_of_output": Case(inline("task_set_of_output", """\
+        workflow:
+          - step: pipe
+            tool:
+              - name: make
+                kind: python
+                code: "result = {'item_name': 'widget', 'qty': 3}"
+                set: {transformed: "{{ output }}", status_seen: "{{ output.status }}"}
+              - name: use
+                kind: python
+                input:
+                  name: "{{ transformed.item_name }}"
+                  qty: "{{ transformed.qty }}"
+                  seen: "{{ status_seen }}"
+                  via_fallback: "{{ results.make.item_name }}"
+                code: "result = {'name': name, 'qty': qty, 'seen': seen, 'via_fallback': via_fallback}"
+        """)),
+    "output_reads_fall_back_to_data": Case(inline("output_reads_fall_back_to_data", """\
+        workflow:
+          - step: pipe
+            tool:
+              - name: make
+                kind: python
+                code: "result = {'has_more': False, 'page': 2}"
+                spec:
+                  policy:
+                    rules:
+                      - when: "{{ output.has_more }}"
+                        then: {do: fail}
+                      - else:
+                          do: continue
+                          set: {page: "{{ output.page }}", response_page: "{{ output.response.page }}"}
+              - name: report
+                kind: noop
+                result: {page: "{{ page }}", response_page: "{{ response_page }}"}
+            next: [{step: read_data}]
+          - step: read_data
+            tool: {kind: noop, result: {via_data: "{{ pipe.data.page }}", direct: "{{ pipe.page }}"}}
+        """)),
+    "else_forms_and_fixed_backoff": Case(inline("else_forms_and_fixed_backoff", """\
+        workflow:
+          - step: flaky
+            tool:
+              kind: python
+              code: |
+                raise ConnectionError("the first attempts fail")
+              spec:
+                policy:
+                  rules:
+                    - when: "{{ output.error.kind == 'connection' }}"
+                      then: {do: retry, attempts: 3, backoff: fixed, delay: 0.05}
+                    - else:
+                      then: {do: fail}
+        """), events=True),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(e2e_stack: Noetl) -> Iterator[Batch]:
+    batch = e2e_stack.batch(CASES)
+    yield batch
+    batch.close()
+
+
+def completed(run: Outcome) -> None:
+    assert (run.code, run.status) == (0, "completed"), run
+
+
+def test_steps_without_a_tool_are_routing_steps_that_run_as_noop(runs: Batch) -> None:
+    run = runs["routing_steps"]
+    completed(run)
+    assert run.step("start")["result"] == {}
+    assert run.step("work")["result"] == {"done": True}
+    assert run.step("end")["status"] == "succeeded"
+
+
+def test_a_loop_steps_input_is_rendered_for_each_item_with_the_iterator_bound(runs: Batch) -> None:
+    run = runs["loop_input_per_item"]
+    completed(run)
+    assert run.step("double")["result"] == [102, 105, 108]
+
+
+def test_python_context_holds_every_step_result_and_input_data_can_be_an_input(runs: Batch) -> None:
+    run = runs["python_context_and_input_data"]
+    completed(run)
+    assert run.step("read")["result"] == {"limit": 5, "other": {"x": 1}, "later": None, "table": "users"}
+
+
+def test_python_libs_take_from_import_and_lists_and_scripts_can_be_inline(runs: Batch) -> None:
+    run = runs["libs_and_inline_script"]
+    completed(run)
+    assert run.step("libs")["result"] == {"root": 4.0, "dumped": "[1, 2]"}
+    assert run.step("listed")["result"] == {"pi": 3.14, "join": "a/b"}
+    assert run.step("inline_source")["result"] == {"inline": {"root": 4.0, "dumped": "[1, 2]"}}
+
+
+def test_a_remote_script_source_fails_the_step_saying_it_is_not_supported(runs: Batch) -> None:
+    run = runs["remote_script_refused"]
+    assert (run.code, run.status) == (1, "failed"), run
+    error = run.step("remote")["error"]
+    assert error["kind"] == "validation"
+    assert "'gcs' is not supported" in error["message"]
+
+
+def test_guarded_reads_of_missing_values_yield_the_fallback_instead_of_an_error(runs: Batch) -> None:
+    run = runs["guarded_reads"]
+    completed(run)
+    assert run.step("guard")["result"] == {
+        "from_default": "x", "deep_default": "none", "defined": False, "inline_if": "no slack",
+        "block_if": "no", "not_run": "later has not run"}
+
+
+def test_an_unguarded_read_into_a_missing_value_is_an_undefined_variable_error(runs: Batch) -> None:
+    run = runs["unguarded_read_fails"]
+    assert (run.code, run.status) == (1, "failed"), run
+    error = run.step("read")["error"]
+    assert error["kind"] == "undefined_variable"
+    assert "workload.team.slack.id" in error["message"]
+
+
+def test_conditions_that_read_into_a_null_error_are_false_not_failures(runs: Batch) -> None:
+    run = runs["conditions_read_into_null"]
+    completed(run)
+    assert run.step("fetch")["result"] == {"n": 1}
+    assert run.step("fetch")["attempts"] == 1
+    assert run.step("ok_branch")["result"] == "right"
+    assert not run.ran("missing_branch")
+
+
+def test_a_task_level_set_of_output_stores_the_tasks_result_not_its_envelope(runs: Batch) -> None:
+    run = runs["task_set_of_output"]
+    completed(run)
+    assert run.step("pipe")["result"] == {"name": "widget", "qty": 3, "seen": "ok", "via_fallback": "widget"}
+
+
+def test_rule_conditions_and_sets_read_output_keys_from_its_data(runs: Batch) -> None:
+    run = runs["output_reads_fall_back_to_data"]
+    completed(run)
+    assert run.step("pipe")["result"] == {"page": 2, "response_page": 2}
+    assert run.step("read_data")["result"] == {"via_data": 2, "direct": 2}
+
+
+def test_else_rules_in_noetls_spellings_and_a_fixed_backoff_retry_with_constant_delays(runs: Batch) -> None:
+    run = runs["else_forms_and_fixed_backoff"]
+    assert (run.code, run.status) == (1, "failed"), run
+    assert run.step("flaky")["error"]["kind"] == "connection"
+    assert run.step("flaky")["attempts"] == 3
+    delays = [e["payload"]["delay_s"] for e in run.log if e["type"] == "step.retrying"]
+    assert delays == [0.05, 0.05]
