@@ -15,7 +15,11 @@ STEP_KEYS = ("step", "desc", "input", "loop", "tool", "set", "next", "spec", "ou
 WORKBOOK_KEYS = ("name", "desc", "tool", "assert", "retry")
 TOOL_SPEC_KEYS = ("policy",)  # everything else under a tool's `spec` is tool configuration
 RETRY_KEYS = ("max_attempts", "initial_delay", "backoff_seconds", "backoff_multiplier", "max_delay",
-              "retry_on_status")
+              "retry_on_status", "retry_on", "backoff")
+RETRY_BACKOFFS = ("none", "fixed", "linear", "exponential")
+# NoETL's names for error kinds in `retry_on` (spec 16) -> this engine's kinds (spec 9)
+RETRY_ON_ALIASES = {"connection_error": "connection", "timeout_error": "timeout",
+                    "rate_limited": "rate_limit", "http_5xx": "server_error", "http_4xx": "client_error"}
 # alias -> canonical key, per tool kind (None = every kind)
 TOOL_ALIASES: dict[str, dict[str, str]] = {
     "*": {"credential": "auth"},
@@ -215,6 +219,17 @@ class _Normalizer:
                     self.error(path + (key,), "retry_on_status must be a list of HTTP status codes",
                                "invalid_type", on_key=False)
                     ok = False
+            elif key == "retry_on":
+                if not (isinstance(value, list) and value and all(isinstance(k, str) for k in value)):
+                    self.error(path + (key,), "retry_on must be a list of error kinds, e.g. "
+                                              "[timeout, connection]", "invalid_type", on_key=False)
+                    ok = False
+            elif key == "backoff" and isinstance(value, str):
+                if value not in RETRY_BACKOFFS:
+                    self.error(path + (key,), f"retry.backoff must be a number of seconds or one of "
+                                              f"{quote_list(RETRY_BACKOFFS)}, got {value!r}",
+                               "invalid_value", on_key=False)
+                    ok = False
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 self.error(path + (key,), f"retry.{key} must be a non-negative number, got {value!r}",
                            "invalid_type", on_key=False)
@@ -232,12 +247,22 @@ class _Normalizer:
                        "invalid_value", on_key=False)
             return None
         delay = float(retry.get("initial_delay", retry.get("backoff_seconds", 1.0)))
-        when = "{{ output.status == 'error' }}"
+        backoff = retry.get("backoff")
+        if isinstance(backoff, (int, float)):  # `backoff: 5`: a constant delay in seconds (NoETL)
+            delay, backoff = float(backoff), "fixed"
+        elif backoff is None:
+            backoff = "none" if multiplier == 1 else "exponential"
+        conditions = ["output.status == 'error'"]
+        kinds = [RETRY_ON_ALIASES.get(k, k) for k in retry.get("retry_on") or []]
         statuses = retry.get("retry_on_status")
-        if statuses:
-            when = f"{{{{ output.status == 'error' and output.http.status in {list(statuses)} }}}}"
-        then: dict[str, Any] = {"do": "retry", "attempts": attempts, "delay": delay,
-                                "backoff": "none" if multiplier == 1 else "exponential",
+        if kinds and statuses:
+            conditions.append(f"(output.error.kind in {kinds} or output.http.status in {list(statuses)})")
+        elif kinds:
+            conditions.append(f"output.error.kind in {kinds}")
+        elif statuses:
+            conditions.append(f"output.http.status in {list(statuses)}")
+        when = "{{ " + " and ".join(conditions) + " }}"
+        then: dict[str, Any] = {"do": "retry", "attempts": attempts, "delay": delay, "backoff": backoff,
                                 "multiplier": multiplier}
         if "max_delay" in retry:
             then["max_delay"] = float(retry["max_delay"])

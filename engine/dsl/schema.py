@@ -6,13 +6,17 @@ import copy
 from typing import Any
 
 from engine.dsl.model import TOOL_KINDS, Playbook
-from engine.dsl.normalize import RETRY_KEYS, TOOL_ALIASES
+from engine.dsl.normalize import RETRY_BACKOFFS, RETRY_KEYS, TOOL_ALIASES
 
 _RETRY = {
     "type": "object",
     "description": "Short form of one rule: error -> retry (spec sections 12 and 16).",
-    "properties": {k: ({"type": "array", "items": {"type": "integer"}} if k == "retry_on_status"
-                       else {"type": "number", "minimum": 0}) for k in RETRY_KEYS},
+    "properties": {
+        **{k: {"type": "number", "minimum": 0} for k in RETRY_KEYS},
+        "retry_on_status": {"type": "array", "items": {"type": "integer"}},
+        "retry_on": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "backoff": {"anyOf": [{"type": "number", "minimum": 0}, {"enum": list(RETRY_BACKOFFS)}]},
+    },
     "additionalProperties": False,
 }
 _TOOL_MODELS = {

@@ -62,6 +62,7 @@ class _Pipeline:
     iter_vars: dict[str, Any] | None = None
     prev: Any = None
     attempts: int = 0
+    runs: dict[str, int] = field(default_factory=dict)  # task name -> times started (a jump runs it again)
     warnings: list[str] = field(default_factory=list)
     credentials: CredentialResolver = field(default_factory=NoCredentials)
     keychain: dict[str, Any] = field(default_factory=dict)
@@ -364,6 +365,8 @@ class StepRunner:
                     report: Report, step_input: Mapping[str, Any]) -> tuple[ResultEnvelope, RuleThen]:
         rules = [Rule.model_validate(r) for r in ((task.get("spec") or {}).get("policy") or {})
                  .get("rules", [])]
+        run = pipe.runs[name] = pipe.runs.get(name, 0) + 1
+        tag = name if run == 1 else f"{name}#{run}"  # each run of a task has its own event keys
         attempt = 0
         while True:
             attempt += 1
@@ -378,11 +381,11 @@ class StepRunner:
             except TemplateError as exc:
                 return ResultEnvelope.fail(exc.kind, str(exc), retryable=False), RuleThen(do="fail")
             if envelope.status == "error":
-                await report(self._event(cmd, "task.attempt.failed", key=f"{name}:{attempt}:failed",
+                await report(self._event(cmd, "task.attempt.failed", key=f"{tag}:{attempt}:failed",
                                          result=envelope, attempt=attempt, payload={"task": name}))
             if action.do == "retry" and attempt < (action.attempts or 3):
                 delay = _backoff(action, attempt)
-                await report(self._event(cmd, "step.retrying", key=f"{name}:{attempt}:retry",
+                await report(self._event(cmd, "step.retrying", key=f"{tag}:{attempt}:retry",
                                          attempt=attempt + 1,
                                          payload={"task": name, "delay_s": round(delay, 3)}))
                 await self.sleep(delay)

@@ -182,6 +182,23 @@ CASES = {
                     - else:
                       then: {do: fail}
         """), events=True),
+    "tool_retry_on": Case(inline("tool_retry_on", """\
+        workflow:
+          - step: start
+            next: {spec: {mode: inclusive}, arcs: [{step: on_connection}, {step: on_timeout_only}]}
+          - step: on_connection
+            spec: {policy: {failure: {mode: best_effort}}}
+            tool:
+              kind: python
+              code: "raise ConnectionError('refused')"
+              retry: {max_attempts: 3, retry_on: [connection_error], backoff: 0.05}
+          - step: on_timeout_only
+            spec: {policy: {failure: {mode: best_effort}}}
+            tool:
+              kind: python
+              code: "raise ConnectionError('refused')"
+              retry: {max_attempts: 3, retry_on: [timeout], backoff: 0.05}
+        """), events=True),
 }
 
 
@@ -276,4 +293,13 @@ def test_else_rules_in_noetls_spellings_and_a_fixed_backoff_retry_with_constant_
     assert run.step("flaky")["error"]["kind"] == "connection"
     assert run.step("flaky")["attempts"] == 3
     delays = [e["payload"]["delay_s"] for e in run.log if e["type"] == "step.retrying"]
+    assert delays == [0.05, 0.05]
+
+
+def test_tool_level_retry_on_retries_only_the_listed_error_kinds_with_a_constant_backoff(runs: Batch) -> None:
+    run = runs["tool_retry_on"]
+    assert run.step("on_connection")["attempts"] == 3
+    assert run.step("on_timeout_only")["attempts"] == 1
+    delays = [e["payload"]["delay_s"] for e in run.log
+              if e["type"] == "step.retrying" and e["step"] == "on_connection"]
     assert delays == [0.05, 0.05]

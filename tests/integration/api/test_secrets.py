@@ -54,7 +54,7 @@ async def test_a_credential_used_by_failing_steps_appears_in_no_answer_and_no_lo
             execution = await wait_ended(admin, execution_id)
             assert execution["status"] == "failed"
         queried = (await admin.get(f"/api/executions/{ids[0]}")).json()["steps"]["query"]
-        assert queried["error"]["kind"] in ("connection", "auth")  # it did try to connect
+        assert queried["error"]["kind"] in ("db_connection", "auth")  # it did try to connect
         echoed = (await admin.get(f"/api/executions/{ids[1]}")).json()["steps"]["echo"]
         assert "***" in echoed["error"]["message"]  # the value was there, and redacted
 
