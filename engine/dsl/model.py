@@ -129,10 +129,24 @@ class TaskSpec(Model):
     policy: TaskPolicy | None = None
 
 
+# `output.store.kind` (spec 16): the ones this engine stores by, and NoETL's others, which fall back to the
+# default store with a validation warning
+STORE_KINDS = ("auto", "memory", "disk")
+FALLBACK_STORE_KINDS = ("kv", "object", "s3", "gcs", "db", "duckdb", "eventlog")
+
+
+class OutputSelectStrategy(Model):
+    """`output_select: {strategy: size_threshold, threshold_kb}`: results above the threshold go by
+    reference (spec 16)."""
+
+    strategy: Literal["size_threshold"]
+    threshold_kb: float = Field(ge=0)
+
+
 class OutputSpec(Model):
     store: dict[str, Any] | None = None
     select: list[str] | None = None
-    output_select: list[str] | None = None
+    output_select: list[str] | OutputSelectStrategy | None = None
     inline_max_bytes: int | None = Field(default=None, ge=0)
 
     @field_validator("store")
@@ -140,8 +154,9 @@ class OutputSpec(Model):
     def _store(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
             kind = v.get("kind", "auto")
-            if kind not in ("auto", "memory", "disk"):
-                raise ValueError(f"output.store.kind '{kind}' is not one of 'auto', 'memory', 'disk'")
+            if kind not in STORE_KINDS + FALLBACK_STORE_KINDS:
+                raise ValueError(f"output.store.kind '{kind}' is not one of "
+                                 + ", ".join(f"'{k}'" for k in STORE_KINDS + FALLBACK_STORE_KINDS))
         return v
 
 
@@ -439,6 +454,7 @@ class AdmitRule(Model):
 
 
 class AdmitPolicy(Model):
+    mode: Literal["exclusive"] = "exclusive"  # the first rule that holds decides (the only mode)
     rules: list[AdmitRule]
 
 
@@ -549,10 +565,24 @@ class ExecutorRequires(Model):
     tools: list[str] | None = None
 
 
+class ExecutorDefaults(Model):
+    timeout_s: float | None = Field(default=None, gt=0)  # every step's spec.timeout unless it sets one
+
+
+class ExecutorResults(Model):
+    reference_first: bool | None = None  # a hint (spec 16): large results already go by reference
+
+
+class ExecutorPolicy(Model):
+    defaults: ExecutorDefaults | None = None
+    results: ExecutorResults | None = None
+
+
 class ExecutorSpec(Model):
     entry_step: str | None = None
     final_step: str | None = None
     no_next_is_error: bool = False
+    policy: ExecutorPolicy | None = None
 
 
 class Executor(Model):

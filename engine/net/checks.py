@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from engine.dsl.diagnostics import Issue, Path, did_you_mean, quote_list
-from engine.dsl.model import IDENTIFIER, TOOL_KINDS
+from engine.dsl.model import FALLBACK_STORE_KINDS, IDENTIFIER, TOOL_KINDS
 from engine.dsl.templates import TemplateRenderer, is_template
 from engine.net.compile import successors_of
 
@@ -98,6 +98,15 @@ class _Checker:
                              f"unknown step '{target}'{did_you_mean(target, self.steps)}",
                              "unknown_step")
         self.pipeline(step, path, name, in_workbook=False)
+        outputs = [(path + ("output",), step.get("output"))] + [
+            (path + ("tool", j, "output"), task.get("output")) for j, task in _dicts(step.get("tool"))]
+        for opath, output in outputs:
+            store = output.get("store") if isinstance(output, dict) else None
+            kind = store.get("kind") if isinstance(store, dict) else None
+            if kind in FALLBACK_STORE_KINDS:
+                self.add(opath + ("store", "kind"), f"output.store.kind '{kind}' is not a store here: large "
+                         "results go to the default store (files under the data directory)",
+                         "store_fallback", "warning")
 
     def pipeline(self, holder: dict[str, Any], path: Path, name: str, *, in_workbook: bool) -> None:
         tasks = _tasks(holder)

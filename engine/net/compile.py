@@ -51,9 +51,17 @@ def command_parts(playbook: Playbook, step: Step, reads: frozenset[str], names: 
         output=step.output.model_dump(exclude_none=True) if step.output else None,
         keychain=tuple(k.model_dump(by_alias=True, exclude_none=True) for k in playbook.keychain),
         step_names=tuple(n for n in names if n in reads),
-        timeout_s=step.spec.timeout if isinstance(step.spec.timeout, float) else None,
+        timeout_s=step.spec.timeout if isinstance(step.spec.timeout, float)
+        else _default_timeout(playbook) if step.spec.timeout is None else None,
         max_iterations=step.spec.max_iterations,
         child=any(t.kind == "playbook" for t in step.tool))
+
+
+def _default_timeout(playbook: Playbook) -> float | None:
+    """`executor.spec.policy.defaults.timeout_s`: the timeout of a step that sets none (spec 16)."""
+    policy = playbook.executor.spec.policy
+    defaults = policy.defaults if policy is not None else None
+    return defaults.timeout_s if defaults is not None else None
 
 
 def successors_of(edges: Mapping[str, Iterable[str]], start: Iterable[str]) -> set[str]:

@@ -266,6 +266,8 @@ class StepRunner:
         if store == "disk":
             threshold = 0
         selected = hints.get("select") or hints.get("output_select")
+        if isinstance(selected, dict):  # {strategy: size_threshold, threshold_kb}
+            threshold, selected = int(float(selected.get("threshold_kb", 0)) * 1024), None
         data = envelope.data
         if not selected and threshold > 0 and json_size(data) <= threshold:
             return envelope  # small: stays inline

@@ -199,6 +199,45 @@ CASES = {
               code: "raise ConnectionError('refused')"
               retry: {max_attempts: 3, retry_on: [timeout], backoff: 0.05}
         """), events=True),
+    "executor_default_timeout": Case(inline("executor_default_timeout", """\
+        executor:
+          spec:
+            policy: {defaults: {timeout_s: 1}, results: {reference_first: true}}
+        workflow:
+          - step: start
+            spec:
+              policy:
+                admit:
+                  mode: exclusive
+                  rules:
+                    - when: "{{ workload.skip | default(false) }}"
+                      then: {allow: false}
+                    - else:
+                        then: {allow: true}
+            next: {spec: {mode: inclusive}, arcs: [{step: slow}, {step: own_timeout}]}
+          - step: slow
+            spec: {policy: {failure: {mode: best_effort}}}
+            tool: {kind: python, code: "import time; time.sleep(20)"}
+          - step: own_timeout
+            spec: {timeout: 20}
+            tool: {kind: python, code: "import time; time.sleep(1.5); result = 'finished'"}
+        """)),
+    "output_select_threshold": Case(inline("output_select_threshold", """\
+        workflow:
+          - step: start
+            next: {spec: {mode: inclusive}, arcs: [{step: big}, {step: small}]}
+          - step: big
+            output: {output_select: {strategy: size_threshold, threshold_kb: 1}, store: {kind: s3}}
+            tool: {kind: python, code: "result = {'blob': 'x' * 4000}"}
+            next: [{step: read}]
+          - step: small
+            output: {output_select: {strategy: size_threshold, threshold_kb: 1}}
+            tool: {kind: python, code: "result = {'blob': 'x' * 10}"}
+            next: [{step: read}]
+          - step: read
+            tool: {kind: python, input: {n: "{{ big.blob | length }}", m: "{{ small.blob | length }}"},
+                   code: "result = {'big': n, 'small': m}"}
+        """), events=True),
 }
 
 
@@ -303,3 +342,22 @@ def test_tool_level_retry_on_retries_only_the_listed_error_kinds_with_a_constant
     delays = [e["payload"]["delay_s"] for e in run.log
               if e["type"] == "step.retrying" and e["step"] == "on_connection"]
     assert delays == [0.05, 0.05]
+
+
+def test_the_executors_default_timeout_limits_every_step_that_sets_none(runs: Batch) -> None:
+    run = runs["executor_default_timeout"]
+    assert run.step("start")["status"] == "succeeded"  # admitted: `mode: exclusive` is accepted
+    assert run.step("slow")["status"] == "failed"
+    assert run.step("slow")["error"]["kind"] == "timeout"
+    assert run.step("own_timeout")["result"] == "finished"
+
+
+def test_output_select_size_threshold_sends_larger_results_by_reference_and_keeps_small_ones_inline(
+        runs: Batch) -> None:
+    run = runs["output_select_threshold"]
+    completed(run)
+    assert run.step("read")["result"] == {"big": 4000, "small": 10}
+    [big] = [e for e in run.log if e["type"] == "step.succeeded" and e["step"] == "big"]
+    [small] = [e for e in run.log if e["type"] == "step.succeeded" and e["step"] == "small"]
+    assert big["result"]["ref"] is not None
+    assert small["result"]["ref"] is None and small["result"]["data"] == {"blob": "x" * 10}
