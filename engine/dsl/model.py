@@ -341,6 +341,7 @@ class PlaybookTool(ToolBase):
     version: int | str | None = None
     return_step: str | None = None
     timeout: Duration | None = None
+    task: Any = None  # NoETL's name for the call: informational, recorded with the call (spec 16)
 
 
 class NoopTool(ToolBase):

@@ -308,8 +308,11 @@ class _Firing:
             child_execution_id=derived_id("child", cid), step=step.step, run=run, loop_index=loop_index,
             path=str(config.get("path")), version=version or None,
             input=child_input, return_step=tool.return_step, timeout_s=timeout))
+        payload = {"child_execution_id": derived_id("child", cid)}
+        if tool.task is not None:
+            payload["task"] = tool.task
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
-                  payload={"child_execution_id": derived_id("child", cid)})
+                  payload=payload)
 
     def unsent(self, cid: str, step: str, kind: str, message: str) -> None:
         """A dispatch that failed before its command was sent: the step fails with this error."""

@@ -75,11 +75,15 @@ def test_a_playbook_call_with_payload_returns_the_childs_last_step_and_a_child_f
         workload: {{x: 3}}
         workflow:
           - step: call
-            tool: {{kind: playbook, path: e2e/{child_name}, payload: {{x: "{{{{ workload.x }}}}"}}}}
+            tool: {{kind: playbook, path: e2e/{child_name}, task: triple_it,
+                   payload: {{x: "{{{{ workload.x }}}}"}}}}
         """)
     (code, ok), (fcode, bad) = noetl.run_many([(parent, None), (parent, {"x": -1})])
     completed(code, ok)
     assert ok["steps"]["call"]["result"] == {"tripled": 9}
+    [scheduled] = [e for e in noetl.events(ok["execution_id"])
+                   if e["type"] == "step.scheduled" and e["step"] == "call"]
+    assert scheduled["payload"]["task"] == "triple_it"  # NoETL's `task:` is recorded with the call
     assert (fcode, bad["status"]) == (1, "failed"), bad
     error = bad["steps"]["call"]["error"]
     assert bad["steps"]["call"]["status"] == "failed"
