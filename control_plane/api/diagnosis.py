@@ -18,7 +18,9 @@ from control_plane.api.routing import AuthorizedRoute
 
 router = APIRouter(tags=["diagnosis"], route_class=AuthorizedRoute)
 
-ExecutionId = Annotated[str, Path(min_length=1, max_length=200, description="the execution id")]
+ExecutionId = Annotated[str, Path(min_length=1, max_length=200, examples=["2241043291894150228"],
+                                   description="the execution id: the decimal digits of a positive 64-bit "
+                                               "integer (spec 13)")]
 
 
 class Diagnoser(Protocol):

@@ -33,7 +33,9 @@ router = APIRouter(tags=["executions"], route_class=AuthorizedRoute)
 
 KEEPALIVE_S = 15.0
 _ENDED = frozenset(e.split(".", 1)[1] for e in TERMINAL_EVENTS)
-ExecutionId = Annotated[str, Path(min_length=1, max_length=200, description="the execution id")]
+ExecutionId = Annotated[str, Path(min_length=1, max_length=200, examples=["2241043291894150228"],
+                                   description="the execution id: the decimal digits of a positive 64-bit "
+                                               "integer (spec 13)")]
 AfterSeq = Annotated[int, Query(ge=0, le=MAX_SEQ, description="only events with a greater seq")]
 
 

@@ -19,7 +19,9 @@ from control_plane.schemas.similar import SimilarFailureItem, SimilarPage
 
 router = APIRouter(tags=["similar failures"], route_class=AuthorizedRoute)
 
-ExecutionId = Annotated[str, Path(min_length=1, max_length=200, description="the execution id")]
+ExecutionId = Annotated[str, Path(min_length=1, max_length=200, examples=["2241043291894150228"],
+                                   description="the execution id: the decimal digits of a positive 64-bit "
+                                               "integer (spec 13)")]
 Limit = Annotated[int, Query(ge=1, le=100, description="how many past failures")]
 
 

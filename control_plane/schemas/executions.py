@@ -14,6 +14,8 @@ MAX_VERSION = 2**31 - 1  # the catalog's version column is an integer
 MAX_SEQ = 2**63 - 1  # seq is a bigint
 ExecutionStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+ID_TEXT = ("the execution id: a positive 64-bit integer, time-ordered, as a string of its decimal digits "
+           "(JSON numbers lose digits past 2**53 in many clients)")
 
 
 class ExecuteRequest(RequestModel):
@@ -35,14 +37,14 @@ class ExecuteRequest(RequestModel):
 
 
 class Started(BaseModel):
-    execution_id: str
+    execution_id: str = Field(description=ID_TEXT, examples=["2241043291894150228"])
     path: str
     version: int
     status: str
 
 
 class ExecutionInfo(BaseModel):
-    execution_id: str
+    execution_id: str = Field(description=ID_TEXT, examples=["2241043291894150228"])
     path: str
     version: int
     status: str

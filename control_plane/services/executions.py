@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
@@ -17,9 +18,13 @@ from control_plane.store.notifications import EventNotifications
 from engine.bus.jetstream import Bus
 from engine.protocol.commands import StartChild
 from engine.protocol.events import TERMINAL_EVENTS, Event
+from engine.protocol.ids import new_execution_id
 from engine.runtime.summary import summarize
 
+log = logging.getLogger(__name__)
+
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+ID_ATTEMPTS = 5  # new ids tried when one is taken already
 OnEvent = Callable[[Event], Awaitable[None] | None]
 
 
@@ -46,11 +51,13 @@ class ExecutionService:
                                        where="payload", fix='pass an object such as {"x": 1}')
         entry = await self.store.catalog.get(path, version)
         overlays = await active_overlays(self.store, entry.path)  # approved changes: docs/policies.md
-        execution_id = execution_id or uuid.uuid4().hex
-        await self.store.events.create_execution(
-            execution_id, playbook_path=entry.path, playbook_version=entry.version,
-            playbook_text=entry.text, payload=payload or {}, parent_execution_id=parent_execution_id,
-            parent_step=parent_step)
+        fields: dict[str, Any] = dict(
+            playbook_path=entry.path, playbook_version=entry.version, playbook_text=entry.text,
+            payload=payload or {}, parent_execution_id=parent_execution_id, parent_step=parent_step)
+        if execution_id is not None:  # a child's id (fire derived it): creating it again is a no-op
+            await self.store.events.create_execution(execution_id, **fields)
+        else:
+            execution_id = await self._create_new(fields)
         started = Event(event_id=uuid.uuid4().hex, idempotency_key=f"{execution_id}:started",
                         execution_id=execution_id, type="execution.started",
                         payload={"playbook": entry.text, "path": entry.path, "version": entry.version,
@@ -66,6 +73,22 @@ class ExecutionService:
                                          applied.model_dump_json().encode())
         return execution_id
 
+    async def _create_new(self, fields: dict[str, Any]) -> str:
+        """Create the row under a new id (engine.protocol.ids). Ids made at the same millisecond by two
+        processes share their low 22 random bits once in about four million: that id is stored already,
+        so another is taken."""
+        for _ in range(ID_ATTEMPTS):
+            execution_id = new_execution_id()
+            try:
+                if await self.store.events.create_execution(execution_id, **fields):
+                    return execution_id
+            except ConflictError:
+                pass
+            log.warning("execution id %s was taken already; taking another", execution_id)
+        raise ConflictError(f"{ID_ATTEMPTS} new execution ids in a row were taken already",
+                            where="executions.start",
+                            fix="check the clocks of the machines that start executions")
+
     async def start_child(self, command: StartChild) -> None:
         """The orchestrator's ChildStarter: a `kind: playbook` step's child execution."""
         try:
@@ -79,6 +102,9 @@ class ExecutionService:
             version = f" version {command.version}" if command.version else ""
             raise LookupError(f"step '{command.step}': no playbook '{command.path}'{version} in the "
                               f"catalog ({exc.message}); register it with `noetl register FILE`") from None
+        except ConflictError as exc:  # its id is another execution's (engine.protocol.ids)
+            raise LookupError(f"step '{command.step}': the child execution {command.child_execution_id} "
+                              f"could not be started: {exc.message}; run the step again") from None
 
     async def cancel(self, execution_id: str, reason: str = "cancelled on request") -> None:
         """Ask the orchestrator to cancel the execution and its children; ConflictError once it ended."""

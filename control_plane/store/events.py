@@ -144,9 +144,10 @@ class EventStore:
     async def create_execution(self, execution_id: str, *, playbook_path: str, playbook_version: int,
                                playbook_text: str, payload: Mapping[str, Any],
                                parent_execution_id: str | None = None,
-                               parent_step: str | None = None) -> None:
-        """Create the execution row (a retried create with the same playbook and parent is a no-op)."""
-        await self.executions.create(
+                               parent_step: str | None = None) -> bool:
+        """Create the execution row: True if created now, False for a retried create with the same
+        playbook and parent (a no-op); ConflictError when the id is another execution's."""
+        return await self.executions.create(
             execution_id, playbook_path=playbook_path, playbook_version=playbook_version,
             playbook_text=playbook_text, payload=payload, parent_execution_id=parent_execution_id,
             parent_step=parent_step)

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from control_plane.errors import ConflictError, InvalidArgumentError, NotFoundError
 from control_plane.store.db import Connection, Database
+from engine.protocol.ids import as_int
 
 log = logging.getLogger(__name__)
 
@@ -194,5 +195,7 @@ class ExecutionStore:
 
 
 def _missing(execution_id: str) -> NotFoundError:
+    shape = ("" if as_int(execution_id) is not None else
+             "; an execution id is the decimal digits of a 64-bit integer, as `noetl run` prints it")
     return NotFoundError(f"execution '{execution_id}' is not stored", where="executions",
-                         fix="check the id (list executions to see the stored ones)")
+                         fix=f"check the id (list executions to see the stored ones){shape}")

@@ -65,7 +65,7 @@ def build_context(
     input: Mapping[str, Any] | None = None,
     output: Mapping[str, Any] | None = None,
     event: Mapping[str, Any] | None = None,
-    execution_id: str | None = None,
+    execution_id: int | str | None = None,
     keychain: Mapping[str, Any] | None = None,
 ) -> RenderContext:
     """Every name a template may read.
@@ -75,6 +75,7 @@ def build_context(
     `iter` and the bare iterator name (and `loop_index`), `input`, `output`, `event`,
     `execution_id`, `job`, `keychain`. Results of names that are not steps (a pipeline's tasks) come
     below all but the top layer. `step_names` should be a set or a mapping (membership is tested).
+    `execution_id` is given as templates see it: a number (engine.protocol.ids.template_value).
     """
     low: dict[str, Any] = {}
     workload = dict(workload or {})

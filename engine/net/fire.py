@@ -21,6 +21,7 @@ from engine.net.net import Net
 from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord, StepResult
 from engine.protocol.commands import CancelStep, RunStep, StartChild
 from engine.protocol.events import Event, derived_id
+from engine.protocol.ids import as_int, child_execution_id, template_value
 from engine.protocol.results import ResultEnvelope
 from engine.protocol.sql_result import loop_items
 
@@ -90,6 +91,7 @@ class _Firing:
         self.out = Decision()
         self.new_warnings: list[str] = []
         self._handles: _Handles | None = None  # step results as templates see them (cached)
+        self.execution_id = template_value(state.execution_id)  # a number in templates (spec 13)
 
     # ------------------------------------------------------------------ emitting
     def emit(self, type_: str, *, step: str | None = None, result: ResultEnvelope | None = None,
@@ -115,7 +117,7 @@ class _Firing:
         return build_context(workload=self.state.workload, ctx=self.state.ctx,
                              step_names=self.net.transitions,
                              results=results, arc_args=arc_args, iterator=iterator, iter_vars=iter_vars,
-                             input=input, event=event, execution_id=self.state.execution_id)
+                             input=input, event=event, execution_id=self.execution_id)
 
     def render(self, value: Any, context: Mapping[str, Any], where: str, *, condition: bool = False) -> Any:
         rendered = self.env.renderer.render(value, context, where=where, condition=condition)
@@ -132,9 +134,9 @@ class _Firing:
         state.started = True
         payload = self.cause.payload
         raw = merge_payload(self.net.playbook.workload, payload.get("payload") or {})
-        base = {"execution_id": state.execution_id, "payload": payload.get("payload") or {},
-                "job": {"uuid": state.execution_id, "execution_id": state.execution_id,
-                        "id": state.execution_id}}
+        base = {"execution_id": self.execution_id, "payload": payload.get("payload") or {},
+                "job": {"uuid": self.execution_id, "execution_id": self.execution_id,
+                        "id": self.execution_id}}
         try:
             state.workload = self.render(raw, {**raw, **base, "workload": raw}, "workload")
         except TemplateError as exc:
@@ -303,12 +305,19 @@ class _Firing:
                         "number; omit it for the latest")
             return
         timeout = tool.timeout if isinstance(tool.timeout, float) else None
+        parent_id = as_int(self.state.execution_id)
+        if parent_id is None:  # a hex id from before 2026-12: its children keep the ids it recorded
+            child = derived_id("child", cid)
+        else:  # time-ordered by the event that caused the call, above every id this execution gave a child
+            number = child_execution_id(max(self.state.last_child_id, parent_id), self.cause.timestamp, cid)
+            self.state.last_child_id = number
+            child = str(number)
         self.out.commands.append(StartChild(
             command_id=cid, execution_id=self.state.execution_id,
-            child_execution_id=derived_id("child", cid), step=step.step, run=run, loop_index=loop_index,
+            child_execution_id=child, step=step.step, run=run, loop_index=loop_index,
             path=str(config.get("path")), version=version or None,
             input=child_input, return_step=tool.return_step, timeout_s=timeout))
-        payload = {"child_execution_id": derived_id("child", cid)}
+        payload = {"child_execution_id": child}
         if tool.task is not None:
             payload["task"] = tool.task
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,

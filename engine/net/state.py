@@ -91,6 +91,7 @@ class ExecutionState:
     cancelling: bool = False
     final_dispatched: bool = False
     last_finished: str | None = None
+    last_child_id: int = 0  # the id of the last child execution started (engine.protocol.ids)
     error: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 

@@ -79,7 +79,7 @@ class _Execution:
     env: FireEnv
     issued: dict[str, RunStep | StartChild] = field(default_factory=dict)  # replay: pending are re-sent
     started: dict[str, Any] = field(default_factory=dict)  # the execution.started payload
-    children: set[str] = field(default_factory=set)  # command ids that started a child execution
+    children: dict[str, str] = field(default_factory=dict)  # command id -> the child execution it started
     known: set[str] = field(default_factory=set)  # every command id issued (run or child start)
     deferred: set[str] = field(default_factory=set)  # replay: commands recorded as waiting for capacity
     routed: dict[str, str] = field(default_factory=dict)  # replay: command id -> the pool it went to
@@ -392,7 +392,7 @@ class Orchestrator:
         if isinstance(command, RunStep):
             await self._publish_run(command)
         elif isinstance(command, StartChild):
-            execution.children.add(command.command_id)
+            execution.children[command.command_id] = command.child_execution_id
             await self._start_child(command)
             if command.timeout_s:  # a timer in this process: a restart forgets it (docs/runtime.md)
                 asyncio.get_running_loop().call_later(
@@ -402,10 +402,11 @@ class Orchestrator:
                         payload={"reason": f"the playbook call of step '{command.step}' timed out after "
                                            f"{command.timeout_s} s", "timeout": True}))))
         else:
-            if command.command_id in execution.children:  # cancelling a parent cancels its child
+            child = execution.children.get(command.command_id)
+            if child is not None:  # cancelling a parent cancels its child
                 await self._publish_event(Event(
                     event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:cancel-child",
-                    execution_id=derived_id("child", command.command_id),
+                    execution_id=child,
                     type="execution.cancel_requested",
                     payload={"reason": f"parent execution {command.execution_id}: {command.reason}"}))
             self._cancels[command.command_id] = command
@@ -579,7 +580,7 @@ class Orchestrator:
                         execution.issued[command.command_id] = command
                         execution.known.add(command.command_id)
                     if isinstance(command, StartChild):
-                        execution.children.add(command.command_id)
+                        execution.children[command.command_id] = command.child_execution_id
         for command_id in execution.state.pending:  # what went out holds units; what waited waits again
             command = execution.issued.get(command_id)
             if isinstance(command, RunStep):

@@ -43,7 +43,8 @@ class EventLog(Protocol):
     async def create_execution(self, execution_id: str, *, playbook_path: str, playbook_version: int,
                                playbook_text: str, payload: dict[str, Any],
                                parent_execution_id: str | None = None,
-                               parent_step: str | None = None) -> None:
+                               parent_step: str | None = None) -> bool:
+        """True if created now; False if it exists with the same playbook and parent (a retry)."""
         ...
 
     async def set_status(self, execution_id: str, status: str) -> None:

@@ -26,6 +26,7 @@ from engine.errors import TemplateError
 from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
+from engine.protocol.ids import template_value
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.keychain import KeychainError, KeychainResolver
 from engine.tools.artifacts import externalize, json_size
@@ -322,7 +323,7 @@ class StepRunner:
             workload=raw.get("workload") or {}, ctx=ctx, step_names=raw.get("step_names") or [],
             results=results, arc_args={**(raw.get("arc_args") or {}), **pipe.local},
             iterator=cmd.iterator, iter_vars=pipe.iter_vars, input=step_input, output=output,
-            execution_id=cmd.execution_id, keychain=pipe.keychain)
+            execution_id=template_value(cmd.execution_id), keychain=pipe.keychain)
         context["token"] = functools.partial(_token, pipe.tokens)
         context["_prev"] = pipe.prev
         context["_attempt"] = pipe.attempts

@@ -9,14 +9,21 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from control_plane.client import NoetlClient
 from mcp_server.api import Api
 from mcp_server.tools.base import READ, WRITE, Out
 from mcp_server.tools.catalog import PlaybookPath, Version
 
-ExecutionId = Annotated[str, Field(min_length=1, max_length=200, description="the execution's id")]
+
+def _id_text(value: Any) -> Any:
+    """An execution id given as a JSON number (ids are 64-bit integers, spec 13) is read as its digits."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+ExecutionId = Annotated[str, BeforeValidator(_id_text), Field(
+    min_length=1, max_length=200, description="the execution's id (its digits): '2241043291894150228'")]
 CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                          open_world_hint=False)
 MAX_WAIT_S = 600.0

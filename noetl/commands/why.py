@@ -145,7 +145,7 @@ def render(d: Diagnosis) -> str:
             after = ("later run succeeded" if s.next.later_run_succeeded else
                      "a retry succeeded" if s.next.retried_and_succeeded else "not resolved")
             cause = f", root cause {s.root_cause_type}" if s.root_cause_type else ""
-            lines.append(f"- {s.execution_id[:12]} {s.playbook_path or ''} step '{s.step}' "
+            lines.append(f"- {s.execution_id} {s.playbook_path or ''} step '{s.step}' "
                          f"{s.error_kind}{cause} (score {s.score:.2f}; {after})")
     if d.evidence_gaps:
         lines.append("")

@@ -189,16 +189,19 @@ def test_execute_playbook_wait_json_completes_with_the_step_results_and_status_a
     assert doc["status"] == "completed"
     assert doc["steps"]["start"]["result"] == 10
     assert doc["steps"]["double"]["result"] == {"twice": 20}
+    execution_id = doc["execution_id"]  # a positive 64-bit integer's digits (spec 13)
+    assert len(execution_id) == 19 and execution_id.isdigit() and int(execution_id) < 2**63
 
     viewer = api.as_role("viewer")
     code, status = status_of(viewer, doc["execution_id"])
-    assert (code, status["status"]) == (0, "completed")
+    assert (code, status["status"], status["execution_id"]) == (0, "completed", execution_id)
     assert status["steps"]["double"]["result"] == {"twice": 20}
     events = viewer("events", doc["execution_id"], "--json")
     assert events.returncode == 0, events.stderr
     items = json.loads(events.stdout)
     assert items[0]["type"] == "execution.started" and items[-1]["type"] == "execution.completed"
     assert [e["seq"] for e in items] == sorted(e["seq"] for e in items)
+    assert {e["execution_id"] for e in items} == {execution_id}
 
 
 def test_a_failing_execution_waited_on_through_the_api_exits_one(
@@ -247,8 +250,9 @@ def test_a_viewer_token_cannot_execute_and_the_cli_says_403_in_one_line(
 
 
 def test_an_unknown_execution_through_the_api_is_refused_with_404_and_exit_two(api: Api) -> None:
-    result = api.as_role("viewer")("status", "no-such-execution")
-    assert result.returncode == 2 and "404" in result.stderr, result.stderr
+    for unknown in ("no-such-execution", str(2**63 - 1)):
+        result = api.as_role("viewer")("status", unknown)
+        assert result.returncode == 2 and "404" in result.stderr, result.stderr
 
 
 def test_a_wrong_server_url_is_one_line_naming_it_and_exit_three(api: Api) -> None:

@@ -42,6 +42,8 @@ def test_09_parent_runs_one_child_per_item_each_recording_its_parent(noetl: Noet
     scheduled = of_type(events(parent_id), "step.scheduled", "each")
     children = [e["payload"]["child_execution_id"] for e in scheduled]
     assert len(set(children)) == 3
+    for child_id in children:  # int64 ids as well (spec 13), made after their parent's
+        assert len(child_id) == 19 and child_id.isdigit() and int(parent_id) < int(child_id) < 2**63
     for child_id in children:
         log = events(child_id)
         started = log[0]

@@ -106,6 +106,8 @@ async def test_execution_tools_execute_wait_status_list_events_and_cancel(connec
 
         doc = await poll(ended, what="the execution to end")
         assert doc["status"] == "completed" and doc["steps"]["shout"]["result"] == "HELLO, MCP"
+        as_number = await call(session, "get_execution", execution_id=int(execution_id))  # ids are int64
+        assert as_number["execution_id"] == execution_id and as_number["status"] == "completed"
 
         waited = await call(session, "execute_playbook", path=name, wait=True, timeout_s=60)
         assert waited["waited"] is True and waited["timed_out"] is False and waited["ended"] is True
