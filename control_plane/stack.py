@@ -27,6 +27,7 @@ from engine.bus.jetstream import Bus
 from engine.plan.pools import PoolSet
 from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres, start_nats, start_postgres
 from engine.runtime.heap import freeze_startup_heap
+from engine.runtime.keychain import KeychainResolver
 from engine.runtime.orchestrator import Orchestrator
 from engine.runtime.step_runner import StepRunner, WorkerIdentity
 from engine.runtime.worker import Worker
@@ -50,6 +51,7 @@ class StackConfig:
     pools: PoolSet | None = None  # the deployment's pools file (capacities, labels); None: none declared
     worker_labels: tuple[str, ...] = ()  # hardware labels the workers started here report
     worker_capacity: dict[str, float] | None = None  # what each worker adds; None: its pool's, or cpu
+    google_token_url: str | None = None  # NOETL_GOOGLE_TOKEN_URL: where google_id_token entries are minted
 
 
 @functools.lru_cache(maxsize=64)
@@ -129,11 +131,12 @@ class Stack:
             for pool, concurrency in self.config.workers.items():
                 await self._start_worker_process(pool, concurrency)
         for pool, concurrency in ({} if self.config.worker_processes else self.config.workers).items():
-            registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)))
+            registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)), nats_url=self.nats_url)
             await registry.start()
             self._registries.append(registry)
+            keychain = KeychainResolver(self.store.credentials, google_token_url=self.config.google_token_url)
             runner = StepRunner(registry, credentials=self.store.credentials, resolve_ref=resolve_ref,
-                                identity=WorkerIdentity(pool=pool), work_dir=home / "work")
+                                identity=WorkerIdentity(pool=pool), work_dir=home / "work", keychain=keychain)
             worker = Worker(self.bus, runner, pool=pool, concurrency=concurrency,
                             labels=self._labels(pool), capacity=self._capacity(pool),
                             ack_wait_s=self.config.ack_wait_s)
@@ -167,6 +170,8 @@ class Stack:
                "NOETL_ACK_WAIT_S": str(self.config.ack_wait_s), "NOETL_READY_FILE": str(ready)}
         if self.config.secret_key:
             env["NOETL_SECRET_KEY"] = self.config.secret_key
+        if self.config.google_token_url:
+            env["NOETL_GOOGLE_TOKEN_URL"] = self.config.google_token_url
         if self.config.pools is not None:
             env["NOETL_POOLS"] = json.dumps(self.config.pools.as_json())
         env["NOETL_WORKER_LABELS"] = ",".join(self.config.worker_labels)

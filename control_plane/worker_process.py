@@ -33,7 +33,8 @@ async def serve(pool: str, concurrency: int) -> None:
                          pools=parse_pools(pools, "NOETL_POOLS") if pools else None,
                          worker_labels=tuple(x for x in os.environ.get("NOETL_WORKER_LABELS", "").split(",")
                                              if x),
-                         worker_capacity=json.loads(capacity) if capacity else None)
+                         worker_capacity=json.loads(capacity) if capacity else None,
+                         google_token_url=os.environ.get("NOETL_GOOGLE_TOKEN_URL") or None)
     async with Stack(config):
         ready = os.environ.get("NOETL_READY_FILE")
         if ready:

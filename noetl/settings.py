@@ -28,6 +28,8 @@ def stack_config(**overrides: object) -> StackConfig:
         "pg_dsn": os.environ.get("NOETL_PG_DSN") or None,
         "secret_key": os.environ.get("NOETL_SECRET_KEY") or None,
         "prefix": os.environ.get("NOETL_BUS_PREFIX") or "noetl",
+        # where google_id_token keychain entries are minted (default: the key's token_uri, Google's)
+        "google_token_url": os.environ.get("NOETL_GOOGLE_TOKEN_URL") or None,
     }
     if os.environ.get("NOETL_ACK_WAIT_S"):  # how long a silent worker keeps a command (default 30 s)
         config["ack_wait_s"] = float(os.environ["NOETL_ACK_WAIT_S"])

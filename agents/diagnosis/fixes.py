@@ -31,6 +31,10 @@ _CONSTRAINT = re.compile(r'constraint "([^"]+)"')
 _DETAIL_KEY = re.compile(r"Key \(([^)]+)\)=")
 _EXPRESSION = re.compile(r"`([^`]+)`")
 _TRACE_LINE = re.compile(r'File "<python step>", line (\d+)')
+_LACKS = re.compile(r"(input|result) lacks (?:each of )?((?:`[^`]+`(?:, )?)+)")
+_NAMED = re.compile(r"`([^`]+)`")
+_WORKBOOK_TASK = re.compile(r"^workbook task '([^']+)'")
+_PIPELINE_TASK = re.compile(r"^task '([^']+)' of step")
 _EXPECT = {"empty": "a non-empty result", "null": "a value, not null", "error": "data, not an error object",
            "text": "JSON (structured data), not text", "nulls": "no null values in the fields read",
            "missing_key": "the keys its readers use", "inconsistent": "every record with the same keys",
@@ -334,6 +338,48 @@ def _validation(facts: Facts, step: StepFacts, error: ErrorFact) -> list[Suggest
         f"Correct the configuration or input of step '{step.name}': {_first_line(error.message)}"))]
 
 
+def _contract(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
+    """A breached `assert` (spec 3): name what is missing and where it should come from."""
+    match = _LACKS.search(error.message)
+    if match is None:
+        return _validation(facts, step, error)
+    side = "expects" if (error.code == "CONTRACT_EXPECTS" or match.group(1) == "input") else "returns"
+    names = _NAMED.findall(match.group(2))
+    listed = ", ".join(f"`{n}`" for n in names)
+    workbook = _WORKBOOK_TASK.search(error.message)
+    task = _PIPELINE_TASK.search(error.message)
+    who = (f"workbook task '{workbook.group(1)}'" if workbook else
+           f"task '{task.group(1)}' of step '{step.name}'" if task else f"step '{step.name}'")
+    if side == "expects":
+        given = (step.definition or {}).get("input") or {}
+        sources = {n: given[n] for n in names if isinstance(given, dict) and isinstance(given.get(n), str)}
+        change: dict[str, Any] = {"step": step.name,
+                                  "set": {"input": {n: sources.get(n, "...") for n in names}}}
+        text = (f"{who[0].upper()}{who[1:]}'s input lacks {listed}: pass "
+                f"{'it' if len(names) == 1 else 'them'} in `input:` of step '{step.name}'")
+        if sources:  # given, but rendered to null: the value it reads is where the problem is
+            shown = "; ".join(f"`{n}` is `{v}`" for n, v in sources.items())
+            text += f" ({shown}, which was null when the step ran: check what it reads)"
+            change = {"step": step.name, "edit": "input", "fields": sorted(sources), "was": sources}
+        fixes = [SuggestedFix(kind="input", change=change, description=text + ".")]
+        fixes.append(SuggestedFix(kind="input", change={"step": step.name, "edit": "assert.expects",
+                                                        "remove": names}, description=(
+            f"Or, if {who} can do without {listed}, drop {'it' if len(names) == 1 else 'them'} from "
+            "its assert.expects.")))
+        return fixes
+    python = "python" in step.kinds
+    change = {"step": step.name, "edit": "tool.code" if python and not workbook else "tool",
+              "returns": names}
+    if workbook:
+        change["workbook"] = workbook.group(1)
+    elif task:
+        change["task"] = task.group(1)
+    how = (f"make its code return a mapping with {listed}" if python else
+           f"make it produce {listed} (or correct the name in assert.returns)")
+    return [SuggestedFix(kind="code" if python else "input", change=change, description=(
+        f"{who[0].upper()}{who[1:]}'s result lacks {listed}: {how}."))]
+
+
 def _internal(facts: Facts, step: StepFacts, error: ErrorFact) -> list[SuggestedFix]:
     return [SuggestedFix(kind="code", description=f"Step '{step.name}' failed inside its tool: "
                                                   f"{_first_line(error.message)}",
@@ -359,7 +405,7 @@ _BY_KIND = {"rate_limit": _rate_limit, "timeout": _timeout, "db_timeout": _timeo
             "server_error": _http_error, "auth": _auth, "missing_credential": _missing_credential,
             "sql_syntax": _sql_syntax, "db_constraint": _db_constraint, "db_deadlock": _db_deadlock,
             "parse": _parse, "undefined_variable": _undefined_variable, "python_exception": _python_exception,
-            "resource_exhausted": _resource_exhausted, "validation": _validation, "contract": _validation,
+            "resource_exhausted": _resource_exhausted, "validation": _validation, "contract": _contract,
             "internal": _internal}
 
 

@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 TOOL_KINDS: tuple[str, ...] = (
     "python", "http", "postgres", "duckdb", "clickhouse", "qdrant", "shell", "workbook", "playbook",
-    "noop", "snowflake",
+    "noop", "snowflake", "nats",
 )
 KEYCHAIN_KINDS: tuple[str, ...] = (
-    "credential", "static", "bearer", "oauth2", "secrets", "secret_manager",
+    "credential", "static", "bearer", "oauth2", "secrets", "secret_manager", "google_id_token",
 )
+NATS_OPERATIONS: tuple[str, ...] = ("kv_put", "kv_get", "kv_delete", "publish", "object_put", "object_get")
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -190,6 +191,22 @@ class LibImport(Model):
     import_: str = Field(alias="import")
 
 
+class Contract(Model):
+    """`assert: {expects, returns}` (spec 3): names the input must hold (present, not null) before the
+    tool runs, and keys its result must have after."""
+
+    expects: list[str] = Field(default_factory=list)
+    returns: list[str] = Field(default_factory=list)
+
+    @field_validator("expects", "returns")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name.strip():
+                raise ValueError("a contract name must not be empty")
+        return v
+
+
 class ToolBase(Model):
     name: str | None = None
     desc: str | None = None
@@ -197,6 +214,7 @@ class ToolBase(Model):
     spec: TaskSpec | None = None
     set: dict[str, Any] | None = None
     output: OutputSpec | None = None
+    assert_: Contract | None = Field(default=None, alias="assert")
 
     @field_validator("set")
     @classmethod
@@ -349,9 +367,45 @@ class NoopTool(ToolBase):
     result: Any = None
 
 
+class NatsTool(ToolBase):
+    """KV, object store and publishing on NATS (spec 3); `auth` names a credential with `url`, else the
+    deployment's own NATS is used."""
+
+    kind: Literal["nats"]
+    operation: str
+    bucket: str | None = None
+    key: str | None = None
+    value: Any = None
+    subject: str | None = None
+    data: Any = None
+    headers: dict[str, Any] | str | None = None
+    name: str | None = None  # object_put / object_get: the object's name (not a task name here)
+    auth: Auth | None = None
+    timeout: Duration | None = None
+
+    @field_validator("operation")
+    @classmethod
+    def _operation(cls, v: str) -> str:
+        if v in NATS_OPERATIONS or is_template(v):
+            return v
+        raise ValueError(f"nats operation '{v}' is not one of {', '.join(NATS_OPERATIONS)}")
+
+    @model_validator(mode="after")
+    def _needs(self) -> NatsTool:
+        if is_template(self.operation):
+            return self
+        needed = {"kv_put": ("bucket", "key"), "kv_get": ("bucket", "key"), "kv_delete": ("bucket", "key"),
+                  "publish": ("subject",), "object_put": ("bucket", "name"),
+                  "object_get": ("bucket", "name")}[self.operation]
+        missing = [k for k in needed if getattr(self, k) in (None, "")]
+        if missing:
+            raise ValueError(f"nats {self.operation} needs {' and '.join(repr(k) for k in missing)}")
+        return self
+
+
 Tool = Annotated[
     PythonTool | HttpTool | PostgresTool | DuckdbTool | ClickhouseTool | QdrantTool | ShellTool
-    | WorkbookTool | PlaybookTool | NoopTool | SnowflakeTool,
+    | WorkbookTool | PlaybookTool | NoopTool | SnowflakeTool | NatsTool,
     Field(discriminator="kind"),
 ]
 
@@ -506,7 +560,7 @@ class WorkbookTask(Model):
     name: str = Field(min_length=1)
     desc: str | None = None
     tool: list[Tool] = Field(min_length=1)
-    assert_: dict[str, Any] | None = Field(default=None, alias="assert")
+    assert_: Contract | None = Field(default=None, alias="assert")
 
 
 # ---------------------------------------------------------------- keychain
@@ -551,10 +605,29 @@ class SecretsKey(KeychainBase):
     kind: Literal["secrets", "secret_manager"]
     provider: str
     map: dict[str, str]
+    auth: str | None = None  # the credential used to reach the provider
+
+
+class GoogleIdTokenKey(KeychainBase):
+    """A Google ID token for `target_audience`, minted at execution start from a service account key:
+    the stored credential `auth` names, or `service_account_secret` (the key's JSON, or a credential's
+    name)."""
+
+    kind: Literal["google_id_token"]
+    target_audience: str = Field(min_length=1)
+    auth: str | None = None
+    service_account_secret: str | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> GoogleIdTokenKey:
+        if (self.auth is None) == (self.service_account_secret is None):
+            raise ValueError("a google_id_token keychain entry needs exactly one of 'auth' (a stored "
+                             "credential holding a service account key) or 'service_account_secret'")
+        return self
 
 
 KeychainEntry = Annotated[
-    CredentialKey | StaticKey | BearerKey | OAuth2Key | SecretsKey,
+    CredentialKey | StaticKey | BearerKey | OAuth2Key | SecretsKey | GoogleIdTokenKey,
     Field(discriminator="kind"),
 ]
 

@@ -23,7 +23,7 @@ _TOOL_MODELS = {
     "python": "PythonTool", "http": "HttpTool", "postgres": "PostgresTool", "duckdb": "DuckdbTool",
     "clickhouse": "ClickhouseTool", "qdrant": "QdrantTool", "shell": "ShellTool",
     "workbook": "WorkbookTool", "playbook": "PlaybookTool", "noop": "NoopTool",
-    "snowflake": "SnowflakeTool",
+    "snowflake": "SnowflakeTool", "nats": "NatsTool",
 }
 
 

@@ -15,7 +15,7 @@ from engine.dsl.templates import TemplateRenderer, is_template
 from engine.net.compile import successors_of
 
 _RENDERER = TemplateRenderer()
-_NOT_TEMPLATES = {("code",), ("assert",)}  # python source and informational asserts are not rendered
+_NOT_TEMPLATES = {("code",), ("assert",)}  # python source and contracts (names) are not rendered
 _REMOTE = ("gs://", "s3://", "https://", "http://", "ftp://", "az://", "abfs://")
 
 

@@ -40,14 +40,17 @@ def _reads_context(tool: Any) -> bool:
 def command_parts(playbook: Playbook, step: Step, reads: frozenset[str], names: list[str]) -> CommandParts:
     """The parts of the step's RunStep commands that do not depend on the execution's state."""
     workbook: dict[str, tuple[dict[str, Any], ...]] = {}
+    contracts: dict[str, dict[str, Any]] = {}
     for tool in step.tool:
         if tool.kind == "workbook":
             for wb in playbook.workbook:
                 if wb.name == tool.name:
                     workbook[wb.name] = tuple(t.model_dump(by_alias=True, exclude_none=True) for t in wb.tool)
+                    if wb.assert_ is not None:
+                        contracts[wb.name] = {"assert": wb.assert_.model_dump()}
     return CommandParts(
         tasks=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in step.tool),
-        workbook=workbook,
+        workbook=workbook, workbook_contracts=contracts,
         output=step.output.model_dump(exclude_none=True) if step.output else None,
         keychain=tuple(k.model_dump(by_alias=True, exclude_none=True) for k in playbook.keychain),
         step_names=tuple(n for n in names if n in reads),

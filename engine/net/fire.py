@@ -17,6 +17,7 @@ from engine.dsl.context import build_context, merge_payload
 from engine.dsl.model import Step
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
+from engine.net.contracts import check_expects, check_returns
 from engine.net.net import Net
 from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord, StepResult
 from engine.protocol.commands import CancelStep, RunStep, StartChild
@@ -165,11 +166,25 @@ class _Firing:
         ok = event.type in ("step.succeeded", "loop.item.succeeded") and envelope.status == "ok"
         record = self.state.record(dispatch.step)
         record.attempts = max(record.attempts, envelope.meta.attempt)
+        reported = True
+        if ok and self.net.transition(dispatch.step).command.child:
+            breach = self.child_contract(dispatch.step, envelope)
+            if breach is not None:  # a playbook call's result breaks `assert.returns` (spec 3)
+                envelope, ok, reported = breach, False, False
         if dispatch.loop_index is not None:
             self.loop_item_done(dispatch, ok, envelope)
         else:
             self.apply_ctx_writes(dispatch.step, event.payload.get("ctx") or {})
-            self.step_done(dispatch.step, ok, _step_result(envelope), _error(envelope), reported=True)
+            self.step_done(dispatch.step, ok, _step_result(envelope), _error(envelope), reported=reported)
+
+    def child_contract(self, name: str, envelope: ResultEnvelope) -> ResultEnvelope | None:
+        """The breach of a playbook call's `assert.returns` by the child's result, or None."""
+        step = self.net.playbook.step(name)
+        task = step.tool[0].model_dump(by_alias=True, exclude_none=True, include={"assert_"})
+        if not task:
+            return None
+        data = _step_result(envelope).handle(self.env.resolve_ref) if envelope.ref else envelope.data
+        return check_returns(task, envelope, step=name, task=step.task_name(0), data=data)
 
     def progress(self) -> None:
         event = self.cause
@@ -267,6 +282,7 @@ class _Firing:
             iterator=iterator, timeout_s=parts.timeout_s, max_iterations=parts.max_iterations,
             playbook_path=self.env.playbook_path,
             workbook={name: list(tasks) for name, tasks in parts.workbook.items()},
+            workbook_contracts={name: dict(c) for name, c in parts.workbook_contracts.items()},
             output=dict(parts.output) if parts.output is not None else None,
             keychain=list(parts.keychain)))
         self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
@@ -296,6 +312,14 @@ class _Firing:
             self.unsent(cid, step.step, exc.kind, str(exc))
             return
         child_input = {**step_input, **(config.get("input") or {})}
+        if tool.assert_ is not None:
+            breach = check_expects({"assert": tool.assert_.model_dump()}, child_input, step=step.step,
+                                   task=step.task_name(0))
+            if breach is not None:  # the contract (spec 3): the child does not start
+                assert breach.error is not None
+                self.state.pending.pop(cid, None)
+                self.step_done(step.step, False, None, breach.error.model_dump(exclude_none=True))
+                return
         version = config.get("version")
         if isinstance(version, str) and version.strip().isdigit():
             version = int(version)

@@ -35,6 +35,7 @@ class CommandParts:
 
     tasks: tuple[dict[str, Any], ...]  # the step's canonical tool list (model_dump by alias)
     workbook: Mapping[str, tuple[dict[str, Any], ...]]  # the workbook tasks its tools name
+    workbook_contracts: Mapping[str, dict[str, Any]]  # their `assert` (spec 3), for those that have one
     output: Mapping[str, Any] | None  # the step's `output` hints
     keychain: tuple[dict[str, Any], ...]
     step_names: tuple[str, ...]  # the step names its worker-side templates read (null until they ran)

@@ -37,11 +37,12 @@ KIND_DEFAULTS: Mapping[str, Mapping[str, float]] = {
     "snowflake": {"http_slots": 1},
     "playbook": {},  # a child execution's steps hold their own resources
     "noop": {},
+    "nats": {},  # a request or two to a NATS server: nothing a pool meters
 }
 # how long one run of a step of each kind takes (ms) when the event log has no history of the step
 KIND_DURATIONS_MS: Mapping[str, float] = {
     "noop": 1, "python": 1000, "shell": 1000, "http": 500, "postgres": 200, "duckdb": 500,
-    "clickhouse": 500, "qdrant": 200, "snowflake": 2000, "playbook": 5000,
+    "clickhouse": 500, "qdrant": 200, "snowflake": 2000, "playbook": 5000, "nats": 20,
 }
 DEFAULT_DURATION_MS = 1000.0
 

@@ -36,6 +36,7 @@ class RunStep(WireModel):
     max_iterations: int = 1000
     playbook_path: str | None = None
     workbook: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)  # name -> tasks
+    workbook_contracts: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> its `assert`
     keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
     output: dict[str, Any] | None = None  # the step's `output` hints (spec 16): store, select, size
 

@@ -1,9 +1,11 @@
 """Keychain entries and `token(name)` resolved on the worker (spec section 10), values never recorded.
 
 Each entry becomes `{{ keychain.<name>.<field> }}`: a stored credential's fields, a static map, a bearer
-token, an OAuth2 token response (requested once, renewed when `auto_renew` and expired), or secrets
-read from a provider (`env` here; other providers fail with a clear error). Every value handed out is
-reported to `on_secret`, so the step runner can scrub it from events.
+token, an OAuth2 token response (requested once, renewed when `auto_renew` and expired), secrets read
+from a provider (`env` here; other providers fail with a clear error), or a Google ID token minted from a
+service account key (engine.runtime.google_id_token; kept like an OAuth2 token). Entries resolve in
+order, and a later entry's templates may read an earlier one (`{{ keychain.sa.json }}`). Every value
+handed out is reported to `on_secret`, so the step runner can scrub it from events.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from engine.runtime.google_id_token import IdTokenError, mint_id_token, service_account_key
 from engine.tools.base import CredentialResolver, MissingCredentialError
 
 _TOKEN_CALL = re.compile(r"""token\(\s*['"]([^'"]+)['"]\s*\)""")
@@ -43,11 +46,15 @@ class KeychainResolver:
     credentials: CredentialResolver
     http: httpx.AsyncClient | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    google_token_url: str | None = None  # the deployment's override of Google's token endpoint
     _cache: dict[str, _Token] = field(default_factory=dict)
 
     async def resolve(self, execution_id: str, entries: list[dict[str, Any]],
-                      render: Callable[[Any], Any], on_secret: Callable[[Any], None]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+                      render: Callable[[Any], Any], on_secret: Callable[[Any], None],
+                      resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every entry's values by name; `resolved` (filled as entries resolve) is what the render
+        context shows as `keychain`, so later entries read earlier ones."""
+        out: dict[str, Any] = resolved if resolved is not None else {}
         for entry in entries:
             name = str(entry.get("name"))
             value = await self._entry(execution_id, entry, render)
@@ -87,7 +94,48 @@ class KeychainResolver:
                                         f"'{fieldname}') is not set on this worker", "missing_credential")
                 out[fieldname] = self.environ[variable]
             return out
+        if kind == "google_id_token":
+            scope_key = name if entry.get("scope") == "global" else f"{execution_id}:{name}"
+            return await self._google(str(scope_key), entry, render)
         raise KeychainError(f"keychain '{name}': unknown kind '{kind}'", "validation")
+
+    async def _google(self, key: str, entry: Mapping[str, Any],
+                      render: Callable[[Any], Any]) -> dict[str, Any]:
+        cached = self._cache.get(key)
+        if cached is not None and (cached.expires_at is None or time.time() < cached.expires_at
+                                   or not entry.get("auto_renew")):
+            return cached.response
+        name = entry.get("name")
+        audience = render(entry.get("target_audience"))
+        where = f"keychain '{name}': cannot mint a Google ID token for '{audience}'"
+        try:
+            sa_key = service_account_key(await self._service_account(entry, render))
+            token = await mint_id_token(sa_key, str(audience), token_url=self.google_token_url,
+                                        http=self.http)
+        except IdTokenError as exc:
+            raise KeychainError(f"{where}: {exc}", exc.kind, exc.retryable) from None
+        expires_at = token["expires_at"]
+        self._cache[key] = _Token(token, float(expires_at) - 60 if expires_at is not None else None)
+        return token
+
+    async def _service_account(self, entry: Mapping[str, Any], render: Callable[[Any], Any]) -> Any:
+        """The service account key: the credential `auth` names, or `service_account_secret` (the key's
+        JSON, or the name of a credential holding it)."""
+        name = entry.get("name")
+        source = render(entry.get("auth"))
+        if source is None:
+            secret = render(entry.get("service_account_secret"))
+            if isinstance(secret, Mapping) or (isinstance(secret, str) and secret.lstrip().startswith("{")):
+                return secret
+            source = secret
+        if not isinstance(source, str) or not source:
+            raise KeychainError(f"keychain '{name}': 'auth' or 'service_account_secret' must name a "
+                                "credential or hold the service account key's JSON", "validation")
+        try:
+            credential = await self.credentials.get(source)
+        except MissingCredentialError as exc:
+            raise KeychainError(f"keychain '{name}': {exc}", "missing_credential") from None
+        return dict(credential.data)
 
     async def _oauth(self, key: str, entry: Mapping[str, Any],
                      render: Callable[[Any], Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from engine.dsl.model import Rule, RuleThen
 from engine.dsl.results import wrap_result
 from engine.dsl.templates import TemplateRenderer, single_expression, to_native
 from engine.errors import TemplateError
+from engine.net.contracts import check_expects, check_returns
 from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
@@ -36,8 +37,9 @@ from engine.tools.redact import needs_redaction, redact
 log = logging.getLogger(__name__)
 
 # keys of a task that are about the pipeline, not the tool's configuration
-PIPELINE_KEYS = ("kind", "name", "spec", "set", "output", "desc", "input")
+PIPELINE_KEYS = ("kind", "name", "spec", "set", "output", "desc", "input", "assert")
 NOT_RENDERED = {"python": ("code",)}
+NAMED_KINDS = ("nats",)  # kinds whose `name` is also configuration (an object's name), as for workbook
 Report = Callable[[Event], Awaitable[None]]
 # a step that ends sooner sends step.started with its outcome: one message and one commit, not two
 STARTED_DELAY_S = 0.1
@@ -286,10 +288,12 @@ class StepRunner:
         if not cmd.keychain and "token(" not in json.dumps(cmd.tasks):
             return None
         context = self._context(cmd, pipe, cmd.input)
+        resolved: dict[str, Any] = {}
+        context["keychain"] = resolved  # later entries may read earlier ones
         try:
             pipe.keychain = await self.keychain.resolve(
                 cmd.execution_id, cmd.keychain,
-                lambda value: self._render(value, context, "keychain", pipe), recorder.add)
+                lambda value: self._render(value, context, "keychain", pipe), recorder.add, resolved)
             pipe.tokens = await self.keychain.tokens(cmd.execution_id, json.dumps(cmd.tasks), recorder.add)
         except KeychainError as exc:
             return ResultEnvelope.fail(exc.kind, str(exc), retryable=exc.retryable)
@@ -459,10 +463,16 @@ class StepRunner:
             tool_input.update(step_input)
             if task.get("input"):
                 tool_input.update(self._render(task["input"], context(), where, pipe) or {})
+            if kind in NAMED_KINDS and task.get("name") is not None:
+                config["name"] = self._render(task["name"], context(), where, pipe)
         except TemplateError as exc:
             return ResultEnvelope.fail(exc.kind, str(exc), retryable=False)
+        breach = check_expects(task, tool_input, step=cmd.step, task=name)
+        if breach is not None:  # the contract (spec 3): the tool does not run
+            return breach.with_source(kind)
         if kind == "workbook":
-            return await self._workbook(cmd, {**config, "name": task.get("name")}, pipe, tool_input)
+            envelope = await self._workbook(cmd, {**config, "name": task.get("name")}, pipe, tool_input)
+            return check_returns(task, envelope, step=cmd.step, task=name) or envelope
         timeout = _min_timeout(cmd.timeout_s, config.get("timeout"))
         call = ToolCall(kind=kind, config=config, input=tool_input, context=_PlainView(context),
                         credentials=pipe.credentials, timeout_s=timeout, execution_id=cmd.execution_id,
@@ -487,6 +497,7 @@ class StepRunner:
                                                            "step": cmd.step})
             envelope = ResultEnvelope.fail("internal", f"{where}: the {kind} tool crashed: "
                                                        f"{type(exc).__name__}: {exc}")
+        envelope = check_returns(task, envelope, step=cmd.step, task=name) or envelope
         if "duration_ms" in envelope.meta.model_fields_set and envelope.meta.attempt == attempt:
             return envelope.with_source(kind)  # stamped by the tool (engine.tools.support.guarded)
         meta = dict(envelope.meta.model_extra or {})
@@ -502,11 +513,15 @@ class StepRunner:
                                        retryable=False)
         inner = _Pipeline(iter_vars=pipe.iter_vars, warnings=pipe.warnings, credentials=pipe.credentials)
         merged_input = dict(tool_input)
+        contract = cmd.workbook_contracts.get(target)  # the workbook task's own `assert` (spec 3)
+        breach = check_expects(contract, merged_input, step=cmd.step, workbook=target)
+        if breach is not None:
+            return breach
         nested = cmd.model_copy(update={"step": f"{cmd.step}", "tasks": tasks})
         envelope = await self._pipeline(nested, [_with_input_defaults(t, merged_input) for t in tasks],
                                         inner, _no_report, merged_input)
         pipe.ctx_writes.update(inner.ctx_writes)
-        return envelope
+        return check_returns(contract, envelope, step=cmd.step, workbook=target) or envelope
 
 
 async def _no_report(event: Event) -> None:

@@ -16,6 +16,7 @@ from engine.tools.base import Tool
 from engine.tools.clickhouse_tool import ClickhouseTool
 from engine.tools.duckdb_tool import DuckdbTool
 from engine.tools.http_tool import HttpTool
+from engine.tools.nats_tool import NatsTool
 from engine.tools.noop_tool import NoopTool
 from engine.tools.postgres_tool import PostgresTool
 from engine.tools.python_pool import DEFAULT_MEMORY_LIMIT, PythonPool
@@ -33,15 +34,19 @@ class UnknownToolError(EngineError, LookupError):
 
 
 class ToolRegistry:
-    """kind → tool instance. Owns the python process pool and the shared HTTP client."""
+    """kind → tool instance. Owns the python process pool and the shared HTTP client.
+
+    Deployment settings reach the tools here: `nats_url` is the deployment's own NATS (the worker's bus),
+    used by the nats tool when a step names no `auth`."""
 
     def __init__(self, *, python_pool_size: int = 2,
                  python_memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
                  http_client: httpx.AsyncClient | None = None,
-                 extra: Mapping[str, Tool] | None = None) -> None:
+                 extra: Mapping[str, Tool] | None = None, nats_url: str | None = None) -> None:
         self.python_pool = PythonPool(python_pool_size, memory_limit_bytes=python_memory_limit_bytes)
         self._tools: dict[str, Tool] = {}
         self._extra = dict(extra or {})
+        self.nats_url = nats_url or None
         self._build(http_client)
 
     def _build(self, http_client: httpx.AsyncClient | None) -> None:
@@ -50,6 +55,7 @@ class ToolRegistry:
         tools: list[Tool] = [
             PythonTool(self.python_pool), HttpTool(http_client), PostgresTool(), DuckdbTool(),
             ClickhouseTool(), QdrantTool(), ShellTool(), NoopTool(), SnowflakeTool(),
+            NatsTool(self.nats_url),
         ]
         self._tools = {tool.kind: tool for tool in tools}
         self._tools.update(self._extra)

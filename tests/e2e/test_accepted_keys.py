@@ -389,12 +389,12 @@ def test_cursor_loops_and_unsupported_tool_kinds_are_refused_with_a_message(
             loop: {in: [1], iterator: i, cursor: {key: id}}
             tool: {kind: noop}
         """, "cursor"))
-    nats = noetl.write(playbook("""\
+    transfer = noetl.write(playbook("""\
         workflow:
-          - step: publish
-            tool: {kind: nats, subject: x}
-        """, "nats"))
-    result = noetl("validate", str(cursor), str(nats))
+          - step: copy
+            tool: {kind: transfer, source: x}
+        """, "transfer"))
+    result = noetl("validate", str(cursor), str(transfer))
     assert result.returncode == 1
     assert "cursor loops are not supported" in result.stderr
-    assert "unknown tool kind 'nats'" in result.stderr and "python" in result.stderr
+    assert "unknown tool kind 'transfer'" in result.stderr and "python" in result.stderr

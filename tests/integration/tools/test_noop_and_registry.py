@@ -22,7 +22,7 @@ async def test_noop_returns_its_result_or_an_empty_object() -> None:
 async def test_the_registry_serves_every_stateless_kind_and_runs_them() -> None:
     async with ToolRegistry(python_pool_size=1, python_memory_limit_bytes=TEST_MEMORY_LIMIT) as tools:
         assert set(tools.kinds) == {"python", "http", "postgres", "duckdb", "clickhouse", "qdrant", "shell",
-                                    "noop", "snowflake"}
+                                    "noop", "snowflake", "nats"}
         python = await tools.get("python").run(make_call("python", {"code": "return 6 * 7"}))
         duck = await tools.get("duckdb").run(make_call("duckdb", {"command": "SELECT 1 AS one"}))
         assert python.data == 42 and duck.data["rows"] == [{"one": 1}]
