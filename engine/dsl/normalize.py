@@ -252,7 +252,7 @@ class _Normalizer:
             delay, backoff = float(backoff), "fixed"
         elif backoff is None:
             backoff = "none" if multiplier == 1 else "exponential"
-        conditions = ["output.status == 'error'"]
+        conditions = ["output.status == 'error'", "output.error.kind != 'contract'"]  # never retryable
         kinds = [RETRY_ON_ALIASES.get(k, k) for k in retry.get("retry_on") or []]
         statuses = retry.get("retry_on_status")
         if kinds and statuses:

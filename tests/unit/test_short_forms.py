@@ -137,7 +137,7 @@ def test_step_retry_is_one_error_retry_rule() -> None:
               spec:
                 policy:
                   rules:
-                    - when: "{{ output.status == 'error' }}"
+                    - when: "{{ output.status == 'error' and output.error.kind != 'contract' }}"
                       then: {do: retry, attempts: 3, delay: 1, backoff: exponential, multiplier: 2}
         """)
 
@@ -159,7 +159,8 @@ def test_tool_retry_with_statuses_retries_only_those_http_statuses() -> None:
               spec:
                 policy:
                   rules:
-                    - when: "{{ output.status == 'error' and output.http.status in [429, 503] }}"
+                    - when: "{{ output.status == 'error' and output.error.kind != 'contract' and
+                               output.http.status in [429, 503] }}"
                       then: {do: retry, attempts: 4, delay: 2, backoff: exponential, multiplier: 2}
         """)
 
