@@ -214,9 +214,11 @@ def _merge_type_errors(issues: list[Issue]) -> list[Issue]:
         if issue.code == "invalid_type":
             seen[issue.path] = len(merged)
         merged.append(issue)
-    # a place with a precise message needs no generic type complaint from another union branch
+    # a place with a precise message, at it or inside it, needs no generic type complaint from another
+    # union branch (`libs: {x: {from: m}}` is a mapping missing `import`, not "expected a list")
     precise = {i.path for i in merged if i.code != "invalid_type"}
-    return [i for i in merged if i.code != "invalid_type" or i.path not in precise]
+    return [i for i in merged if i.code != "invalid_type"
+            or not any(p[:len(i.path)] == i.path for p in precise)]
 
 
 def validate_model(data: Any) -> tuple[Playbook | None, list[Issue]]:
