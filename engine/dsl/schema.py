@@ -59,6 +59,8 @@ def playbook_json_schema() -> dict[str, Any]:
         if spec is not None:  # tool configuration may also be nested under the tool's spec
             props["spec"] = {"type": "object", "properties": {"policy": {"$ref": "#/$defs/TaskPolicy"}},
                              "additionalProperties": True}
+    # NoETL writes an else rule's action directly under `else` too (spec 7)
+    defs["RuleElse"] = {"anyOf": [defs["RuleElse"], {"$ref": "#/$defs/RuleThen"}]}
     tool_ref = defs["Step"]["properties"]["tool"]["items"]
     tool_short = {"anyOf": [{"type": "string", "enum": list(TOOL_KINDS)}, tool_ref,
                             {"type": "array", "items": tool_ref, "minItems": 1}]}
