@@ -102,6 +102,8 @@ def build_context(
     if execution_id is not None:
         high["execution_id"] = execution_id
         high["job"] = {"uuid": execution_id, "execution_id": execution_id, "id": execution_id}
+    if iterator == "job" and iter_vars is not None and "job" in iter_vars:
+        high["job"] = iter_vars["job"]  # a loop's own `iterator: job` (spec 6.1) wins over NoETL's `job`
     high["keychain"] = dict(keychain or {})
     if not isinstance(step_names, (set, frozenset, Mapping)):
         step_names = dict.fromkeys(step_names)

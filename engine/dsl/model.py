@@ -15,6 +15,7 @@ TOOL_KINDS: tuple[str, ...] = (
     "python", "http", "postgres", "duckdb", "clickhouse", "qdrant", "shell", "workbook", "playbook",
     "noop", "snowflake", "nats",
 )
+CURSOR_KINDS: tuple[str, ...] = ("postgres",)
 KEYCHAIN_KINDS: tuple[str, ...] = (
     "credential", "static", "bearer", "oauth2", "secrets", "secret_manager", "google_id_token",
 )
@@ -416,20 +417,67 @@ class LoopPolicy(Model):
     exec: Literal["local", "distributed"] = "local"
 
 
+class LoopFrame(Model):
+    """A cursor loop's frame (spec 6.1): rows per claim, and the heartbeat of a long-running claimer."""
+
+    max_rows: int = Field(default=1, ge=1, le=10_000)
+    lease_seconds: float = Field(default=120.0, gt=0)
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
+
+
+class LoopCursor(Model):
+    """A work queue in a database (spec 6.1): `claim` claims and returns the next rows atomically."""
+
+    kind: str
+    auth: Auth | None = None
+    connection_string: str | None = None
+    claim: str
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v not in CURSOR_KINDS:
+            raise ValueError(f"cursor kind '{v}' is not supported; the cursor kinds are "
+                             + ", ".join(f"'{k}'" for k in CURSOR_KINDS)
+                             + " (a work queue in a PostgreSQL table)")
+        return v
+
+    @field_validator("claim")
+    @classmethod
+    def _claim(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the cursor's 'claim' is empty; give the SQL that claims and returns the "
+                             "next rows, e.g. UPDATE work SET status = 'claimed' ... RETURNING id")
+        return v
+
+    @model_validator(mode="after")
+    def _connection(self) -> LoopCursor:
+        if self.auth is None and self.connection_string is None:
+            raise ValueError("the cursor needs 'auth' (a stored postgres credential) or "
+                             "'connection_string' to reach its work queue")
+        return self
+
+
 class LoopSpec(Model):
-    mode: Literal["sequential", "parallel"] = "sequential"
+    mode: Literal["sequential", "parallel", "cursor"] = "sequential"
     max_in_flight: int | None = Field(default=None, ge=1)
+    frame: LoopFrame | None = None
     policy: LoopPolicy | None = None
 
 
 class Loop(Model):
-    in_: str | list[Any] = Field(alias="in")
+    in_: str | list[Any] | None = Field(default=None, alias="in")
+    cursor: LoopCursor | None = None
     iterator: str
     spec: LoopSpec = Field(default_factory=LoopSpec)
 
+    @property
+    def is_cursor(self) -> bool:
+        return self.cursor is not None
+
     @field_validator("in_")
     @classmethod
-    def _in(cls, v: str | list[Any]) -> str | list[Any]:
+    def _in(cls, v: str | list[Any] | None) -> str | list[Any] | None:
         if isinstance(v, str) and not is_template(v):
             raise ValueError(f"loop 'in' must be a list or a template that yields one, such as "
                              f"\"{{{{ workload.{v} }}}}\"; got the plain string '{v}'")

@@ -321,21 +321,14 @@ class _Normalizer:
 
     # ------------------------------------------------------------------ loops and step spec
     def loop(self, raw: dict[str, Any], path: Path) -> dict[str, Any]:
+        """A cursor loop (spec 6.1) whose spec names no mode runs in mode: cursor."""
         loop = dict(raw)
-        unsupported = "cursor loops are not supported; iterate over a list with 'in' instead"
-        if "cursor" in loop:
-            self.error(path + ("cursor",), unsupported, "unsupported")
-            loop.pop("cursor")
-        spec = loop.get("spec")
-        if isinstance(spec, dict):
-            spec = dict(spec)
-            if "frame" in spec:
-                self.error(path + ("spec", "frame"), unsupported, "unsupported")
-                spec.pop("frame")
-            if spec.get("mode") == "cursor":
-                self.error(path + ("spec", "mode"), unsupported, "unsupported", on_key=False)
-                spec.pop("mode")
-            loop["spec"] = spec
+        if isinstance(loop.get("cursor"), dict):
+            spec = loop.get("spec")
+            if spec is None:
+                loop["spec"] = {"mode": "cursor"}
+            elif isinstance(spec, dict) and "mode" not in spec:
+                loop["spec"] = {**spec, "mode": "cursor"}
         return loop
 
     def step_spec(self, raw: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from engine.dsl.model import TOOL_KINDS, Playbook
+from engine.dsl.model import CURSOR_KINDS, TOOL_KINDS, Playbook
 from engine.dsl.normalize import RETRY_BACKOFFS, RETRY_KEYS, TOOL_ALIASES
 
 _RETRY = {
@@ -44,6 +44,12 @@ def playbook_json_schema() -> dict[str, Any]:
             {"type": "object", "properties": {"from": {"type": "string"}, "import": {"type": "string"}},
              "required": ["from", "import"], "additionalProperties": False}]}},
         {"type": "array", "items": {"type": "string"}}]}
+    # a loop iterates `in` or claims rows with a `cursor` (spec 6, 6.1): exactly one of them
+    defs["Loop"]["properties"]["in"] = {"anyOf": [{"type": "string"}, {"type": "array", "items": {}}]}
+    defs["Loop"]["properties"]["cursor"] = {"$ref": "#/$defs/LoopCursor"}
+    defs["Loop"]["oneOf"] = [{"required": ["in"]}, {"required": ["cursor"]}]
+    defs["LoopCursor"]["properties"]["kind"] = {"type": "string", "enum": list(CURSOR_KINDS)}
+    defs["LoopCursor"]["anyOf"] = [{"required": ["auth"]}, {"required": ["connection_string"]}]
     for kind, model in _TOOL_MODELS.items():
         props = defs[model]["properties"]
         props["retry"] = _RETRY

@@ -152,6 +152,10 @@ def _translate(err: dict[str, Any], data: Any) -> Issue | None:
         if key == "in" and parent[-1:] == ("loop",):
             return Issue(parent, "'loop' has no 'in'; give the list to iterate over, e.g. "
                                  "in: \"{{ workload.items }}\"", "loop_without_in")
+        if key == "claim" and parent[-1:] == ("cursor",):
+            return Issue(parent, "the cursor has no 'claim'; give the SQL that claims and returns the next "
+                                 "rows atomically, e.g. UPDATE work SET status = 'claimed' WHERE id = "
+                                 "(SELECT id ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id", "missing_key")
         return Issue(parent, f"missing required key '{key}'", "missing_key")
     if etype == "extra_forbidden":
         path = _strip(loc, data, keep_last=True)

@@ -97,6 +97,7 @@ class _Checker:
                     self.add(path + ("next", "arcs", k, "step"),
                              f"unknown step '{target}'{did_you_mean(target, self.steps)}",
                              "unknown_step")
+        self.loop(step, path)
         self.pipeline(step, path, name, in_workbook=False)
         outputs = [(path + ("output",), step.get("output"))] + [
             (path + ("tool", j, "output"), task.get("output")) for j, task in _dicts(step.get("tool"))]
@@ -107,6 +108,40 @@ class _Checker:
                 self.add(opath + ("store", "kind"), f"output.store.kind '{kind}' is not a store here: large "
                          "results go to the default store (files under the data directory)",
                          "store_fallback", "warning")
+
+    def loop(self, step: dict[str, Any], path: Path) -> None:
+        """A loop iterates `in`, or claims rows with a `cursor` (spec 6, 6.1): exactly one of them."""
+        loop = step.get("loop")
+        if not isinstance(loop, dict):
+            return
+        lpath = path + ("loop",)
+        spec = _mapping(loop.get("spec"))
+        mode = spec.get("mode")
+        if loop.get("cursor") is None:
+            if "in" not in loop:
+                self.add(lpath, "'loop' has no 'in'; give the list to iterate over, e.g. "
+                         "in: \"{{ workload.items }}\" (or a 'cursor' that claims rows from a work queue)",
+                         "loop_without_in")
+            if mode == "cursor":
+                self.add(lpath + ("spec", "mode"), "mode: cursor needs 'loop.cursor': {kind: postgres, "
+                         "auth: <credential>, claim: <SQL that claims and returns the next rows>}",
+                         "loop_without_cursor")
+            if "frame" in spec:
+                self.add(lpath + ("spec", "frame"), "'frame' belongs to cursor loops (mode: cursor with "
+                         "'loop.cursor'); remove it from this loop over 'in'", "frame_without_cursor",
+                         on_key=True)
+            return
+        if "in" in loop:
+            self.add(lpath + ("in",), "a cursor loop claims its rows with 'cursor.claim' and takes no 'in'; "
+                     "remove 'in', or remove 'cursor' to iterate over a list", "cursor_with_in", on_key=True)
+        for j, task in _tasks(step):
+            if task.get("kind") == "playbook":
+                self.add(path + ("tool", j, "kind"), "a cursor loop runs its rows on the claimer's worker; "
+                         "a playbook call cannot be its tool (call the playbook from a step after the loop)",
+                         "unsupported")
+        if mode in ("sequential", "parallel"):
+            self.add(lpath + ("spec", "mode"), f"a cursor loop runs in mode: cursor, not '{mode}'; its "
+                     "max_in_flight says how many claimers work at once", "invalid_value")
 
     def pipeline(self, holder: dict[str, Any], path: Path, name: str, *, in_workbook: bool) -> None:
         tasks = _tasks(holder)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from engine.dsl.model import Playbook, Step
+from engine.dsl.model import LoopCursor, LoopFrame, LoopSpec, Playbook, Step
 from engine.dsl.templates import TemplateRenderer
-from engine.net.net import ArcDef, CommandParts, LoopDef, Net, Transition
+from engine.net.net import ArcDef, CommandParts, CursorDef, LoopDef, Net, Transition
 
 _RENDERER = TemplateRenderer()
 
@@ -23,11 +23,20 @@ def worker_reads(playbook: Playbook, step: Step) -> frozenset[str]:
     names = _RENDERER.referenced_names(tasks)
     if step.loop is not None and step.input:  # rendered by the worker, once per item (spec 2)
         names |= _RENDERER.referenced_names(step.input)
+    if step.loop is not None and step.loop.cursor is not None:  # the claim is rendered by the claimer
+        names |= _RENDERER.referenced_names(step.loop.cursor.model_dump(exclude_none=True))
     tools = list(step.tool) + [t for tool in step.tool if tool.kind == "workbook"
                                for wb in playbook.workbook if wb.name == tool.name for t in wb.tool]
     if any(_reads_context(t) for t in tools):  # python's `context` holds every step result (spec 3.1)
         names |= {s.step for s in playbook.workflow}
     return frozenset(names)
+
+
+def cursor_def(cursor: LoopCursor, spec: LoopSpec) -> CursorDef:
+    frame = spec.frame or LoopFrame()
+    return CursorDef(kind=cursor.kind, auth=cursor.auth, connection_string=cursor.connection_string,
+                     claim=cursor.claim, claimers=spec.max_in_flight or 1, max_rows=frame.max_rows,
+                     heartbeat_s=min(frame.heartbeat_seconds, frame.lease_seconds / 3))
 
 
 def _reads_context(tool: Any) -> bool:
@@ -151,8 +160,9 @@ def compile_net(playbook: Playbook) -> Net:
         forward = frozenset(p for p in preds[step.step] if components[p] != components[step.step])
         loop = None
         if step.loop is not None:
-            loop = LoopDef(step.loop.in_, step.loop.iterator, step.loop.spec.mode,
-                           step.loop.spec.max_in_flight)
+            cursor = cursor_def(step.loop.cursor, step.loop.spec) if step.loop.cursor is not None else None
+            loop = LoopDef(step.loop.in_ if step.loop.in_ is not None else (cursor.claim if cursor else []),
+                           step.loop.iterator, step.loop.spec.mode, step.loop.spec.max_in_flight, cursor)
         transitions[step.step] = Transition(
             name=step.step,
             index=i,

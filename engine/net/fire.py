@@ -18,6 +18,7 @@ from engine.dsl.model import Step
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
 from engine.net.contracts import check_expects, check_returns
+from engine.net.cursor import CursorLoops
 from engine.net.net import Net
 from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord, StepResult
 from engine.protocol.commands import CancelStep, RunStep, StartChild
@@ -48,7 +49,8 @@ class FireEnv:
     playbook_path: str | None = None
 
 
-def command_id(execution_id: str, step: str, run: int, loop_index: int | None) -> str:
+def command_id(execution_id: str, step: str, run: int, loop_index: int | str | None) -> str:
+    """A command's id; a cursor loop's claimer is `claimer-<k>` in place of a loop index."""
     return derived_id("cmd", execution_id, step, run, "" if loop_index is None else loop_index)
 
 
@@ -83,7 +85,7 @@ class _Handles(Mapping[str, Any]):
         return sum(1 for _ in self)
 
 
-class _Firing:
+class _Firing(CursorLoops):
     def __init__(self, net: Net, state: ExecutionState, cause: Event, env: FireEnv) -> None:
         self.net = net
         self.state = state
@@ -158,10 +160,16 @@ class _Firing:
 
     def outcome(self) -> None:
         event = self.cause
+        if event.type[5:9] == "item" and "cursor" in event.payload:
+            self.cursor_item()  # a row of a cursor loop: its claimer goes on
+            return
         dispatch = self.state.pending.get(event.command_id or "")
         if dispatch is None:
             return  # a duplicate or a late report of a cancelled command: already settled
         del self.state.pending[dispatch.command_id]
+        if dispatch.claimer is not None:
+            self.claimer_stopped(dispatch)
+            return
         envelope = event.result or ResultEnvelope.fail("internal", "the worker sent no result")
         ok = event.type in ("step.succeeded", "loop.item.succeeded") and envelope.status == "ok"
         record = self.state.record(dispatch.step)
@@ -214,6 +222,9 @@ class _Firing:
             record.status = "skipped"
             self.emit("step.skipped", step=name, run=run, payload={"reason": "admit rules"})
             return
+        if step.loop is not None and step.loop.cursor is not None:  # claimers on workers (spec 6.1)
+            self.start_cursor(step, run, arc_args, dict(step.input or {}))
+            return
         if step.loop is not None:  # the input is rendered per item, with the iterator bound (spec 2)
             self.start_loop(step, run, arc_args, dict(step.input or {}), context)
             return
@@ -247,11 +258,19 @@ class _Firing:
         return True
 
     def issue(self, step: Step, run: int, loop_index: int | None, arc_args: dict[str, Any],
-              step_input: dict[str, Any], item: Any) -> None:
-        cid = command_id(self.state.execution_id, step.step, run, loop_index)
-        self.state.pending[cid] = Dispatch(cid, step.step, run, loop_index)
-        pool = self.env.pool_of(step)
+              step_input: dict[str, Any], item: Any, *, claimer: int | None = None) -> str:
+        """Send the step's command (or a loop item's, or a cursor loop's claimer); its id."""
         transition = self.net.transition(step.step)
+        cursor = None
+        if claimer is None:
+            cid = command_id(self.state.execution_id, step.step, run, loop_index)
+            self.state.pending[cid] = Dispatch(cid, step.step, run, loop_index)
+        else:
+            assert transition.loop is not None and transition.loop.cursor is not None
+            cursor = transition.loop.cursor.command(claimer)
+            cid = command_id(self.state.execution_id, step.step, run, f"claimer-{claimer}")
+            self.state.pending[cid] = Dispatch(cid, step.step, run, None, claimer)
+        pool = self.env.pool_of(step)
         parts = transition.command
         context = {
             "workload": self.state.workload,
@@ -274,19 +293,24 @@ class _Firing:
                                "_last": loop_index == len(loop.items) - 1}
         if parts.child:
             self.start_child(step, cid, run, loop_index, arc_args, step_input, context)
-            return
+            return cid
         self.out.commands.append(RunStep(
             command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
             loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input,
-            render_input=loop_index is not None and bool(step_input), context=context,
-            iterator=iterator, timeout_s=parts.timeout_s, max_iterations=parts.max_iterations,
-            playbook_path=self.env.playbook_path,
+            render_input=(loop_index is not None or cursor is not None) and bool(step_input),
+            context=context, iterator=iterator, timeout_s=parts.timeout_s,
+            max_iterations=parts.max_iterations, playbook_path=self.env.playbook_path,
             workbook={name: list(tasks) for name, tasks in parts.workbook.items()},
             workbook_contracts={name: dict(c) for name, c in parts.workbook_contracts.items()},
             output=dict(parts.output) if parts.output is not None else None,
-            keychain=list(parts.keychain)))
-        self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
-                  pool=pool)
+            keychain=list(parts.keychain), cursor=cursor))
+        if cursor is None:
+            self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
+                      pool=pool)
+        else:
+            self.emit("step.scheduled", step=step.step, run=run, command_id=cid, pool=pool,
+                      payload={"cursor": {"claimer": claimer}})
+        return cid
 
     def start_child(self, step: Step, cid: str, run: int, loop_index: int | None,
                     arc_args: dict[str, Any], step_input: dict[str, Any], raw: dict[str, Any]) -> None:
@@ -412,6 +436,9 @@ class _Firing:
 
     def finish_loop(self, step: Step) -> None:
         name = step.step
+        if self.state.loops[name].cursor is not None:
+            self.finish_cursor(step, self.state.loops.pop(name))
+            return
         loop = self.state.loops.pop(name)
         values = [loop.results.get(i) for i in range(len(loop.items))]  # items by reference stay refs
         finished = len(loop.results) + len(loop.failed)
@@ -472,6 +499,8 @@ class _Firing:
                 payload["item_refs"] = {str(i): ref for i, ref in result.item_refs.items()}
             if result is not None and not inline:
                 payload["items_in_events"] = True
+            if loop and self.net.transition(name).loop.cursor is not None:  # type: ignore[union-attr]
+                payload["cursor"] = True  # readers rebuild {stats, results} in claim order
             envelope = ResultEnvelope(status="ok" if ok else "error",
                                       data=result.data if result and inline else None,
                                       error=None if ok else _tool_error(error))
@@ -645,7 +674,8 @@ def fire(net: Net, state: ExecutionState, event: Event, env: FireEnv | None = No
         firing.started()
     elif event.type == "execution.cancel_requested":
         firing.cancel_requested()
-    elif event.type in ("step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed"):
+    elif event.type in ("step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
+                        "loop.claimer.stopped"):
         firing.outcome()
     elif event.type in ("step.started", "task.attempt.failed", "step.retrying"):
         firing.progress()

@@ -22,11 +22,30 @@ class ArcDef:
 
 
 @dataclass(frozen=True, slots=True)
+class CursorDef:
+    """A cursor loop's work queue (spec 6.1): what every claimer command carries."""
+
+    kind: str
+    auth: str | Mapping[str, Any] | None
+    connection_string: str | None
+    claim: str
+    claimers: int  # max_in_flight: claimers working at once
+    max_rows: int  # frame.max_rows: rows one claim may bind
+    heartbeat_s: float  # the in_progress interval of a claimer's message (at most lease_seconds / 3)
+
+    def command(self, claimer: int) -> dict[str, Any]:
+        return {"claimer": claimer, "kind": self.kind, "auth": self.auth,
+                "connection_string": self.connection_string, "claim": self.claim,
+                "max_rows": self.max_rows, "heartbeat_s": self.heartbeat_s}
+
+
+@dataclass(frozen=True, slots=True)
 class LoopDef:
-    items: str | list[Any]  # a template yielding the list, or the list itself
+    items: str | list[Any]  # a template yielding the list, or the list itself (a cursor loop: its claim)
     iterator: str
-    mode: Literal["sequential", "parallel"]
+    mode: Literal["sequential", "parallel", "cursor"]
     max_in_flight: int | None
+    cursor: CursorDef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,12 @@ class StepResult:
             data = list(data)
             for index, ref in self.item_refs.items():
                 data[index] = resolve_ref(ref)
+        elif self.item_refs and resolve_ref is not None and isinstance(data, dict) \
+                and isinstance(data.get("results"), list):  # a cursor loop's {stats, results}
+            results = list(data["results"])
+            for index, ref in self.item_refs.items():
+                results[index] = resolve_ref(ref)
+            data = {**data, "results": results}
         return wrap_result(data, columns=self.columns, statement_count=self.statement_count,
                            task_results=self.task_results, stats=self.stats)
 
@@ -56,6 +62,23 @@ class Dispatch:
     step: str
     run: int
     loop_index: int | None = None
+    claimer: int | None = None  # a cursor loop's claimer (spec 6.1)
+
+
+ClaimKey = tuple[float, int, int, str, int, int]  # claimed at, claimer, delivery, claimer run, claim, row
+
+
+@dataclass
+class CursorProgress:
+    """A cursor loop's rows (spec 6.1), keyed by when and by whom they were claimed: claim order."""
+
+    commands: dict[str, int] = field(default_factory=dict)  # claimer command id -> claimer number
+    results: dict[ClaimKey, Any] = field(default_factory=dict)
+    refs: dict[ClaimKey, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[ClaimKey, dict[str, Any]] = field(default_factory=dict)
+    reported: dict[tuple[str, str], int] = field(default_factory=dict)  # (command, claimer run) -> rows
+    draining: dict[str, tuple[str, int]] = field(default_factory=dict)  # stopped, rows still on the way
+    error: dict[str, Any] | None = None  # a claim that failed: the loop's error
 
 
 @dataclass
@@ -65,11 +88,12 @@ class LoopProgress:
     arc_args: dict[str, Any]
     step_input: dict[str, Any]
     next_index: int = 0
-    in_flight: set[int] = field(default_factory=set)
+    in_flight: set[int] = field(default_factory=set)  # item indices (a cursor loop: claimer numbers)
     results: dict[int, Any] = field(default_factory=dict)
     refs: dict[int, dict[str, Any]] = field(default_factory=dict)
     failed: dict[int, dict[str, Any]] = field(default_factory=dict)
     stopping: bool = False  # fail_fast: a failed item stops the loop
+    cursor: CursorProgress | None = None
 
     @property
     def done(self) -> bool:

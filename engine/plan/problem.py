@@ -183,6 +183,8 @@ def loop_items(step: Step, workload: Mapping[str, Any]) -> list[Any] | None:
     """The items of a loop when they are known before the run, else None."""
     assert step.loop is not None
     spec = step.loop.in_
+    if spec is None:  # a cursor loop: its rows are claimed at run time
+        return None
     if isinstance(spec, list):
         return spec
     allowed = {"workload", "payload", *workload, *_RENDERER.env.globals}

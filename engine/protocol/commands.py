@@ -39,6 +39,9 @@ class RunStep(WireModel):
     workbook_contracts: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> its `assert`
     keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
     output: dict[str, Any] | None = None  # the step's `output` hints (spec 16): store, select, size
+    # a cursor loop's claimer (spec 6.1): {claimer, kind, auth, connection_string, claim, max_rows,
+    # heartbeat_s}; it claims rows and runs the pipeline on each until a claim returns none
+    cursor: dict[str, Any] | None = None
 
     @field_validator("context", mode="before")
     @classmethod

@@ -15,14 +15,33 @@ EventType = Literal[
     "task.attempt.failed", "step.retrying", "step.succeeded", "step.failed", "step.skipped",
     "loop.started", "loop.item.succeeded", "loop.item.failed", "loop.completed", "ctx.updated",
     "execution.completed", "execution.failed", "execution.cancelled", "policy.applied",
-    "step.deferred", "step.dispatched",
+    "step.deferred", "step.dispatched", "loop.claimer.stopped",
 ]
 # events that come from outside the orchestrator's decisions; replay folds exactly these
 INPUT_EVENTS = frozenset({
     "execution.started", "execution.cancel_requested", "step.started", "task.attempt.failed",
     "step.retrying", "step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
+    "loop.claimer.stopped",
 })
 TERMINAL_EVENTS = frozenset({"execution.completed", "execution.failed", "execution.cancelled"})
+
+
+def claim_key(cursor: dict[str, Any]) -> tuple[float, int, int, str, int, int]:
+    """Where a cursor loop's row stands in claim order (spec 6.1), from its item event's
+    `payload.cursor`: when it was claimed, then by whom (claimer, delivery, claimer run), which claim
+    and which row of it. The same events give the same order, whatever order they were folded in."""
+    return (float(cursor.get("at") or 0.0), int(cursor.get("claimer") or 0), int(cursor.get("delivery") or 1),
+            str(cursor.get("run") or ""), int(cursor.get("claim") or 0), int(cursor.get("row") or 0))
+
+
+def ends_command(event: Event) -> bool:
+    """Whether the event is the outcome of its command: a cursor loop's rows are reported by their
+    claimer's command as it goes, and only `loop.claimer.stopped` ends it."""
+    return event.type in _COMMAND_OUTCOMES and not (event.type[5:9] == "item" and "cursor" in event.payload)
+
+
+_COMMAND_OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
+                               "loop.claimer.stopped"})
 
 
 def derived_id(*parts: object) -> str:

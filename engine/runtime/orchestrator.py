@@ -33,7 +33,14 @@ from engine.plan.demands import Demand, step_demand
 from engine.plan.pools import PoolSet
 from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, StartChild, encode_runs
-from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event, decode_events, derived_id
+from engine.protocol.events import (
+    INPUT_EVENTS,
+    TERMINAL_EVENTS,
+    Event,
+    decode_events,
+    derived_id,
+    ends_command,
+)
 from engine.protocol.packing import pack
 from engine.protocol.results import ResultEnvelope
 from engine.protocol.workers import WorkerHeartbeat
@@ -52,7 +59,8 @@ HOLD_MAX_S = 0.02
 WAITING_POLL_S = 0.05  # how often commands waiting for capacity are looked at while no event comes
 EARLY_RETRY_S = 0.2  # an outcome of a command not issued yet comes again after this
 EARLY_MAX_S = 600.0  # ... until this long: then it is recorded (as a stale report)
-OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed"})
+OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
+                      "loop.claimer.stopped"})
 
 
 def _dispatch_event(command: RunStep, type_: str, payload: dict[str, Any] | None = None) -> Event:
@@ -239,7 +247,8 @@ class Orchestrator:
                     to_publish.append((execution, command))
             if delivery not in handled.poison:
                 handled.deliveries.append(delivery)
-        self._admission.settle(e.command_id for e in to_append if e.type in OUTCOMES and e.command_id)
+        self._admission.settle(e.command_id for e in to_append
+                               if e.type in OUTCOMES and e.command_id and ends_command(e))
         others: list[tuple[_Execution, CancelStep | StartChild]] = []
         withdrawn: list[tuple[RunStep, str]] = []
         for execution, command in to_publish:
@@ -261,7 +270,8 @@ class Orchestrator:
                 await self._publish_event(self._outcome(
                     command.execution_id, command.command_id, command.step, command.loop_index,
                     ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
-                                                     f"dispatched: {reason}", retryable=False)))
+                                                     f"dispatched: {reason}", retryable=False),
+                    claimer=command.cursor is not None))
             for execution, command in others:
                 await self._publish(command, execution)
             for event in terminal:
@@ -375,7 +385,8 @@ class Orchestrator:
                       extra={"execution_id": command.execution_id, "step": command.step})
             await self._publish_event(self._outcome(
                 command.execution_id, command.command_id, command.step, command.loop_index,
-                ResultEnvelope.fail("resource_exhausted", reason, retryable=False)))
+                ResultEnvelope.fail("resource_exhausted", reason, retryable=False),
+                claimer=command.cursor is not None))
 
     async def _dispatch_waiting(self) -> None:
         """Another admission round for the commands waiting for capacity (a worker came or left)."""
@@ -448,7 +459,8 @@ class Orchestrator:
         log.error(problem, extra={"execution_id": command.execution_id, "step": command.step})
         await self._publish_event(self._outcome(
             command.execution_id, command.command_id, command.step, command.loop_index,
-            ResultEnvelope.fail("resource_exhausted", problem, retryable=False)))
+            ResultEnvelope.fail("resource_exhausted", problem, retryable=False),
+            claimer=command.cursor is not None))
 
     def _slim(self, command: RunStep) -> RunStep:
         """Large step results inside a command go to files; the worker reads them back."""
@@ -488,9 +500,11 @@ class Orchestrator:
 
     @staticmethod
     def _outcome(execution_id: str, command_id: str, step: str, loop_index: int | None,
-                 envelope: ResultEnvelope) -> Event:
+                 envelope: ResultEnvelope, *, claimer: bool = False) -> Event:
         ok = envelope.status == "ok"
-        if loop_index is None:
+        if claimer:  # a cursor loop's claimer that never ran (spec 6.1)
+            type_ = "loop.claimer.stopped"
+        elif loop_index is None:
             type_ = "step.succeeded" if ok else "step.failed"
         else:
             type_ = "loop.item.succeeded" if ok else "loop.item.failed"

@@ -70,6 +70,7 @@ class _Pipeline:
     credentials: CredentialResolver = field(default_factory=NoCredentials)
     keychain: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    key_prefix: str = ""  # a cursor loop's row: its events' keys are its own (one claimer runs many)
 
 
 class _RecordingCredentials:
@@ -179,11 +180,12 @@ class StepRunner:
     # ------------------------------------------------------------------ events
     def _event(self, cmd: RunStep, type_: str, *, key: str, result: ResultEnvelope | None = None,
                attempt: int | None = None, duration_ms: float | None = None,
-               payload: dict[str, Any] | None = None) -> Event:
+               payload: dict[str, Any] | None = None, loop_index: int | None = None) -> Event:
         return Event(event_id=uuid.uuid4().hex, idempotency_key=f"{cmd.command_id}:{key}",
                      execution_id=cmd.execution_id, type=type_, step=cmd.step,  # type: ignore[arg-type]
                      command_id=cmd.command_id, run=cmd.run, attempt=attempt,
-                     loop_index=cmd.loop_index, worker=self.identity.worker, pool=self.identity.pool,
+                     loop_index=cmd.loop_index if loop_index is None else loop_index,
+                     worker=self.identity.worker, pool=self.identity.pool,
                      duration_ms=duration_ms, result=result, payload=payload or {})
 
     def cancelled_outcome(self, cmd: RunStep, reason: str) -> StepOutcome:
@@ -192,6 +194,8 @@ class StepRunner:
                                        retryable=False, worker=self.identity.worker,
                                        pool=self.identity.pool)
         type_ = "step.failed" if cmd.loop_index is None else "loop.item.failed"
+        if cmd.cursor is not None:
+            type_ = "loop.claimer.stopped"
         return StepOutcome(self._event(cmd, type_, key="outcome", result=envelope, attempt=1))
 
     # ------------------------------------------------------------------ entry
@@ -202,12 +206,10 @@ class StepRunner:
         `step.started` is reported once the step has run for `started_delay_s`; a step that ends sooner
         returns it with the outcome (`StepOutcome.before`), to be sent in the same message.
         """
+        if cmd.cursor is not None:
+            return await self._claimer(cmd, report, delivery)
         started = time.perf_counter()
-        if self.work_dir is not None and cmd.execution_id not in self._dirs:
-            (self.work_dir / cmd.execution_id).mkdir(parents=True, exist_ok=True)
-            self._dirs[cmd.execution_id] = None
-            while len(self._dirs) > 1024:
-                self._dirs.pop(next(iter(self._dirs)))
+        self._work_dir_of(cmd)
         recorder = _RecordingCredentials(self.credentials)
         notice = _StartedNotice(self._event(
             cmd, "step.started", key=f"started:{delivery}", attempt=1,
@@ -234,12 +236,7 @@ class StepRunner:
         if unsent is None:
             await notice.send_now()
         duration = (time.perf_counter() - started) * 1000
-        meta = dict(envelope.meta.model_extra or {})
-        meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),
-                    worker=self.identity.worker, pool=self.identity.pool)
-        if len(cmd.tasks) > 1:
-            meta["task_results"] = pipe.results
-        envelope = envelope.model_copy(update={"meta": envelope.meta.model_validate(meta)})
+        envelope = self._stamped(cmd, envelope, pipe, duration)
         ok = envelope.status == "ok"
         if cmd.loop_index is not None:
             type_ = "loop.item.succeeded" if ok else "loop.item.failed"
@@ -255,6 +252,160 @@ class StepRunner:
                                              payload=payload))
         # scrubbed last: secrets resolved while the step ran are masked in its start event too
         return StepOutcome(outcome, (recorder.scrub(unsent),) if unsent is not None else ())
+
+    def _work_dir_of(self, cmd: RunStep) -> None:
+        if self.work_dir is not None and cmd.execution_id not in self._dirs:
+            (self.work_dir / cmd.execution_id).mkdir(parents=True, exist_ok=True)
+            self._dirs[cmd.execution_id] = None
+            while len(self._dirs) > 1024:
+                self._dirs.pop(next(iter(self._dirs)))
+
+    def _stamped(self, cmd: RunStep, envelope: ResultEnvelope, pipe: _Pipeline, duration: float, *,
+                 task_results: bool = True) -> ResultEnvelope:
+        """The envelope with the run's duration, attempts, worker and pool (and task results) in meta."""
+        meta = dict(envelope.meta.model_extra or {})
+        meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),
+                    worker=self.identity.worker, pool=self.identity.pool)
+        if task_results and len(cmd.tasks) > 1:
+            meta["task_results"] = pipe.results
+        return envelope.model_copy(update={"meta": envelope.meta.model_validate(meta)})
+
+    # ------------------------------------------------------------------ cursor loops (spec 6.1)
+    async def _claimer(self, cmd: RunStep, report: Report, delivery: int) -> StepOutcome:
+        """A cursor loop's claimer: claim rows, run the pipeline on each (each row's outcome is reported
+        at once, as a loop item), claim again; stop when a claim returns no row, fails, or is cancelled.
+
+        Every event of this run has keys of its own (`d<delivery>:<run>:...`): a claimer that replaces
+        a dead one (the bus delivered its command again) claims new rows, and its rows must not be
+        taken for the dead one's."""
+        started = time.perf_counter()
+        self._work_dir_of(cmd)
+        cursor = dict(cmd.cursor or {})
+        claimer, max_rows = int(cursor.get("claimer") or 0), max(int(cursor.get("max_rows") or 1), 1)
+        run_id = uuid.uuid4().hex[:8]  # this run of the claimer (a command re-sent may run twice at once)
+        tag = f"d{delivery}:{run_id}"
+        recorder = _RecordingCredentials(self.credentials)
+        notice = _StartedNotice(self._event(
+            cmd, "step.started", key=f"started:{delivery}", attempt=1,
+            payload={"delivery": delivery, "cursor": {"claimer": claimer}} if delivery > 1
+            else {"cursor": {"claimer": claimer}}),
+            lambda event: report(recorder.scrub(event)), self.started_delay_s)
+
+        async def scrubbed(event: Event) -> None:
+            await notice.send_now()
+            await report(recorder.scrub(event))
+
+        base = _Pipeline(credentials=recorder)
+        end = await self._secrets(cmd, base, recorder)
+        claims = rows = 0
+        reason = "drained"
+        try:
+            while end is None:
+                claimed, end = await self._claim(cmd, base, claims, max_rows)
+                if end is not None or not claimed:
+                    break
+                at = time.time()
+                for number, row in enumerate(claimed):
+                    bound = {cmd.iterator or "item": row, "_index": rows, "_first": rows == 0,
+                             "_claimer": claimer, "_claim": claims}
+                    pipe = _Pipeline(iter_vars=bound,
+                                     credentials=recorder, keychain=base.keychain, tokens=base.tokens,
+                                     key_prefix=f"{tag}:{rows}:")
+                    began = time.perf_counter()
+                    step_input, envelope = self._step_input(cmd, pipe)
+                    if envelope is None:
+                        envelope = await self._pipeline(cmd, cmd.tasks, pipe, scrubbed, step_input)
+                    if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
+                        envelope = self._store_large(cmd, envelope)
+                    duration = (time.perf_counter() - began) * 1000
+                    envelope = self._stamped(cmd, envelope, pipe, duration)
+                    payload: dict[str, Any] = {"cursor": {
+                        "claimer": claimer, "delivery": delivery, "run": run_id, "claim": claims,
+                        "row": number, "at": at}}
+                    if pipe.ctx_writes:
+                        payload["ctx"] = pipe.ctx_writes
+                        ctx = dict(cmd.context.get("ctx") or {})
+                        ctx.update({k[4:]: v for k, v in pipe.ctx_writes.items()})
+                        cmd = cmd.model_copy(update={"context": {**cmd.context, "ctx": ctx}})
+                    if pipe.warnings:
+                        payload["warnings"] = pipe.warnings
+                    ok = envelope.status == "ok"
+                    await scrubbed(self._event(
+                        cmd, "loop.item.succeeded" if ok else "loop.item.failed", key=f"{tag}:row:{rows}",
+                        result=envelope, attempt=max(pipe.attempts, 1), duration_ms=duration,
+                        payload=payload, loop_index=rows))
+                    rows += 1
+                claims += 1
+        except asyncio.CancelledError:
+            end = ResultEnvelope.fail("cancelled", f"claimer {claimer} of step '{cmd.step}' was cancelled",
+                                      retryable=False)
+        if end is not None:
+            reason = "cancelled" if end.error is not None and end.error.kind == "cancelled" else "failed"
+        unsent = notice.take()
+        if unsent is None:
+            await notice.send_now()
+        envelope = end or ResultEnvelope.ok({"claims": claims, "rows": rows})
+        envelope = self._stamped(cmd, envelope, base, (time.perf_counter() - started) * 1000,
+                                 task_results=False)
+        payload = {"cursor": {"claimer": claimer, "delivery": delivery, "run": run_id,
+                              "claims": claims, "rows": rows, "reason": reason}}
+        if base.warnings:
+            payload["warnings"] = base.warnings
+        outcome = recorder.scrub(self._event(cmd, "loop.claimer.stopped", key="outcome", result=envelope,
+                                             attempt=1, duration_ms=envelope.meta.duration_ms,
+                                             payload=payload))
+        return StepOutcome(outcome, (recorder.scrub(unsent),) if unsent is not None else ())
+
+    async def _claim(self, cmd: RunStep, pipe: _Pipeline, claims: int, max_rows: int
+                     ) -> tuple[list[Any], ResultEnvelope | None]:
+        """The rows of the next claim (at most `max_rows`), or the claim's classified error. A claim
+        that fails with a retryable error (a dropped connection, a deadlock) is tried up to 3 times."""
+        cursor = dict(cmd.cursor or {})
+        claimer = cursor.get("claimer")
+        where = f"step '{cmd.step}' cursor claim"  # warnings name the step; fire names it in errors
+        what = f"the claim of claimer {claimer}"
+        context = self._context(cmd, pipe, {})
+        context["__frame_max_rows"] = max_rows  # NoETL's one engine variable of a claim (spec 16)
+        try:
+            config = {key: self._render(cursor[key], context, where, pipe)
+                      for key in ("auth", "connection_string") if cursor.get(key) is not None}
+            config["command"] = self._render(cursor.get("claim") or "", context, where, pipe)
+        except TemplateError as exc:
+            return [], ResultEnvelope.fail(exc.kind, f"{what}: {exc}", retryable=False)
+        kind = str(cursor.get("kind") or "postgres")
+        try:
+            tool = self.tools.get(kind)
+        except Exception as exc:
+            return [], ResultEnvelope.fail("validation", f"{what}: {exc}", retryable=False)
+        envelope = ResultEnvelope.ok(None)
+        for attempt in range(1, 4):
+            call = ToolCall(kind=kind, config=config, credentials=pipe.credentials, timeout_s=cmd.timeout_s,
+                            execution_id=cmd.execution_id, step=cmd.step, task="claim", attempt=attempt)
+            try:
+                envelope = (await tool.run(call)).with_source(kind)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a tool bug must not take the worker down
+                envelope = ResultEnvelope.fail("internal", f"the {kind} tool crashed: "
+                                                           f"{type(exc).__name__}: {exc}", source=kind)
+            if envelope.status == "ok" or not (envelope.error and envelope.error.retryable) or attempt == 3:
+                break
+            await self.sleep(0.2 * 2 ** (attempt - 1))
+        if envelope.status != "ok" and envelope.error is not None:
+            message = f"{what} failed: {envelope.error.message}"
+            return [], envelope.model_copy(update={"error": envelope.error.model_copy(
+                update={"message": message})})
+        data = envelope.data
+        rows = data.get("rows") if isinstance(data, dict) else data if isinstance(data, list) else None
+        if not isinstance(rows, list):
+            return [], ResultEnvelope.fail("validation", f"{what} returned no row set; end it with a "
+                                                         "SELECT or a RETURNING clause", retryable=False)
+        if len(rows) > max_rows:
+            pipe.warnings.append(f"{where}: the claim returned {len(rows)} rows, more than frame.max_rows="
+                                 f"{max_rows}; the first {max_rows} were run, the others are left to the "
+                                 "claim's own reclaiming (LIMIT {{ __frame_max_rows }})")
+            rows = rows[:max_rows]
+        return rows, None
 
     def _store_large(self, cmd: RunStep, envelope: ResultEnvelope) -> ResultEnvelope:
         """Large results go by reference (spec 9); `output` hints choose what stays inline (spec 16)."""
@@ -388,11 +539,12 @@ class StepRunner:
             except TemplateError as exc:
                 return ResultEnvelope.fail(exc.kind, str(exc), retryable=False), RuleThen(do="fail")
             if envelope.status == "error":
-                await report(self._event(cmd, "task.attempt.failed", key=f"{tag}:{attempt}:failed",
+                await report(self._event(cmd, "task.attempt.failed",
+                                         key=f"{pipe.key_prefix}{tag}:{attempt}:failed",
                                          result=envelope, attempt=attempt, payload={"task": name}))
             if action.do == "retry" and attempt < (action.attempts or 3):
                 delay = _backoff(action, attempt)
-                await report(self._event(cmd, "step.retrying", key=f"{tag}:{attempt}:retry",
+                await report(self._event(cmd, "step.retrying", key=f"{pipe.key_prefix}{tag}:{attempt}:retry",
                                          attempt=attempt + 1,
                                          payload={"task": name, "delay_s": round(delay, 3)}))
                 await self.sleep(delay)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.protocol.events import TERMINAL_EVENTS, Event
+from engine.protocol.events import TERMINAL_EVENTS, Event, claim_key
 
 _STEP_OUTCOMES = {"step.succeeded": "succeeded", "step.failed": "failed", "step.skipped": "skipped"}
 
@@ -21,6 +21,7 @@ def summarize(execution_id: str, events: Iterable[Event],
     error: Any = None
     steps: dict[str, dict[str, Any]] = {}
     items: dict[tuple[str, int | None], dict[int, Any]] = {}  # (step, run) -> index -> item result
+    rows: dict[tuple[str, int | None], dict[Any, Any]] = {}  # cursor loop: (step, run) -> claim key -> result
     result_step: str | None = None
     started = False
 
@@ -38,7 +39,10 @@ def summarize(execution_id: str, events: Iterable[Event],
             result_step = event.payload.get("result_step")
             error = event.payload.get("error")
             continue
-        if event.type == "loop.item.succeeded" and event.step and event.result is not None \
+        if event.type[5:9] == "item" and event.step and "cursor" in event.payload:  # a cursor loop's row
+            rows.setdefault((event.step, event.run), {})[claim_key(event.payload["cursor"])] = (
+                resolved(event.result) if event.type == "loop.item.succeeded" and event.result else None)
+        elif event.type == "loop.item.succeeded" and event.step and event.result is not None \
                 and event.loop_index is not None:
             items.setdefault((event.step, event.run), {})[event.loop_index] = resolved(event.result)
         if not event.step:
@@ -58,7 +62,11 @@ def summarize(execution_id: str, events: Iterable[Event],
                 data = resolved(envelope)
                 stats = event.payload.get("stats") or {}
                 done = items.get((event.step, event.run)) or {}
-                if event.payload.get("items_in_events"):  # a large loop list: rebuilt from its items
+                if event.payload.get("cursor") and (event.payload.get("items_in_events")
+                                                    or event.payload.get("item_refs")):
+                    claimed = rows.get((event.step, event.run)) or {}  # {stats, results}: claim order
+                    data = {"stats": stats, "results": [claimed[key] for key in sorted(claimed)]}
+                elif event.payload.get("items_in_events"):  # a large loop list: rebuilt from its items
                     data = [done.get(i) for i in range(int(stats.get("total", len(done))))]
                 elif event.payload.get("item_refs") and isinstance(data, list):
                     data = list(data)

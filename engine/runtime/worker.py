@@ -40,13 +40,14 @@ PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, 
 class _Message:
     """A delivered message and how many of its commands are not settled yet."""
 
-    __slots__ = ("delivery", "failed", "received", "unsettled")
+    __slots__ = ("beaten", "delivery", "every", "failed", "received", "unsettled")
 
-    def __init__(self, delivery: Delivery, commands: int) -> None:
+    def __init__(self, delivery: Delivery, commands: int, every: float | None = None) -> None:
         self.delivery = delivery
         self.unsettled = commands
         self.failed = False
-        self.received = time.monotonic()
+        self.received = self.beaten = time.monotonic()
+        self.every = every  # a cursor loop's claimer: its frame's heartbeat interval (spec 6.1)
 
 
 @dataclass(slots=True)
@@ -130,7 +131,9 @@ class Worker:
         if not fresh:  # a command sent again (after an orchestrator rebuild) whose outcome is out
             self._later(delivery.ack_nowait())
             return
-        message = _Message(delivery, len(fresh))
+        heartbeats = [max(float(c.cursor.get("heartbeat_s") or 0), 0.2)  # a cursor loop's claimers
+                      for c in fresh if c.cursor is not None]
+        message = _Message(delivery, len(fresh), min(heartbeats) if heartbeats else None)
         self._messages.add(message)
         backlog.extend((command, message) for command in fresh)
 
@@ -174,6 +177,10 @@ class Worker:
         given back (`concurrency` bounds the steps running, not the messages being settled)."""
         try:
             outcome = await self._execute(command, message.delivery.num_delivered)
+            if command.cursor is not None and command.command_id not in self._cancelled \
+                    and outcome.event.payload.get("cursor", {}).get("reason") == "cancelled":
+                await self._give_back(message)  # this worker stops: another takes the claimer over
+                return
             data = encode_events(outcome.events)
         except asyncio.CancelledError:
             await self._give_back(message)  # back to the queue now, not after ack_wait
@@ -261,13 +268,17 @@ class Worker:
             self._running.pop(command.command_id, None)
 
     async def _in_progress(self) -> None:
-        """Every message held longer than a third of ack_wait tells the server it is still worked on."""
-        interval = max(self.ack_wait_s / 3, 0.2)
+        """Every message held longer than a third of ack_wait tells the server it is still worked on; a
+        cursor loop's claimer does so every frame.heartbeat_seconds when that is sooner."""
+        base = max(self.ack_wait_s / 3, 0.2)
         while True:
-            await asyncio.sleep(interval)
+            # a claimer that arrives during a longer sleep gets its first beat within base (< ack_wait)
+            await asyncio.sleep(min([base] + [m.every for m in self._messages if m.every is not None]))
             now = time.monotonic()
             for message in list(self._messages):
-                if now - message.received >= interval:
+                every = base if message.every is None else min(base, message.every)
+                if now - message.beaten >= every - 0.01:
+                    message.beaten = now
                     try:
                         await message.delivery.in_progress()
                     except Exception:  # a missed heartbeat only risks a redelivery

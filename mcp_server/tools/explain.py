@@ -38,7 +38,7 @@ class LoopView(Out):
     step: str
     items: str | list[Any] = Field(description="a template yielding the list, or the list itself")
     iterator: str
-    mode: str = Field(description="sequential or parallel")
+    mode: str = Field(description="sequential, parallel or cursor (items is then the claim SQL)")
     max_in_flight: int | None = None
 
 

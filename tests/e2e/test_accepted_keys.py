@@ -381,12 +381,12 @@ def test_the_same_key_in_a_tool_and_its_spec_is_refused_before_running(
     assert "both in the tool and in its spec" in result.stderr
 
 
-def test_cursor_loops_and_unsupported_tool_kinds_are_refused_with_a_message(
+def test_a_cursor_loop_that_also_has_in_and_unsupported_tool_kinds_are_refused_with_a_message(
         noetl: Noetl, playbook: Callable[..., str]) -> None:
     cursor = noetl.write(playbook("""\
         workflow:
           - step: page
-            loop: {in: [1], iterator: i, cursor: {key: id}}
+            loop: {in: [1], iterator: i, cursor: {kind: postgres, auth: pg, claim: "SELECT 1 AS id"}}
             tool: {kind: noop}
         """, "cursor"))
     transfer = noetl.write(playbook("""\
@@ -396,5 +396,5 @@ def test_cursor_loops_and_unsupported_tool_kinds_are_refused_with_a_message(
         """, "transfer"))
     result = noetl("validate", str(cursor), str(transfer))
     assert result.returncode == 1
-    assert "cursor loops are not supported" in result.stderr
+    assert "a cursor loop claims its rows with 'cursor.claim' and takes no 'in'" in result.stderr
     assert "unknown tool kind 'transfer'" in result.stderr and "python" in result.stderr

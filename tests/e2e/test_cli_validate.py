@@ -104,7 +104,8 @@ def test_the_schema_accepts_every_valid_playbook_in_short_or_canonical_form(sche
 
 
 @pytest.mark.parametrize("name", ["s01_root_unknown_key", "s03_unknown_tool_kind", "s02_step_unknown_key",
-                                  "s04_bad_next_mode", "s06_loop_bad_mode"])
+                                  "s04_bad_next_mode", "s06_loop_bad_mode", "s06_cursor_unknown_kind",
+                                  "s06_cursor_with_in", "s06_cursor_without_claim"])
 def test_the_schema_rejects_what_validate_rejects(schema: dict, name: str) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(_typed(CORPUS / "invalid" / f"{name}.yaml"), schema)
