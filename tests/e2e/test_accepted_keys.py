@@ -173,7 +173,7 @@ def build_cases(base: str, scratch: Path, credential: str | None) -> dict[str, C
               requires: {tools: [python, noop]}
             workbook:
               - name: one
-                tool: {kind: python, code: "result = 1"}
+                tool: {kind: python, code: "result = {'result': 1}"}
                 assert: {expects: [], returns: [result]}
             workflow:
               - step: start
@@ -356,7 +356,7 @@ def test_python_libs_as_a_list_imports_each_module_under_its_own_name(runs: Batc
 def test_informational_keys_and_hints_are_accepted_and_the_playbook_runs(runs: Batch) -> None:
     run = runs["accepted_hints"]
     completed(run)
-    assert run.step("start")["result"] == [1, 1]
+    assert run.step("start")["result"] == [{"result": 1}, {"result": 1}]
     assert not run.ran("never")
 
 
