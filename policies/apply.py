@@ -51,7 +51,8 @@ def step_info(path: str, playbook: Playbook | None, step: str, overlay: Mapping[
     return StepInfo(
         path=path, step=step, exists=True, has_loop=loop is not None,
         loop_parallel=loop is not None and loop.spec.mode == "parallel",
-        max_in_flight=loop.spec.max_in_flight if loop is not None else None,
+        max_in_flight=loop.spec.max_in_flight  # a template is not known before the run
+        if loop is not None and isinstance(loop.spec.max_in_flight, int) else None,
         timeout_s=min(limits) if limits else None,
         pool=resources.pool if resources is not None and resources.pool else "default",
         needs=needs, overlay=dict(overlay or {}), overlay_version=overlay_version,

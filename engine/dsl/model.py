@@ -413,8 +413,13 @@ Tool = Annotated[
 
 # ---------------------------------------------------------------- loops, routing, step spec
 
+class LoopResultsPolicy(Model):
+    preserve_order: bool | None = None  # a hint: results are always in input order (spec 6)
+
+
 class LoopPolicy(Model):
     exec: Literal["local", "distributed"] = "local"
+    results: LoopResultsPolicy | None = None
 
 
 class LoopFrame(Model):
@@ -460,9 +465,19 @@ class LoopCursor(Model):
 
 class LoopSpec(Model):
     mode: Literal["sequential", "parallel", "cursor"] = "sequential"
-    max_in_flight: int | None = Field(default=None, ge=1)
+    # a number, or a template rendered when the loop starts (it must yield a positive integer)
+    max_in_flight: int | str | None = None
     frame: LoopFrame | None = None
     policy: LoopPolicy | None = None
+
+    @field_validator("max_in_flight")
+    @classmethod
+    def _max_in_flight(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1):
+            raise ValueError(f"max_in_flight must be a positive integer, got {v!r}")
+        if isinstance(v, str) and "{{" not in v and "{%" not in v:
+            raise ValueError(f"max_in_flight must be a positive integer or a template, got {v!r}")
+        return v
 
 
 class Loop(Model):

@@ -35,7 +35,9 @@ def worker_reads(playbook: Playbook, step: Step) -> frozenset[str]:
 def cursor_def(cursor: LoopCursor, spec: LoopSpec) -> CursorDef:
     frame = spec.frame or LoopFrame()
     return CursorDef(kind=cursor.kind, auth=cursor.auth, connection_string=cursor.connection_string,
-                     claim=cursor.claim, claimers=spec.max_in_flight or 1, max_rows=frame.max_rows,
+                     claim=cursor.claim,
+                     claimers=spec.max_in_flight if isinstance(spec.max_in_flight, int) else 1,
+                     max_rows=frame.max_rows,
                      heartbeat_s=min(frame.heartbeat_seconds, frame.lease_seconds / 3))
 
 

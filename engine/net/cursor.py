@@ -31,7 +31,7 @@ class CursorLoops:
     """The cursor loop half of `_Firing` (engine/net/fire.py)."""
 
     def start_cursor(self: _Firing, step: Step, run: int, arc_args: dict[str, Any],
-                     step_input: dict[str, Any]) -> None:
+                     step_input: dict[str, Any], claimers: int | None = None) -> None:
         """`max_in_flight` claimers, each a command run by a worker: it claims rows, runs the pipeline on
         each (reporting every row as a loop item) and claims again until a claim returns no row."""
         cursor = self.net.transition(step.step).loop.cursor  # type: ignore[union-attr]
@@ -43,13 +43,15 @@ class CursorLoops:
                 "message": f"step '{name}': a cursor loop runs its rows on the claimer's worker; a "
                            "playbook call cannot be its tool"})
             return
+        claimers = claimers or cursor.claimers
         self.state.record(name).status = "running"
         loop = self.state.loops[name] = LoopProgress(run=run, items=[], arc_args=arc_args,
-                                                     step_input=step_input, cursor=CursorProgress())
+                                                     step_input=step_input, cursor=CursorProgress(),
+                                                     max_in_flight=claimers)
         self.emit("loop.started", step=name, run=run,
-                  payload={"cursor": {"kind": cursor.kind, "claimers": cursor.claimers,
+                  payload={"cursor": {"kind": cursor.kind, "claimers": claimers,
                                       "max_rows": cursor.max_rows}})
-        for claimer in range(cursor.claimers):
+        for claimer in range(claimers):
             loop.in_flight.add(claimer)
             cid = self.issue(step, run, None, arc_args, step_input, None, claimer=claimer)
             loop.cursor.commands[cid] = claimer  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from engine.dsl.context import build_context, merge_payload
 from engine.dsl.model import Step
@@ -223,7 +223,9 @@ class _Firing(CursorLoops):
             self.emit("step.skipped", step=name, run=run, payload={"reason": "admit rules"})
             return
         if step.loop is not None and step.loop.cursor is not None:  # claimers on workers (spec 6.1)
-            self.start_cursor(step, run, arc_args, dict(step.input or {}))
+            limit = self.loop_limit(step, context)
+            if limit is not False:
+                self.start_cursor(step, run, arc_args, dict(step.input or {}), limit)
             return
         if step.loop is not None:  # the input is rendered per item, with the iterator bound (spec 2)
             self.start_loop(step, run, arc_args, dict(step.input or {}), context)
@@ -391,16 +393,42 @@ class _Firing(CursorLoops):
                 "kind": "validation", "retryable": False,
                 "message": f"step '{name}': loop.in must yield a list, got {type(items).__name__}"})
             return
+        limit = self.loop_limit(step, context)
+        if limit is False:
+            return
         self.state.record(name).status = "running"
         self.state.loops[name] = LoopProgress(run=run, items=items, arc_args=arc_args,
-                                              step_input=step_input)
+                                              step_input=step_input, max_in_flight=limit)
         self.emit("loop.started", step=name, run=run, payload={"count": len(items)})
         self.fill_loop(step)
+
+    def loop_limit(self, step: Step, context: Mapping[str, Any]) -> int | None | Literal[False]:
+        """`loop.spec.max_in_flight`, rendered when it is a template (spec 6); False when it fails the
+        step (it did not yield a positive integer)."""
+        assert step.loop is not None
+        value: Any = step.loop.spec.max_in_flight
+        if not isinstance(value, str):
+            return value
+        name = step.step
+        try:
+            value = self.render(value, context, f"step '{name}' loop.spec.max_in_flight")
+        except TemplateError as exc:
+            self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
+            return False
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.step_done(name, False, None, {
+                "kind": "validation", "retryable": False,
+                "message": f"step '{name}': loop.spec.max_in_flight must yield a positive integer, got "
+                           f"{value!r}"})
+            return False
+        return value
 
     def fill_loop(self, step: Step) -> None:
         assert step.loop is not None
         loop = self.state.loops[step.step]
-        parallel = step.loop.spec.max_in_flight or len(loop.items)
+        parallel = loop.max_in_flight or len(loop.items)
         limit = 1 if step.loop.spec.mode == "sequential" else parallel
         while not loop.stopping and loop.next_index < len(loop.items) and len(loop.in_flight) < limit \
                 and not self.state.cancelling:

@@ -44,7 +44,7 @@ class LoopDef:
     items: str | list[Any]  # a template yielding the list, or the list itself (a cursor loop: its claim)
     iterator: str
     mode: Literal["sequential", "parallel", "cursor"]
-    max_in_flight: int | None
+    max_in_flight: int | str | None  # a template is rendered when the loop starts
     cursor: CursorDef | None = None
 
 

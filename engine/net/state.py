@@ -94,6 +94,7 @@ class LoopProgress:
     failed: dict[int, dict[str, Any]] = field(default_factory=dict)
     stopping: bool = False  # fail_fast: a failed item stops the loop
     cursor: CursorProgress | None = None
+    max_in_flight: int | None = None  # spec.max_in_flight, rendered when the loop started
 
     @property
     def done(self) -> bool:

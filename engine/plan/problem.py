@@ -264,7 +264,9 @@ def problem_from_net(net: Net, pools: PoolSet, *, payload: Mapping[str, Any] | N
             specs.append(TaskSpec(name, demand, duration, index if step.loop is not None else None))
         ids[name] = list(range(first, len(specs)))
         if step.loop is not None and len(items) > 1:
-            lanes = 1 if step.loop.spec.mode == "sequential" else (step.loop.spec.max_in_flight or len(items))
+            limit = step.loop.spec.max_in_flight  # a template is not known before the run: no limit
+            lanes = 1 if step.loop.spec.mode == "sequential" else (
+                limit if isinstance(limit, int) else len(items))
             members = ids[name]
             edges.extend((members[k], members[k + lanes]) for k in range(len(members) - lanes))
     arcs, dropped = _forward_edges(net, steps)

@@ -39,7 +39,7 @@ class LoopView(Out):
     items: str | list[Any] = Field(description="a template yielding the list, or the list itself")
     iterator: str
     mode: str = Field(description="sequential, parallel or cursor (items is then the claim SQL)")
-    max_in_flight: int | None = None
+    max_in_flight: int | str | None = None  # a template is rendered when the loop starts
 
 
 class StepView(Out):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, peak_in_flight_by_order
 
 CASES = {
     "routing_steps": Case(inline("routing_steps", """\
@@ -238,6 +238,25 @@ CASES = {
             tool: {kind: python, input: {n: "{{ big.blob | length }}", m: "{{ small.blob | length }}"},
                    code: "result = {'big': n, 'small': m}"}
         """), events=True),
+    "max_in_flight_template": Case(inline("max_in_flight_template", """\
+        workload: {width: 2, items: [1, 2, 3, 4, 5, 6]}
+        workflow:
+          - step: each
+            loop:
+              in: "{{ workload.items }}"
+              iterator: n
+              spec:
+                mode: parallel
+                max_in_flight: "{{ workload.width }}"
+                policy: {exec: distributed, results: {preserve_order: true}}
+            tool: {kind: python, input: {n: "{{ n }}"}, code: "import time; time.sleep(0.2); result = n * 10"}
+        """), events=True),
+    "max_in_flight_not_a_number": Case(inline("max_in_flight_not_a_number", """\
+        workflow:
+          - step: each
+            loop: {in: [1, 2], iterator: n, spec: {mode: parallel, max_in_flight: "{{ 'many' }}"}}
+            tool: {kind: noop}
+        """)),
 }
 
 
@@ -361,3 +380,19 @@ def test_output_select_size_threshold_sends_larger_results_by_reference_and_keep
     [small] = [e for e in run.log if e["type"] == "step.succeeded" and e["step"] == "small"]
     assert big["result"]["ref"] is not None
     assert small["result"]["ref"] is None and small["result"]["data"] == {"blob": "x" * 10}
+
+
+def test_max_in_flight_may_be_a_template_rendered_when_the_loop_starts(runs: Batch) -> None:
+    run = runs["max_in_flight_template"]
+    completed(run)
+    assert run.step("each")["result"] == [10, 20, 30, 40, 50, 60]
+    assert peak_in_flight_by_order(run.log, "each") == 2
+
+
+def test_a_max_in_flight_template_that_is_not_a_positive_integer_fails_the_step_saying_so(
+        runs: Batch) -> None:
+    run = runs["max_in_flight_not_a_number"]
+    assert (run.code, run.status) == (1, "failed"), run
+    error = run.step("each")["error"]
+    assert error["kind"] == "validation"
+    assert "max_in_flight must yield a positive integer, got 'many'" in error["message"]
