@@ -29,6 +29,8 @@ class ResultDict(dict[str, Any]):
                 return True, value
         if key == "data" and "data" not in self:  # `{{ step.data.x }}` reads x (NoETL's envelope)
             return True, self
+        if key == "body" and "status_code" in self and "data" in self:  # an http result stored once
+            return True, dict.get(self, "data")
         if key == "results" and self.results is not None:
             return True, self.results
         if key == "stats" and self.stats is not None:
@@ -59,6 +61,8 @@ def wrap_result(value: Any, *, columns: Sequence[str] | None = None,
                 statement_count: int | None = None, task_results: Mapping[str, Any] | None = None,
                 stats: Mapping[str, Any] | None = None) -> Any:
     """The handle templates get for a step's result value."""
+    if task_results:  # each task's result is a handle too (an http result's `body` reads its `data`)
+        task_results = {name: wrap_result(result) for name, result in task_results.items()}
     if isinstance(value, Mapping):
         out = ResultDict(value)
         out.results = task_results

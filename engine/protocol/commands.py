@@ -7,8 +7,6 @@ from typing import Any, Literal
 
 from pydantic import (
     Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
     TypeAdapter,
     field_serializer,
     field_validator,
@@ -48,10 +46,10 @@ class RunStep(WireModel):
     def _unfold(cls, value: Any) -> Any:
         return _map_results(value, unfold_body_alias)
 
-    @field_serializer("context", mode="wrap")
-    def _fold(self, value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+    @field_serializer("context", when_used="json")
+    def _fold(self, value: Any) -> Any:
         # an http result's body travels once (as `data`); reading the command restores `body`
-        return handler(_map_results(value, fold_body_alias) if info.mode_is_json() else value)
+        return _map_results(value, fold_body_alias)
 
 
 def _map_results(context: Any, change: Callable[[Any], Any]) -> Any:

@@ -9,11 +9,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
     field_serializer,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -44,8 +41,9 @@ def http_error_kind(status: int) -> tuple[str, bool]:
 
 
 def is_http_result(value: Any) -> bool:
-    """Whether `value` has the http tool's result shape (spec 3)."""
-    return isinstance(value, Mapping) and all(key in value for key in HTTP_RESULT_KEYS)
+    """Whether `value` has the http tool's result shape (spec 3). On every envelope's way in and out:
+    `dict` (not the Mapping ABC, whose isinstance is slow) and the rarest key first."""
+    return isinstance(value, dict) and "elapsed_ms" in value and all(key in value for key in HTTP_RESULT_KEYS)
 
 
 def fold_body_alias(value: Any) -> Any:
@@ -61,10 +59,6 @@ def unfold_body_alias(value: Any) -> Any:
     if is_http_result(value) and "body" not in value:
         return {**value, "body": value["data"]}
     return value
-
-
-def _json_only(value: Any, info: SerializationInfo, fold: Any) -> Any:
-    return fold(value) if info.mode_is_json() else value
 
 
 # revision 1's names, still in event logs recorded before revision 2: read as today's kinds
@@ -142,21 +136,8 @@ class ResultMeta(WireModel):
     worker: str | None = None
     pool: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _unfold_tasks(cls, value: Any) -> Any:
-        tasks = value.get("task_results") if isinstance(value, Mapping) else None
-        if isinstance(tasks, Mapping):
-            value = {**value, "task_results": {k: unfold_body_alias(v) for k, v in tasks.items()}}
-        return value
-
-    @model_serializer(mode="wrap")
-    def _fold_tasks(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        out = handler(self)
-        tasks = out.get("task_results") if isinstance(out, dict) else None
-        if isinstance(tasks, dict) and info.mode_is_json():
-            out["task_results"] = {k: fold_body_alias(v) for k, v in tasks.items()}
-        return out
+    # `task_results` (a pipeline's results by task) are stored with an http result's body once too:
+    # the step runner folds them, and result handles read `body` as `data` (engine/dsl/results.py)
 
 
 class ResultEnvelope(WireModel):
@@ -174,9 +155,9 @@ class ResultEnvelope(WireModel):
     def _unfold(cls, value: Any) -> Any:
         return unfold_body_alias(value)
 
-    @field_serializer("data", mode="wrap")
-    def _fold(self, value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return handler(_json_only(value, info, fold_body_alias))
+    @field_serializer("data", when_used="json")
+    def _fold(self, value: Any) -> Any:
+        return fold_body_alias(value)
 
     @classmethod
     def ok(cls, data: Any = None, **meta: Any) -> ResultEnvelope:

@@ -28,7 +28,7 @@ from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
 from engine.protocol.ids import template_value
-from engine.protocol.results import ResultEnvelope
+from engine.protocol.results import ResultEnvelope, fold_body_alias
 from engine.runtime.keychain import KeychainError, KeychainResolver
 from engine.tools.artifacts import externalize, json_size
 from engine.tools.base import Credential, CredentialResolver, NoCredentials, Tool, ToolCall
@@ -267,7 +267,8 @@ class StepRunner:
         meta.update(duration_ms=round(duration, 3), attempt=max(pipe.attempts, 1),
                     worker=self.identity.worker, pool=self.identity.pool)
         if task_results and len(cmd.tasks) > 1:
-            meta["task_results"] = pipe.results
+            # an http result's body once: handles read `body` as `data` (engine/dsl/results.py)
+            meta["task_results"] = {name: fold_body_alias(value) for name, value in pipe.results.items()}
         return envelope.model_copy(update={"meta": envelope.meta.model_validate(meta)})
 
     # ------------------------------------------------------------------ cursor loops (spec 6.1)
