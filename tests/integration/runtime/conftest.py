@@ -51,9 +51,19 @@ async def client(runtime_env: dict[str, str]) -> AsyncIterator[Stack]:
         yield running
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Each phase's report on the test item, so that `spawn` knows whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def spawn(runtime_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `noetl ARGS` as a real process of this runtime; every one is killed at the end."""
+def spawn(runtime_env: dict[str, str], tmp_path: Path,
+          request: pytest.FixtureRequest) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `noetl ARGS` as a real process of this runtime; every one is killed at the end, and when the
+    test failed the end of each one's log is printed (the temporary directory may not outlive the run)."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
@@ -68,6 +78,12 @@ def spawn(runtime_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...,
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for index, process in enumerate(processes):
+            log = (tmp_path / f"proc-{index}.log").read_bytes().decode(errors="replace")
+            print(f"\n--- noetl {' '.join(map(str, process.args[3:]))} (exit {process.returncode}), "
+                  f"last 4000 characters of its log ---\n{log[-4000:]}")
 
 
 async def wait_for(check: Callable[[], object], timeout_s: float = 30.0, what: str = "condition") -> object:
