@@ -34,7 +34,7 @@ from engine.bus.nats_ops import NatsEndpoint, NatsOpError, NatsOps, Stored
 from engine.dsl.model import NATS_OPERATIONS
 from engine.protocol.results import ResultEnvelope
 from engine.tools.base import ToolCall
-from engine.tools.support import Attempt, ToolFailure, guarded
+from engine.tools.support import Attempt, ToolFailure, guarded, operation_of
 from engine.tools.values import to_json_value
 
 
@@ -53,10 +53,7 @@ class NatsTool:
 
     async def _run(self, attempt: Attempt) -> ResultEnvelope:
         config = attempt.config
-        operation = config.get("operation")
-        if operation not in NATS_OPERATIONS:
-            raise ToolFailure("validation", f"nats operation '{operation}' is not one of "
-                                            f"{', '.join(NATS_OPERATIONS)}")
+        operation = operation_of(config, "nats", NATS_OPERATIONS)
         endpoint = await self._endpoint(attempt)
         action = {"kv_put": _kv_put, "kv_get": _kv_get, "kv_delete": _kv_delete, "publish": _publish,
                   "object_put": _object_put, "object_get": _object_get}[operation]

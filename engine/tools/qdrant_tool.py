@@ -30,7 +30,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from engine.protocol.results import ResultEnvelope, http_error_kind
 from engine.tools.base import ToolCall
-from engine.tools.support import Attempt, ToolFailure, guarded, retry_after_seconds
+from engine.tools.support import Attempt, ToolFailure, guarded, operation_of, retry_after_seconds
 from engine.tools.values import to_json_value
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,7 @@ class QdrantTool:
 
     async def _run(self, attempt: Attempt) -> ResultEnvelope:
         config = attempt.config
-        operation = config.get("operation")
-        if operation not in OPERATIONS:
-            raise ToolFailure("validation", f"qdrant operation '{operation}' is not one of "
-                                            f"{', '.join(OPERATIONS)}")
+        operation = operation_of(config, "qdrant", OPERATIONS)
         collection = config.get("collection")
         if not isinstance(collection, str) or not collection:
             raise ToolFailure("validation", "the qdrant tool needs 'collection'")

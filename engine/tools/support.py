@@ -202,6 +202,15 @@ def read_script(uri: str) -> tuple[str, str]:
         raise ToolFailure("validation", f"script '{uri}' cannot be read: {exc}") from None
 
 
+def operation_of(config: Mapping[str, Any], kind: str, operations: tuple[str, ...]) -> str:
+    """The `operation` of a tool that has several (qdrant, nats), or a validation failure naming them."""
+    operation = config.get("operation")
+    if operation not in operations:
+        raise ToolFailure("validation",
+                          f"{kind} operation '{operation}' is not one of {', '.join(operations)}")
+    return str(operation)
+
+
 def script_text(script: Any) -> tuple[str, str]:
     """(text, name) of a `script`: a local path or `file://` URI, `{uri}`, or `{source: {type: inline,
     code}}` / `{source: {type: file, path}}` (spec 16); remote sources are refused with the reason."""
