@@ -109,6 +109,7 @@ class Orchestrator:
     _live: dict[str, _Execution] = field(default_factory=dict)
     _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
+    _unstarted: set[str] = field(default_factory=set)  # executions an event came for before their start
     _renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
     _capacity: LiveCapacity = field(init=False)
     _admission: Admission = field(init=False)
@@ -301,8 +302,13 @@ class Orchestrator:
             if not event.command_id or event.type not in INPUT_EVENTS:
                 continue
             execution = await self._execution(event)
-            if execution is None or event.command_id in execution.known:
+            if execution is None and event.execution_id not in self._unstarted:
+                continue  # ended: a late report changes nothing
+            if execution is not None and event.command_id in execution.known:
                 continue
+            # a command not issued yet, or (execution is None) an execution whose `execution.started` is
+            # not in the log yet: after a crash it comes again, and a worker's report sent while no
+            # orchestrator ran may overtake it; dropped, that report would be lost and the step would hang
             waited = EARLY_RETRY_S * (delivery.num_delivered - 1)
             if waited >= EARLY_MAX_S:
                 log.warning("a report on command %s of step %s was never matched by an issued command "
@@ -572,9 +578,14 @@ class Orchestrator:
         if started is None and first is not None and first.type == "execution.started":
             started = first
         if started is None:
-            log.warning("an event arrived for an unknown execution; ignoring it",
-                        extra={"execution_id": execution_id})
+            if execution_id not in self._unstarted:
+                log.warning("an event arrived for an execution whose start is not in the log (yet); it is "
+                            "held back until the start comes", extra={"execution_id": execution_id})
+            if len(self._unstarted) > 10_000:
+                self._unstarted.clear()
+            self._unstarted.add(execution_id)
             return None
+        self._unstarted.discard(execution_id)
         if any(e.type in TERMINAL_EVENTS for e in history):
             return None
         net = self._net(str(started.payload.get("playbook", "")), started.payload.get("overlays"))
