@@ -16,11 +16,13 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+
+from tests.harness.http_server import serving
 
 TOTAL_ITEMS = 35
 ITEMS = [{"id": i, "name": f"item-{i}"} for i in range(1, TOTAL_ITEMS + 1)]
@@ -112,9 +114,5 @@ class PaginatedApi:
 
 @pytest.fixture(scope="module")
 def paginated_api() -> Iterator[PaginatedApi]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield PaginatedApi(f"http://127.0.0.1:{server.server_address[1]}")
-    server.shutdown()
-    server.server_close()
+    with serving(_Handler) as url:
+        yield PaginatedApi(url)

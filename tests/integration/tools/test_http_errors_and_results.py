@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from engine.runtime.step_runner import StepRunner
 from engine.tools.base import Tool
 from engine.tools.http_tool import HttpTool
 from engine.tools.noop_tool import NoopTool
+from tests.harness.http_server import serving
 from tests.integration.tools.conftest import make_call
 
 pytestmark = pytest.mark.anyio
@@ -72,13 +73,8 @@ class _Api(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Api) as url:
+        yield url
 
 
 @pytest.fixture
