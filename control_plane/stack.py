@@ -24,6 +24,7 @@ from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
 from control_plane.store.secret_key import SecretKey, load_secret_key
 from engine.bus.jetstream import Bus
+from engine.bus.result_objects import ResultObjects, object_reader
 from engine.plan.pools import PoolSet
 from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres, start_nats, start_postgres
 from engine.runtime.heap import freeze_startup_heap
@@ -58,11 +59,11 @@ class StackConfig:
 def _resolve_cached(uri: str, ref_json: str) -> Any:
     import json
 
-    return resolve(json.loads(ref_json))
+    return resolve(json.loads(ref_json), read_object=object_reader.read)
 
 
 def resolve_ref(ref: dict[str, Any]) -> Any:
-    """Large results are files: read each once per process."""
+    """Large results are files or NATS objects (engine.bus.result_objects): read each once per process."""
     import json
 
     return _resolve_cached(str(ref.get("uri")), json.dumps(ref, sort_keys=True, default=str))
@@ -84,6 +85,7 @@ class Stack:
         self._registries: list[ToolRegistry] = []
         self.leadership: Leadership | None = None
         self._processes: list[subprocess.Popen[bytes]] = []
+        self.result_objects: ResultObjects | None = None
 
     @property
     def nats_url(self) -> str:
@@ -115,6 +117,7 @@ class Stack:
         self.store = await open_store(self.pg_dsn, self.key)
         self.bus = await Bus.connect(self.nats_url, self.config.prefix)
         await self.bus.ensure_streams()
+        object_reader.configure(self.nats_url)  # large results kept in NATS are read back through it
         self.executions = ExecutionService(self.store, self.bus, resolve_ref=resolve_ref)
         ready: list[asyncio.Event] = []
         if self.config.orchestrator:
@@ -135,8 +138,11 @@ class Stack:
             await registry.start()
             self._registries.append(registry)
             keychain = KeychainResolver(self.store.credentials, google_token_url=self.config.google_token_url)
+            if self.result_objects is None:
+                self.result_objects = ResultObjects(self.nats_url, self.config.prefix)
             runner = StepRunner(registry, credentials=self.store.credentials, resolve_ref=resolve_ref,
-                                identity=WorkerIdentity(pool=pool), work_dir=home / "work", keychain=keychain)
+                                identity=WorkerIdentity(pool=pool), work_dir=home / "work", keychain=keychain,
+                                objects=self.result_objects)
             worker = Worker(self.bus, runner, pool=pool, concurrency=concurrency,
                             labels=self._labels(pool), capacity=self._capacity(pool),
                             ack_wait_s=self.config.ack_wait_s)
@@ -235,6 +241,9 @@ class Stack:
         for registry in self._registries:
             with contextlib.suppress(Exception):
                 await registry.close()
+        if self.result_objects is not None:
+            with contextlib.suppress(Exception):
+                await self.result_objects.close()
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 await self.bus.close()

@@ -131,10 +131,10 @@ class TaskSpec(Model):
     policy: TaskPolicy | None = None
 
 
-# `output.store.kind` (spec 16): the ones this engine stores by, and NoETL's others, which fall back to the
-# default store with a validation warning
-STORE_KINDS = ("auto", "memory", "disk")
-FALLBACK_STORE_KINDS = ("kv", "object", "s3", "gcs", "db", "duckdb", "eventlog")
+# `output.store.kind` (spec 16): the ones this engine stores by (`kv` and `object`: the NATS object store),
+# and NoETL's others, which fall back to the default store with a validation warning
+STORE_KINDS = ("auto", "memory", "disk", "kv", "object")
+FALLBACK_STORE_KINDS = ("s3", "gcs", "db", "duckdb", "eventlog")
 
 
 class OutputSelectStrategy(Model):

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.bus.nats_ops import NatsOpError
+from engine.bus.result_objects import ResultObjects
 from engine.dsl.context import build_context
 from engine.dsl.model import Rule, RuleThen
 from engine.dsl.results import wrap_result
@@ -30,7 +32,7 @@ from engine.protocol.events import Event
 from engine.protocol.ids import template_value
 from engine.protocol.results import ResultEnvelope, fold_body_alias
 from engine.runtime.keychain import KeychainError, KeychainResolver
-from engine.tools.artifacts import externalize, json_size
+from engine.tools.artifacts import encode, externalize, json_size
 from engine.tools.base import Credential, CredentialResolver, NoCredentials, Tool, ToolCall
 from engine.tools.redact import needs_redaction, redact
 
@@ -155,8 +157,10 @@ class StepRunner:
                  resolve_ref: Callable[[dict[str, Any]], Any] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  work_dir: Path | None = None, inline_max_bytes: int = 65536,
-                 keychain: KeychainResolver | None = None, started_delay_s: float = STARTED_DELAY_S) -> None:
+                 keychain: KeychainResolver | None = None, started_delay_s: float = STARTED_DELAY_S,
+                 objects: ResultObjects | None = None) -> None:
         self.tools = tools
+        self.objects = objects
         self.started_delay_s = started_delay_s
         self.credentials = credentials or NoCredentials()
         self.identity = identity or WorkerIdentity()
@@ -231,7 +235,7 @@ class StepRunner:
         except asyncio.CancelledError:
             envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled")
         if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
-            envelope = self._store_large(cmd, envelope)
+            envelope = await self._store_large(cmd, envelope, pipe)
         unsent = notice.take()
         if unsent is None:
             await notice.send_now()
@@ -317,7 +321,7 @@ class StepRunner:
                     if envelope is None:
                         envelope = await self._pipeline(cmd, cmd.tasks, pipe, scrubbed, step_input)
                     if envelope.status == "ok" and self.work_dir is not None and envelope.ref is None:
-                        envelope = self._store_large(cmd, envelope)
+                        envelope = await self._store_large(cmd, envelope, pipe)
                     duration = (time.perf_counter() - began) * 1000
                     envelope = self._stamped(cmd, envelope, pipe, duration)
                     payload: dict[str, Any] = {"cursor": {
@@ -408,8 +412,9 @@ class StepRunner:
             rows = rows[:max_rows]
         return rows, None
 
-    def _store_large(self, cmd: RunStep, envelope: ResultEnvelope) -> ResultEnvelope:
-        """Large results go by reference (spec 9); `output` hints choose what stays inline (spec 16)."""
+    async def _store_large(self, cmd: RunStep, envelope: ResultEnvelope, pipe: _Pipeline) -> ResultEnvelope:
+        """Large results go by reference (spec 9); `output` hints choose what stays inline and where the
+        rest is kept: files by default, the NATS object store for `kv` / `object` (spec 16)."""
         assert self.work_dir is not None
         hints = dict(cmd.output or {})
         last_task = cmd.tasks[-1] if cmd.tasks else {}
@@ -426,8 +431,23 @@ class StepRunner:
         data = envelope.data
         if not selected and threshold > 0 and json_size(data) <= threshold:
             return envelope  # small: stays inline
-        inline, ref = externalize(data, self.work_dir / cmd.execution_id,
-                                  0 if selected and isinstance(data, dict) else threshold)
+        if store in ("kv", "object") and self.objects is None:
+            pipe.warnings.append(f"step '{cmd.step}': output.store.kind '{store}' needs a worker connected "
+                                 "to NATS; the result was stored as a file")
+        if store in ("kv", "object") and self.objects is not None:
+            inline, ref = None, None
+            if (selected and isinstance(data, dict)) or json_size(data) > threshold:
+                encoded = encode(data)
+                try:
+                    uri = await self.objects.put(cmd.execution_id, cmd.step, encoded.payload)
+                except NatsOpError as exc:
+                    return ResultEnvelope.fail(exc.kind, f"step '{cmd.step}': its result could not be stored "
+                                                         f"in the NATS object store: {exc}",
+                                               retryable=exc.retryable)
+                ref = encoded.ref(uri, data)
+        else:
+            inline, ref = externalize(data, self.work_dir / cmd.execution_id,
+                                      0 if selected and isinstance(data, dict) else threshold)
         if ref is None:
             return envelope
         if selected and isinstance(data, dict):

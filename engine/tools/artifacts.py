@@ -1,5 +1,7 @@
-"""Large results by reference (spec section 9): data over the inline limit goes to a file, the event
-carries a `ResultRef` (URI, size, format, row count, schema, preview), and `resolve` loads it back.
+"""Large results by reference (spec section 9): data over the inline limit goes to a file (or, with
+`output.store.kind: kv | object`, to the NATS object store: the step runner puts the bytes `encode` made),
+the event carries a `ResultRef` (URI, size, format, row count, schema, preview), and `resolve` loads it
+back.
 
 A list of flat objects (the same keys in every row; each column only null/bool/int/float/str, ints and
 floats may mix and then read back as floats) is stored as an Arrow IPC file (zstd-compressed when the
@@ -13,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import pyarrow as pa
@@ -44,6 +47,44 @@ def json_size(data: Any) -> int:
     return len(json.dumps(fold_body_alias(data), separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A result as stored: its bytes, their format, and what a reference tells about them."""
+
+    payload: bytes
+    format: Literal["arrow", "json"]
+    row_count: int | None
+    schema: dict[str, str] | None
+
+    def ref(self, uri: str, data: Any) -> ResultRef:
+        return ResultRef(uri=uri, size=len(self.payload), format=self.format, row_count=self.row_count,
+                         schema=self.schema, preview=preview(data))
+
+
+def encode(data: Any) -> Encoded:
+    """`data` as stored: an Arrow IPC file for flat rows (or a SQL result's flat rows), else JSON."""
+    sql = is_sql_result(data)
+    if _is_flat_table(data["rows"] if sql else data):
+        try:
+            return _arrow(data)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            log.debug("rows not storable as Arrow (%s); storing JSON", exc)
+    payload = json.dumps(fold_body_alias(data), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    row_count = data["row_count"] if sql else len(data) if isinstance(data, list) else None
+    return Encoded(payload, "json", row_count, None)
+
+
+def decode(payload: bytes, format: str) -> Any:
+    """The data `encode` stored (Arrow and Parquet → a list of objects, or the SQL result)."""
+    if format == "arrow":
+        table = pa.ipc.open_file(pa.BufferReader(payload)).read_all()
+        rest = (table.schema.metadata or {}).get(_SQL_KEY)
+        return table.to_pylist() if rest is None else _sql_whole(table.to_pylist(), rest)
+    if format == "parquet":
+        return pq.read_table(pa.BufferReader(payload)).to_pylist()
+    return unfold_body_alias(json.loads(payload))
+
+
 def externalize(data: Any, work_dir: Path | str,
                 threshold_bytes: int = DEFAULT_THRESHOLD_BYTES) -> tuple[Any | None, ResultRef | None]:
     """(data, None) when `data` is small enough to stay inline; else (None, a reference to a file)."""
@@ -52,39 +93,33 @@ def externalize(data: Any, work_dir: Path | str,
         return data, None
     folder = Path(work_dir) / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
-    name = uuid.uuid4().hex
-    sql = is_sql_result(data)
-    if _is_flat_table(data["rows"] if sql else data):
-        try:
-            return None, _write_arrow(data, folder / f"{name}.arrow")
-        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-            log.debug("rows not storable as Arrow (%s); storing JSON", exc)
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(fold_body_alias(data), ensure_ascii=False, separators=(",", ":")),
-                    encoding="utf-8")
-    row_count = data["row_count"] if sql else len(data) if isinstance(data, list) else None
-    return None, ResultRef(uri=_uri(path), size=path.stat().st_size, format="json", row_count=row_count,
-                           preview=preview(data))
+    encoded = encode(data)
+    path = folder / f"{uuid.uuid4().hex}.{encoded.format}"
+    path.write_bytes(encoded.payload)
+    return None, encoded.ref(_uri(path), data)
 
 
-def resolve(ref: ResultRef | Mapping[str, Any]) -> Any:
-    """The data a reference points at (Arrow and Parquet → a list of objects, or the SQL result)."""
+def resolve(ref: ResultRef | Mapping[str, Any],
+            read_object: Callable[[str], bytes] | None = None) -> Any:
+    """The data a reference points at: a file here, or (given `read_object`, which returns the stored
+    bytes of a URI) an object elsewhere such as the NATS object store."""
     ref = ref if isinstance(ref, ResultRef) else ResultRef.model_validate(ref)
     parts = urlsplit(ref.uri)
     if parts.scheme not in ("file", ""):
-        raise ArtifactError(f"cannot read the result reference '{ref.uri}'",
-                            fix="only file:// references can be read here")
+        if read_object is None:
+            raise ArtifactError(f"cannot read the result reference '{ref.uri}'",
+                                fix="read it in a process connected to where it is stored (NATS)")
+        try:
+            payload = read_object(ref.uri)
+        except EngineError as exc:
+            raise ArtifactError(f"the stored result '{ref.uri}' could not be read: {exc}",
+                                fix="check that NATS is running and still holds the deployment's results "
+                                    "bucket") from None
+        return decode(payload, ref.format)
     path = Path(unquote(parts.path))
     if not path.exists():
         raise ArtifactError(f"the stored result '{path}' does not exist", where=ref.uri)
-    if ref.format == "arrow":
-        with pa.memory_map(str(path)) as source:
-            table = pa.ipc.open_file(source).read_all()
-        rest = (table.schema.metadata or {}).get(_SQL_KEY)
-        return table.to_pylist() if rest is None else _sql_whole(table.to_pylist(), rest)
-    if ref.format == "parquet":
-        return pq.read_table(path).to_pylist()
-    return unfold_body_alias(json.loads(path.read_text(encoding="utf-8")))
+    return decode(path.read_bytes(), ref.format)
 
 
 def preview(data: Any) -> Any:
@@ -151,7 +186,7 @@ def _sql_whole(rows: list[dict[str, Any]], rest: bytes) -> dict[str, Any]:
     return whole
 
 
-def _write_arrow(data: Any, path: Path) -> ResultRef:
+def _arrow(data: Any) -> Encoded:
     """`data`: flat rows, or a SQL result whose rows are flat."""
     rows = data["rows"] if isinstance(data, Mapping) else data
     keys = list(rows[0])
@@ -160,11 +195,11 @@ def _write_arrow(data: Any, path: Path) -> ResultRef:
         table = table.replace_schema_metadata({_SQL_KEY: _sql_rest(data)})
     compression = "zstd" if pa.Codec.is_available("zstd") else None
     options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     schema = {f.name: str(f.type) for f in table.schema}
-    return ResultRef(uri=_uri(path), size=path.stat().st_size, format="arrow", row_count=table.num_rows,
-                     schema=schema, preview=preview(data))
+    return Encoded(sink.getvalue().to_pybytes(), "arrow", table.num_rows, schema)
 
 
 def _uri(path: Path) -> str:

@@ -5,8 +5,12 @@ script sources, guarded reads of missing values, conditions that read into null,
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import nats
 import pytest
 
 from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, peak_in_flight_by_order
@@ -238,6 +242,23 @@ CASES = {
             tool: {kind: python, input: {n: "{{ big.blob | length }}", m: "{{ small.blob | length }}"},
                    code: "result = {'big': n, 'small': m}"}
         """), events=True),
+    "store_in_nats": Case(inline("store_in_nats", """\
+        workflow:
+          - step: rows
+            output: {store: {kind: object}}
+            tool: {kind: python, code: "result = [{'id': i, 'name': 'n' * 100} for i in range(2000)]"}
+            next: [{step: doc}]
+          - step: doc
+            output: {store: {kind: kv}, select: [count]}
+            tool: {kind: python, code: "result = {'count': 3, 'blob': 'y' * 100000}"}
+            next: [{step: read}]
+          - step: read
+            tool:
+              kind: python
+              input: {n: "{{ rows | length }}", last: "{{ rows[-1].id }}", c: "{{ doc.count }}",
+                      b: "{{ doc.blob | length }}"}
+              code: "result = {'rows': n, 'last': last, 'count': c, 'blob': b}"
+        """), events=True),
     "max_in_flight_template": Case(inline("max_in_flight_template", """\
         workload: {width: 2, items: [1, 2, 3, 4, 5, 6]}
         workflow:
@@ -380,6 +401,32 @@ def test_output_select_size_threshold_sends_larger_results_by_reference_and_keep
     [small] = [e for e in run.log if e["type"] == "step.succeeded" and e["step"] == "small"]
     assert big["result"]["ref"] is not None
     assert small["result"]["ref"] is None and small["result"]["data"] == {"blob": "x" * 10}
+
+
+def test_store_kinds_kv_and_object_keep_large_results_in_the_nats_object_store(
+        runs: Batch, e2e_stack: Noetl) -> None:
+    run = runs["store_in_nats"]
+    completed(run)
+    assert run.step("read")["result"] == {"rows": 2000, "last": 1999, "count": 3, "blob": 100000}
+    assert len(run.step("rows")["result"]) == 2000  # read back by the CLI's process
+    refs = {e["step"]: e["result"] for e in run.log if e["type"] == "step.succeeded"}
+    assert refs["doc"]["data"] == {"count": 3}  # the selected field stays inline
+    nats_url = json.loads((e2e_stack.home / "dev.json").read_text())["nats_url"]
+    for step, format_ in (("rows", "arrow"), ("doc", "json")):
+        ref = refs[step]["ref"]
+        assert ref["uri"].startswith("nats-object://") and ref["format"] == format_, ref
+        bucket, name = urlsplit(ref["uri"]).path.strip("/").split("/", 1)
+        assert len(asyncio.run(object_bytes(nats_url, bucket, name))) == ref["size"]
+
+
+async def object_bytes(url: str, bucket: str, name: str) -> bytes:
+    """The object as NATS holds it, read with nats-py itself."""
+    nc = await nats.connect(url)
+    try:
+        store = await nc.jetstream().object_store(bucket)
+        return (await store.get(name)).data or b""
+    finally:
+        await nc.close()
 
 
 def test_max_in_flight_may_be_a_template_rendered_when_the_loop_starts(runs: Batch) -> None:
