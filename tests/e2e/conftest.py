@@ -10,12 +10,11 @@ Nothing here sleeps to wait: every wait is a bounded subprocess or a bounded pol
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.e2e.helpers import Doc, Event, Noetl, make_playbook, unique_name
+from tests.e2e.helpers import Doc, Event, Noetl, dev_stack, make_playbook, unique_name
 
 WORKER_CONCURRENCY = 8  # steps the dev stack runs at once: room for the batches of concurrent executions
 
@@ -25,24 +24,9 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Noetl]:
     """`noetl dev up` once under a fresh NOETL_HOME; `noetl dev down` when the session ends.
 
     The stack serves its REST API on a free port; its URL is `api_url` in NOETL_HOME/dev.json."""
-    home = tmp_path_factory.mktemp("noetl")
-    scratch = tmp_path_factory.mktemp("playbooks")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOETL_NATS_URL", "NOETL_PG_DSN", "NOETL_SECRET_KEY", "NOETL_BUS_PREFIX",
-                        "NOETL_SERVER_URL", "NOETL_TOKEN", "NOETL_API_PORT")}
-    env["NOETL_HOME"] = str(home)
-    env["PYTHONUNBUFFERED"] = "1"
-    cli = Noetl(home=home, scratch=scratch, env=env)
-    # the REST API on a free port, so that parallel runs never collide on 8082
-    up = cli("dev", "up", "--concurrency", str(WORKER_CONCURRENCY), "--api-port", "0", timeout=180)
-    if up.returncode != 0:
-        log = home / "dev.log"
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        pytest.fail(f"`noetl dev up` failed (exit {up.returncode}): {up.stderr[-2000:]}\n{tail}")
-    try:
+    with dev_stack(tmp_path_factory.mktemp("noetl"), tmp_path_factory.mktemp("playbooks"),
+                   WORKER_CONCURRENCY) as cli:
         yield cli
-    finally:
-        cli("dev", "down", timeout=120)
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ with unique catalog names, and small readers of `noetl run --json` documents and
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -91,6 +93,28 @@ class Noetl:
         items = json.loads(result.stdout)
         assert [e["seq"] for e in items] == sorted(e["seq"] for e in items)
         return items
+
+
+@contextmanager
+def dev_stack(home: Path, scratch: Path, concurrency: int) -> Iterator[Noetl]:
+    """`noetl dev up` under `home` (its REST API on a free port, `api_url` in home/dev.json) until the
+    block ends, then `noetl dev down`. A pools.yaml already in `home` is the stack's pools file."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOETL_NATS_URL", "NOETL_PG_DSN", "NOETL_SECRET_KEY", "NOETL_BUS_PREFIX",
+                        "NOETL_SERVER_URL", "NOETL_TOKEN", "NOETL_API_PORT", "NOETL_POOLS")}
+    env["NOETL_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    cli = Noetl(home=home, scratch=scratch, env=env)
+    # the REST API on a free port, so that parallel runs never collide on 8082
+    up = cli("dev", "up", "--concurrency", str(concurrency), "--api-port", "0", timeout=180)
+    try:
+        if up.returncode != 0:
+            log = home / "dev.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            pytest.fail(f"`noetl dev up` failed (exit {up.returncode}): {up.stderr[-2000:]}\n{tail}")
+        yield cli
+    finally:
+        cli("dev", "down", timeout=120)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 (the steps, the workload and the table they name are supplied; nothing inside a block is edited).
 
 The other blocks are skeletons with `...` placeholders (sections 1, 2, 7) or need a deployment's pools
-(section 11); their forms are run by the other e2e modules."""
+(section 11): tests/e2e/test_spec_skeletons.py fills their placeholders and runs them."""
 
 from __future__ import annotations
 
