@@ -1,20 +1,28 @@
 """Language revision 2 (spec sections 2, 3.1, 7, 13 and 16) as NoETL users write it: a step without a
 tool, a loop step's input rendered per item, python's `context`, `input_data` and `libs` forms, inline
 script sources, guarded reads of missing values, conditions that read into null, and a task-level
-`set` of `"{{ output }}"` — each a small playbook run through the real stack with `noetl run --json`."""
+`set` of `"{{ output }}"`, output store kinds and section 16's hints (a postgres `pool`, `exec: local`,
+`inline_max_bytes`), and a `google_id_token` whose endpoint cannot be reached — each a small playbook run
+through the real stack with `noetl run --json`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import nats
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, peak_in_flight_by_order
 
+SUFFIX = uuid.uuid4().hex[:8]
+PG, GCP = f"r2_pg_{SUFFIX}", f"r2_gcp_{SUFFIX}"  # credentials the `credentials` fixture stores
 CASES = {
     "routing_steps": Case(inline("routing_steps", """\
         workflow:
@@ -259,6 +267,30 @@ CASES = {
                       b: "{{ doc.blob | length }}"}
               code: "result = {'rows': n, 'last': last, 'count': c, 'blob': b}"
         """), events=True),
+    "hints_that_run": Case(inline("hints_that_run", f"""\
+        workflow:
+          - step: query
+            tool:
+              kind: postgres
+              auth: {PG}
+              pool: {{min_size: 1, max_size: 2, timeout: 10}}
+              command: "SELECT g AS n FROM generate_series(1, 3) g"
+            output: {{inline_max_bytes: 16}}
+            next: [{{step: each}}]
+          - step: each
+            loop:
+              in: "{{{{ query.rows }}}}"
+              iterator: row
+              spec: {{mode: parallel, policy: {{exec: local, results: {{preserve_order: true}}}}}}
+            tool: {{kind: python, input: {{n: "{{{{ row.n }}}}"}}, code: "result = n * 10"}}
+        """), events=True),
+    "google_unreachable": Case(inline("google_unreachable", f"""\
+        keychain:
+          - {{name: scorer, kind: google_id_token, auth: {GCP}, target_audience: https://scorer.example}}
+        workflow:
+          - step: first
+            tool: {{kind: python, code: "result = 'ran'"}}
+        """)),
     "max_in_flight_template": Case(inline("max_in_flight_template", """\
         workload: {width: 2, items: [1, 2, 3, 4, 5, 6]}
         workflow:
@@ -282,7 +314,26 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def runs(e2e_stack: Noetl) -> Iterator[Batch]:
+def credentials(e2e_stack: Noetl) -> None:
+    """`PG` for the stack's own database; `GCP` a service account key whose token endpoint is a closed
+    local port (Google unreachable)."""
+    dsn = json.loads((e2e_stack.home / "dev.json").read_text())["pg_dsn"]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    account = {"type": "service_account", "project_id": "p", "private_key_id": "k1", "private_key": pem,
+               "client_email": "runner@p.iam.gserviceaccount.com",
+               "token_uri": f"http://127.0.0.1:{closed}/token"}
+    for name, type_, data in ((PG, "postgres", {"dsn": dsn}), (GCP, "gcp", account)):
+        stored = e2e_stack("credential", "set", name, "--type", type_, "--data", json.dumps(data))
+        assert stored.returncode == 0, stored.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(e2e_stack: Noetl, credentials: None) -> Iterator[Batch]:
     batch = e2e_stack.batch(CASES)
     yield batch
     batch.close()
@@ -427,6 +478,23 @@ async def object_bytes(url: str, bucket: str, name: str) -> bytes:
         return (await store.get(name)).data or b""
     finally:
         await nc.close()
+
+
+def test_postgres_pool_exec_local_and_inline_max_bytes_are_honoured_hints(runs: Batch) -> None:
+    run = runs["hints_that_run"]
+    completed(run)
+    assert run.step("each")["result"] == [10, 20, 30]
+    [query] = [e for e in run.log if e["type"] == "step.succeeded" and e["step"] == "query"]
+    assert query["result"]["ref"] is not None  # larger than inline_max_bytes: stored by reference
+
+
+def test_an_unreachable_google_token_endpoint_fails_the_run_naming_the_keychain_entry(runs: Batch) -> None:
+    run = runs["google_unreachable"]
+    assert (run.code, run.status) == (1, "failed"), run
+    error = run.step("first")["error"]
+    assert error["kind"] == "connection" and error["retryable"] is True
+    assert "keychain 'scorer'" in error["message"] and "could not be reached" in error["message"]
+    assert "PRIVATE KEY" not in json.dumps(run.doc)
 
 
 def test_max_in_flight_may_be_a_template_rendered_when_the_loop_starts(runs: Batch) -> None:
