@@ -26,9 +26,6 @@ CLI_TIMEOUT_S = 120.0  # any single CLI call
 RUN_TIMEOUT_S = 60.0  # `noetl run --timeout`: how long one execution may take before the run gives up
 PARALLEL_RUNS = 4  # executions submitted at once by `run_many`
 
-# engine bug: the worker reports a task-level `set: {ctx.last: ...}` as {"ctx.last": value} and
-# fire.apply_ctx_writes stores it under the literal key "ctx.last" (state.ctx["ctx.last"]) instead of the
-# path last, so `{{ ctx.last }}` is missing in every later step.
 Doc = dict[str, Any]
 Event = dict[str, Any]
 
