@@ -23,6 +23,7 @@ from control_plane.leader import Leadership
 from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
 from control_plane.store.secret_key import SecretKey, load_secret_key
+from control_plane.supervisor import ServerSupervisor
 from engine.bus.jetstream import Bus
 from engine.bus.result_objects import ResultObjects, object_reader
 from engine.plan.pools import PoolSet
@@ -69,6 +70,20 @@ def resolve_ref(ref: dict[str, Any]) -> Any:
     return _resolve_cached(str(ref.get("uri")), json.dumps(ref, sort_keys=True, default=str))
 
 
+@dataclass
+class _Process:
+    """A worker process as the supervisor sees it."""
+
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def is_running(self) -> bool:
+        return self.popen.poll() is None
+
+
 class Stack:
     """Start with `async with Stack(config) as stack:`; `stack.executions` runs playbooks."""
 
@@ -86,6 +101,8 @@ class Stack:
         self.leadership: Leadership | None = None
         self._processes: list[subprocess.Popen[bytes]] = []
         self.result_objects: ResultObjects | None = None
+        self.supervisor: ServerSupervisor | None = None
+        self._worker_processes: dict[str, _Process] = {}
 
     @property
     def nats_url(self) -> str:
@@ -133,6 +150,7 @@ class Stack:
         if self.config.worker_processes:
             for pool, concurrency in self.config.workers.items():
                 await self._start_worker_process(pool, concurrency)
+        self._supervise()
         for pool, concurrency in ({} if self.config.worker_processes else self.config.workers).items():
             registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)), nats_url=self.nats_url)
             await registry.start()
@@ -151,6 +169,40 @@ class Stack:
             await asyncio.wait_for(event.wait(), timeout=30)
         freeze_startup_heap()
 
+    def _supervise(self) -> None:
+        """Restart what this stack started or reuses when it dies: its embedded servers and its worker
+        processes (control_plane.supervisor)."""
+        home = self.config.home
+        supervisor = ServerSupervisor(on_restart=self._restarted)
+        if self.nats is not None:
+            supervisor.watch_blocking("nats", self.nats, lambda old: start_nats(home, port=old.port))
+        if self.postgres is not None:
+            supervisor.watch_blocking("postgres", self.postgres, lambda _old: start_postgres(home))
+        for pool, process in self._worker_processes.items():
+            concurrency = self.config.workers[pool]
+
+            async def again(_old: Any, pool: str = pool, concurrency: int = concurrency) -> Any:
+                return await self._start_worker_process(pool, concurrency)
+            supervisor.watch(f"worker:{pool}", process, again)
+        if supervisor.states():
+            self.supervisor = supervisor
+            self._spawn(supervisor.run)
+
+    def _restarted(self, name: str, server: Any) -> None:
+        if name == "nats":
+            self.nats = server
+        elif name == "postgres":
+            self.postgres = server
+
+    def components(self) -> list[dict[str, Any]]:
+        """Each part of this stack with its pid and state (`noetl dev status`)."""
+        found = self.supervisor.states() if self.supervisor is not None else []
+        if self.config.orchestrator:
+            leading = self.leadership is not None and self.leadership.held
+            found.append({"name": "orchestrator", "pid": os.getpid(),
+                          "status": "up" if leading else "standby", "restarts": 0, "detail": None})
+        return found
+
     @property
     def pool_names(self) -> tuple[str, ...]:
         """The pools a step may be routed to: the pools file's and those this process serves."""
@@ -168,7 +220,7 @@ class Stack:
         declared = self.config.pools.get(pool) if self.config.pools is not None else None
         return {r: float(u) for r, u in declared.capacity.items()} if declared is not None else None
 
-    async def _start_worker_process(self, pool: str, concurrency: int, timeout_s: float = 60.0) -> None:
+    async def _start_worker_process(self, pool: str, concurrency: int, timeout_s: float = 60.0) -> _Process:
         ready = self.config.home / f"worker-{pool}-{os.getpid()}.ready"
         ready.unlink(missing_ok=True)
         env = {**os.environ, "NOETL_HOME": str(self.config.home), "NOETL_NATS_URL": self.nats_url,
@@ -187,6 +239,7 @@ class Stack:
         process = subprocess.Popen([sys.executable, "-m", "control_plane.worker_process", pool,
                                     str(concurrency)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
         self._processes.append(process)
+        self._worker_processes[pool] = _Process(process)
         deadline = time.monotonic() + timeout_s
         while not ready.exists():
             if process.poll() is not None:
@@ -198,6 +251,7 @@ class Stack:
                                         f"{timeout_s} s", where=str(log_file.name), fix="read its log")
             await asyncio.sleep(0.05)
         ready.unlink(missing_ok=True)
+        return self._worker_processes[pool]
 
     async def _follow(self, orchestrator: Orchestrator, stop: asyncio.Event, ready: asyncio.Event) -> None:
         ready.set()

@@ -43,9 +43,15 @@ DataCallback = Callable[[bytes], Awaitable[None]]
 
 
 class BusError(EngineError):
-    """The bus could not connect, publish, consume or acknowledge."""
+    """The bus could not connect, publish, consume or acknowledge. `transient`: NATS did not answer
+    (down, restarting, reconnecting) and the same call may succeed later; else the request itself was
+    refused (too large, a bad subject) and repeating it cannot help."""
 
     code = "bus_error"
+
+    def __init__(self, message: str, *, transient: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.transient = transient
 
 
 def stream_names(prefix: str = subjects.PREFIX) -> tuple[str, str]:
@@ -156,7 +162,7 @@ class Consumer:
             msgs = await self._feed.take(max(1, batch), timeout)
         except nats.errors.Error as exc:
             raise BusError(f"fetch failed: {exc}", where=f"consumer {self.durable} on {self.stream}",
-                           fix="check the connection to nats-server") from exc
+                           transient=True, fix="check the connection to nats-server") from exc
         return [Delivery(self._nc, m, self._ack_timeout_s) for m in msgs]
 
     async def pending(self) -> int:
@@ -284,11 +290,14 @@ class Bus:
         try:
             ack = await self._js.publish(subject, data, timeout=self._publish_timeout_s, stream=stream,
                                          headers={Header.MSG_ID.value: msg_id})
-        except nats.js.errors.NoStreamResponseError as exc:
-            raise BusError(f"no stream takes subject {subject}", where=subject,
+        except nats.js.errors.NoStreamResponseError as exc:  # also: JetStream still recovering
+            raise BusError(f"no stream takes subject {subject}", where=subject, transient=True,
                            fix="call Bus.ensure_streams() first") from exc
+        except nats.errors.MaxPayloadError as exc:
+            raise BusError(f"the message is too large for the server: {exc!r}", where=subject,
+                           fix="send large data by reference") from exc
         except (TimeoutError, nats.errors.Error) as exc:
-            raise BusError(f"publish was not acknowledged: {exc!r}", where=subject,
+            raise BusError(f"publish was not acknowledged: {exc!r}", where=subject, transient=True,
                            fix="check the nats-server; publishing again with the same id is safe") from exc
         return PublishResult(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
 
@@ -381,7 +390,7 @@ class Bus:
             await self._nc.publish(subject, data)
             await self._nc.flush(timeout=max(1, int(self._publish_timeout_s)))
         except (TimeoutError, nats.errors.Error) as exc:
-            raise BusError(f"core publish failed: {exc!r}", where=subject,
+            raise BusError(f"core publish failed: {exc!r}", where=subject, transient=True,
                            fix="check the connection to nats-server") from exc
 
     async def publish_core_nowait(self, subject: str, data: bytes) -> None:

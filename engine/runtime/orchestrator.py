@@ -59,6 +59,9 @@ HOLD_MAX_S = 0.02
 WAITING_POLL_S = 0.05  # how often commands waiting for capacity are looked at while no event comes
 EARLY_RETRY_S = 0.2  # an outcome of a command not issued yet comes again after this
 EARLY_MAX_S = 600.0  # ... until this long: then it is recorded (as a stale report)
+RECONNECT_POLL_S = 0.25  # after a failed read of the event stream (NATS away), before the next one
+REBUILD_BACKOFF_S = 0.25  # a failed rebuild (NATS or Postgres away) is tried again after this, doubling
+REBUILD_BACKOFF_MAX_S = 2.0
 OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
                       "loop.claimer.stopped"})
 
@@ -74,6 +77,11 @@ def _dispatch_event(command: RunStep, type_: str, payload: dict[str, Any] | None
 def _progress_only(deliveries: list[Delivery]) -> bool:
     """Only `step.started` of slow steps (a fast step's start comes with its outcome, in an array)."""
     return all(d.data[:1] != b"[" and b'"type":"step.started"' in d.data for d in deliveries)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """An error that says a server is away (not a bug): logged without a traceback."""
+    return getattr(exc, "code", None) in ("database_unavailable", "bus_error") or isinstance(exc, OSError)
 
 
 class OrchestratorError(EngineError):
@@ -115,6 +123,8 @@ class Orchestrator:
     _admission: Admission = field(init=False)
     _commits: CommitPipeline = field(init=False)
     _resync: bool = False  # something was not published: rebuild from the log and publish what pends
+    _resync_at: float = 0.0  # ... not before this (loop time): backing off while NATS or Postgres is away
+    _resync_backoff: float = 0.0
 
     def __post_init__(self) -> None:
         self._capacity = LiveCapacity(self.pools)
@@ -128,7 +138,11 @@ class Orchestrator:
         workers = await self.bus.subscribe_core(subjects.worker_subject(self.bus.prefix), self._on_heartbeat)
         with contextlib.suppress(BusError):  # workers already running report now, not in 2 s
             await self.bus.publish_core(subjects.worker_ping_subject(self.bus.prefix), b"{}")
-        await self.resume()
+        try:
+            await self.resume()
+        except Exception as exc:  # NATS or Postgres went away meanwhile: taken again from the log soon
+            log.warning("resuming the running executions failed (%s); trying again", exc)
+            self._resync = True
         if ready is not None:
             ready.set()
         loop = asyncio.get_running_loop()
@@ -136,7 +150,7 @@ class Orchestrator:
         held_since = 0.0
         resent_at = loop.time()
         while not stop.is_set():
-            if self._commits.broken or self._resync:
+            if (self._commits.broken or self._resync) and loop.time() >= self._resync_at:
                 await self._rebuild()
             if self._cancels and loop.time() - resent_at > CANCEL_RESEND_S:
                 resent_at = loop.time()
@@ -144,7 +158,12 @@ class Orchestrator:
             if self._admission.waiting and self._capacity.changed and not held:
                 await self._dispatch_waiting()
             idle = WAITING_POLL_S if self._admission.waiting else 0.5
-            deliveries = await consumer.fetch(batch=self.batch_size, timeout=HOLD_S if held else idle)
+            try:
+                deliveries = await consumer.fetch(batch=self.batch_size, timeout=HOLD_S if held else idle)
+            except BusError as exc:  # NATS is away: the client reconnects by itself, the log keeps all
+                log.warning("reading events failed (%s); trying again", exc)
+                await asyncio.sleep(RECONNECT_POLL_S)
+                continue
             batch = held + deliveries
             if not batch:
                 continue
@@ -176,17 +195,28 @@ class Orchestrator:
 
     async def _rebuild(self) -> None:
         """Forget what is in memory and take it again from the log (after a batch could not be stored,
-        or its commands not published): once the batches queued for commit are settled."""
+        or its commands not published): once the batches queued for commit are settled. While NATS or
+        Postgres is away this fails and is tried again, less and less often (up to REBUILD_BACKOFF_MAX_S
+        apart), so an outage costs no busy loop and its end is noticed within seconds."""
         await self._commits.flush()
         self._live.clear()
         self._admission = Admission(self._capacity)
         self._resync = False
         try:
             await self.resume()
-        except Exception:
+        except Exception as exc:
             self._resync = True
-            log.exception("rebuilding from the event log failed; it is tried again with the next batch")
+            backoff = max(self._resync_backoff * 2, REBUILD_BACKOFF_S)
+            self._resync_backoff = min(backoff, REBUILD_BACKOFF_MAX_S)
+            self._resync_at = asyncio.get_running_loop().time() + self._resync_backoff
+            if (isinstance(exc, BusError) and exc.transient) or _unavailable(exc):
+                log.warning("rebuilding from the event log failed (%s); trying again in %.1f s", exc,
+                            self._resync_backoff)
+            else:
+                log.exception("rebuilding from the event log failed; trying again in %.1f s",
+                              self._resync_backoff)
             return
+        self._resync_backoff = 0.0
         self._commits.repair()
 
     async def resume(self) -> None:
@@ -379,9 +409,13 @@ class Orchestrator:
                                        max_items=self._capacity.batch_limit(pool))]
             for start in range(0, len(sends), 256):
                 await asyncio.gather(*sends[start:start + 256])
-        except Exception:
-            log.exception("publishing %d commands failed; they are sent again after a rebuild from the log",
-                          len(decisions.admitted))
+        except Exception as exc:
+            if isinstance(exc, BusError) and exc.transient:
+                log.warning("publishing %d commands failed (%s); they are sent again from the log when NATS "
+                            "answers", len(decisions.admitted), exc)
+            else:
+                log.exception("publishing %d commands failed; they are sent again after a rebuild from the "
+                              "log", len(decisions.admitted))
             self._resync = True
 
     async def _fail_impossible(self, decisions: Decisions) -> None:
@@ -457,6 +491,8 @@ class Orchestrator:
         try:
             await self.bus.publish_command(first.pool, msg_id, encode_runs([data for _, data in runs]))
         except BusError as exc:
+            if exc.transient:  # still pending in the log: published again by the rebuild that follows
+                raise
             for command, _ in runs:
                 await self._unpublished(command, f"the command for step '{command.step}' could not be "
                                                  f"published: {exc}")

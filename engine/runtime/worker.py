@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from engine.bus.jetstream import Bus, Delivery
+from engine.bus.jetstream import Bus, BusError, Delivery
 from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, decode_runs
 from engine.protocol.events import Event, derived_id, encode_events
@@ -34,6 +34,8 @@ from engine.runtime.step_runner import StepOutcome, StepRunner
 log = logging.getLogger(__name__)
 
 OUTCOMES_MAX_BYTES = 256 * 1024  # outcomes packed into one event message up to this size
+RECONNECT_POLL_S = 0.25  # after a failed fetch or publish (NATS away), before the next try
+OUTCOME_RETRY_S = 120.0  # how long finished steps' outcomes are offered to NATS before giving up
 PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, to not run them twice
 
 
@@ -96,7 +98,13 @@ class Worker:
                     await asyncio.wait(running, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 if not backlog:
-                    for delivery in await consumer.fetch(batch=free, timeout=0.5):
+                    try:
+                        deliveries = await consumer.fetch(batch=free, timeout=0.5)
+                    except BusError as exc:  # NATS is away: the client reconnects by itself
+                        log.warning("fetching commands failed (%s); trying again", exc)
+                        await asyncio.sleep(RECONNECT_POLL_S)
+                        continue
+                    for delivery in deliveries:
                         self._receive(delivery, backlog)
                 while backlog and len(running) < self.concurrency:
                     command, message = backlog.popleft()
@@ -220,7 +228,7 @@ class Worker:
             msg_id = "outcomes:" + derived_id(*(item.outcome.event.idempotency_key for item in chunk))
             data = encode_events([event for item in chunk for event in item.outcome.events])
         try:
-            await self.bus.publish_event(execution_id, msg_id, data)
+            await self._publish_patiently(execution_id, msg_id, data)
         except Exception:  # the commands stay unacked and are delivered again
             log.exception("publishing %d outcome(s) of execution %s failed; the command(s) will be "
                           "redelivered", len(chunk), execution_id,
@@ -233,6 +241,24 @@ class Worker:
             self._settle(item.message, ok=True)
         while len(self._published) > PUBLISHED_KEPT:
             self._published.popitem(last=False)
+
+    async def _publish_patiently(self, execution_id: str, msg_id: str, data: bytes) -> None:
+        """Publish outcomes, again and again while NATS is away (restarting, reconnecting) for up to
+        OUTCOME_RETRY_S: the step ran, and running it again would only repeat its side effects. The same
+        message id each time, so JetStream stores it once."""
+        deadline = time.monotonic() + OUTCOME_RETRY_S
+        wait = RECONNECT_POLL_S
+        while True:
+            try:
+                await self.bus.publish_event(execution_id, msg_id, data)
+                return
+            except BusError as exc:
+                if not exc.transient or time.monotonic() + wait > deadline:
+                    raise
+                log.warning("publishing outcomes of execution %s failed (%s); trying again in %.2f s",
+                            execution_id, exc, wait, extra={"execution_id": execution_id})
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 2.0)
 
     def _settle(self, message: _Message, *, ok: bool) -> None:
         message.unsettled -= 1

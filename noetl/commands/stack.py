@@ -25,6 +25,7 @@ from engine.runtime.embedded import pid_alive, start_nats, start_postgres
 from noetl.settings import DEFAULT_API_PORT, api_port, noetl_home, stack_config
 
 API_READY_S = 30.0  # how long the REST API may take to listen
+COMPONENTS_EVERY_S = 1.0  # how often the serving stack writes what each component is doing
 
 dev_app = typer.Typer(help="A local NoETL (NATS, Postgres, orchestrator, a worker pool) in the background.",
                       no_args_is_help=True)
@@ -35,6 +36,25 @@ worker_app = typer.Typer(help="A worker pool as a long-running process.", no_arg
 
 def dev_state_file(home: Path | None = None) -> Path:
     return (home or noetl_home()) / "dev.json"
+
+
+def components_file(home: Path | None = None) -> Path:
+    return (home or noetl_home()) / "dev-components.json"
+
+
+async def _report_components(stack: Stack, api_task: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
+    """Write what each component of the serving stack is doing, every COMPONENTS_EVERY_S (dev status)."""
+    path = components_file(stack.config.home)
+    while not stop.is_set():
+        found = stack.components()
+        if api_task is not None:
+            found.append({"name": "api", "pid": os.getpid(), "restarts": 0, "detail": None,
+                          "status": "down" if api_task.done() else "up"})
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "components": found}))
+        scratch.replace(path)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), COMPONENTS_EVERY_S)
 
 
 def running_dev_stack(home: Path | None = None) -> dict[str, Any] | None:
@@ -107,10 +127,16 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
                 state_file.write_text(json.dumps(state))
             print(f"serving: nats {stack.nats_url}" + (f", api {api_url}" if api_url else ""),
                   file=sys.stderr, flush=True)
+            if stack.supervisor is not None:  # `noetl dev up` on a stack with a crashed server: try again
+                loop.add_signal_handler(signal.SIGUSR1, stack.supervisor.reset)
+            reporting = asyncio.create_task(_report_components(stack, api_task, stop)) \
+                if state_file is not None else None
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({stopping, *([api_task] if api_task else [])},
                                return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            if reporting is not None:
+                reporting.cancel()
         finally:
             stop.set()  # the API stopped by itself (an error), or we were told to stop: stop everything
             if api_task is not None:
@@ -174,8 +200,53 @@ def dev_up(
                 raise typer.Exit(1)
             time.sleep(0.1)
             state = running_dev_stack(home)
+    else:
+        _revive(home, state, wait_s)
     token = asyncio.run(_create_admin_token(state, "dev-up"))  # a fresh one each time: shown only here
     print(json.dumps({"status": "up", **state, "admin_token": token}, indent=2))
+
+
+def stack_components(home: Path, state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What the serving process last wrote about its components, each checked against its pid now;
+    with no serving process, the servers it leaves behind (a server whose pid is gone is `down`)."""
+    try:
+        report = json.loads(components_file(home).read_text())
+    except (OSError, ValueError):
+        report = {}
+    found: list[dict[str, Any]] = list(report.get("components") or []) if state is not None else []
+    if state is None:
+        found = [{"name": "serving", "pid": None, "status": "down", "restarts": 0,
+                  "detail": "no `noetl dev serve` process runs for this home"}]
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            nats = json.loads((home / "nats" / "server.json").read_text())
+            found.append({"name": "nats", "pid": nats["pid"], "status": "up", "restarts": 0, "detail": None})
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pg_pid = int((home / "postgres" / "postmaster.pid").read_text().split()[0])
+            found.append({"name": "postgres", "pid": pg_pid, "status": "up", "restarts": 0, "detail": None})
+    for component in found:
+        pid = component.get("pid")
+        if component.get("status") == "up" and (not pid or not pid_alive(int(pid))):
+            component["status"] = "down"
+    return found
+
+
+def _revive(home: Path, state: dict[str, Any], wait_s: float) -> None:
+    """A running stack with a component down or given up on: the serving process tries again now."""
+    def unhealthy() -> list[str]:
+        return [c["name"] for c in stack_components(home, state)
+                if c.get("status") not in ("up", "standby")]
+
+    if not unhealthy():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int(state["pid"]), signal.SIGUSR1)
+    deadline = time.monotonic() + wait_s
+    while (down := unhealthy()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if down:
+        print(f"the dev stack runs, but {', '.join(down)} did not come back within {wait_s:.0f} s; see "
+              f"{home / 'dev.log'}", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @dev_app.command("serve", hidden=True)
@@ -217,11 +288,24 @@ def dev_down(
 
 @dev_app.command("status")
 def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Whether the local stack runs, and where."""
-    state = running_dev_stack()
-    out = {"status": "up", **state} if state else {"status": "down", "home": str(noetl_home())}
-    print(json.dumps(out, indent=2) if as_json else " ".join(f"{k}={v}" for k, v in out.items()))
-    raise typer.Exit(0 if state else 1)
+    """Whether the local stack runs, where, and each component (nats, postgres, orchestrator, API, each
+    worker pool) with its pid and state; exit 0 when everything is up, 1 when the stack is down, 3 when
+    it runs with a component down."""
+    home = noetl_home()
+    state = running_dev_stack(home)
+    components = stack_components(home, state)
+    degraded = state is not None and any(c.get("status") not in ("up", "standby") for c in components)
+    status = "down" if state is None else "degraded" if degraded else "up"
+    out = {"status": status, **(state or {"home": str(home)}), "components": components}
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(" ".join(f"{k}={v}" for k, v in out.items() if k != "components"))
+        for c in components:
+            extra = f" restarts={c['restarts']}" if c.get("restarts") else ""
+            detail = f"  ({c['detail']})" if c.get("detail") else ""
+            print(f"  {c['name']:<16} {c.get('status', '?'):<10} pid={c.get('pid')}{extra}{detail}")
+    raise typer.Exit(1 if state is None else 3 if degraded else 0)
 
 
 @server_app.command("start")
