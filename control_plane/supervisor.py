@@ -58,6 +58,7 @@ class ServerSupervisor:
         self._watched: dict[str, Supervised] = {}
         self._on_restart = on_restart
         self._wake = asyncio.Event()
+        self.cycles = 0  # rounds of checks done (tests wait on it)
 
     def watch(self, name: str, server: Server, restart: Callable[[Server], Awaitable[Server]]) -> None:
         """Watch `server`; `restart(old)` starts a new one and returns it once it serves."""
@@ -90,6 +91,7 @@ class ServerSupervisor:
                 if stop.is_set():
                     break
                 await self._check(entry)
+            self.cycles += 1
             self._wake.clear()
             stopping = asyncio.ensure_future(stop.wait())
             waking = asyncio.ensure_future(self._wake.wait())

@@ -73,5 +73,31 @@ def eval_planning(
     raise typer.Exit(0 if report.passed else 1)
 
 
+@eval_app.command("chaos")
+def eval_chaos(
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the components are killed in turn: worker, "
+                                                    "orchestrator, nats, postgres.")] = 4,
+    items: Annotated[int, typer.Option(min=8, help="Items of the loop each round runs.")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed (when in each round the kill comes).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (default: one line per round).")]
+    = False,
+) -> None:
+    """Kill a component (SIGKILL) mid-loop each round, on a stack of the suite's own: completed or not,
+    items lost, items run more than once, time to recover; a summary line last. Exit 1 when a round did
+    not complete or lost an item."""
+    import sys
+
+    from evals.suites import chaos
+
+    report = chaos.run(rounds, seed, items, progress=None if as_json else print)
+    if as_json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        print(report.summary_line())
+    if not report.ok:
+        print("chaos: " + report.summary_line(), file=sys.stderr)
+    raise typer.Exit(0 if report.ok else 1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
