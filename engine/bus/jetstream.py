@@ -202,6 +202,7 @@ class Bus:
         self.command_stream, self.event_stream = stream_names(prefix)
         self._ack_timeout_s = ack_timeout_s
         self._publish_timeout_s = publish_timeout_s
+        self._reconnected: list[Callable[[], None]] = []
 
     @classmethod
     async def connect(cls, url: str, prefix: str = subjects.PREFIX, *, name: str | None = None,
@@ -213,8 +214,12 @@ class Bus:
         async def on_disconnect() -> None:
             logger.info("disconnected from nats %s", url)
 
+        reconnected: list[Callable[[], None]] = []
+
         async def on_reconnect() -> None:
             logger.info("reconnected to nats %s", url)
+            for callback in reconnected:
+                callback()
 
         # the first connection is retried for about connect_timeout_s, then fails; once connected, the
         # client reconnects forever, so a restarted nats-server is picked up again
@@ -232,7 +237,13 @@ class Bus:
                                "NOETL_NATS_URL to a running nats-server with JetStream") from exc
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
-        return cls(nc, prefix, ack_timeout_s=ack_timeout_s, publish_timeout_s=publish_timeout_s)
+        bus = cls(nc, prefix, ack_timeout_s=ack_timeout_s, publish_timeout_s=publish_timeout_s)
+        bus._reconnected = reconnected
+        return bus
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` each time the connection comes back after a loss (a restarted server)."""
+        self._reconnected.append(callback)
 
     @property
     def is_connected(self) -> bool:

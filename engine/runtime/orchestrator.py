@@ -135,6 +135,9 @@ class Orchestrator:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.bus.ensure_streams()
         consumer = await self.bus.event_consumer(self.durable, ack_wait_s=self.ack_wait_s)
+        # a server that restarted may have lost commands it had not synced to disk: every pending command
+        # is published again from the log (JetStream and the workers drop the copies they already have)
+        self.bus.on_reconnect(self._after_reconnect)
         workers = await self.bus.subscribe_core(subjects.worker_subject(self.bus.prefix), self._on_heartbeat)
         with contextlib.suppress(BusError):  # workers already running report now, not in 2 s
             await self.bus.publish_core(subjects.worker_ping_subject(self.bus.prefix), b"{}")
@@ -186,6 +189,9 @@ class Orchestrator:
                 await self._rebuild()
         await self._commits.close()
         await workers.unsubscribe()
+
+    def _after_reconnect(self) -> None:
+        self._resync, self._resync_at = True, 0.0
 
     async def _on_heartbeat(self, data: bytes) -> None:
         try:

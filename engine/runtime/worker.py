@@ -10,7 +10,12 @@ event log records each once.
 Outcomes that are ready at the same time go back together: one message per execution carries all of
 them (`encode_events`), one publish and one confirmation instead of one each. A command delivered
 again after this worker published its outcome (an orchestrator re-sent it after a rebuild, in another
-batch than before, so JetStream's message-id check could not drop it) is acked without running again.
+batch than before, so JetStream's message-id check could not drop it) is acked without running again,
+and its outcome, kept while memory allows, is published again (a NATS that restarted may have lost it).
+A copy of a command that is running or waiting here is acked and dropped.
+
+While NATS is away (restarting), fetches are tried again and finished outcomes are offered again for up
+to OUTCOME_RETRY_S, with the same message id; the client reconnects by itself.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 OUTCOMES_MAX_BYTES = 256 * 1024  # outcomes packed into one event message up to this size
 RECONNECT_POLL_S = 0.25  # after a failed fetch or publish (NATS away), before the next try
 OUTCOME_RETRY_S = 120.0  # how long finished steps' outcomes are offered to NATS before giving up
+OUTCOMES_KEPT_BYTES = 16 * 1024 * 1024  # published outcomes kept to offer again (NATS lost them)
 PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, to not run them twice
 
 
@@ -72,7 +78,9 @@ class Worker:
     drain_s: float = 10.0
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # command id -> its task
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
-    _published: OrderedDict[str, None] = field(default_factory=OrderedDict)  # commands whose outcome is out
+    # commands whose outcome is out -> (execution id, message id, the outcome's bytes) while kept
+    _published: OrderedDict[str, tuple[str, str, bytes] | None] = field(default_factory=OrderedDict)
+    _kept_bytes: int = 0
     _messages: set[_Message] = field(default_factory=set)  # delivered, not yet settled
     _outbox: list[_Ran] = field(default_factory=list)
     _sending: asyncio.Task[None] | None = None
@@ -135,8 +143,14 @@ class Worker:
             log.error("dropping a malformed command message (%d bytes)", len(delivery.data))
             self._later(delivery.term())
             return
-        fresh = [command for command in commands if command.command_id not in self._published]
-        if not fresh:  # a command sent again (after an orchestrator rebuild) whose outcome is out
+        held = {command.command_id for command, _ in backlog}
+        fresh = []
+        for command in commands:
+            if command.command_id in self._published:  # sent again (an orchestrator rebuild): its outcome
+                self._resend(command)                  # is out, and may be what NATS lost: offered again
+            elif command.command_id not in self._running and command.command_id not in held:
+                fresh.append(command)
+        if not fresh:  # every command of it ran or runs here: the copy is not needed
             self._later(delivery.ack_nowait())
             return
         heartbeats = [max(float(c.cursor.get("heartbeat_s") or 0), 0.2)  # a cursor loop's claimers
@@ -237,10 +251,30 @@ class Worker:
                 self._settle(item.message, ok=False)
             return
         for item in chunk:
-            self._published[item.command.command_id] = None
+            self._remember(item.command, item.outcome.event.idempotency_key, item.data)
             self._settle(item.message, ok=True)
+
+    def _remember(self, command: RunStep, key: str, data: bytes) -> None:
+        """A published outcome, kept (up to OUTCOMES_KEPT_BYTES in all) to be offered again if the
+        command comes again; beyond that only its id, so the step is still not run twice."""
+        self._published[command.command_id] = (command.execution_id, key, data)
+        self._kept_bytes += len(data)
         while len(self._published) > PUBLISHED_KEPT:
-            self._published.popitem(last=False)
+            _, dropped = self._published.popitem(last=False)
+            self._kept_bytes -= len(dropped[2]) if dropped else 0
+        if self._kept_bytes > OUTCOMES_KEPT_BYTES:
+            for command_id, kept in self._published.items():
+                if kept is not None:
+                    self._published[command_id] = None
+                    self._kept_bytes -= len(kept[2])
+                    if self._kept_bytes <= OUTCOMES_KEPT_BYTES // 2:
+                        break
+
+    def _resend(self, command: RunStep) -> None:
+        kept = self._published.get(command.command_id)
+        if kept is not None:
+            execution_id, key, data = kept
+            self._later(self._publish_patiently(execution_id, key, data))
 
     async def _publish_patiently(self, execution_id: str, msg_id: str, data: bytes) -> None:
         """Publish outcomes, again and again while NATS is away (restarting, reconnecting) for up to
