@@ -28,6 +28,13 @@ class Insights:
     _embeddings: Any = None
     _agent: contextlib.AsyncExitStack | None = None
 
+    def components(self, pid: int) -> list[dict[str, Any]]:
+        """The indexer and the proposals agent as `noetl dev status` shows them (`off` when not run here)."""
+        return [{"name": name, "pid": pid if on else None, "status": "up" if on else "off", "restarts": 0,
+                 "detail": None if on else f"not run by this process (`{fix}`)"}
+                for name, on, fix in (("indexer", self._embeddings is not None, "noetl indexer start"),
+                                      ("agent", self._agent is not None, "noetl proposals watch"))]
+
     async def close(self) -> None:
         if self._agent is not None:
             await self._agent.aclose()

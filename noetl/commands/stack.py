@@ -42,7 +42,8 @@ def components_file(home: Path | None = None) -> Path:
     return (home or noetl_home()) / "dev-components.json"
 
 
-async def _report_components(stack: Stack, api_task: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
+async def _report_components(stack: Stack, api_task: asyncio.Task[None] | None, insights: Any,
+                             stop: asyncio.Event) -> None:
     """Write what each component of the serving stack is doing, every COMPONENTS_EVERY_S (dev status)."""
     path = components_file(stack.config.home)
     while not stop.is_set():
@@ -50,6 +51,8 @@ async def _report_components(stack: Stack, api_task: asyncio.Task[None] | None, 
         if api_task is not None:
             found.append({"name": "api", "pid": os.getpid(), "restarts": 0, "detail": None,
                           "status": "down" if api_task.done() else "up"})
+        if insights is not None:
+            found.extend(insights.components(os.getpid()))
         scratch = path.with_suffix(".tmp")
         scratch.write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "components": found}))
         scratch.replace(path)
@@ -129,7 +132,7 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
                   file=sys.stderr, flush=True)
             if stack.supervisor is not None:  # `noetl dev up` on a stack with a crashed server: try again
                 loop.add_signal_handler(signal.SIGUSR1, stack.supervisor.reset)
-            reporting = asyncio.create_task(_report_components(stack, api_task, stop)) \
+            reporting = asyncio.create_task(_report_components(stack, api_task, insights, stop)) \
                 if state_file is not None else None
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({stopping, *([api_task] if api_task else [])},
@@ -234,7 +237,7 @@ def _revive(home: Path, state: dict[str, Any], wait_s: float) -> None:
     """A running stack with a component down or given up on: the serving process tries again now."""
     def unhealthy() -> list[str]:
         return [c["name"] for c in stack_components(home, state)
-                if c.get("status") not in ("up", "standby")]
+                if c.get("status") not in ("up", "standby", "off")]
 
     if not unhealthy():
         return
@@ -294,7 +297,7 @@ def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     home = noetl_home()
     state = running_dev_stack(home)
     components = stack_components(home, state)
-    degraded = state is not None and any(c.get("status") not in ("up", "standby") for c in components)
+    degraded = state is not None and any(c.get("status") not in ("up", "standby", "off") for c in components)
     status = "down" if state is None else "degraded" if degraded else "up"
     out = {"status": status, **(state or {"home": str(home)}), "components": components}
     if as_json:
