@@ -399,7 +399,7 @@ class Bus:
         """A core NATS publish (flushed to the server before returning)."""
         try:
             await self._nc.publish(subject, data)
-            await self._nc.flush(timeout=max(1, int(self._publish_timeout_s)))
+            await self._server_has_it(max(1, int(self._publish_timeout_s)))
         except (TimeoutError, nats.errors.Error) as exc:
             raise BusError(f"core publish failed: {exc!r}", where=subject, transient=True,
                            fix="check the connection to nats-server") from exc
@@ -418,8 +418,21 @@ class Bus:
                 logger.exception("callback for %s failed", subject)
 
         sub = await self._nc.subscribe(subject, queue=queue, cb=handler)
-        await self._nc.flush()
+        await self._server_has_it()
         return CoreSubscription(sub)
+
+    async def _server_has_it(self, timeout_s: int = 10) -> None:
+        """Everything written on this connection so far reached the server and was processed by it.
+
+        nats-py's `flush()` writes its PING straight to the socket, ahead of the commands still in its
+        pending buffer (a SUB or a PUB just made, which its flusher task writes later), so the PONG may
+        come back before the server has seen them: a subscriber then missed a broadcast published right
+        after its subscription "was flushed" (2 in 300 tries here). The pending buffer is written out
+        first, then the PING goes."""
+        write_pending = getattr(self._nc, "_flush_pending", None)
+        if write_pending is not None:
+            await write_pending(force_flush=True)
+        await self._nc.flush(timeout=timeout_s)
 
     def new_inbox(self) -> str:
         """A unique subject for replies."""
