@@ -81,6 +81,7 @@ class Worker:
     # commands whose outcome is out -> (execution id, message id, the outcome's bytes) while kept
     _published: OrderedDict[str, tuple[str, str, bytes] | None] = field(default_factory=OrderedDict)
     _kept_bytes: int = 0
+    _finishing: set[str] = field(default_factory=set)  # ran: their outcomes wait to be published
     _messages: set[_Message] = field(default_factory=set)  # delivered, not yet settled
     _outbox: list[_Ran] = field(default_factory=list)
     _sending: asyncio.Task[None] | None = None
@@ -148,7 +149,8 @@ class Worker:
         for command in commands:
             if command.command_id in self._published:  # sent again (an orchestrator rebuild): its outcome
                 self._resend(command)                  # is out, and may be what NATS lost: offered again
-            elif command.command_id not in self._running and command.command_id not in held:
+            elif command.command_id not in self._running and command.command_id not in held \
+                    and command.command_id not in self._finishing:  # ran, its outcome on its way
                 fresh.append(command)
         if not fresh:  # every command of it ran or runs here: the copy is not needed
             self._later(delivery.ack_nowait())
@@ -213,6 +215,7 @@ class Worker:
             self._settle(message, ok=False)
             return
         self._outbox.append(_Ran(message, command, outcome, data))
+        self._finishing.add(command.command_id)
         if self._sending is None:
             self._sending = asyncio.create_task(self._send_outbox())
 
@@ -244,6 +247,7 @@ class Worker:
         try:
             await self._publish_patiently(execution_id, msg_id, data)
         except Exception:  # the commands stay unacked and are delivered again
+            self._finishing.difference_update(item.command.command_id for item in chunk)
             log.exception("publishing %d outcome(s) of execution %s failed; the command(s) will be "
                           "redelivered", len(chunk), execution_id,
                           extra={"execution_id": execution_id, "step": first.command.step})
@@ -252,6 +256,7 @@ class Worker:
             return
         for item in chunk:
             self._remember(item.command, item.outcome.event.idempotency_key, item.data)
+            self._finishing.discard(item.command.command_id)
             self._settle(item.message, ok=True)
 
     def _remember(self, command: RunStep, key: str, data: bytes) -> None:

@@ -79,6 +79,8 @@ def eval_chaos(
                                                     "orchestrator, nats, postgres.")] = 4,
     items: Annotated[int, typer.Option(min=8, help="Items of the loop each round runs.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed (when in each round the kill comes).")] = 0,
+    only: Annotated[str, typer.Option("--components", help="Kill only these, in turn (comma-separated: "
+                                                           "worker, orchestrator, nats, postgres).")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (default: one line per round).")]
     = False,
 ) -> None:
@@ -89,7 +91,13 @@ def eval_chaos(
 
     from evals.suites import chaos
 
-    report = chaos.run(rounds, seed, items, progress=None if as_json else print)
+    components = tuple(c.strip() for c in only.split(",") if c.strip()) or chaos.COMPONENTS
+    unknown = [c for c in components if c not in chaos.COMPONENTS]
+    if unknown:
+        print(f"--components: unknown {', '.join(unknown)}; choose from {', '.join(chaos.COMPONENTS)}",
+              file=sys.stderr)
+        raise typer.Exit(2)
+    report = chaos.run(rounds, seed, items, components, progress=None if as_json else print)
     if as_json:
         print(json.dumps(report.as_json(), indent=2))
     else:
