@@ -91,13 +91,15 @@ class ExecutionService:
 
     async def start_child(self, command: StartChild) -> None:
         """The orchestrator's ChildStarter: a `kind: playbook` step's child execution. Its
-        `execution.started` records the call's deadline (`call_deadline`, from the call's `timeout`); when
-        the child was started before, the first one stands."""
+        `execution.started` records the call's deadline (`call_deadline`, from the call's `timeout`) and
+        the parent's shared keychain entries; when the child was started before, the first one stands."""
         parent: dict[str, Any] = {"parent_command_id": command.command_id,
                                   "parent_loop_index": command.loop_index, "return_step": command.return_step}
         if command.timeout_s:
             deadline = datetime.now(UTC) + timedelta(seconds=command.timeout_s)
             parent.update(call_timeout_s=command.timeout_s, call_deadline=deadline.isoformat())
+        if command.keychain:
+            parent["keychain"] = command.keychain
         try:
             await self.start(command.path, version=command.version, payload=command.input,
                              parent_execution_id=command.execution_id, parent_step=command.step,

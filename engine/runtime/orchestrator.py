@@ -626,7 +626,8 @@ class Orchestrator:
             return None
         net = self._net(str(started.payload.get("playbook", "")), started.payload.get("overlays"))
         env = FireEnv(renderer=self._renderer, resolve_ref=self.resolve_ref,
-                      playbook_path=started.payload.get("path"))
+                      playbook_path=started.payload.get("path"),
+                      keychain=tuple(started.payload.get("keychain") or ()))
         execution = _Execution(net, ExecutionState(execution_id), env, started=dict(started.payload))
         for event in history:
             if event.type == "step.deferred" and event.command_id:
