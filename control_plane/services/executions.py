@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from control_plane.errors import ConflictError, InvalidArgumentError, NotFoundError
@@ -90,14 +90,20 @@ class ExecutionService:
                             fix="check the clocks of the machines that start executions")
 
     async def start_child(self, command: StartChild) -> None:
-        """The orchestrator's ChildStarter: a `kind: playbook` step's child execution."""
+        """The orchestrator's ChildStarter: a `kind: playbook` step's child execution. Its
+        `execution.started` records the call's deadline (`call_deadline`, from the call's `timeout`) and
+        the parent's shared keychain entries; when the child was started before, the first one stands."""
+        parent: dict[str, Any] = {"parent_command_id": command.command_id,
+                                  "parent_loop_index": command.loop_index, "return_step": command.return_step}
+        if command.timeout_s:
+            deadline = datetime.now(UTC) + timedelta(seconds=command.timeout_s)
+            parent.update(call_timeout_s=command.timeout_s, call_deadline=deadline.isoformat())
+        if command.keychain:
+            parent["keychain"] = command.keychain
         try:
             await self.start(command.path, version=command.version, payload=command.input,
                              parent_execution_id=command.execution_id, parent_step=command.step,
-                             execution_id=command.child_execution_id,
-                             parent={"parent_command_id": command.command_id,
-                                     "parent_loop_index": command.loop_index,
-                                     "return_step": command.return_step})
+                             execution_id=command.child_execution_id, parent=parent)
         except NotFoundError as exc:
             version = f" version {command.version}" if command.version else ""
             raise LookupError(f"step '{command.step}': no playbook '{command.path}'{version} in the "

@@ -19,6 +19,7 @@ from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
 from engine.net.contracts import check_expects, check_returns
 from engine.net.cursor import CursorLoops
+from engine.net.keychain import inherited_by_child, visible_entries
 from engine.net.net import Net
 from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord, StepResult
 from engine.protocol.commands import CancelStep, RunStep, StartChild
@@ -47,6 +48,7 @@ class FireEnv:
                                                    if step.spec.resources and step.spec.resources.pool
                                                    else DEFAULT_POOL)
     playbook_path: str | None = None
+    keychain: tuple[dict[str, Any], ...] = ()  # the shared entries inherited from a parent (spec 10)
 
 
 def command_id(execution_id: str, step: str, run: int, loop_index: int | str | None) -> str:
@@ -305,7 +307,7 @@ class _Firing(CursorLoops):
             workbook={name: list(tasks) for name, tasks in parts.workbook.items()},
             workbook_contracts={name: dict(c) for name, c in parts.workbook_contracts.items()},
             output=dict(parts.output) if parts.output is not None else None,
-            keychain=list(parts.keychain), cursor=cursor))
+            keychain=visible_entries(parts.keychain, self.env.keychain), cursor=cursor))
         if cursor is None:
             self.emit("step.scheduled", step=step.step, run=run, loop_index=loop_index, command_id=cid,
                       pool=pool)
@@ -366,7 +368,9 @@ class _Firing(CursorLoops):
             command_id=cid, execution_id=self.state.execution_id,
             child_execution_id=child, step=step.step, run=run, loop_index=loop_index,
             path=str(config.get("path")), version=version or None,
-            input=child_input, return_step=tool.return_step, timeout_s=timeout))
+            input=child_input, return_step=tool.return_step, timeout_s=timeout,
+            keychain=inherited_by_child(self.net.transition(step.step).command.keychain, self.env.keychain,
+                                        self.state.execution_id, self.state.workload)))
         payload = {"child_execution_id": child}
         if tool.task is not None:
             payload["task"] = tool.task

@@ -89,6 +89,7 @@ class StartChild(WireModel):
     input: dict[str, Any] = Field(default_factory=dict)
     return_step: str | None = None
     timeout_s: float | None = None
+    keychain: list[dict[str, Any]] = Field(default_factory=list)  # the parent's shared entries (spec 10)
 
 
 def encode_runs(encoded: list[bytes]) -> bytes:

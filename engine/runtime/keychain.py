@@ -6,10 +6,14 @@ from a provider (`env` here; other providers fail with a clear error), or a Goog
 service account key (engine.runtime.google_id_token; kept like an OAuth2 token). Entries resolve in
 order, and a later entry's templates may read an earlier one (`{{ keychain.sa.json }}`). Every value
 handed out is reported to `on_secret`, so the step runner can scrub it from events.
+
+Tokens are kept per scope: `global` by name, `local` per execution, `shared` per execution that declared
+the entry, so a parent and the children that inherit it (engine.net.keychain, `owner`) use one token.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -35,6 +39,19 @@ class KeychainError(Exception):
         self.retryable = retryable
 
 
+def scope_key(execution_id: str, entry: Mapping[str, Any]) -> str:
+    """Where the entry's token is kept: by name (`global`), under the execution that declared it
+    (`shared`: its `owner` when inherited) or under this execution (`local`)."""
+    name = str(entry.get("name"))
+    scope = entry.get("scope")
+    if scope == "global":
+        return name
+    owner = entry.get("owner")
+    if scope == "shared" and isinstance(owner, Mapping) and owner.get("execution_id"):
+        return f"{owner['execution_id']}:{name}"
+    return f"{execution_id}:{name}"
+
+
 @dataclass
 class _Token:
     response: dict[str, Any]
@@ -51,13 +68,19 @@ class KeychainResolver:
 
     async def resolve(self, execution_id: str, entries: list[dict[str, Any]],
                       render: Callable[[Any], Any], on_secret: Callable[[Any], None],
-                      resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+                      resolved: dict[str, Any] | None = None,
+                      render_owned: Callable[[Mapping[str, Any], Any], Any] | None = None) -> dict[str, Any]:
         """Every entry's values by name; `resolved` (filled as entries resolve) is what the render
-        context shows as `keychain`, so later entries read earlier ones."""
+        context shows as `keychain`, so later entries read earlier ones. An entry inherited from a parent
+        renders with `render_owned(owner, value)` (its owner's context) when that is given."""
         out: dict[str, Any] = resolved if resolved is not None else {}
         for entry in entries:
             name = str(entry.get("name"))
-            value = await self._entry(execution_id, entry, render)
+            owner = entry.get("owner")
+            entry_render = render
+            if isinstance(owner, Mapping) and render_owned is not None:
+                entry_render = functools.partial(render_owned, owner)
+            value = await self._entry(execution_id, entry, entry_render)
             for item in (value.values() if isinstance(value, Mapping) else [value]):
                 on_secret(item)
             out[name] = value
@@ -79,8 +102,7 @@ class KeychainResolver:
         if kind == "bearer":
             return {"token": render(entry.get("token"))}
         if kind == "oauth2":
-            scope_key = name if entry.get("scope") == "global" else f"{execution_id}:{name}"
-            return await self._oauth(str(scope_key), entry, render)
+            return await self._oauth(scope_key(execution_id, entry), entry, render)
         if kind in ("secrets", "secret_manager"):
             provider = entry.get("provider")
             if provider not in SUPPORTED_PROVIDERS:
@@ -95,8 +117,7 @@ class KeychainResolver:
                 out[fieldname] = self.environ[variable]
             return out
         if kind == "google_id_token":
-            scope_key = name if entry.get("scope") == "global" else f"{execution_id}:{name}"
-            return await self._google(str(scope_key), entry, render)
+            return await self._google(scope_key(execution_id, entry), entry, render)
         raise KeychainError(f"keychain '{name}': unknown kind '{kind}'", "validation")
 
     async def _google(self, key: str, entry: Mapping[str, Any],

@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ class Orchestrator:
     _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
     _unstarted: set[str] = field(default_factory=set)  # executions an event came for before their start
+    _call_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # child -> its call's deadline
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # what the timers started (kept referenced)
     _renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
     _capacity: LiveCapacity = field(init=False)
     _admission: Admission = field(init=False)
@@ -188,6 +191,7 @@ class Orchestrator:
                         await delivery.nak(delay_s=2.0)
                 await self._rebuild()
         await self._commits.close()
+        self._disarm_all()
         await workers.unsubscribe()
 
     def _after_reconnect(self) -> None:
@@ -362,6 +366,9 @@ class Orchestrator:
     async def _finished(self, event: Event) -> None:
         """A terminal event is stored: the execution's status, and its parent's step when it is a child."""
         await self.events.set_status(event.execution_id, event.type.split(".")[1])
+        timer = self._call_timers.pop(event.execution_id, None)
+        if timer is not None:
+            timer.cancel()
         finished = self._live.pop(event.execution_id, None)
         if finished is not None and finished.started.get("parent_command_id"):
             await self._report_to_parent(finished, event)
@@ -450,14 +457,7 @@ class Orchestrator:
             await self._publish_run(command)
         elif isinstance(command, StartChild):
             execution.children[command.command_id] = command.child_execution_id
-            await self._start_child(command)
-            if command.timeout_s:  # a timer in this process: a restart forgets it (docs/runtime.md)
-                asyncio.get_running_loop().call_later(
-                    command.timeout_s, lambda: asyncio.ensure_future(self._publish_event(Event(
-                        event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:timeout",
-                        execution_id=command.child_execution_id, type="execution.cancel_requested",
-                        payload={"reason": f"the playbook call of step '{command.step}' timed out after "
-                                           f"{command.timeout_s} s", "timeout": True}))))
+            await self._start_child(command)  # its timeout is armed when its start is loaded (`_load`)
         else:
             child = execution.children.get(command.command_id)
             if child is not None:  # cancelling a parent cancels its child
@@ -632,7 +632,8 @@ class Orchestrator:
             return None
         net = self._net(str(started.payload.get("playbook", "")), started.payload.get("overlays"))
         env = FireEnv(renderer=self._renderer, resolve_ref=self.resolve_ref,
-                      playbook_path=started.payload.get("path"))
+                      playbook_path=started.payload.get("path"),
+                      keychain=tuple(started.payload.get("keychain") or ()))
         execution = _Execution(net, ExecutionState(execution_id), env, started=dict(started.payload))
         for event in history:
             if event.type == "step.deferred" and event.command_id:
@@ -659,5 +660,58 @@ class Orchestrator:
                     self._admission.sent(command.model_copy(update={
                         "pool": execution.routed.get(command_id, command.pool)}), demand)
         self._live[execution_id] = execution
+        if not execution.state.cancelling:  # else it is being cancelled already
+            self._arm_call_timeout(execution_id, started.payload)
         return execution
+
+    # ------------------------------------------------------------------ playbook-call timeouts
+    def _arm_call_timeout(self, execution_id: str, started: dict[str, Any]) -> None:
+        """A child whose call has a timeout is cancelled at the deadline its `execution.started` records
+        (at once when it passed): armed whenever the child is loaded, so a restart keeps it."""
+        deadline = started.get("call_deadline")
+        if not deadline:
+            return
+        try:
+            remaining = (datetime.fromisoformat(str(deadline)) - datetime.now(UTC)).total_seconds()
+        except ValueError:
+            log.error("the call deadline %r of this child execution is not an ISO timestamp; it has no "
+                      "timeout", deadline, extra={"execution_id": execution_id})
+            return
+        self._arm(execution_id, max(remaining, 0.0), started)
+
+    def _disarm_all(self) -> None:
+        """This orchestrator stops: its timers go (the next one arms them again from the log)."""
+        for timer in self._call_timers.values():
+            timer.cancel()
+        self._call_timers.clear()
+        for task in self._tasks:
+            task.cancel()
+
+    def _arm(self, execution_id: str, delay_s: float, started: dict[str, Any]) -> None:
+        old = self._call_timers.pop(execution_id, None)
+        if old is not None:
+            old.cancel()
+
+        def fire_timer() -> None:
+            self._call_timers.pop(execution_id, None)
+            task = asyncio.ensure_future(self._call_timed_out(execution_id, started))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._call_timers[execution_id] = asyncio.get_running_loop().call_later(delay_s, fire_timer)
+
+    async def _call_timed_out(self, execution_id: str, started: dict[str, Any]) -> None:
+        """Cancel the child whose call timed out (its end fails the parent's step with `timeout`); while
+        NATS is away, tried again every RECONNECT_POLL_S. A second cancel is dropped by its key."""
+        key = f"{started.get('parent_command_id')}:timeout"
+        event = Event(event_id=uuid.uuid4().hex, idempotency_key=key, execution_id=execution_id,
+                      type="execution.cancel_requested",
+                      payload={"reason": f"the playbook call of step '{started.get('parent_step')}' timed "
+                                         f"out after {started.get('call_timeout_s')} s", "timeout": True})
+        try:
+            await self._publish_event(event)
+        except Exception as exc:
+            log.warning("cancelling a child execution whose call timed out failed (%s); trying again", exc,
+                        extra={"execution_id": execution_id})
+            self._arm(execution_id, RECONNECT_POLL_S, started)
 

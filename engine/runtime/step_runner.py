@@ -462,10 +462,19 @@ class StepRunner:
         context = self._context(cmd, pipe, cmd.input)
         resolved: dict[str, Any] = {}
         context["keychain"] = resolved  # later entries may read earlier ones
+
+        def render_owned(owner: Mapping[str, Any], value: Any) -> Any:
+            """An inherited shared entry renders in the context of the execution that declared it."""
+            owned = build_context(workload=owner.get("workload") or {},
+                                  execution_id=template_value(str(owner.get("execution_id"))))
+            owned["keychain"] = resolved
+            return self._render(value, owned, "keychain", pipe)
+
         try:
             pipe.keychain = await self.keychain.resolve(
                 cmd.execution_id, cmd.keychain,
-                lambda value: self._render(value, context, "keychain", pipe), recorder.add, resolved)
+                lambda value: self._render(value, context, "keychain", pipe), recorder.add, resolved,
+                render_owned)
             pipe.tokens = await self.keychain.tokens(cmd.execution_id, json.dumps(cmd.tasks), recorder.add)
         except KeychainError as exc:
             return ResultEnvelope.fail(exc.kind, str(exc), retryable=exc.retryable)
