@@ -249,7 +249,7 @@ class Orchestrator:
                         continue  # waiting for capacity: `_load` gave it back to the admission
                     if command.command_id in execution.routed:
                         command = command.model_copy(update={"pool": execution.routed[command.command_id]})
-                await self._publish(command, execution)
+                await self._publish(command, execution, resumed=True)
             execution.issued.clear()
         if self._admission.waiting:
             await self._dispatch_waiting()
@@ -452,12 +452,15 @@ class Orchestrator:
         await self._commits.submit(Handled(self._admission_events(decisions), after=[after_commit]))
         await self._send_runs(decisions)
 
-    async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution) -> None:
+    async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution, *,
+                       resumed: bool = False) -> None:
         if isinstance(command, RunStep):
             await self._publish_run(command)
         elif isinstance(command, StartChild):
             execution.children[command.command_id] = command.child_execution_id
             await self._start_child(command)  # its timeout is armed when its start is loaded (`_load`)
+            if resumed:
+                await self._child_ended_unreported(command)
         else:
             child = execution.children.get(command.command_id)
             if child is not None:  # cancelling a parent cancels its child
@@ -546,6 +549,20 @@ class Orchestrator:
                                                     ResultEnvelope.fail("validation", str(exc),
                                                                         retryable=False, source="playbook")))
 
+    async def _child_ended_unreported(self, command: StartChild) -> None:
+        """A resumed parent still waits for a child that has ended: the orchestrator stopped after the
+        child's end was stored and before the parent's step heard of it. The child's end is reported
+        now (under the same idempotency key as the first time, so it is stored once)."""
+        history = await self.events.events(command.child_execution_id)
+        terminal = next((e for e in history if e.type in TERMINAL_EVENTS), None)
+        started = next((e for e in history if e.type == "execution.started"), None)
+        if terminal is None or started is None or not started.payload.get("parent_command_id"):
+            return
+        log.info("child execution %s ended while no orchestrator reported it; reporting it to its parent",
+                 command.child_execution_id, extra={"execution_id": command.execution_id,
+                                                    "step": command.step})
+        await self._report_to_parent(self._replay(command.child_execution_id, started, history), terminal)
+
     @staticmethod
     def _outcome(execution_id: str, command_id: str, step: str, loop_index: int | None,
                  envelope: ResultEnvelope, *, claimer: bool = False) -> Event:
@@ -613,23 +630,8 @@ class Orchestrator:
             self._nets[key] = net
         return net
 
-    async def _load(self, execution_id: str, first: Event | None = None) -> _Execution | None:
-        """The execution rebuilt from its log (or started from `first` when the log is empty)."""
-        history = await self.events.events(execution_id)
-        started = next((e for e in history if e.type == "execution.started"), None)
-        if started is None and first is not None and first.type == "execution.started":
-            started = first
-        if started is None:
-            if execution_id not in self._unstarted:
-                log.warning("an event arrived for an execution whose start is not in the log (yet); it is "
-                            "held back until the start comes", extra={"execution_id": execution_id})
-            if len(self._unstarted) > 10_000:
-                self._unstarted.clear()
-            self._unstarted.add(execution_id)
-            return None
-        self._unstarted.discard(execution_id)
-        if any(e.type in TERMINAL_EVENTS for e in history):
-            return None
+    def _replay(self, execution_id: str, started: Event, history: list[Event]) -> _Execution:
+        """The execution as its log leaves it: every input event folded through `fire` again."""
         net = self._net(str(started.payload.get("playbook", "")), started.payload.get("overlays"))
         env = FireEnv(renderer=self._renderer, resolve_ref=self.resolve_ref,
                       playbook_path=started.payload.get("path"),
@@ -649,6 +651,26 @@ class Orchestrator:
                         execution.known.add(command.command_id)
                     if isinstance(command, StartChild):
                         execution.children[command.command_id] = command.child_execution_id
+        return execution
+
+    async def _load(self, execution_id: str, first: Event | None = None) -> _Execution | None:
+        """The execution rebuilt from its log (or started from `first` when the log is empty)."""
+        history = await self.events.events(execution_id)
+        started = next((e for e in history if e.type == "execution.started"), None)
+        if started is None and first is not None and first.type == "execution.started":
+            started = first
+        if started is None:
+            if execution_id not in self._unstarted:
+                log.warning("an event arrived for an execution whose start is not in the log (yet); it is "
+                            "held back until the start comes", extra={"execution_id": execution_id})
+            if len(self._unstarted) > 10_000:
+                self._unstarted.clear()
+            self._unstarted.add(execution_id)
+            return None
+        self._unstarted.discard(execution_id)
+        if any(e.type in TERMINAL_EVENTS for e in history):
+            return None
+        execution = self._replay(execution_id, started, history)
         for command_id in execution.state.pending:  # what went out holds units; what waited waits again
             command = execution.issued.get(command_id)
             if isinstance(command, RunStep):
