@@ -15,13 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
+from control_plane import home_processes
+from control_plane import worker_process as worker_processes
 from control_plane.errors import ControlPlaneError
 from control_plane.services.auth import AuthService
 from control_plane.stack import Stack
 from control_plane.store import open_store
 from control_plane.store.secret_key import load_secret_key
 from engine.runtime import eventloop
-from engine.runtime.embedded import pid_alive, start_nats, start_postgres
+from engine.runtime.embedded import pid_alive, stop_nats, stop_postgres
 from noetl.settings import DEFAULT_API_PORT, api_port, noetl_home, stack_config
 
 API_READY_S = 30.0  # how long the REST API may take to listen
@@ -266,7 +268,7 @@ def dev_serve(
 def dev_down(
     keep_data_servers: Annotated[bool, typer.Option(help="Leave NATS and Postgres running.")] = False,
 ) -> None:
-    """Stop the local stack: the serving process, then the embedded NATS and Postgres."""
+    """Stop the local stack: the serving process, its worker processes, the embedded NATS and Postgres."""
     home = noetl_home()
     path = dev_state_file(home)
     with contextlib.suppress(OSError, ValueError):
@@ -280,13 +282,17 @@ def dev_down(
                 os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         path.unlink()
+    # worker processes (and python interpreters) a killed serving process left: they also stop by themselves
+    stopped = home_processes.stop(home_processes.find(home, worker_processes.MODULE))
+    home_processes.stop(home_processes.find(home, "engine.tools.python_runner", orphaned=True), groups=True)
     if not keep_data_servers:
         config = stack_config()
-        if config.nats_url is None and (home / "nats").exists():
-            start_nats(home).stop()
-        if config.pg_dsn is None and (home / "postgres").exists():
-            start_postgres(home).stop()
-    print(json.dumps({"status": "down", "home": str(home)}))
+        if config.nats_url is None:
+            stop_nats(home)
+        if config.pg_dsn is None:
+            stop_postgres(home)
+    print(json.dumps({"status": "down", "home": str(home),
+                      **({"stopped_workers": stopped} if stopped else {})}))
 
 
 @dev_app.command("status")
