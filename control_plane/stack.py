@@ -225,7 +225,8 @@ class Stack:
         ready.unlink(missing_ok=True)
         env = {**os.environ, "NOETL_HOME": str(self.config.home), "NOETL_NATS_URL": self.nats_url,
                "NOETL_PG_DSN": self.pg_dsn, "NOETL_BUS_PREFIX": self.config.prefix,
-               "NOETL_ACK_WAIT_S": str(self.config.ack_wait_s), "NOETL_READY_FILE": str(ready)}
+               "NOETL_ACK_WAIT_S": str(self.config.ack_wait_s), "NOETL_READY_FILE": str(ready),
+               "NOETL_PARENT_PID": str(os.getpid())}  # the worker exits by itself if this process dies
         if self.config.secret_key:
             env["NOETL_SECRET_KEY"] = self.config.secret_key
         if self.config.google_token_url:

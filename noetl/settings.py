@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,28 @@ def api_port() -> int:
         raise InvalidArgumentError(f"NOETL_API_PORT is '{value}', not a port", where="NOETL_API_PORT",
                                    fix="a number from 0 to 65535 (0 = a free port)")
     return port
+
+
+DEFAULT_IDLE_STOP_S = 15 * 60.0
+
+
+def idle_stop_s() -> float:
+    """NOETL_IDLE_STOP: how long the embedded servers a one-off `noetl run` uses stay up unused (seconds,
+    or 30s, 15m, 1h; 0 = never stop them; default 15 minutes)."""
+    from engine.dsl.model import parse_duration
+
+    value = os.environ.get("NOETL_IDLE_STOP", "").strip()
+    if not value:
+        return DEFAULT_IDLE_STOP_S
+    try:
+        seconds = 0.0 if re.fullmatch(r"0+(\.0*)?\s*(ms|s|m|h)?", value) else parse_duration(value)
+    except ValueError:
+        seconds = "invalid"
+    if not isinstance(seconds, float):
+        raise InvalidArgumentError(f"NOETL_IDLE_STOP is '{value}', not a duration", where="NOETL_IDLE_STOP",
+                                   fix="a number of seconds or a duration such as 90s, 15m or 1h (0 = never "
+                                       "stop the servers)")
+    return seconds
 
 
 def configured_pools(pools_file: Path | None = None) -> PoolSet | None:

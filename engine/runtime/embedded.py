@@ -29,8 +29,8 @@ from engine.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedError", "EmbeddedNats", "EmbeddedPostgres", "find_nats_server", "start_nats",
-           "start_postgres"]
+__all__ = ["EmbeddedError", "EmbeddedNats", "EmbeddedPostgres", "find_nats_server", "running_nats",
+           "running_postgres", "start_nats", "start_postgres", "stop_nats", "stop_postgres"]
 
 DEFAULT_DATABASE = "noetl"
 PG_SUPERUSER = "postgres"
@@ -280,6 +280,32 @@ def start_postgres(data_dir: Path, *, database: str = DEFAULT_DATABASE,
     return handle
 
 
+def running_postgres(data_dir: Path) -> EmbeddedPostgres | None:
+    """The PostgreSQL running in `data_dir/postgres`, or None (never starts one)."""
+    pgdata = Path(data_dir).expanduser().resolve() / "postgres"
+    if not (pgdata / "postmaster.pid").exists():
+        return None
+    with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        info = _pg_running(pgdata)
+    if info is None:
+        return None
+    return EmbeddedPostgres(pgdata=pgdata, socket_dir=info.socket_dir, port=info.port or 5432, pid=info.pid,
+                            system_user=_pg_system_user())
+
+
+def stop_postgres(data_dir: Path) -> bool:
+    """Stop the PostgreSQL running in `data_dir/postgres`, if one runs; True when one was stopped."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not (data_dir / "postgres").exists():
+        return False
+    with _file_lock(data_dir / "postgres.lock"):  # not while another process is starting it
+        running = running_postgres(data_dir)
+        if running is not None:
+            running.stop()
+    return running is not None
+
+
 # ------------------------------------------------------------------------------------------ nats-server
 
 
@@ -447,3 +473,33 @@ def start_nats(data_dir: Path, port: int | None = None, *, binary: Path | str | 
             {"pid": handle.pid, "url": handle.url, "port": handle.port, "monitor_url": monitor}))
         logger.info("nats-server pid %s ready at %s", handle.pid, handle.url)
         return handle
+
+
+def running_nats(data_dir: Path) -> EmbeddedNats | None:
+    """The nats-server recorded in `data_dir/nats` while it runs (healthy or not), or None (never starts
+    one)."""
+    state_dir = Path(data_dir).expanduser().resolve() / "nats"
+    try:
+        state = json.loads(_state_file(state_dir).read_text())
+        pid, url, port, monitor = int(state["pid"]), state["url"], int(state["port"]), state["monitor_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:  # the recorded pid may since belong to another program
+        ours = "nats-server" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        ours = _healthz(monitor)
+    if not (ours and pid_alive(pid)):
+        return None
+    return EmbeddedNats(url=url, port=port, monitor_url=monitor, pid=pid, state_dir=state_dir)
+
+
+def stop_nats(data_dir: Path) -> bool:
+    """Stop the nats-server recorded in `data_dir/nats`, if one runs; True when one was stopped."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not (data_dir / "nats").exists():
+        return False
+    with _file_lock(data_dir / "nats.lock"):  # not while another process is starting it
+        running = running_nats(data_dir)
+        if running is not None:
+            running.stop()
+    return running is not None

@@ -216,6 +216,7 @@ class PythonPool:
             self.python, "-m", "engine.tools.python_runner",
             "--memory-limit", str(self.memory_limit_bytes),
             "--output-limit", str(self.output_limit_chars),
+            "--parent-pid", str(os.getpid()),  # it exits by itself if this process dies
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True,
             limit=2 ** 20,

@@ -20,7 +20,9 @@ the result); any other exit code is an error of type SystemExit. The result is m
 `--output-limit` characters). After each request the working directory, `sys.path`, `os.environ`
 and the standard streams are restored; a MemoryError asks the parent to replace this process
 (`recycle`). Imported modules stay imported between requests (that is the speed of reuse); the pool
-replaces a process after `max_runs_per_process` requests.
+replaces a process after `max_runs_per_process` requests. When the worker that started it dies (even
+by kill -9) the interpreter notices within a quarter second (`engine.tools.lifeline`) and kills its
+process group — itself and anything its code started — so no orphan outlives the worker.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import json
 import keyword
 import linecache
 import os
+import signal
 import socket
 import struct
 import sys
@@ -45,6 +48,7 @@ import types
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
+from engine.tools.lifeline import watch_parent
 from engine.tools.values import UnserialisableValue, to_json_value
 
 HEADER = struct.Struct(">I")
@@ -347,11 +351,21 @@ def _limit_memory(limit: int) -> None:
     _memory_limit = limit
 
 
+def _orphaned() -> None:
+    """The worker that started this interpreter died: end it, and whatever its code started."""
+    if os.getpgid(0) == os.getpid():  # the pool starts each interpreter as its own process group
+        os.killpg(0, signal.SIGKILL)
+    os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.tools.python_runner")
     parser.add_argument("--memory-limit", type=int, default=0, help="address-space limit in bytes")
     parser.add_argument("--output-limit", type=int, default=64 * 1024, help="characters of output kept")
+    parser.add_argument("--parent-pid", type=int, default=0,
+                        help="exit when this process (the worker) dies; default: the parent at start")
     args = parser.parse_args(argv)
+    watch_parent(args.parent_pid or os.getppid(), _orphaned)
     _limit_memory(args.memory_limit)
     chan_in, chan_out = _take_channel()
     send(chan_out, {"ready": True, "pid": os.getpid()})

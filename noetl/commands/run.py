@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -13,10 +14,10 @@ from control_plane.stack import Stack
 from engine.errors import PlaybookSourceError
 from engine.net.validate import validate_file
 from engine.protocol.events import Event
-from engine.runtime import eventloop
+from engine.runtime import eventloop, idle_watchdog
 from noetl.commands.stack import running_dev_stack
 from noetl.progress import Progress
-from noetl.settings import stack_config
+from noetl.settings import idle_stop_s, stack_config
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -44,8 +45,13 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document at the end.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
 ) -> None:
-    """Run a playbook to its end. Exit 0 completed, 1 failed or cancelled, 2 invalid."""
+    """Run a playbook to its end. Exit 0 completed, 1 failed or cancelled, 2 invalid.
+
+    With `noetl dev up` running for NOETL_HOME, the run goes to that stack.
+    Otherwise it runs here, on the embedded nats-server and PostgreSQL under NOETL_HOME (started or reused);
+    they stay up for later runs and stop once unused for NOETL_IDLE_STOP (default 15m; 0 = never)."""
     data = parse_payload(payload)
+    idle_s = idle_stop_s()
     try:
         result = validate_file(file)
     except PlaybookSourceError as exc:
@@ -56,33 +62,45 @@ def run(
     if result.errors:
         raise typer.Exit(EXIT_INVALID)
     text = file.read_text(encoding="utf-8")
-    summary = eventloop.run(_run(text, str(file), data, as_json, timeout))
+    summary = eventloop.run(_run(text, str(file), data, as_json, timeout, idle_s))
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     raise typer.Exit(EXIT_COMPLETED if summary["status"] == "completed" else EXIT_FAILED)
 
 
 async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
-               timeout: float | None) -> dict[str, Any]:
+               timeout: float | None, idle_s: float) -> dict[str, Any]:
     dev = running_dev_stack()
     overrides: dict[str, Any] = {}
     if dev is not None:  # `noetl dev up` runs the orchestrator and workers: only submit and follow
         overrides = {"orchestrator": False, "workers": {}, "nats_url": dev["nats_url"],
                      "pg_dsn": dev["pg_dsn"]}
-    async with Stack(stack_config(**overrides)) as stack:
-        assert stack.executions is not None
-        registered = await stack.executions.register(text, file)
-        execution_id = await stack.executions.start(registered.path, version=registered.version,
-                                                    payload=payload)
-        progress = Progress(execution_id, quiet=as_json)
+    config = stack_config(**overrides)
+    embedded = dev is None and (config.nats_url is None or config.pg_dsn is None)
+    # a one-off run on the embedded servers: they are not stopped while it runs, and stop once idle
+    with idle_watchdog.lease(config.home) if embedded else contextlib.nullcontext():
+        async with Stack(config) as stack:
+            if embedded:
+                idle_watchdog.spawn(config.home, idle_s)
+            return await _follow(stack, text, file, payload, as_json, timeout)
 
-        def on_event(event: Event) -> None:
-            progress.update(event)
 
-        with progress:
-            summary = await stack.executions.wait(execution_id, timeout_s=timeout, on_event=on_event)
-        progress.finish(summary)
-        return summary
+async def _follow(stack: Stack, text: str, file: str, payload: dict[str, Any], as_json: bool,
+                  timeout: float | None) -> dict[str, Any]:
+    """Register and start the playbook, show its progress, and return its summary at the end."""
+    assert stack.executions is not None
+    registered = await stack.executions.register(text, file)
+    execution_id = await stack.executions.start(registered.path, version=registered.version,
+                                                payload=payload)
+    progress = Progress(execution_id, quiet=as_json)
+
+    def on_event(event: Event) -> None:
+        progress.update(event)
+
+    with progress:
+        summary = await stack.executions.wait(execution_id, timeout_s=timeout, on_event=on_event)
+    progress.finish(summary)
+    return summary
 
 
 def register(app: typer.Typer) -> None:

@@ -15,13 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
+from control_plane import home_processes
+from control_plane import worker_process as worker_processes
 from control_plane.errors import ControlPlaneError
 from control_plane.services.auth import AuthService
-from control_plane.stack import Stack
+from control_plane.stack import Stack, StackConfig
 from control_plane.store import open_store
 from control_plane.store.secret_key import load_secret_key
-from engine.runtime import eventloop
-from engine.runtime.embedded import pid_alive, start_nats, start_postgres
+from engine.runtime import eventloop, idle_watchdog
+from engine.runtime.embedded import pid_alive, stop_nats, stop_postgres
 from noetl.settings import DEFAULT_API_PORT, api_port, noetl_home, stack_config
 
 API_READY_S = 30.0  # how long the REST API may take to listen
@@ -111,8 +113,24 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    config = stack_config(**config_overrides)
+    embedded = config.nats_url is None or config.pg_dsn is None
+    with idle_watchdog.lease(config.home) if embedded else contextlib.nullcontext():
+        if state_file is not None:  # the dev stack keeps its servers until `noetl dev down`
+            idle_watchdog.cancel(config.home)
+        failure = await _serve_stack(config, stop, state_file, api, indexer, agent)
+    if state_file is not None:
+        with contextlib.suppress(OSError):
+            state_file.unlink()
+    if failure is not None:  # the process exits non-zero, the error on one line
+        raise failure
+
+
+async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Path | None,
+                       api: tuple[str, int] | None, indexer: bool, agent: bool) -> BaseException | None:
+    """Start the stack (and the API), write the state file, and serve until `stop`; the API's error."""
     failure: BaseException | None = None
-    async with Stack(stack_config(**config_overrides)) as stack:
+    async with Stack(config) as stack:
         api_task: asyncio.Task[None] | None = None
         api_url: str | None = None
         insights = None
@@ -131,7 +149,7 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
             print(f"serving: nats {stack.nats_url}" + (f", api {api_url}" if api_url else ""),
                   file=sys.stderr, flush=True)
             if stack.supervisor is not None:  # `noetl dev up` on a stack with a crashed server: try again
-                loop.add_signal_handler(signal.SIGUSR1, stack.supervisor.reset)
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stack.supervisor.reset)
             reporting = asyncio.create_task(_report_components(stack, api_task, insights, stop)) \
                 if state_file is not None else None
             stopping = asyncio.create_task(stop.wait())
@@ -151,11 +169,7 @@ async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
                     failure = exc
             if insights is not None:
                 await insights.close()
-    if state_file is not None:
-        with contextlib.suppress(OSError):
-            state_file.unlink()
-    if failure is not None:  # the process exits non-zero, the error on one line
-        raise failure
+    return failure
 
 
 async def _create_admin_token(state: dict[str, Any], name: str) -> str:
@@ -179,7 +193,8 @@ def dev_up(
              "0 = a free port).")] = None,
 ) -> None:
     """Start the local stack and its REST API in the background (or report the one already running);
-    prints where they are and a fresh admin token for the API (shown only here)."""
+    prints where they are and a fresh admin token for the API (shown only here).
+    Its NATS and Postgres stay up until `noetl dev down` (NOETL_IDLE_STOP does not apply)."""
     home = noetl_home()
     port = api_port() if port is None else port
     home.mkdir(parents=True, exist_ok=True)
@@ -266,7 +281,7 @@ def dev_serve(
 def dev_down(
     keep_data_servers: Annotated[bool, typer.Option(help="Leave NATS and Postgres running.")] = False,
 ) -> None:
-    """Stop the local stack: the serving process, then the embedded NATS and Postgres."""
+    """Stop the local stack: the serving process, its worker processes, the embedded NATS and Postgres."""
     home = noetl_home()
     path = dev_state_file(home)
     with contextlib.suppress(OSError, ValueError):
@@ -280,13 +295,17 @@ def dev_down(
                 os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         path.unlink()
+    # worker processes (and python interpreters) a killed serving process left: they also stop by themselves
+    stopped = home_processes.stop(home_processes.find(home, worker_processes.MODULE))
+    home_processes.stop(home_processes.find(home, "engine.tools.python_runner", orphaned=True), groups=True)
     if not keep_data_servers:
         config = stack_config()
-        if config.nats_url is None and (home / "nats").exists():
-            start_nats(home).stop()
-        if config.pg_dsn is None and (home / "postgres").exists():
-            start_postgres(home).stop()
-    print(json.dumps({"status": "down", "home": str(home)}))
+        if config.nats_url is None:
+            stop_nats(home)
+        if config.pg_dsn is None:
+            stop_postgres(home)
+    print(json.dumps({"status": "down", "home": str(home),
+                      **({"stopped_workers": stopped} if stopped else {})}))
 
 
 @dev_app.command("status")
