@@ -102,6 +102,7 @@ class _Execution:
     routed: dict[str, str] = field(default_factory=dict)  # replay: command id -> the pool it went to
     demands: dict[str, Demand] = field(default_factory=dict)  # step -> what one run of it holds
     priorities: dict[str, float] | None = None  # step -> its remaining critical path (dispatch order)
+    cancels: dict[str, CancelStep] = field(default_factory=dict)  # replay: cancels issued, sent again
 
 
 @dataclass
@@ -250,6 +251,7 @@ class Orchestrator:
                     if command.command_id in execution.routed:
                         command = command.model_copy(update={"pool": execution.routed[command.command_id]})
                 await self._publish(command, execution, resumed=True)
+            await self._cancel_again(execution)
             execution.issued.clear()
         if self._admission.waiting:
             await self._dispatch_waiting()
@@ -524,6 +526,23 @@ class Orchestrator:
                     results[name] = {**entry, "data": inline, "ref": ref.model_dump(by_alias=True)}
         return command.model_copy(update={"context": {**command.context, "results": results}})
 
+    async def _cancel_again(self, execution: _Execution) -> None:
+        """A resumed execution's cancels whose commands have not reported: sent again (and re-sent every
+        CANCEL_RESEND_S, as before the restart); a command still waiting for capacity is withdrawn."""
+        for command_id, cancel in execution.cancels.items():
+            if command_id not in execution.state.pending:
+                continue
+            pulled = self._admission.withdraw(command_id)
+            if pulled is not None:
+                await self._publish_event(self._outcome(
+                    pulled.execution_id, command_id, pulled.step, pulled.loop_index,
+                    ResultEnvelope.fail("cancelled", f"step '{pulled.step}' was cancelled before it was "
+                                                     f"dispatched: {cancel.reason}", retryable=False),
+                    claimer=pulled.cursor is not None))
+            else:
+                await self._publish(cancel, execution)
+        execution.cancels.clear()
+
     async def _resend_cancels(self) -> None:
         """Core NATS broadcasts are at most once: cancel again what still runs."""
         for command_id, command in list(self._cancels.items()):
@@ -651,6 +670,8 @@ class Orchestrator:
                         execution.known.add(command.command_id)
                     if isinstance(command, StartChild):
                         execution.children[command.command_id] = command.child_execution_id
+                    elif isinstance(command, CancelStep):
+                        execution.cancels[command.command_id] = command
         return execution
 
     async def _load(self, execution_id: str, first: Event | None = None) -> _Execution | None:
