@@ -70,6 +70,17 @@ def resolve_ref(ref: dict[str, Any]) -> Any:
     return _resolve_cached(str(ref.get("uri")), json.dumps(ref, sort_keys=True, default=str))
 
 
+async def _first_of(stop: asyncio.Event, lost: asyncio.Event, stopping: asyncio.Event) -> None:
+    """Set `stopping` when `stop` or `lost` is set."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        stopping.set()
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 @dataclass
 class _Process:
     """A worker process as the supervisor sees it."""
@@ -138,15 +149,11 @@ class Stack:
         self.executions = ExecutionService(self.store, self.bus, resolve_ref=resolve_ref)
         ready: list[asyncio.Event] = []
         if self.config.orchestrator:
-            orchestrator = Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref,
-                                        children=self.executions, work_dir=home / "work",
-                                        ack_wait_s=self.config.ack_wait_s, pools=self.config.pools)
             self.leadership = Leadership(self.pg_dsn)
             leading = await self.leadership.try_acquire()
-            if leading:
-                ready.append(self._spawn(orchestrator.run))
-            else:  # another process orchestrates; take over if it goes away
-                self._spawn(functools.partial(self._follow, orchestrator))
+            started = self._spawn(functools.partial(self._orchestrate, leading))
+            if leading:  # else another process orchestrates; this one takes over if it goes away
+                ready.append(started)
         if self.config.worker_processes:
             for pool, concurrency in self.config.workers.items():
                 await self._start_worker_process(pool, concurrency)
@@ -254,11 +261,38 @@ class Stack:
         ready.unlink(missing_ok=True)
         return self._worker_processes[pool]
 
-    async def _follow(self, orchestrator: Orchestrator, stop: asyncio.Event, ready: asyncio.Event) -> None:
-        ready.set()
-        assert self.leadership is not None
-        if await self.leadership.acquire(stop):
-            await orchestrator.run(stop)
+    def _orchestrator(self) -> Orchestrator:
+        assert self.bus is not None and self.store is not None
+        return Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref, children=self.executions,
+                            work_dir=self.config.home / "work", ack_wait_s=self.config.ack_wait_s,
+                            pools=self.config.pools)
+
+    async def _orchestrate(self, leading: bool, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        """Orchestrate while this process holds the leader lock; wait for it otherwise. The lock lives on a
+        Postgres connection: when Postgres restarts, it is taken again; should another process have taken
+        it meanwhile, this one stops orchestrating and waits (one orchestrator at a time)."""
+        leadership = self.leadership
+        assert leadership is not None
+        if not leading:
+            ready.set()
+        while not stop.is_set():
+            if not leading and not await leadership.acquire(stop):
+                return
+            leading = False
+            lost = asyncio.Event()
+            watching = asyncio.create_task(leadership.keep(stop, lost))
+            stopping = asyncio.Event()
+            relay = asyncio.create_task(_first_of(stop, lost, stopping))
+            try:
+                await self._orchestrator().run(stopping, ready)
+            finally:
+                relay.cancel()
+                watching.cancel()
+            ready.set()
+            if not lost.is_set():
+                return
+            log.error("another process took the orchestrator's leader lock while this one had lost its "
+                      "connection to Postgres: this process stops orchestrating and waits")
 
     def _spawn(self, run: Any) -> asyncio.Event:
         ready = asyncio.Event()

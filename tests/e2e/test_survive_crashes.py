@@ -81,6 +81,8 @@ def test_a_server_that_keeps_crashing_is_reported_and_dev_up_brings_it_back(stac
     assert up.returncode == 0, up.stderr
     revived = status(stack)
     assert revived["exit"] == 0 and component(revived, "postgres")["status"] == "up"
+    # the orchestrator's leader lock lived on a connection to the killed server: it is taken again
+    poll(lambda: component(status(stack), "orchestrator")["status"] == "up", 30)
     code, doc = stack.run_json(REPO / "examples" / "01_hello.yaml")
     assert (code, doc["status"]) == (0, "completed")
 
