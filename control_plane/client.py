@@ -53,7 +53,9 @@ class ClientError(ControlPlaneError):
 
 
 class ServerUnreachableError(ControlPlaneError):
-    """No answer from the server: nothing listens at the URL, or it did not answer in time."""
+    """No answer from the server: nothing listens at the URL, or it did not answer in time.
+    `details`: `url` (the server's), `reason` (in a few words) and `reached` (False when no connection
+    was made, so the request surely had no effect; True when it was sent and no answer came)."""
 
     code = "server_unreachable"
 
@@ -92,14 +94,16 @@ class NoetlClient:
         try:
             response = await self._http.request(method, path, params=query, json=json_body,
                                                 content=content, headers=headers)
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
             raise ServerUnreachableError(
                 f"the NoETL server at {self.base_url} did not answer {method} {path} within "
-                f"{self.timeout_s:g} s", where="NOETL_SERVER_URL", fix=_FIX_URL) from None
+                f"{self.timeout_s:g} s", where="NOETL_SERVER_URL", fix=_FIX_URL, url=self.base_url,
+                reason=f"no answer within {self.timeout_s:g} s", reached=_reached(exc)) from None
         except httpx.TransportError as exc:
             raise ServerUnreachableError(
                 f"cannot reach the NoETL server at {self.base_url} ({_reason(exc)})",
-                where="NOETL_SERVER_URL", fix=_FIX_URL) from None
+                where="NOETL_SERVER_URL", fix=_FIX_URL, url=self.base_url, reason=_reason(exc),
+                reached=_reached(exc)) from None
         if response.is_error:
             raise _problem(response)
         return response
@@ -222,7 +226,8 @@ class NoetlClient:
                 if not received and cuts == 0:
                     raise ServerUnreachableError(
                         f"cannot reach the NoETL server at {self.base_url} ({_reason(exc)})",
-                        where="NOETL_SERVER_URL", fix=_FIX_URL) from None
+                        where="NOETL_SERVER_URL", fix=_FIX_URL, url=self.base_url, reason=_reason(exc),
+                        reached=_reached(exc)) from None
             cuts = 0 if received else cuts + 1
             if cuts:
                 await asyncio.sleep(0.1 * cuts)  # a server that ends streams at once: back off a little
@@ -230,7 +235,8 @@ class NoetlClient:
                 raise ServerUnreachableError(
                     f"the event stream of execution '{execution_id}' from {self.base_url} ended "
                     f"{cuts} times without its terminal event", where="NOETL_SERVER_URL",
-                    fix="check the server's log; `noetl status ID` reads the execution's state")
+                    fix="check the server's log; `noetl status ID` reads the execution's state",
+                    url=self.base_url, reason="the event stream ended early", reached=True)
 
     async def cancel(self, execution_id: str) -> dict[str, Any]:
         """`{"execution_id", "status": "cancelling"}`; 409 for an execution that already ended."""
@@ -317,6 +323,11 @@ def _segment(value: str) -> str:
     from urllib.parse import quote
 
     return quote(str(value), safe="")
+
+
+def _reached(exc: httpx.TransportError) -> bool:
+    """Whether the request may have reached the server (anything but a connection never made)."""
+    return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
 def _reason(exc: httpx.TransportError) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.errors import NoetlError
 
 
@@ -13,9 +15,16 @@ class ControlPlaneError(NoetlError):
 
 
 class DatabaseUnavailableError(ControlPlaneError):
-    """Postgres could not be reached or refused the connection."""
+    """Postgres could not be reached or refused the connection. `transient`: it did not answer (down,
+    restarting, a connection lost) and the same call may succeed later; else it answered and refused (a
+    wrong password, no such database) and repeating cannot help. `details["reason"]` is the driver's
+    reason in a few words ("Connection refused")."""
 
     code = "database_unavailable"
+
+    def __init__(self, message: str, *, transient: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.transient = transient
 
 
 class MigrationError(ControlPlaneError):

@@ -43,9 +43,10 @@ class Store:
 
 
 async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = True, min_size: int = 1,
-                     max_size: int = 10) -> Store:
-    """Connect, apply pending migrations (unless told not to) and build every store."""
-    db = await Database.open(dsn, min_size=min_size, max_size=max_size)
+                     max_size: int = 10, connect_timeout_s: float = 10.0) -> Store:
+    """Connect (DatabaseUnavailableError when Postgres does not answer within `connect_timeout_s`), apply
+    pending migrations (unless told not to) and build every store."""
+    db = await Database.open(dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout_s)
     try:
         if run_migrations:
             await migrate(db)

@@ -18,8 +18,41 @@ from control_plane.errors import DatabaseUnavailableError
 log = logging.getLogger(__name__)
 
 Connection = psycopg.AsyncConnection[DictRow]
+_LOST_STATES = ("57P01", "57P02", "57P03")  # admin shutdown, crash shutdown, cannot connect now
+_PASSING = ("starting up", "shutting down", "recovery", "too many", "connection slots")  # FATAL, but brief
 Params = Sequence[Any] | dict[str, Any] | None
 Query = LiteralString | sql.Composable
+
+
+def driver_reason(exc: BaseException) -> str:
+    """The driver's reason in a few words ("Connection refused"), not its whole paragraph."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return line.rsplit("failed: ", 1)[-1].removeprefix("FATAL:").strip() or line
+
+
+def quiet_pool_warnings() -> None:
+    """Hold back the pool's own warnings about lost and refused connections, for a command line that
+    reports an outage itself in one line (noetl.outage); servers keep them in their logs."""
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+async def _why_unreachable(dsn: str, timeout: float) -> tuple[str, bool]:
+    """(reason, transient) of a failing connection, from one attempt of our own: the pool only logs it.
+    Postgres answering FATAL (a wrong password, no such database) is not transient, unless it is
+    starting up, shutting down or full."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=max(1, int(timeout)))
+    except psycopg.Error as exc:
+        text = str(exc)
+        return driver_reason(exc), "FATAL:" not in text or any(word in text for word in _PASSING)
+    await conn.close()
+    return "no connection within the time allowed", True
+
+
+def _lost(conn: Connection, exc: psycopg.OperationalError) -> bool:
+    """The statement failed because the connection is gone (a server killed or restarted)."""
+    return conn.broken or (exc.sqlstate or "").startswith("08") or exc.sqlstate in _LOST_STATES
 
 
 def redact_dsn(dsn: str) -> str:
@@ -58,10 +91,11 @@ class Database:
             await pool.open(wait=True, timeout=timeout)
         except PoolTimeout as exc:
             await pool.close()
+            reason, transient = await _why_unreachable(dsn, timeout)
             raise DatabaseUnavailableError(
-                f"could not connect to Postgres within {timeout:g}s", where=db._where,
+                f"could not connect to Postgres within {timeout:g}s: {reason}", where=db._where,
                 fix="check that the server is running and that NOETL_PG_DSN (host, port, user, "
-                    "password, database) is right") from exc
+                    "password, database) is right", transient=transient, reason=reason) from exc
         log.debug("connected to %s (pool %d..%d)", db._where, min_size, max_size)
         return db
 
@@ -76,15 +110,25 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection in autocommit mode (each statement commits on its own)."""
+        """A pooled connection in autocommit mode (each statement commits on its own). A statement that
+        fails because the connection was lost raises DatabaseUnavailableError (transient)."""
         try:
             conn = await self._pool.getconn()
         except PoolTimeout as exc:
             raise DatabaseUnavailableError(
                 "no Postgres connection became available in time", where=self._where,
-                fix="check that the server is up, or raise the pool's max_size") from exc
+                fix="check that the server is up, or raise the pool's max_size",
+                reason="no connection available") from exc
         try:
             yield conn
+        except psycopg.OperationalError as exc:
+            if not _lost(conn, exc):
+                raise
+            reason = driver_reason(exc)
+            raise DatabaseUnavailableError(
+                f"the connection to Postgres was lost: {reason}", where=self._where,
+                fix="check that the server is running; the call can be made again once it answers",
+                reason=reason) from exc
         finally:
             await self._pool.putconn(conn)
 

@@ -232,7 +232,7 @@ class Bus:
                                     reconnected_cb=on_reconnect)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BusError(f"cannot connect to nats at {url} within {connect_timeout_s} s: {exc!r}",
-                           where="Bus.connect",
+                           where="Bus.connect", transient=True,
                            fix="start the embedded server (engine.runtime.embedded.start_nats) or set "
                                "NOETL_NATS_URL to a running nats-server with JetStream") from exc
         nc.options["allow_reconnect"] = True
