@@ -45,6 +45,8 @@ class ExecutionService:
         """Start an execution of a catalog entry; returns its id at once (the orchestrator runs it).
 
         `parent` (for a child execution) carries the parent's command id, loop index and return step.
+        With `execution_id` given (a new one from engine.protocol.ids, or a child's), starting again after
+        a failure is safe: the row is created once and the started event is published under the same key.
         """
         if payload is not None and not isinstance(payload, dict):
             raise InvalidArgumentError(f"the payload must be a JSON object, got {type(payload).__name__}",
@@ -54,7 +56,7 @@ class ExecutionService:
         fields: dict[str, Any] = dict(
             playbook_path=entry.path, playbook_version=entry.version, playbook_text=entry.text,
             payload=payload or {}, parent_execution_id=parent_execution_id, parent_step=parent_step)
-        if execution_id is not None:  # a child's id (fire derived it): creating it again is a no-op
+        if execution_id is not None:  # a child's (fire derived it) or a retried start's: created once
             await self.store.events.create_execution(execution_id, **fields)
         else:
             execution_id = await self._create_new(fields)
@@ -185,12 +187,17 @@ class ExecutionService:
                 await asyncio.sleep(poll_s)
 
     async def wait(self, execution_id: str, *, timeout_s: float | None = None,
-                   on_event: OnEvent | None = None, poll_s: float = 0.02) -> dict[str, Any]:
-        """Follow the event log until a terminal event; returns the summary."""
-        history: list[Event] = []
+                   on_event: OnEvent | None = None, poll_s: float = 0.02,
+                   history: list[Event] | None = None) -> dict[str, Any]:
+        """Follow the event log until a terminal event; returns the summary.
+
+        `history` holds the events followed so far: the wait appends to it and, given a non-empty one
+        (a wait interrupted by an outage), goes on after its last event."""
+        history = [] if history is None else history
+        after_seq = max((event.seq or 0 for event in history), default=0)
 
         async def collect() -> None:
-            async for event in self.follow(execution_id, poll_s=poll_s):
+            async for event in self.follow(execution_id, after_seq=after_seq, poll_s=poll_s):
                 history.append(event)
                 if on_event is not None:
                     maybe = on_event(event)
