@@ -47,7 +47,7 @@ proposals_commands.register(app)
 mcp_commands.register(app)
 
 
-EXIT_UNAVAILABLE = 3  # the command could not do its work: a server unreachable, a key unusable
+EXIT_UNAVAILABLE = 3  # the command could not do its work: a server unreachable (noetl.outage), a key unusable
 
 
 def main() -> None:

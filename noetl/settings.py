@@ -49,6 +49,24 @@ def api_token() -> str | None:
     return os.environ.get("NOETL_TOKEN", "").strip() or None
 
 
+def outage_wait_s() -> float:
+    """NOETL_OUTAGE_WAIT_S: how long a client command waits for Postgres, NATS or the API server to come
+    back before it fails with exit 3 (default 60; 0 = fail at once). See noetl.outage."""
+    from noetl.outage import DEFAULT_WAIT_S
+
+    value = os.environ.get("NOETL_OUTAGE_WAIT_S", "").strip()
+    if not value:
+        return DEFAULT_WAIT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise InvalidArgumentError(f"NOETL_OUTAGE_WAIT_S is '{value}', not a number of seconds",
+                                   where="NOETL_OUTAGE_WAIT_S", fix="a number such as 60 (0 = do not wait)")
+    return seconds
+
+
 DEFAULT_API_PORT = 8082
 
 

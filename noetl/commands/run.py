@@ -10,14 +10,18 @@ from typing import Annotated, Any
 
 import typer
 
+from control_plane.services.executions import ExecutionService
 from control_plane.stack import Stack
 from engine.errors import PlaybookSourceError
 from engine.net.validate import validate_file
-from engine.protocol.events import Event
+from engine.protocol.ids import new_execution_id
 from engine.runtime import eventloop, idle_watchdog
 from noetl.commands.stack import running_dev_stack
+from noetl.follow import ENDED, EXIT_RUNNING, follow_local, report_timeout
+from noetl.outage import Rider
 from noetl.progress import Progress
-from noetl.settings import idle_stop_s, stack_config
+from noetl.session import Session
+from noetl.settings import idle_stop_s, outage_wait_s, stack_config
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -45,7 +49,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document at the end.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
 ) -> None:
-    """Run a playbook to its end. Exit 0 completed, 1 failed or cancelled, 2 invalid.
+    """Run a playbook to its end. Exit 0 completed, 1 failed or cancelled, 2 invalid, 3 Postgres or NATS
+    unreachable for longer than NOETL_OUTAGE_WAIT_S, 4 still running when --timeout ends.
 
     With `noetl dev up` running for NOETL_HOME, the run goes to that stack.
     Otherwise it runs here, on the embedded nats-server and PostgreSQL under NOETL_HOME (started or reused);
@@ -62,14 +67,17 @@ def run(
     if result.errors:
         raise typer.Exit(EXIT_INVALID)
     text = file.read_text(encoding="utf-8")
-    summary = eventloop.run(_run(text, str(file), data, as_json, timeout, idle_s))
+    summary = eventloop.run(_run(text, str(file), data, as_json, timeout, idle_s, Rider(outage_wait_s())))
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
+    if summary["status"] not in ENDED:
+        report_timeout(summary["execution_id"], timeout, summary["status"])
+        raise typer.Exit(EXIT_RUNNING)
     raise typer.Exit(EXIT_COMPLETED if summary["status"] == "completed" else EXIT_FAILED)
 
 
 async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
-               timeout: float | None, idle_s: float) -> dict[str, Any]:
+               timeout: float | None, idle_s: float, rider: Rider) -> dict[str, Any]:
     dev = running_dev_stack()
     overrides: dict[str, Any] = {}
     if dev is not None:  # `noetl dev up` runs the orchestrator and workers: only submit and follow
@@ -79,28 +87,35 @@ async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
     embedded = dev is None and (config.nats_url is None or config.pg_dsn is None)
     # a one-off run on the embedded servers: they are not stopped while it runs, and stop once idle
     with idle_watchdog.lease(config.home) if embedded else contextlib.nullcontext():
-        async with Stack(config) as stack:
+        session = Session(config, reopen=dev is not None)
+        try:
             if embedded:
+                await session.stack()
                 idle_watchdog.spawn(config.home, idle_s)
-            return await _follow(stack, text, file, payload, as_json, timeout)
+            return await _follow(session, rider, text, file, payload, as_json, timeout)
+        finally:
+            await session.close()
 
 
-async def _follow(stack: Stack, text: str, file: str, payload: dict[str, Any], as_json: bool,
-                  timeout: float | None) -> dict[str, Any]:
-    """Register and start the playbook, show its progress, and return its summary at the end."""
-    assert stack.executions is not None
-    registered = await stack.executions.register(text, file)
-    execution_id = await stack.executions.start(registered.path, version=registered.version,
-                                                payload=payload)
+async def _follow(session: Session, rider: Rider, text: str, file: str, payload: dict[str, Any],
+                  as_json: bool, timeout: float | None) -> dict[str, Any]:
+    """Register and start the playbook, show its progress, and return its summary at the end (or when
+    --timeout ends first), riding through outages of Postgres and NATS."""
+    registered = await rider(lambda: session.call(lambda stack: _executions(stack).register(text, file)))
+    execution_id = new_execution_id()  # chosen here, so that starting again after an outage is safe
+    await rider(lambda: session.call(lambda stack: _executions(stack).start(
+        registered.path, version=registered.version, payload=payload, execution_id=execution_id)))
     progress = Progress(execution_id, quiet=as_json)
-
-    def on_event(event: Event) -> None:
-        progress.update(event)
-
     with progress:
-        summary = await stack.executions.wait(execution_id, timeout_s=timeout, on_event=on_event)
-    progress.finish(summary)
+        summary = await follow_local(session, rider, execution_id, timeout, progress.update)
+    if summary["status"] in ENDED:
+        progress.finish(summary)
     return summary
+
+
+def _executions(stack: Stack) -> ExecutionService:
+    assert stack.executions is not None
+    return stack.executions
 
 
 def register(app: typer.Typer) -> None:
