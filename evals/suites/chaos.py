@@ -115,7 +115,9 @@ class Cli:
         self.home = home
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith("NOETL_") or k in ("NOETL_IDLE_STOP",)}
-        self.env.update(NOETL_HOME=str(home), NOETL_ACK_WAIT_S="5", PYTHONUNBUFFERED="1")
+        # `noetl status` during an outage: a short wait, then exit 3, and the suite asks again
+        self.env.update(NOETL_HOME=str(home), NOETL_ACK_WAIT_S="5", NOETL_OUTAGE_WAIT_S="10",
+                        PYTHONUNBUFFERED="1")
 
     def __call__(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "noetl.cli", *args], capture_output=True, text=True,
