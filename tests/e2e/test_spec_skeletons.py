@@ -29,7 +29,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.e2e.helpers import Noetl, dev_stack
-from tests.harness.http_server import serving
+from tests.harness.http_server import reply_json, serving
 
 SPEC = REPO.parent / "shared" / "spec" / "playbook.md"
 pytestmark = pytest.mark.skipif(not SPEC.is_file(), reason="the specification is not beside this clone")
@@ -124,14 +124,7 @@ class _Api(BaseHTTPRequestHandler):
             self._reply(200, {"items": ITEMS, "page": page, "has_more": True})
 
     def _reply(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        reply_json(self, code, body, headers)
 
     def log_message(self, format: str, *args: object) -> None:
         return

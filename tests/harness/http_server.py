@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @contextmanager
@@ -20,3 +22,16 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def reply_json(handler: BaseHTTPRequestHandler, status: int, value: Any,
+               headers: Mapping[str, str] | None = None) -> None:
+    """Answer `value` as JSON with `status` (and any extra headers) from a request handler."""
+    body = json.dumps(value).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    for name, header in (headers or {}).items():
+        handler.send_header(name, header)
+    handler.end_headers()
+    handler.wfile.write(body)

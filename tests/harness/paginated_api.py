@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.harness.http_server import serving
+from tests.harness.http_server import reply_json, serving
 
 TOTAL_ITEMS = 35
 ITEMS = [{"id": i, "name": f"item-{i}"} for i in range(1, TOTAL_ITEMS + 1)]
@@ -41,14 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
     lock = threading.Lock()
 
     def _reply(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        reply_json(self, code, body, headers)
 
     def _count(self, key: str) -> int:
         with self.lock:

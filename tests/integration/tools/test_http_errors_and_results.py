@@ -3,7 +3,6 @@ directly, from a tool call through policy rules and templates (spec sections 3, 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler
@@ -18,7 +17,7 @@ from engine.runtime.step_runner import StepRunner
 from engine.tools.base import Tool
 from engine.tools.http_tool import HttpTool
 from engine.tools.noop_tool import NoopTool
-from tests.harness.http_server import serving
+from tests.harness.http_server import reply_json, serving
 from tests.integration.tools.conftest import make_call
 
 pytestmark = pytest.mark.anyio
@@ -38,14 +37,7 @@ class _Api(BaseHTTPRequestHandler):
         return
 
     def _json(self, status: int, value: Any, headers: Mapping[str, str] | None = None) -> None:
-        body = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for key, header in (headers or {}).items():
-            self.send_header(key, header)
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, status, value, headers)
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
