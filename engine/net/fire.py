@@ -1,9 +1,9 @@
 """`fire(net, state, event) -> Decision`: the engine's transition function (spec sections 4-6, 15).
 
 No I/O, no clock, no randomness: the same events in the same order give the same state, the same
-derived events (with the same ids) and the same commands. The orchestrator records the input event
-and the derived events in one transaction, then publishes the commands; replay folds the recorded
-input events through this function again.
+derived events (with the same ids) and the same commands. The orchestrator publishes the commands and
+records the input events with the derived ones (in order, through its commit pipeline: an event counts
+once it is in the log); replay folds the recorded input events through this function again.
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
-"""The orchestrator: events from the bus -> Postgres event log -> fire -> commands to worker pools.
+"""The orchestrator: events from the bus -> fire -> commands to worker pools, and the events -> the
+Postgres event log.
 
-An event is taken as happened when it is committed to the event log, never when JetStream acks it:
-each batch is folded through `fire`, the input events and every derived event are appended in one
-transaction, the commands are published, and only then are the bus messages acked. A restarted
-orchestrator rebuilds each running execution by replaying its input events and re-publishes the
-commands still pending (JetStream drops the ones it already has, by message id).
+Each batch of events is folded through `fire`; the admitted commands are published at once while the
+batch's events go to the commit pipeline (engine/runtime/commits.py), which appends them in order and
+only then acks the bus messages, so an event is taken as happened once it is in the log, never when
+JetStream acked it. A command may reach a worker before its cause is durable: an outcome of a command
+this orchestrator has not issued (yet) is held back (`_early`). A restarted orchestrator rebuilds each
+running execution by replaying its input events and publishes again the commands still pending, and
+the cancels of those being cancelled (JetStream and the workers drop copies they already have). While
+NATS or Postgres is away, publishing and rebuilding are retried with a backoff (docs/reliability.md).
+Playbook calls (child executions, their ends and deadlines) are in engine/runtime/children.py.
 """
 
 from __future__ import annotations
@@ -17,13 +22,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.bus.jetstream import Bus, BusError, Delivery
 from engine.dsl.overlay import apply_overlays
-from engine.dsl.templates import TemplateRenderer, to_native
+from engine.dsl.templates import TemplateRenderer
 from engine.errors import EngineError
 from engine.net.compile import compile_net
 from engine.net.fire import FireEnv, fire
@@ -42,10 +46,12 @@ from engine.protocol.events import (
     derived_id,
     ends_command,
 )
+from engine.protocol.outcomes import event_key, outcome_event
 from engine.protocol.packing import pack
 from engine.protocol.results import ResultEnvelope
 from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
+from engine.runtime.children import ChildCalls
 from engine.runtime.commits import CommitPipeline, Handled
 from engine.runtime.ports import ChildStarter, EventLog
 from engine.tools.artifacts import externalize, json_size
@@ -69,7 +75,8 @@ OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "l
 
 def _dispatch_event(command: RunStep, type_: str, payload: dict[str, Any] | None = None) -> Event:
     """What the orchestrator decided about sending a command (step.deferred / step.dispatched)."""
-    return Event(event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:{type_.split('.')[1]}",
+    key = event_key(command.command_id, type_.split(".")[1])
+    return Event(event_id=uuid.uuid4().hex, idempotency_key=key,
                  execution_id=command.execution_id, type=type_, step=command.step,  # type: ignore[arg-type]
                  command_id=command.command_id, run=command.run, loop_index=command.loop_index,
                  pool=command.pool, payload=payload or {})
@@ -120,8 +127,7 @@ class Orchestrator:
     _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
     _unstarted: set[str] = field(default_factory=set)  # executions an event came for before their start
-    _call_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # child -> its call's deadline
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # what the timers started (kept referenced)
+    _calls: ChildCalls = field(init=False)
     _renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
     _capacity: LiveCapacity = field(init=False)
     _admission: Admission = field(init=False)
@@ -134,6 +140,8 @@ class Orchestrator:
         self._capacity = LiveCapacity(self.pools)
         self._admission = Admission(self._capacity)
         self._commits = CommitPipeline(self.events)
+        self._calls = ChildCalls(self._publish_event, self.events, self.children, self.resolve_ref,
+                                 self.work_dir)
 
     # ------------------------------------------------------------------ life cycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -192,7 +200,7 @@ class Orchestrator:
                         await delivery.nak(delay_s=2.0)
                 await self._rebuild()
         await self._commits.close()
-        self._disarm_all()
+        self._calls.close()
         await workers.unsubscribe()
 
     def _after_reconnect(self) -> None:
@@ -310,7 +318,7 @@ class Orchestrator:
         async def after_commit() -> None:
             await self._fail_impossible(decisions)
             for command, reason in withdrawn:
-                await self._publish_event(self._outcome(
+                await self._publish_event(outcome_event(
                     command.execution_id, command.command_id, command.step, command.loop_index,
                     ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
                                                      f"dispatched: {reason}", retryable=False),
@@ -368,12 +376,10 @@ class Orchestrator:
     async def _finished(self, event: Event) -> None:
         """A terminal event is stored: the execution's status, and its parent's step when it is a child."""
         await self.events.set_status(event.execution_id, event.type.split(".")[1])
-        timer = self._call_timers.pop(event.execution_id, None)
-        if timer is not None:
-            timer.cancel()
+        self._calls.disarm(event.execution_id)
         finished = self._live.pop(event.execution_id, None)
         if finished is not None and finished.started.get("parent_command_id"):
-            await self._report_to_parent(finished, event)
+            await self._calls.report_end(finished.state, finished.started, event)
 
     # ------------------------------------------------------------------ capacity
     def _demand(self, execution: _Execution, command: RunStep) -> Demand:
@@ -438,7 +444,7 @@ class Orchestrator:
         for command, reason in decisions.impossible:
             log.error("step %s cannot run: %s", command.step, reason,
                       extra={"execution_id": command.execution_id, "step": command.step})
-            await self._publish_event(self._outcome(
+            await self._publish_event(outcome_event(
                 command.execution_id, command.command_id, command.step, command.loop_index,
                 ResultEnvelope.fail("resource_exhausted", reason, retryable=False),
                 claimer=command.cursor is not None))
@@ -460,14 +466,14 @@ class Orchestrator:
             await self._publish_run(command)
         elif isinstance(command, StartChild):
             execution.children[command.command_id] = command.child_execution_id
-            await self._start_child(command)  # its timeout is armed when its start is loaded (`_load`)
+            await self._calls.start(command)  # its timeout is armed when its start is loaded (`_load`)
             if resumed:
-                await self._child_ended_unreported(command)
+                await self._calls.report_if_ended(command, self._replay_state)
         else:
             child = execution.children.get(command.command_id)
             if child is not None:  # cancelling a parent cancels its child
                 await self._publish_event(Event(
-                    event_id=uuid.uuid4().hex, idempotency_key=f"{command.command_id}:cancel-child",
+                    event_id=uuid.uuid4().hex, idempotency_key=event_key(command.command_id, "cancel-child"),
                     execution_id=child,
                     type="execution.cancel_requested",
                     payload={"reason": f"parent execution {command.execution_id}: {command.reason}"}))
@@ -510,7 +516,7 @@ class Orchestrator:
 
     async def _unpublished(self, command: RunStep, problem: str) -> None:
         log.error(problem, extra={"execution_id": command.execution_id, "step": command.step})
-        await self._publish_event(self._outcome(
+        await self._publish_event(outcome_event(
             command.execution_id, command.command_id, command.step, command.loop_index,
             ResultEnvelope.fail("resource_exhausted", problem, retryable=False),
             claimer=command.cursor is not None))
@@ -534,7 +540,7 @@ class Orchestrator:
                 continue
             pulled = self._admission.withdraw(command_id)
             if pulled is not None:
-                await self._publish_event(self._outcome(
+                await self._publish_event(outcome_event(
                     pulled.execution_id, command_id, pulled.step, pulled.loop_index,
                     ResultEnvelope.fail("cancelled", f"step '{pulled.step}' was cancelled before it was "
                                                      f"dispatched: {cancel.reason}", retryable=False),
@@ -556,74 +562,6 @@ class Orchestrator:
     async def _publish_event(self, event: Event) -> None:
         await self.bus.publish_event(event.execution_id, event.idempotency_key,
                                      event.model_dump_json().encode())
-
-    async def _start_child(self, command: StartChild) -> None:
-        try:
-            if self.children is None:
-                raise LookupError("this orchestrator cannot start child executions")
-            await self.children.start_child(command)
-        except LookupError as exc:
-            await self._publish_event(self._outcome(command.execution_id, command.command_id,
-                                                    command.step, command.loop_index,
-                                                    ResultEnvelope.fail("validation", str(exc),
-                                                                        retryable=False, source="playbook")))
-
-    async def _child_ended_unreported(self, command: StartChild) -> None:
-        """A resumed parent still waits for a child that has ended: the orchestrator stopped after the
-        child's end was stored and before the parent's step heard of it. The child's end is reported
-        now (under the same idempotency key as the first time, so it is stored once)."""
-        history = await self.events.events(command.child_execution_id)
-        terminal = next((e for e in history if e.type in TERMINAL_EVENTS), None)
-        started = next((e for e in history if e.type == "execution.started"), None)
-        if terminal is None or started is None or not started.payload.get("parent_command_id"):
-            return
-        log.info("child execution %s ended while no orchestrator reported it; reporting it to its parent",
-                 command.child_execution_id, extra={"execution_id": command.execution_id,
-                                                    "step": command.step})
-        await self._report_to_parent(self._replay(command.child_execution_id, started, history), terminal)
-
-    @staticmethod
-    def _outcome(execution_id: str, command_id: str, step: str, loop_index: int | None,
-                 envelope: ResultEnvelope, *, claimer: bool = False) -> Event:
-        ok = envelope.status == "ok"
-        if claimer:  # a cursor loop's claimer that never ran (spec 6.1)
-            type_ = "loop.claimer.stopped"
-        elif loop_index is None:
-            type_ = "step.succeeded" if ok else "step.failed"
-        else:
-            type_ = "loop.item.succeeded" if ok else "loop.item.failed"
-        return Event(event_id=uuid.uuid4().hex, idempotency_key=f"{command_id}:outcome",
-                     execution_id=execution_id, type=type_, step=step, command_id=command_id,  # type: ignore[arg-type]
-                     loop_index=loop_index, result=envelope)
-
-    async def _report_to_parent(self, child: _Execution, terminal: Event) -> None:
-        """A child execution ended: that is the outcome of the parent's step (spec 8)."""
-        info = child.started
-        state = child.state
-        if terminal.type == "execution.completed":
-            return_step = info.get("return_step")
-            record = state.steps.get(return_step) if return_step else None
-            result = record.result if record and record.result else (
-                state.steps[state.last_finished].result if state.last_finished in state.steps else None)
-            data = result.handle(self.resolve_ref) if result is not None else None
-            envelope = ResultEnvelope.ok(to_native(data))
-            if result is not None and result.ref is not None and not result.item_refs:
-                envelope = ResultEnvelope.ok(result.data).model_copy(
-                    update={"ref": result.ref})
-            elif self.work_dir is not None and json_size(envelope.data) > 65536:
-                inline, ref = externalize(envelope.data, self.work_dir / state.execution_id)
-                envelope = envelope.model_copy(update={"data": inline, "ref": ref})
-        else:
-            error = state.error or {}
-            envelope = ResultEnvelope.fail(
-                str(error.get("kind") or ("cancelled" if terminal.type == "execution.cancelled"
-                                          else "internal")),
-                f"child execution {state.execution_id} ({info.get('path')}) "
-                f"{terminal.type.split('.')[1]}: {error.get('message', '')}".strip(),
-                retryable=False, source="playbook")
-        await self._publish_event(self._outcome(
-            str(info["parent_execution_id"]), str(info["parent_command_id"]), str(info.get("parent_step")),
-            info.get("parent_loop_index"), envelope))
 
     # ------------------------------------------------------------------ loading
     def _net(self, text: str, overlays: dict[str, Any] | None = None) -> Net:
@@ -648,6 +586,9 @@ class Orchestrator:
                 net = compile_net(patched)
             self._nets[key] = net
         return net
+
+    def _replay_state(self, execution_id: str, started: Event, history: list[Event]) -> ExecutionState:
+        return self._replay(execution_id, started, history).state
 
     def _replay(self, execution_id: str, started: Event, history: list[Event]) -> _Execution:
         """The execution as its log leaves it: every input event folded through `fire` again."""
@@ -704,57 +645,5 @@ class Orchestrator:
                         "pool": execution.routed.get(command_id, command.pool)}), demand)
         self._live[execution_id] = execution
         if not execution.state.cancelling:  # else it is being cancelled already
-            self._arm_call_timeout(execution_id, started.payload)
+            self._calls.arm_timeout(execution_id, started.payload)
         return execution
-
-    # ------------------------------------------------------------------ playbook-call timeouts
-    def _arm_call_timeout(self, execution_id: str, started: dict[str, Any]) -> None:
-        """A child whose call has a timeout is cancelled at the deadline its `execution.started` records
-        (at once when it passed): armed whenever the child is loaded, so a restart keeps it."""
-        deadline = started.get("call_deadline")
-        if not deadline:
-            return
-        try:
-            remaining = (datetime.fromisoformat(str(deadline)) - datetime.now(UTC)).total_seconds()
-        except ValueError:
-            log.error("the call deadline %r of this child execution is not an ISO timestamp; it has no "
-                      "timeout", deadline, extra={"execution_id": execution_id})
-            return
-        self._arm(execution_id, max(remaining, 0.0), started)
-
-    def _disarm_all(self) -> None:
-        """This orchestrator stops: its timers go (the next one arms them again from the log)."""
-        for timer in self._call_timers.values():
-            timer.cancel()
-        self._call_timers.clear()
-        for task in self._tasks:
-            task.cancel()
-
-    def _arm(self, execution_id: str, delay_s: float, started: dict[str, Any]) -> None:
-        old = self._call_timers.pop(execution_id, None)
-        if old is not None:
-            old.cancel()
-
-        def fire_timer() -> None:
-            self._call_timers.pop(execution_id, None)
-            task = asyncio.ensure_future(self._call_timed_out(execution_id, started))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        self._call_timers[execution_id] = asyncio.get_running_loop().call_later(delay_s, fire_timer)
-
-    async def _call_timed_out(self, execution_id: str, started: dict[str, Any]) -> None:
-        """Cancel the child whose call timed out (its end fails the parent's step with `timeout`); while
-        NATS is away, tried again every RECONNECT_POLL_S. A second cancel is dropped by its key."""
-        key = f"{started.get('parent_command_id')}:timeout"
-        event = Event(event_id=uuid.uuid4().hex, idempotency_key=key, execution_id=execution_id,
-                      type="execution.cancel_requested",
-                      payload={"reason": f"the playbook call of step '{started.get('parent_step')}' timed "
-                                         f"out after {started.get('call_timeout_s')} s", "timeout": True})
-        try:
-            await self._publish_event(event)
-        except Exception as exc:
-            log.warning("cancelling a child execution whose call timed out failed (%s); trying again", exc,
-                        extra={"execution_id": execution_id})
-            self._arm(execution_id, RECONNECT_POLL_S, started)
-

@@ -30,6 +30,7 @@ from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
 from engine.protocol.events import Event
 from engine.protocol.ids import template_value
+from engine.protocol.outcomes import event_key, outcome_type
 from engine.protocol.results import ResultEnvelope, fold_body_alias
 from engine.runtime.keychain import KeychainError, KeychainResolver
 from engine.tools.artifacts import encode, externalize, json_size
@@ -185,7 +186,7 @@ class StepRunner:
     def _event(self, cmd: RunStep, type_: str, *, key: str, result: ResultEnvelope | None = None,
                attempt: int | None = None, duration_ms: float | None = None,
                payload: dict[str, Any] | None = None, loop_index: int | None = None) -> Event:
-        return Event(event_id=uuid.uuid4().hex, idempotency_key=f"{cmd.command_id}:{key}",
+        return Event(event_id=uuid.uuid4().hex, idempotency_key=event_key(cmd.command_id, key),
                      execution_id=cmd.execution_id, type=type_, step=cmd.step,  # type: ignore[arg-type]
                      command_id=cmd.command_id, run=cmd.run, attempt=attempt,
                      loop_index=cmd.loop_index if loop_index is None else loop_index,
@@ -197,9 +198,7 @@ class StepRunner:
         envelope = ResultEnvelope.fail("cancelled", f"step '{cmd.step}' was cancelled: {reason}",
                                        retryable=False, worker=self.identity.worker,
                                        pool=self.identity.pool)
-        type_ = "step.failed" if cmd.loop_index is None else "loop.item.failed"
-        if cmd.cursor is not None:
-            type_ = "loop.claimer.stopped"
+        type_ = outcome_type(False, cmd.loop_index, claimer=cmd.cursor is not None)
         return StepOutcome(self._event(cmd, type_, key="outcome", result=envelope, attempt=1))
 
     # ------------------------------------------------------------------ entry
@@ -241,11 +240,7 @@ class StepRunner:
             await notice.send_now()
         duration = (time.perf_counter() - started) * 1000
         envelope = self._stamped(cmd, envelope, pipe, duration)
-        ok = envelope.status == "ok"
-        if cmd.loop_index is not None:
-            type_ = "loop.item.succeeded" if ok else "loop.item.failed"
-        else:
-            type_ = "step.succeeded" if ok else "step.failed"
+        type_ = outcome_type(envelope.status == "ok", cmd.loop_index)
         payload: dict[str, Any] = {}
         if pipe.ctx_writes:
             payload["ctx"] = pipe.ctx_writes

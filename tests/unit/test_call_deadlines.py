@@ -107,6 +107,6 @@ async def test_an_orchestrator_resumed_twice_arms_one_timer_per_child() -> None:
     orchestrator._live.clear()  # what a rebuild does before it resumes again
     await orchestrator.resume()
     await poll(bus.cancels, timeout_s=5, what="the child's cancel")
-    await poll(lambda: not orchestrator._tasks and not orchestrator._call_timers, timeout_s=5,
+    await poll(lambda: not orchestrator._calls._tasks and not orchestrator._calls._timers, timeout_s=5,
                what="every timer and its task to end")
     assert len(bus.cancels()) == 1
