@@ -70,11 +70,11 @@ class ApiServices:
         async def probe() -> HealthReport:
             async def postgres() -> bool:
                 try:
-                    row = await asyncio.wait_for(store.db.fetch_one("SELECT 1 AS ok"), HEALTH_TIMEOUT_S)
+                    answered = await asyncio.wait_for(store.db.ping(), HEALTH_TIMEOUT_S)
                 except Exception as exc:  # any failure means: not healthy
                     log.warning("health: Postgres is unreachable (%s)", type(exc).__name__)
                     return False
-                return row is not None
+                return answered
 
             return HealthReport(postgres=await postgres(), nats=bus.is_connected)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.errors import ControlPlaneError
-from control_plane.leader import Leadership
 from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
+from control_plane.store.leader import Leadership
 from control_plane.store.secret_key import SecretKey, load_secret_key
 from control_plane.supervisor import ServerSupervisor
 from engine.bus.jetstream import Bus

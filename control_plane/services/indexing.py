@@ -25,31 +25,6 @@ from engine.protocol.events import Event
 
 LOOKBACK_S = 30.0
 MAX_BATCH = 1000
-_ROW = ("execution_id, playbook_path, playbook_version, status, parent_execution_id, parent_step, "
-        "created_at, ended_at, playbook_text")
-_ENDED_SQL = (f"SELECT {_ROW} FROM executions WHERE ended_at IS NOT NULL AND ended_at > %s "
-              "AND NOT (execution_id = ANY(%s)) ORDER BY ended_at, execution_id LIMIT %s")
-_ENDED_FIRST_SQL = (f"SELECT {_ROW} FROM executions WHERE ended_at IS NOT NULL "
-                    "ORDER BY ended_at, execution_id LIMIT %s")
-_ONE_SQL = f"SELECT {_ROW} FROM executions WHERE execution_id = %s"
-_EVENTS_SQL = ("SELECT execution_id, (body || jsonb_build_object('seq', seq))::text AS event FROM events "
-               "WHERE execution_id = ANY(%s) ORDER BY execution_id, seq")
-# for each (execution, step): the first ended execution of the same playbook created after it, and the
-# last outcome of that step in it
-_LATER_SQL = """
-SELECT q.execution_id, q.step, n.execution_id AS later_execution_id, n.status AS later_status,
-       n.step_outcome AS later_step_outcome
-FROM unnest(%s::text[], %s::text[]) AS q(execution_id, step)
-JOIN executions x ON x.execution_id = q.execution_id
-LEFT JOIN LATERAL (
-    SELECT e.execution_id, e.status,
-           (SELECT ev.type FROM events ev WHERE ev.execution_id = e.execution_id AND ev.step = q.step
-                AND ev.type IN ('step.succeeded', 'step.failed') ORDER BY ev.seq DESC LIMIT 1) AS step_outcome
-    FROM executions e
-    WHERE e.playbook_path = x.playbook_path AND e.ended_at IS NOT NULL
-      AND (e.created_at, e.execution_id) > (x.created_at, x.execution_id)
-    ORDER BY e.created_at, e.execution_id LIMIT 1
-) n ON true"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +69,9 @@ class IndexingFeed:
                                        fix=f"pass a limit from 1 to {MAX_BATCH}")
         last, recent = _parse_position(position)
         if last is None:
-            rows = await self.store.db.fetch_all(_ENDED_FIRST_SQL, (limit,))
+            rows = await self.store.indexing.ended_first(limit)
         else:
-            rows = await self.store.db.fetch_all(_ENDED_SQL, (last - self.lookback, list(recent), limit))
+            rows = await self.store.indexing.ended_since(last - self.lookback, list(recent), limit)
         executions = await self._with_events(rows)
         for execution in executions:
             assert execution.ended_at is not None
@@ -112,7 +87,7 @@ class IndexingFeed:
 
     async def execution(self, execution_id: str) -> EndedExecution:
         """One execution with its events, ended or not; NotFoundError for an unknown id."""
-        row = await self.store.db.fetch_one(_ONE_SQL, (execution_id,))
+        row = await self.store.indexing.execution(execution_id)
         if row is None:
             raise NotFoundError(f"execution '{execution_id}' is not stored", where="executions",
                                 fix="check the id (list executions to see the stored ones)")
@@ -131,8 +106,7 @@ class IndexingFeed:
         if not asked:
             return {}
         unique = list(dict.fromkeys(asked))
-        rows = await self.store.db.fetch_all(
-            _LATER_SQL, ([e for e, _ in unique], [s for _, s in unique]))
+        rows = await self.store.indexing.later_runs([e for e, _ in unique], [s for _, s in unique])
         found: dict[tuple[str, str | None], LaterRun] = {}
         for row in rows:
             outcome = row["later_step_outcome"]
@@ -145,10 +119,7 @@ class IndexingFeed:
     async def _with_events(self, rows: Sequence[Mapping[str, Any]]) -> list[EndedExecution]:
         if not rows:
             return []
-        ids = [row["execution_id"] for row in rows]
-        events: dict[str, list[Event]] = {key: [] for key in ids}
-        for row in await self.store.db.fetch_all(_EVENTS_SQL, (ids,)):
-            events[row["execution_id"]].append(Event.model_validate_json(row["event"]))
+        events = await self.store.indexing.events_of([row["execution_id"] for row in rows])
         return [EndedExecution(**dict(row), events=events[row["execution_id"]]) for row in rows]
 
 

@@ -11,26 +11,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from control_plane.store import Store
+from control_plane.store.metrics import DURATION_BUCKETS_S
 from engine.bus.jetstream import Bus, BusError
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _OUTCOMES = ("step.succeeded", "step.failed", "step.skipped", "loop.item.succeeded", "loop.item.failed")
 _FAILURES = ("step.failed", "loop.item.failed", "task.attempt.failed")
-
-_EXECUTIONS_SQL = "SELECT status, count(*) AS n FROM executions GROUP BY status"
-_STEPS_SQL = "SELECT type, count(*) AS n FROM events WHERE type = ANY(%s) GROUP BY type"
-_ERRORS_SQL = ("SELECT coalesce(body->'result'->'error'->>'kind', 'unknown') AS kind, count(*) AS n "
-               "FROM events WHERE type = ANY(%s) GROUP BY 1")
-_DURATIONS_SQL = ("SELECT " + ", ".join(f"count(*) FILTER (WHERE d <= {b})" + f" AS b{i}"
-                                        for i, b in enumerate(DURATION_BUCKETS_S))
-                  + ", count(*) AS n, coalesce(sum(d), 0) AS total FROM ("
-                  "SELECT (body->>'duration_ms')::float8 / 1000.0 AS d FROM events "
-                  "WHERE type IN ('step.succeeded', 'step.failed', 'loop.item.succeeded', "
-                  "'loop.item.failed') "
-                  "AND body ? 'duration_ms' AND body->>'duration_ms' IS NOT NULL) s")
 
 
 @dataclass
@@ -81,15 +69,15 @@ class MetricsService:
         self.bus = bus
 
     async def snapshot(self) -> Snapshot:
-        db = self.store.db
+        metrics = self.store.metrics
         snap = Snapshot()
-        snap.executions = {r["status"]: int(r["n"]) for r in await db.fetch_all(_EXECUTIONS_SQL)}
-        snap.steps = {r["type"]: int(r["n"]) for r in await db.fetch_all(_STEPS_SQL, (list(_OUTCOMES),))}
-        snap.errors = {r["kind"]: int(r["n"]) for r in await db.fetch_all(_ERRORS_SQL, (list(_FAILURES),))}
-        row = await db.fetch_one(_DURATIONS_SQL)
-        if row is not None:
-            snap.buckets = [int(row[f"b{i}"]) for i in range(len(DURATION_BUCKETS_S))]
-            snap.durations = (int(row["n"]), float(row["total"]))
+        snap.executions = await metrics.executions_by_status()
+        snap.steps = await metrics.count_by_type(_OUTCOMES)
+        snap.errors = await metrics.error_kinds(_FAILURES)
+        durations = await metrics.step_durations()
+        if durations is not None:
+            snap.buckets, count, total = durations
+            snap.durations = (count, total)
         if self.bus is not None:
             try:
                 snap.queues = await self.bus.command_queue_depths()

@@ -1,4 +1,4 @@
-"""The control plane's Postgres store: catalog, credentials, events and executions, behind one `Store`."""
+"""The control plane's Postgres store, home of all its SQL (catalog, events, executions, …): one `Store`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from control_plane.store.cursors import CursorStore
 from control_plane.store.db import Database
 from control_plane.store.events import EventStore
 from control_plane.store.executions import ExecutionStore
+from control_plane.store.indexing import IndexingStore
+from control_plane.store.metrics import MetricsStore
 from control_plane.store.migrate import migrate
 from control_plane.store.policies import PolicyStore
 from control_plane.store.secret_key import SecretKey
+from control_plane.store.timings import TimingStore
 from control_plane.store.tokens import TokenStore
 
 __all__ = ["CatalogStore", "CredentialStore", "CursorStore", "Database", "EventStore", "ExecutionStore",
-           "PolicyStore", "SecretKey", "Store", "TokenStore", "open_store"]
+           "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "Store", "TimingStore", "TokenStore",
+           "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,9 @@ class Store:
     tokens: TokenStore
     cursors: CursorStore
     policies: PolicyStore
+    indexing: IndexingStore
+    metrics: MetricsStore
+    timings: TimingStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -56,4 +63,5 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
     executions = ExecutionStore(db)
     return Store(db=db, events=EventStore(db, executions), executions=executions, catalog=CatalogStore(db),
                  credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
-                 cursors=CursorStore(db), policies=PolicyStore(db))
+                 cursors=CursorStore(db), policies=PolicyStore(db),
+                 indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db))

@@ -148,6 +148,10 @@ class Database:
             cur = await conn.execute(query, params)
             return await cur.fetchone()
 
+    async def ping(self) -> bool:
+        """True when Postgres answers a trivial query (raises, as any query does, when it cannot)."""
+        return await self.fetch_one("SELECT 1 AS ok") is not None
+
     async def execute(self, query: Query, params: Params = None) -> int:
         """Run one statement; return the number of rows it affected."""
         async with self.connection() as conn:

@@ -233,6 +233,10 @@ def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float) -> None:
 
 
 def _ensure_database(handle: EmbeddedPostgres) -> None:
+    """Create `handle.database` on the embedded server when missing: the server's own bootstrap (as
+    initdb is), not the control plane's data, so it stays here: the engine imports no control_plane, and
+    the store cannot open a pool on a database that does not exist yet. Tables come from the store's
+    migrations (control_plane.store.migrate)."""
     with psycopg.connect(handle.dsn_for(PG_SUPERUSER), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (handle.database,)).fetchone()
         if exists is None:

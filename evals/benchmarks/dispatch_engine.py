@@ -27,12 +27,6 @@ from evals.benchmarks.cpu import children_of_self, cpu_seconds, per_unit_ms
 
 SPAN_SOURCE = ("events.recorded_at (Postgres clock, in the committing transaction) of execution.started "
                "-> execution.completed")
-_SPAN_SQL = ("SELECT type, recorded_at FROM events WHERE execution_id = %s "
-             "AND type IN ('execution.started', 'execution.completed')")
-_COUNT_SQL = "SELECT count(*) AS n FROM events WHERE execution_id = %s"
-_ENDED_SQL = "SELECT ended_at FROM executions WHERE execution_id = %s"
-_TERMINAL_SQL = ("SELECT type, body->'payload'->'error' AS error FROM events WHERE execution_id = %s "
-                 "AND type IN ('execution.completed', 'execution.failed', 'execution.cancelled')")
 POLL_S = 0.01
 
 Waiter = Literal["light", "service"]
@@ -57,11 +51,10 @@ async def _wait_light(stack: Stack, execution_id: str, timeout_s: float) -> tupl
     assert stack.store is not None
     deadline = time.monotonic() + timeout_s
     while True:
-        row = await stack.store.db.fetch_one(_ENDED_SQL, (execution_id,))
-        if row is not None and row["ended_at"] is not None:
-            terminal = await stack.store.db.fetch_one(_TERMINAL_SQL, (execution_id,))
+        if await stack.store.timings.ended_at(execution_id) is not None:
+            terminal = await stack.store.timings.terminal(execution_id)
             if terminal is not None:
-                return str(terminal["type"]).split(".", 1)[1], terminal["error"]
+                return terminal[0].split(".", 1)[1], terminal[1]
         if time.monotonic() > deadline:
             raise EngineBenchmarkError(f"execution {execution_id} did not finish within {timeout_s} s")
         await asyncio.sleep(POLL_S)
@@ -93,14 +86,13 @@ async def run_once(stack: Stack, path: str, version: int, timeout_s: float,
     execution_id = await stack.executions.start(path, version=version)
     await wait_completed(stack, execution_id, timeout_s, waiter)
     wall_s = time.perf_counter() - started
-    rows = await stack.store.db.fetch_all(_SPAN_SQL, (execution_id,))
-    at = {row["type"]: row["recorded_at"] for row in rows}
+    at = await stack.store.timings.started_completed(execution_id)
     if len(at) != 2:
         raise EngineBenchmarkError(f"execution {execution_id} lacks its started/completed events: {at}")
     span_s = (at["execution.completed"] - at["execution.started"]).total_seconds()
     cpu_after = cpu_seconds(watched, own="orchestrator") if pids is not None else {}
-    count = await stack.store.db.fetch_one(_COUNT_SQL, (execution_id,))
-    return Run(span_s=span_s, wall_s=wall_s, events=int(count["n"]) if count else 0,
+    count = await stack.store.timings.event_count(execution_id)
+    return Run(span_s=span_s, wall_s=wall_s, events=count,
                cpu_s={k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()})
 
 

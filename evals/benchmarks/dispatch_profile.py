@@ -38,11 +38,6 @@ from evals.benchmarks.cpu import cpu_seconds
 from evals.benchmarks.dispatch import bench_servers
 from evals.benchmarks.dispatch_engine import Waiter, run_once, wait_completed
 
-_TIMELINE_SQL = """
-SELECT step, type, (body->>'timestamp')::timestamptz AS built_at, recorded_at
-FROM events WHERE execution_id = %s AND type IN ('step.scheduled', 'step.started', 'step.succeeded')
-ORDER BY seq"""
-
 
 class Timers:
     """Total seconds and calls per label."""
@@ -150,7 +145,7 @@ def instrumented(timers: Timers) -> Iterator[None]:
 async def _timeline(stack: Stack, execution_id: str) -> dict[str, Any]:
     """Median milliseconds of each leg of a step, from the event log's own timestamps."""
     assert stack.store is not None
-    rows = await stack.store.db.fetch_all(_TIMELINE_SQL, (execution_id,))
+    rows = await stack.store.timings.step_timeline(execution_id)
     by_step: dict[str, dict[str, Any]] = defaultdict(dict)
     for row in rows:
         by_step[row["step"]][row["type"]] = row
