@@ -6,6 +6,10 @@ through the command line, the way a user drives it.
 `noetl run --json` and returns (exit code, document); `events(ID)` reads `noetl events ID --json`;
 `playbook(body)` builds an inline playbook whose catalog name and path are unique to the calling test.
 Nothing here sleeps to wait: every wait is a bounded subprocess or a bounded poll.
+
+When the session's stack is torn down (after every test that used it, whatever the file order), every
+execution it ran is replayed through the pure net and checked (tests/e2e/replay.py): a difference is an
+error at that teardown, and the run fails.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.e2e.helpers import Doc, Event, Noetl, dev_stack, make_playbook, unique_name
+from tests.e2e.replay import check_session
 
 WORKER_CONCURRENCY = 8  # steps the dev stack runs at once: room for the batches of concurrent executions
 
@@ -23,10 +28,12 @@ WORKER_CONCURRENCY = 8  # steps the dev stack runs at once: room for the batches
 def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Noetl]:
     """`noetl dev up` once under a fresh NOETL_HOME; `noetl dev down` when the session ends.
 
-    The stack serves its REST API on a free port; its URL is `api_url` in NOETL_HOME/dev.json."""
+    The stack serves its REST API on a free port; its URL is `api_url` in NOETL_HOME/dev.json. Before it
+    goes down, the replay check runs over every execution of the session (`check_session`)."""
     with dev_stack(tmp_path_factory.mktemp("noetl"), tmp_path_factory.mktemp("playbooks"),
                    WORKER_CONCURRENCY) as cli:
         yield cli
+        check_session(cli.home)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ import pytest
 
 from control_plane.client import ClientError, NoetlClient
 from tests.e2e.helpers import Noetl
+from tests.harness.polling import wait_for
 
 POLL_S = 60.0  # the longest any bounded poll of these tests waits
 
@@ -89,12 +89,7 @@ def api(e2e_stack: Noetl) -> Api:
 
 def bounded_poll(check: Callable[[], Any], what: str, limit_s: float = POLL_S) -> Any:
     """Call `check` (a CLI call: each takes a while) until it returns something truthy, at most limit_s."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} did not happen within {limit_s} s"
+    return wait_for(check, timeout_s=limit_s, what=what)
 
 
 def register(cli: Noetl, text: str) -> dict[str, Any]:

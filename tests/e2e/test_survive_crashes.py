@@ -9,14 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import REPO
 from tests.e2e.helpers import Noetl, dev_stack
+from tests.harness.polling import wait_for
 
 COMPONENTS = {"nats", "postgres", "worker:default", "orchestrator", "api", "indexer", "agent"}
 
@@ -39,26 +39,18 @@ def component(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in doc["components"] if c["name"] == name)
 
 
-def poll(check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.1)
-
-
 def test_dev_status_lists_each_component_with_its_pid_and_a_killed_nats_server_comes_back_on_its_port(
         stack: Noetl) -> None:
-    before = poll(lambda: (doc := status(stack))["exit"] == 0 and COMPONENTS <= {
-        c["name"] for c in doc["components"]} and doc)
+    before = wait_for(lambda: (doc := status(stack))["exit"] == 0 and COMPONENTS <= {
+        c["name"] for c in doc["components"]} and doc, timeout_s=60, what="every component to be listed",
+        detail=lambda: status(stack))
     assert before["status"] == "up"
     assert all(c["pid"] for c in before["components"] if c["status"] != "off")
     nats = component(before, "nats")
     os.kill(nats["pid"], signal.SIGKILL)
-    after = poll(lambda: (doc := status(stack))["exit"] == 0 and component(doc, "nats")["restarts"] >= 1
-                 and doc)
+    after = wait_for(lambda: (doc := status(stack))["exit"] == 0 and component(doc, "nats")["restarts"] >= 1
+                     and doc, timeout_s=60, what="the killed nats-server to be restarted",
+                     detail=lambda: status(stack))
     assert component(after, "nats")["pid"] != nats["pid"] and after["nats_url"] == before["nats_url"]
     code, doc = stack.run_json(REPO / "examples" / "01_hello.yaml")
     assert (code, doc["status"]) == (0, "completed")
@@ -66,15 +58,18 @@ def test_dev_status_lists_each_component_with_its_pid_and_a_killed_nats_server_c
 
 def test_a_server_that_keeps_crashing_is_reported_and_dev_up_brings_it_back(stack: Noetl) -> None:
     for _ in range(6):  # more than the supervisor restarts within its window
-        doc = poll(lambda: (d := status(stack)) and component(d, "postgres")["status"] in ("up", "crashed")
-                   and d)
+        doc = wait_for(lambda: (d := status(stack))
+                       and component(d, "postgres")["status"] in ("up", "crashed") and d, timeout_s=60,
+                       what="postgres to be up or crashed", detail=lambda: status(stack))
         if component(doc, "postgres")["status"] == "crashed":
             break
         killed = component(doc, "postgres")["pid"]
         os.kill(killed, signal.SIGKILL)
-        poll(lambda killed=killed: (c := component(status(stack), "postgres"))["pid"] != killed
-             or c["status"] == "crashed")
-    crashed = poll(lambda: (d := status(stack))["exit"] == 3 and d)
+        wait_for(lambda killed=killed: (c := component(status(stack), "postgres"))["pid"] != killed
+                 or c["status"] == "crashed", timeout_s=60,
+                 what="the killed postgres to be replaced or crashed", detail=lambda: status(stack))
+    crashed = wait_for(lambda: (d := status(stack))["exit"] == 3 and d, timeout_s=60,
+                       what="`dev status` to exit 3 (degraded)", detail=lambda: status(stack))
     assert crashed["status"] == "degraded"
     assert "not restarted again" in component(crashed, "postgres")["detail"]
     up = stack("dev", "up", "--api-port", "0", timeout=180)
@@ -82,7 +77,8 @@ def test_a_server_that_keeps_crashing_is_reported_and_dev_up_brings_it_back(stac
     revived = status(stack)
     assert revived["exit"] == 0 and component(revived, "postgres")["status"] == "up"
     # the orchestrator's leader lock lived on a connection to the killed server: it is taken again
-    poll(lambda: component(status(stack), "orchestrator")["status"] == "up", 30)
+    wait_for(lambda: component(status(stack), "orchestrator")["status"] == "up", timeout_s=30,
+             what="the orchestrator to be up again", detail=lambda: status(stack))
     code, doc = stack.run_json(REPO / "examples" / "01_hello.yaml")
     assert (code, doc["status"]) == (0, "completed")
 

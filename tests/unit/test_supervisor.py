@@ -11,6 +11,7 @@ import pytest
 
 from control_plane import supervisor as supervision
 from control_plane.supervisor import ServerSupervisor
+from tests.harness.polling import poll
 
 pytestmark = pytest.mark.anyio
 _pids = itertools.count(100)
@@ -26,10 +27,7 @@ class StandIn:
 
 
 async def until(check, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    await poll(check, timeout_s=timeout_s, what="the supervisor's reaction")
 
 
 @pytest.fixture(autouse=True)

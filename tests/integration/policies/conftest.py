@@ -20,6 +20,7 @@ from control_plane.server import serve_api
 from control_plane.services.auth import AuthService
 from control_plane.services.policies import PolicyService, PolicySettings
 from control_plane.stack import Stack, StackConfig
+from tests.harness.polling import poll
 
 MEASURE_AFTER = 3
 
@@ -75,12 +76,13 @@ class Loop:
 
 async def settled(stack: Stack, execution_id: str, timeout_s: float = 10) -> None:
     """The execution row's status is terminal (the orchestrator sets it right after the terminal event)."""
-    assert stack.store is not None
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while (await stack.store.executions.get(execution_id)).status not in ("completed", "failed", "cancelled"):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"execution {execution_id} has no terminal status")
-        await asyncio.sleep(0.02)
+    store = stack.store
+    assert store is not None
+
+    async def terminal() -> bool:
+        return (await store.executions.get(execution_id)).status in ("completed", "failed", "cancelled")
+
+    await poll(terminal, timeout_s=timeout_s, what=f"execution {execution_id} to have a terminal status")
 
 
 @pytest.fixture

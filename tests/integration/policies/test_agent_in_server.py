@@ -3,14 +3,13 @@ failure of a flaky step becomes a proposed retry, waiting for a person's approva
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from noetl.insights import open_insights
+from tests.harness.polling import poll
 from tests.integration.policies.conftest import Loop
 from tests.integration.policies.test_closed_loop import FLAKY
 
@@ -27,13 +26,8 @@ async def test_the_server_s_agent_proposes_a_retry_for_a_new_flaky_failure(loop:
     try:
         failed = await loop.run(path, {"counter": str(counter)})  # a new failure, after the agent started
         assert failed["status"] == "failed"
-        deadline = time.monotonic() + 60
-        proposals = []
-        while not proposals:
-            proposals = await loop.policies.list(path=path)
-            assert time.monotonic() < deadline, "the agent made no proposal within 60 s"
-            await asyncio.sleep(0.2)
-        [proposal] = proposals
+        [proposal] = await poll(lambda: loop.policies.list(path=path), timeout_s=60,
+                                what="the agent's proposal")
         assert proposal.state == "proposed" and proposal.author == "agent:proposals"
         assert proposal.target.step == "fetch"
         assert proposal.change is not None and proposal.change.retry is not None

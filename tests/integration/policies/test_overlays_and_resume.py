@@ -15,6 +15,7 @@ import pytest
 from control_plane.errors import ConflictError, ForbiddenError
 from control_plane.services.policies import PolicyService, ProposalRefusedError
 from policies.model import Actor
+from tests.harness.polling import poll
 from tests.integration.policies.conftest import Loop
 
 pytestmark = pytest.mark.anyio
@@ -46,13 +47,19 @@ workflow:
 """
 
 
+async def started(loop: Loop, execution_id: str, step: str) -> bool:
+    """`step` of the execution has started (its `step.started` event is in the log)."""
+    return any(e.type == "step.started" and e.step == step for e in await loop.events(execution_id))
+
+
 async def test_a_running_execution_keeps_its_overlays_and_the_next_one_gets_the_new_version(
         loop: Loop, tmp_path: Path) -> None:
     path = await loop.register(f"midrun_{uuid.uuid4().hex[:8]}", TWO_STEPS)
     assert loop.stack.executions is not None
     release = tmp_path / "release"
     running = await loop.stack.executions.start(path, payload={"release": str(release)})
-    await asyncio.sleep(0.5)  # the execution is running its first step
+    await poll(lambda: started(loop, running, "wait"), timeout_s=30,
+               what="the execution to be running its first step")
 
     proposal = await loop.policies.propose({"target": {"path": path, "step": "sleepy"},
                                             "change": {"timeout_s": 1}, "rationale": "cap it at 1 s"}, ALICE)

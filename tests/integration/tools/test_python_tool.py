@@ -13,6 +13,7 @@ import pytest
 from engine.protocol.results import ResultEnvelope
 from engine.tools.python_pool import PythonPool
 from engine.tools.python_tool import PythonTool
+from tests.harness.polling import poll
 from tests.integration.tools.conftest import free_port, make_call
 
 pytestmark = pytest.mark.anyio
@@ -266,10 +267,7 @@ async def test_a_cancelled_call_kills_its_child(pool: PythonPool, tmp_path: Path
     marker = tmp_path / "running"
     task = asyncio.ensure_future(run(pool, f"import time\nopen({str(marker)!r}, 'w').close()\n"
                                            "time.sleep(60)"))
-    deadline = time.monotonic() + 10
-    while not marker.exists():  # the child is running the code
-        assert time.monotonic() < deadline, "the code never started"
-        await asyncio.sleep(0.01)
+    await poll(marker.exists, timeout_s=10, what="the child to run the code")
     busy = pool.spawned
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from engine.protocol.results import ResultEnvelope
 from engine.tools.shell_tool import ShellTool
+from tests.harness.polling import poll
 
 from .conftest import make_call
 
@@ -60,17 +60,16 @@ async def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert env.error is not None and env.error.kind == "timeout" and env.error.retryable is True
     assert env.data["stdout"] == "started\n"
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while True:  # the killed background child disappears (it may linger briefly as a zombie of init)
+
+    def gone() -> bool:  # the killed background child disappears (it may linger briefly as a zombie of init)
         try:
             os.kill(child, 0)
             with open(f"/proc/{child}/stat") as stat:
-                if stat.read().split(") ")[1].startswith("Z"):
-                    break
+                return stat.read().split(") ")[1].startswith("Z")
         except (ProcessLookupError, FileNotFoundError):
-            break
-        assert time.monotonic() < deadline, "the background child survived the timeout"
-        await asyncio.sleep(0.01)
+            return True
+
+    await poll(gone, timeout_s=5, what="the background child to die with the timed-out shell")
 
 
 async def test_the_config_timeout_applies_too() -> None:

@@ -1,4 +1,8 @@
-"""Replay (spec 15) and status (spec 4.2) over EVERY execution this e2e session produced: runs last.
+"""Replay (spec 15) and status (spec 4.2) over EVERY execution this e2e session produced.
+
+`check_session(home)` runs once, when the session's stack (the `e2e_stack` fixture in conftest.py) is torn
+down, so after every test that used it, whatever the order of the files; a difference fails the run loudly
+(an error at that teardown naming each execution and what differs).
 
 Each execution's events are read from the stack's Postgres; its net is rebuilt from the playbook text in
 its `execution.started` event; its input events are folded, in seq order, through the pure `fire` from an
@@ -10,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from control_plane.stack import resolve_ref
 from control_plane.store import Store, open_store
@@ -24,7 +25,7 @@ from engine.net.fire import FireEnv, fire
 from engine.net.state import ExecutionState
 from engine.net.validate import validate_text
 from engine.protocol.events import INPUT_EVENTS, TERMINAL_EVENTS, Event
-from tests.e2e.helpers import Noetl
+from tests.harness.polling import poll
 
 SETTLE_S = 60.0  # how long executions still running (none should be) may take to end
 
@@ -46,20 +47,24 @@ async def _executions(store: Store) -> list[str]:
 
 
 async def _read_all(home: Path) -> list[Recorded]:
-    """Every execution with its events, once none is still running (bounded poll)."""
+    """Every execution with its events, once none is still running (bounded poll; after SETTLE_S, as they
+    are: the terminal-event check then names the ones still running)."""
     dsn = json.loads((home / "dev.json").read_text())["pg_dsn"]
     store = await open_store(dsn, load_secret_key(home))
+    last: list[Recorded] = []
+
+    async def settled() -> tuple[list[Recorded]] | None:
+        last[:] = [Recorded(x, await store.events.events(x)) for x in await _executions(store)]
+        running = [r for r in last if not any(e.type in TERMINAL_EVENTS for e in r.events)]
+        return None if running else (last,)
+
     try:
-        deadline = time.monotonic() + SETTLE_S
-        while True:
-            recorded = [Recorded(x, await store.events.events(x)) for x in await _executions(store)]
-            running = [r.execution_id for r in recorded
-                       if not any(e.type in TERMINAL_EVENTS for e in r.events)]
-            if not running or time.monotonic() > deadline:
-                return recorded
-            await asyncio.sleep(0.2)
+        await poll(settled, timeout_s=SETTLE_S, what="every execution of the session to end")
+    except AssertionError:
+        pass  # reported below, per execution, by the terminal-event check
     finally:
         await store.close()
+    return last
 
 
 def _replay(recorded: Recorded) -> tuple[list[str], int]:
@@ -95,28 +100,35 @@ def _replay(recorded: Recorded) -> tuple[list[str], int]:
     return problems, len(expected)
 
 
-def test_every_execution_of_the_session_ends_with_exactly_one_terminal_event(e2e_stack: Noetl) -> None:
-    recorded = asyncio.run(_read_all(e2e_stack.home))
-    if not recorded:
-        pytest.skip("this session ran no execution: run this module with the rest of tests/e2e")
+def _terminal_problems(recorded: list[Recorded]) -> dict[str, list[str]]:
+    """Executions that do not end with exactly one terminal event (with their last event types)."""
     problems = {}
     for r in recorded:
         terminal = [e for e in r.events if e.type in TERMINAL_EVENTS]
         if len(terminal) != 1 or not r.events or r.events[-1].type not in TERMINAL_EVENTS:
             problems[r.execution_id] = [e.type for e in r.events[-5:]]
-    assert not problems, problems
+    return problems
 
 
-def test_replaying_every_execution_reproduces_its_derived_events_and_final_status(e2e_stack: Noetl) -> None:
-    recorded = asyncio.run(_read_all(e2e_stack.home))
+def check_session(home: Path) -> int:
+    """Every execution recorded under `home` ends with exactly one terminal event, and replaying it
+    reproduces its derived events and final status; returns how many executions were checked, raises
+    AssertionError naming every execution that fails either check."""
+    recorded = asyncio.run(_read_all(home))
     if not recorded:
-        pytest.skip("this session ran no execution: run this module with the rest of tests/e2e")
-    problems: dict[str, list[str]] = {}
+        return 0
+    unended = _terminal_problems(recorded)
+    differ: dict[str, list[str]] = {}
     compared = 0
     for r in recorded:
         found, count = _replay(r)
         compared += count
         if found:
-            problems[r.execution_id] = found
-    assert not problems, json.dumps(problems, indent=1)[:6000]
-    assert compared >= 2 * len(recorded)  # at least a scheduled step and the terminal event each
+            differ[r.execution_id] = found
+    assert not unended, (f"replay check: {len(unended)} of {len(recorded)} executions of the e2e session "
+                         f"do not end with exactly one terminal event (last event types): {unended}")
+    assert not differ, (f"replay check: replaying {len(differ)} of {len(recorded)} executions of the e2e "
+                        f"session differs from what was recorded:\n{json.dumps(differ, indent=1)[:6000]}")
+    assert compared >= 2 * len(recorded), (  # at least a scheduled step and the terminal event each
+        f"replay check: only {compared} derived events compared for {len(recorded)} executions")
+    return len(recorded)
