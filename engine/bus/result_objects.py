@@ -14,6 +14,8 @@ reader runs its own connection on an event loop in a daemon thread and waits for
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import re
 import threading
 import uuid
@@ -115,7 +117,19 @@ class ObjectReader:
                 self._loop = loop
                 # NatsOps' lock belongs to the loop it is first used on: make it there
                 self._ops = asyncio.run_coroutine_threadsafe(_make_ops(), loop).result()
+                atexit.register(self.close)
             return self._loop, self._ops
+
+    def close(self) -> None:
+        """Close the connection and stop the thread (at exit: a daemon thread left running an event loop
+        with an open connection is torn down mid-flight by the interpreter's finalization)."""
+        with self._guard:
+            loop, ops, self._loop, self._ops = self._loop, self._ops, None, None
+        if loop is None or ops is None or not loop.is_running():
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(ops.close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 async def _make_ops() -> NatsOps:

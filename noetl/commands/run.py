@@ -68,8 +68,9 @@ def run(
         raise typer.Exit(EXIT_INVALID)
     text = file.read_text(encoding="utf-8")
     summary = eventloop.run(_run(text, str(file), data, as_json, timeout, idle_s, Rider(outage_wait_s())))
-    if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+    if as_json:  # written and flushed here, so that a failing write is an error, not a cut document
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        sys.stdout.flush()
     if summary["status"] not in ENDED:
         report_timeout(summary["execution_id"], timeout, summary["status"])
         raise typer.Exit(EXIT_RUNNING)
