@@ -298,8 +298,6 @@ class Orchestrator:
                     to_publish.append((execution, command))
             if delivery not in handled.poison:
                 handled.deliveries.append(delivery)
-        self._admission.settle(e.command_id for e in to_append
-                               if e.type in OUTCOMES and e.command_id and ends_command(e))
         others: list[tuple[_Execution, CancelStep | StartChild]] = []
         withdrawn: list[tuple[RunStep, str]] = []
         for execution, command in to_publish:
@@ -311,6 +309,10 @@ class Orchestrator:
                 withdrawn.append((pulled, command.reason))  # never sent: its outcome is ours to give
             else:
                 others.append((execution, command))
+        # settled after the offers: a command issued again in this batch (a rebuild re-derived it) whose
+        # outcome is in the same batch must not stay waiting, or it would hold capacity for nothing
+        self._admission.settle(e.command_id for e in to_append
+                               if e.type in OUTCOMES and e.command_id and ends_command(e))
         decisions = self._admission.admit()
         to_append.extend(self._admission_events(decisions))
         terminal = [event for event in to_append if event.type in TERMINAL_EVENTS]
