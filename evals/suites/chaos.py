@@ -182,6 +182,8 @@ def play_round(cli: Cli, component: str, rng: random.Random, items: int, scratch
         doc = _status(cli, outcome.execution_id)
         if doc is not None and doc.get("status") in ("completed", "failed", "cancelled"):
             outcome.finish_s = round(time.monotonic() - with_kill, 2)
+            if outcome.recovery_s is None:  # the items left ran before the next look: recovered by the end
+                outcome.recovery_s = outcome.finish_s
             outcome.status = str(doc["status"])
             result = (doc.get("steps", {}).get("each") or {}).get("result") or []
             outcome.items = len(result)
