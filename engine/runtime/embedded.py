@@ -300,11 +300,17 @@ def running_postgres(data_dir: Path) -> EmbeddedPostgres | None:
 
 def stop_postgres(data_dir: Path) -> bool:
     """Stop the PostgreSQL running in `data_dir/postgres`, if one runs; True when one was stopped."""
+    return _stop_running(data_dir, "postgres", running_postgres)
+
+
+def _stop_running(data_dir: Path, name: str, running_in: Callable[[Path], Any]) -> bool:
+    """Stop the server `running_in(data_dir)` finds, under the lock its start takes (never while
+    another process is starting it); True when one was stopped."""
     data_dir = Path(data_dir).expanduser().resolve()
-    if not (data_dir / "postgres").exists():
+    if not (data_dir / name).exists():
         return False
-    with _file_lock(data_dir / "postgres.lock"):  # not while another process is starting it
-        running = running_postgres(data_dir)
+    with _file_lock(data_dir / f"{name}.lock"):
+        running = running_in(data_dir)
         if running is not None:
             running.stop()
     return running is not None
@@ -499,11 +505,4 @@ def running_nats(data_dir: Path) -> EmbeddedNats | None:
 
 def stop_nats(data_dir: Path) -> bool:
     """Stop the nats-server recorded in `data_dir/nats`, if one runs; True when one was stopped."""
-    data_dir = Path(data_dir).expanduser().resolve()
-    if not (data_dir / "nats").exists():
-        return False
-    with _file_lock(data_dir / "nats.lock"):  # not while another process is starting it
-        running = running_nats(data_dir)
-        if running is not None:
-            running.stop()
-    return running is not None
+    return _stop_running(data_dir, "nats", running_nats)

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -89,3 +91,21 @@ def spawn(runtime_env: dict[str, str], tmp_path: Path,
 async def wait_for(check: Callable[[], object], timeout_s: float = 30.0, what: str = "condition") -> object:
     """Poll `check` until it returns something truthy (bounded)."""
     return await poll(check, timeout_s=timeout_s, what=what)
+
+
+async def register(client: Stack, body: str) -> str:
+    """Register a playbook of `body` (its workflow and more) under a unique name; its catalog path."""
+    assert client.executions is not None
+    text = (f"apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {{name: t_{uuid.uuid4().hex[:8]}}}\n"
+            + textwrap.dedent(body))
+    return (await client.executions.register(text)).path
+
+
+async def step_started(client: Stack, execution_id: str, timeout_s: float = 60.0) -> None:
+    """Wait until a step of the execution has started on a worker."""
+    store = client.store
+    assert store is not None
+
+    async def started() -> bool:
+        return any(e.type == "step.started" for e in await store.events.events(execution_id))
+    await wait_for(started, timeout_s, "a step to start")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,18 +11,11 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import wait_for
+from tests.integration.runtime.conftest import register, wait_for
 
 pytestmark = pytest.mark.anyio
 
 TIMEOUT_S = 8.0
-
-
-async def register(client: Stack, body: str) -> str:
-    assert client.executions is not None
-    text = (f"apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {{name: t_{uuid.uuid4().hex[:8]}}}\n"
-            + textwrap.dedent(body))
-    return (await client.executions.register(text)).path
 
 
 async def test_a_call_timeout_cancels_the_child_at_its_recorded_deadline_after_the_orchestrator_is_killed(

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import wait_for
-from tests.integration.runtime.test_call_timeouts import register
+from tests.integration.runtime.conftest import register, step_started, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -29,9 +28,7 @@ async def test_a_cancel_lost_with_its_worker_is_sent_again_by_a_restarted_orches
     assert executions is not None and store is not None
     execution_id = await executions.start(path)
 
-    async def running() -> bool:
-        return any(e.type == "step.started" for e in await store.events.events(execution_id))
-    await wait_for(running, 60, "the long step to start")
+    await step_started(client, execution_id)
     os.killpg(worker.pid, signal.SIGKILL)  # its command comes back to the next worker after ack_wait
     worker.wait(timeout=10)
     await executions.cancel(execution_id)  # broadcast to no worker: lost

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.test_call_timeouts import register
+from tests.integration.runtime.conftest import register
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import wait_for
-from tests.integration.runtime.test_call_timeouts import register
+from tests.integration.runtime.conftest import register, step_started
 
 pytestmark = pytest.mark.anyio
 
@@ -28,9 +27,7 @@ async def test_a_stopping_worker_gives_back_a_step_longer_than_its_drain_and_ano
     assert executions is not None and store is not None
     execution_id = await executions.start(path)
 
-    async def started() -> bool:
-        return any(e.type == "step.started" for e in await store.events.events(execution_id))
-    await wait_for(started, 60, "the long step to start")
+    await step_started(client, execution_id)
     first.send_signal(signal.SIGTERM)  # drains for 10 s, then stops what still runs
     spawn("worker", "start", "--concurrency", "2")
     summary = await executions.wait(execution_id, timeout_s=90)
