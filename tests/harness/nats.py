@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,3 +30,13 @@ def nats_url(nats_server: EmbeddedNats) -> str:
 def nats_prefix() -> str:
     """A subject prefix (and so stream names) that no other test uses: tests share the server."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+async def fetch_all(consumer: Any, count: int, *, timeout_s: float = 5.0) -> list[Any]:
+    """`count` deliveries from a pull consumer, over as many fetches as it takes (a fetch may return
+    fewer than it asked for while the rest are still on their way); fewer only after `timeout_s`."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and (left := deadline - time.monotonic()) > 0:
+        got.extend(await consumer.fetch(batch=count - len(got), timeout=min(left, 1.0)))
+    return got

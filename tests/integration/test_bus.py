@@ -14,6 +14,7 @@ import pytest
 from engine.bus.jetstream import Bus, BusError, Consumer, Delivery, stream_names
 from engine.runtime.embedded import start_nats
 from evals.benchmarks.dispatch_floor import measure_floor
+from tests.harness.nats import fetch_all
 from tests.harness.polling import poll
 
 T = TypeVar("T")
@@ -219,9 +220,7 @@ def test_events_stay_in_the_stream_and_each_durable_reader_sees_all(nats_url: st
             assert (await bus.publish_event("exec-1", "e0", b"event 0")).duplicate
             for reader in ("orchestrator", "indexer"):
                 consumer = await bus.event_consumer(reader)
-                got = []
-                while len(got) < 3 and (batch := await consumer.fetch(batch=3, timeout=1)):
-                    got.extend(batch)
+                got = await fetch_all(consumer, 3)
                 assert [d.data for d in got] == [b"event 0", b"event 1", b"event 2"]
                 for d in got:
                     await d.ack()
@@ -335,7 +334,7 @@ def test_the_bus_reconnects_after_nats_restarts_and_stored_commands_survive(tmp_
 
             await poll(published, timeout_s=15, what="the bus to reconnect and publish")
             consumer = await bus.command_consumer("pool-a")
-            got = await consumer.fetch(batch=5, timeout=2)
+            got = await fetch_all(consumer, 2)
             assert [d.data for d in got] == [b"stored before the restart", b"after"]
         finally:
             await bus.close()

@@ -16,6 +16,8 @@ from engine.protocol import subjects
 from engine.protocol.results import ResultEnvelope
 from engine.tools.nats_tool import NatsTool
 
+from tests.harness.nats import fetch_all
+
 from .conftest import StoredCredentials, free_port, make_call
 
 pytestmark = pytest.mark.anyio
@@ -93,7 +95,7 @@ async def test_publish_to_a_stream_subject_returns_the_stream_sequence(tool: Nat
         assert first.data == {"subject": subject, "seq": first.data["seq"], "stream": bus.event_stream}
         assert second.data["seq"] == first.data["seq"] + 1
         consumer = await bus.event_consumer("reader")
-        got = await consumer.fetch(batch=2, timeout=2)
+        got = await fetch_all(consumer, 2)
         assert [d.data for d in got] == [b'{"n":1}', b"two"]
         await consumer.close()
     finally:
