@@ -23,6 +23,7 @@ from noetl.commands import (
 )
 from noetl.commands import mcp as mcp_commands
 from noetl.commands import proposals as proposals_commands
+from noetl.stdio import use_whole_writes
 
 app = typer.Typer(
     name="noetl",
@@ -52,6 +53,7 @@ EXIT_UNAVAILABLE = 3  # the command could not do its work: a server unreachable 
 
 def main() -> None:
     """The console script: errors NoETL raises on purpose print as one line, never a traceback."""
+    use_whole_writes()
     try:
         app()
     except NoetlError as exc:

@@ -100,7 +100,8 @@ class _Capture(io.TextIOBase):
 
 def _take_channel() -> tuple[BinaryIO, BinaryIO]:
     chan_in = os.fdopen(os.dup(0), "rb", buffering=0)
-    chan_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    # buffered: a pipe may take part of a large reply, and a raw write would drop the rest unseen
+    chan_out = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
