@@ -22,6 +22,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,17 @@ class _Execution:
     demands: dict[str, Demand] = field(default_factory=dict)  # step -> what one run of it holds
     priorities: dict[str, float] | None = None  # step -> its remaining critical path (dispatch order)
     cancels: dict[str, CancelStep] = field(default_factory=dict)  # replay: cancels issued, sent again
+
+
+@dataclass
+class _Batch:
+    """One batch of events on its way through `Orchestrator.handle`."""
+
+    handled: Handled  # the events to store and the deliveries they came in
+    commands: list[tuple[_Execution, RunStep | CancelStep | StartChild]] = field(default_factory=list)
+    withdrawn: list[tuple[RunStep, str]] = field(default_factory=list)  # never sent, with the reason
+    others: list[tuple[_Execution, CancelStep | StartChild]] = field(default_factory=list)
+    terminal: list[Event] = field(default_factory=list)  # execution ends among the events
 
 
 @dataclass
@@ -266,11 +278,23 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ handling
     async def handle(self, deliveries: list[Delivery]) -> None:
-        """Fold the batch through `fire`, publish the admitted commands, and queue its events for the
-        commit pipeline (the bus messages are acked once they are stored)."""
-        to_append: list[Event] = []
-        to_publish: list[tuple[_Execution, RunStep | CancelStep | StartChild]] = []
-        handled = Handled(to_append)
+        """One batch of events, in four phases: fold it through `fire`; route the commands it gives
+        (capacity, withdrawals); queue its events for the commit pipeline, with what must wait for
+        the commit; send the admitted commands (the bus messages are acked once stored)."""
+        batch = await self._fold(deliveries)
+        decisions = self._route(batch)
+        batch.handled.after.append(partial(self._after_commit, batch, decisions))
+        batch.handled.urgent = bool(batch.terminal)
+        # the commands go out while the events are appended: a worker starts at once, and an outcome
+        # that overtakes its cause's commit is held back by `_early` after a crash (commits.py)
+        await self._commits.submit(batch.handled)
+        await self._send_runs(decisions)
+
+    async def _fold(self, deliveries: list[Delivery]) -> _Batch:
+        """Decode each delivery, hold back reports on commands not issued yet, and fire every input
+        event of a live execution: the events to store and the commands to route."""
+        batch = _Batch(Handled([]))
+        handled = batch.handled
         for delivery in deliveries:
             try:
                 events = decode_events(delivery.data)
@@ -282,60 +306,60 @@ class Orchestrator:
                 continue
             for event in events:
                 if event.type not in INPUT_EVENTS:
-                    to_append.append(event)
+                    handled.events.append(event)
                     continue
                 execution = await self._execution(event)
                 if execution is None:  # an event of an unknown or ended execution is not ours to record
                     if delivery not in handled.poison:
                         handled.poison.append(delivery)
                     continue
-                to_append.append(event)
+                handled.events.append(event)
                 decision = fire(execution.net, execution.state, event, execution.env)
-                to_append.extend(decision.events)
+                handled.events.extend(decision.events)
                 for command in decision.commands:
                     if isinstance(command, RunStep | StartChild):
                         execution.known.add(command.command_id)
-                    to_publish.append((execution, command))
+                    batch.commands.append((execution, command))
             if delivery not in handled.poison:
                 handled.deliveries.append(delivery)
-        others: list[tuple[_Execution, CancelStep | StartChild]] = []
-        withdrawn: list[tuple[RunStep, str]] = []
-        for execution, command in to_publish:
+        return batch
+
+    def _route(self, batch: _Batch) -> Decisions:
+        """Runs go to the admission, cancels of runs still waiting there withdraw them (their outcome is
+        ours to give), the rest is published after the commit; then what has capacity is admitted."""
+        for execution, command in batch.commands:
             if isinstance(command, RunStep):
                 self._admission.offer(command, self._demand(execution, command),
                                       priority=self._priority(execution, command))
             elif isinstance(command, CancelStep) and (
                     pulled := self._admission.withdraw(command.command_id)) is not None:
-                withdrawn.append((pulled, command.reason))  # never sent: its outcome is ours to give
+                batch.withdrawn.append((pulled, command.reason))
             else:
-                others.append((execution, command))
+                batch.others.append((execution, command))
+        events = batch.handled.events
         # settled after the offers: a command issued again in this batch (a rebuild re-derived it) whose
         # outcome is in the same batch must not stay waiting, or it would hold capacity for nothing
-        self._admission.settle(e.command_id for e in to_append
+        self._admission.settle(e.command_id for e in events
                                if e.type in OUTCOMES and e.command_id and ends_command(e))
         decisions = self._admission.admit()
-        to_append.extend(self._admission_events(decisions))
-        terminal = [event for event in to_append if event.type in TERMINAL_EVENTS]
+        events.extend(self._admission_events(decisions))
+        batch.terminal = [event for event in events if event.type in TERMINAL_EVENTS]
+        return decisions
 
-        async def after_commit() -> None:
-            await self._fail_impossible(decisions)
-            for command, reason in withdrawn:
-                await self._publish_event(outcome_event(
-                    command.execution_id, command.command_id, command.step, command.loop_index,
-                    ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
-                                                     f"dispatched: {reason}", retryable=False),
-                    claimer=command.cursor is not None))
-            for execution, command in others:
-                await self._publish(command, execution)
-            for event in terminal:
-                await self._finished(event)
-
-        handled.after.append(after_commit)
-        handled.urgent = bool(terminal)
-        # the commands go out while the events are appended: a worker starts at once, and an outcome
-        # that overtakes its cause's commit is held back by `_early` after a crash (commits.py)
-        await self._commits.submit(handled)
-        await self._send_runs(decisions)
+    async def _after_commit(self, batch: _Batch, decisions: Decisions) -> None:
+        """What may happen only once the batch's events are stored: failing what no pool can run,
+        the outcomes of withdrawn runs, cancels and child starts, and the ends of executions."""
+        await self._fail_impossible(decisions)
+        for command, reason in batch.withdrawn:
+            await self._publish_event(outcome_event(
+                command.execution_id, command.command_id, command.step, command.loop_index,
+                ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
+                                                 f"dispatched: {reason}", retryable=False),
+                claimer=command.cursor is not None))
+        for execution, command in batch.others:
+            await self._publish(command, execution)
+        for event in batch.terminal:
+            await self._finished(event)
 
     async def _execution(self, event: Event) -> _Execution | None:
         execution = self._live.get(event.execution_id)
