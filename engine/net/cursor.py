@@ -16,15 +16,11 @@ from typing import TYPE_CHECKING, Any
 from engine.net.state import CursorProgress, Dispatch, LoopProgress, StepResult
 from engine.protocol.commands import CancelStep
 from engine.protocol.events import claim_key
-from engine.protocol.results import ResultEnvelope
+from engine.protocol.results import ResultEnvelope, engine_error
 
 if TYPE_CHECKING:
     from engine.dsl.model import Step
     from engine.net.fire import _Firing
-
-
-def _error(envelope: ResultEnvelope) -> dict[str, Any] | None:
-    return envelope.error.model_dump(exclude_none=True) if envelope.error else None
 
 
 class CursorLoops:
@@ -38,10 +34,9 @@ class CursorLoops:
         assert cursor is not None
         name = step.step
         if self.net.transition(name).command.child:
-            self.step_done(name, False, None, {
-                "kind": "validation", "retryable": False,
-                "message": f"step '{name}': a cursor loop runs its rows on the claimer's worker; a "
-                           "playbook call cannot be its tool"})
+            self.step_done(name, False, None, engine_error(
+                "validation", f"step '{name}': a cursor loop runs its rows on the claimer's worker; a "
+                              "playbook call cannot be its tool"))
             return
         claimers = claimers or cursor.claimers
         self.state.record(name).status = "running"
@@ -82,7 +77,7 @@ class CursorLoops:
             else:
                 cursor.results[key] = envelope.data
         else:
-            cursor.failed[key] = _error(envelope) or {"kind": "internal", "message": "the row failed"}
+            cursor.failed[key] = envelope.error or engine_error("internal", "the row failed")
             if step.spec.policy.failure.mode != "best_effort":
                 self.stop_cursor(name, loop, f"a row of loop '{name}' failed")
         drained = cursor.draining.get(event.command_id or "")
@@ -100,7 +95,7 @@ class CursorLoops:
             return
         envelope = event.result or ResultEnvelope.fail("internal", "the worker sent no result")
         if envelope.status != "ok":
-            error = _error(envelope) or {"kind": "internal", "message": "the claimer failed"}
+            error = envelope.error or engine_error("internal", "the claimer failed")
             best_effort = self.net.playbook.step(dispatch.step).spec.policy.failure.mode == "best_effort"
             stopped_here = cursor.error is not None or (cursor.failed and not best_effort)
             if not stopped_here:  # a failed claim, or a cancel from outside (the loop fails with it)
@@ -143,14 +138,13 @@ class CursorLoops:
         self.emit("loop.completed", step=name, run=loop.run, payload={"stats": stats, "finished": len(keys)})
         result = StepResult(data={"stats": stats, "results": values}, stats=stats, item_refs=refs or None)
         if cursor.error is not None:
-            error = dict(cursor.error)
-            error["message"] = f"step '{name}': {error.get('message', '')}"
+            error = cursor.error.model_copy(update={"message": f"step '{name}': {cursor.error.message}"})
             self.step_done(name, False, result, error, loop=True)
         elif cursor.failed and step.spec.policy.failure.mode != "best_effort":
             position, key = next((p, k) for p, k in enumerate(keys) if k in cursor.failed)
-            error = dict(cursor.failed[key])
-            error["message"] = (f"row {position} of cursor loop '{name}' (claimer {key[1]}) failed: "
-                                f"{error.get('message', '')}")
+            failed = cursor.failed[key]
+            error = failed.model_copy(update={"message": f"row {position} of cursor loop '{name}' "
+                                                         f"(claimer {key[1]}) failed: {failed.message}"})
             self.step_done(name, False, result, error, loop=True)
         else:
             self.step_done(name, True, result, None, loop=True)

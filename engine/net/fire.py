@@ -25,7 +25,7 @@ from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord,
 from engine.protocol.commands import CancelStep, RunStep, StartChild
 from engine.protocol.events import Event, derived_id
 from engine.protocol.ids import as_int, child_execution_id, template_value
-from engine.protocol.results import ResultEnvelope
+from engine.protocol.results import ResultEnvelope, ToolError, engine_error
 from engine.protocol.sql_result import loop_items
 
 DEFAULT_POOL = "default"
@@ -146,7 +146,7 @@ class _Firing(CursorLoops):
             state.workload = self.render(raw, {**raw, **base, "workload": raw}, "workload")
         except TemplateError as exc:
             state.workload = raw
-            self.fail_execution({"kind": exc.kind, "message": str(exc)})
+            self.fail_execution(engine_error(exc.kind, str(exc)))
             return
         self.dispatch(self.net.entry, {})
 
@@ -156,8 +156,8 @@ class _Firing(CursorLoops):
         self.state.cancelling = True
         reason = str(self.cause.payload.get("reason") or "cancelled on request")
         if self.state.error is None:
-            self.state.error = {"kind": "timeout" if self.cause.payload.get("timeout") else "cancelled",
-                                "message": reason, "retryable": False}
+            self.state.error = engine_error("timeout" if self.cause.payload.get("timeout") else "cancelled",
+                                        reason)
         self.cancel_pending(reason)
 
     def outcome(self) -> None:
@@ -185,7 +185,7 @@ class _Firing(CursorLoops):
             self.loop_item_done(dispatch, ok, envelope)
         else:
             self.apply_ctx_writes(dispatch.step, event.payload.get("ctx") or {})
-            self.step_done(dispatch.step, ok, _step_result(envelope), _error(envelope), reported=reported)
+            self.step_done(dispatch.step, ok, _step_result(envelope), envelope.error, reported=reported)
 
     def child_contract(self, name: str, envelope: ResultEnvelope) -> ResultEnvelope | None:
         """The breach of a playbook call's `assert.returns` by the child's result, or None."""
@@ -214,10 +214,9 @@ class _Firing(CursorLoops):
         record.runs += 1
         run = record.runs
         if run > step.spec.max_runs:
-            self.step_done(name, False, None, {
-                "kind": "validation", "retryable": False,
-                "message": f"step '{name}' would run more than spec.max_runs={step.spec.max_runs} times "
-                           "in one execution; raise max_runs or fix the cycle's exit condition"})
+            self.step_done(name, False, None, engine_error(
+                "validation", f"step '{name}' would run more than spec.max_runs={step.spec.max_runs} "
+                              "times in one execution; raise max_runs or fix the cycle's exit condition"))
             return
         context = self.context(arc_args=arc_args)
         if step.spec.policy.admit is not None and not self.admitted(step, context):
@@ -235,7 +234,7 @@ class _Firing(CursorLoops):
         try:
             step_input = self.render(step.input or {}, context, f"step '{name}' input")
         except TemplateError as exc:
-            self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
+            self.step_done(name, False, None, engine_error(exc.kind, str(exc)))
             return
         record.status = "scheduled"
         self.issue(step, run, None, arc_args, step_input, None)
@@ -346,7 +345,7 @@ class _Firing(CursorLoops):
             if breach is not None:  # the contract (spec 3): the child does not start
                 assert breach.error is not None
                 self.state.pending.pop(cid, None)
-                self.step_done(step.step, False, None, breach.error.model_dump(exclude_none=True))
+                self.step_done(step.step, False, None, breach.error)
                 return
         version = config.get("version")
         if isinstance(version, str) and version.strip().isdigit():
@@ -380,7 +379,7 @@ class _Firing(CursorLoops):
     def unsent(self, cid: str, step: str, kind: str, message: str) -> None:
         """A dispatch that failed before its command was sent: the step fails with this error."""
         self.state.pending.pop(cid, None)
-        self.step_done(step, False, None, {"kind": kind, "message": message, "retryable": False})
+        self.step_done(step, False, None, engine_error(kind, message))
 
     # ------------------------------------------------------------------ loops
     def start_loop(self, step: Step, run: int, arc_args: dict[str, Any], step_input: dict[str, Any],
@@ -390,12 +389,11 @@ class _Firing(CursorLoops):
         try:
             items = loop_items(self.render(step.loop.in_, context, f"step '{name}' loop.in"))
         except TemplateError as exc:
-            self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
+            self.step_done(name, False, None, engine_error(exc.kind, str(exc)))
             return
         if not isinstance(items, list):
-            self.step_done(name, False, None, {
-                "kind": "validation", "retryable": False,
-                "message": f"step '{name}': loop.in must yield a list, got {type(items).__name__}"})
+            self.step_done(name, False, None, engine_error(
+                "validation", f"step '{name}': loop.in must yield a list, got {type(items).__name__}"))
             return
         limit = self.loop_limit(step, context)
         if limit is False:
@@ -417,15 +415,14 @@ class _Firing(CursorLoops):
         try:
             value = self.render(value, context, f"step '{name}' loop.spec.max_in_flight")
         except TemplateError as exc:
-            self.step_done(name, False, None, {"kind": exc.kind, "message": str(exc), "retryable": False})
+            self.step_done(name, False, None, engine_error(exc.kind, str(exc)))
             return False
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.step_done(name, False, None, {
-                "kind": "validation", "retryable": False,
-                "message": f"step '{name}': loop.spec.max_in_flight must yield a positive integer, got "
-                           f"{value!r}"})
+            self.step_done(name, False, None, engine_error(
+                "validation", f"step '{name}': loop.spec.max_in_flight must yield a positive integer, "
+                              f"got {value!r}"))
             return False
         return value
 
@@ -456,7 +453,7 @@ class _Firing(CursorLoops):
         elif ok:
             loop.results[index] = envelope.data
         else:
-            loop.failed[index] = _error(envelope) or {"kind": "internal", "message": "item failed"}
+            loop.failed[index] = envelope.error or engine_error("internal", "item failed")
             if not step.spec.policy.failure.mode == "best_effort" and not loop.stopping:
                 loop.stopping = True
                 for cid, other in list(self.state.pending.items()):
@@ -483,8 +480,9 @@ class _Firing(CursorLoops):
         best_effort = step.spec.policy.failure.mode == "best_effort"
         if loop.failed and not best_effort:
             first = min(loop.failed)
-            error = dict(loop.failed[first])
-            error["message"] = f"item {first} of loop '{name}' failed: {error.get('message', '')}"
+            failed = loop.failed[first]
+            error = failed.model_copy(update={"message": f"item {first} of loop '{name}' failed: "
+                                                         f"{failed.message}"})
             self.step_done(name, False, result, error, loop=True)
         else:
             self.step_done(name, True, result, None, loop=True)
@@ -511,7 +509,7 @@ class _Firing(CursorLoops):
         if applied:
             self.emit("ctx.updated", step=step, payload={"writes": applied, "source": where})
 
-    def step_done(self, name: str, ok: bool, result: StepResult | None, error: dict[str, Any] | None,
+    def step_done(self, name: str, ok: bool, result: StepResult | None, error: ToolError | None,
                   *, loop: bool = False, reported: bool = False) -> None:
         """A step finished: `reported` when its worker already recorded the outcome event."""
         state = self.state
@@ -544,18 +542,18 @@ class _Firing(CursorLoops):
                 status="error", error=_tool_error(error)))
         event_name = ("loop.done" if loop else "call.done") if ok else "call.error"
         context = self.context(event={"name": event_name, "step": name, "status": record.status,
-                                      "error": error})
+                                      "error": _plain(error)})
         if ok:
             try:
                 self.write_set(step.set, context, f"step '{name}' set", name)
             except TemplateError as exc:
                 record.status = "failed"
-                record.error = {"kind": exc.kind, "message": str(exc), "retryable": False}
+                record.error = engine_error(exc.kind, str(exc))
                 self.emit("step.failed", step=name, result=ResultEnvelope(
                     status="error", error=_tool_error(record.error)))
                 ok, event_name = False, "call.error"
             context = self.context(event={"name": event_name, "step": name, "status": record.status,
-                                          "error": record.error})
+                                          "error": _plain(record.error)})
         taken = self.route(step, ok, context)
         if not taken:
             if not ok:
@@ -564,9 +562,8 @@ class _Firing(CursorLoops):
                 else:
                     self.unhandled(name, record.error)
             elif step.next and step.next.arcs and self.net.playbook.executor.spec.no_next_is_error:
-                self.unhandled(name, {"kind": "validation", "retryable": False,
-                                      "message": f"no arc of step '{name}' matched and "
-                                                 "executor.spec.no_next_is_error is set"})
+                self.unhandled(name, engine_error("validation", f"no arc of step '{name}' matched and "
+                                                            "executor.spec.no_next_is_error is set"))
 
     def route(self, step: Step, ok: bool, context: Mapping[str, Any]) -> bool:
         if step.next is None or self.state.cancelling:
@@ -583,8 +580,7 @@ class _Firing(CursorLoops):
                                              condition=True))
                 except TemplateError as exc:
                     if ok:
-                        self.unhandled(step.step, {"kind": exc.kind, "message": str(exc),
-                                                   "retryable": False})
+                        self.unhandled(step.step, engine_error(exc.kind, str(exc)))
                         return True
                     warning = (f"step '{step.step}' arc to '{arc.step}': {exc} "
                                "(counted as false: the step failed)")
@@ -601,7 +597,7 @@ class _Firing(CursorLoops):
                 try:
                     self.write_set(arc.set, context, f"step '{step.step}' arc to '{arc.step}' set", step.step)
                 except TemplateError as exc:
-                    self.unhandled(step.step, {"kind": exc.kind, "message": str(exc), "retryable": False})
+                    self.unhandled(step.step, engine_error(exc.kind, str(exc)))
                     return True
                 args = {k[4:]: _get_path(self.state.ctx, k[4:]) for k in arc.set if k.startswith("ctx.")}
             self.arrive(arc.step, step.step, args)
@@ -613,12 +609,13 @@ class _Firing(CursorLoops):
         else:
             self.dispatch(target, args)
 
-    def unhandled(self, name: str, error: dict[str, Any] | None) -> None:
+    def unhandled(self, name: str, error: ToolError | None) -> None:
         state = self.state
         if name not in state.unhandled:
             state.unhandled.append(name)
         if state.error is None:
-            state.error = {"step": name, **(error or {})}
+            state.error = (error or engine_error("internal", f"step '{name}' failed")).model_copy(
+                update={"step": name})
         self.cancel_pending(f"step '{name}' failed")
 
     def cancel_pending(self, reason: str) -> None:
@@ -671,7 +668,7 @@ class _Firing(CursorLoops):
         state = self.state
         if state.cancelling:
             state.status = "cancelled"
-            self.emit("execution.cancelled", payload={"error": state.error})
+            self.emit("execution.cancelled", payload={"error": _plain(state.error)})
             return
         final = self.net.final
         if final and not state.final_dispatched:
@@ -680,7 +677,7 @@ class _Firing(CursorLoops):
             if state.pending or state.loops:
                 return
         if state.unhandled:
-            self.fail_execution(state.error or {})
+            self.fail_execution(state.error or engine_error("internal", "a step failed with no handler"))
         else:
             state.status = "completed"
             result = state.result
@@ -691,10 +688,10 @@ class _Firing(CursorLoops):
             else:  # large: the result is the last finished step's, read it there
                 self.emit("execution.completed", payload={"result_step": state.last_finished})
 
-    def fail_execution(self, error: dict[str, Any]) -> None:
+    def fail_execution(self, error: ToolError) -> None:
         self.state.status = "failed"
         self.state.error = self.state.error or error
-        self.emit("execution.failed", payload={"error": self.state.error})
+        self.emit("execution.failed", payload={"error": _plain(self.state.error)})
 
 
 def fire(net: Net, state: ExecutionState, event: Event, env: FireEnv | None = None) -> Decision:
@@ -731,18 +728,13 @@ def _step_result(envelope: ResultEnvelope) -> StepResult:
     )
 
 
-def _error(envelope: ResultEnvelope) -> dict[str, Any] | None:
-    return envelope.error.model_dump(exclude_none=True) if envelope.error else None
+def _plain(error: ToolError | None) -> dict[str, Any] | None:
+    """The error as events and templates carry it."""
+    return error.model_dump(exclude_none=True) if error is not None else None
 
 
-def _tool_error(error: dict[str, Any] | None) -> Any:
-    from engine.protocol.results import ToolError
-
-    error = error or {"kind": "internal", "message": "unknown failure"}
-    known = {k: v for k, v in error.items() if k in ToolError.model_fields}
-    known.setdefault("kind", "internal")
-    known.setdefault("message", "")
-    return ToolError(**known)
+def _tool_error(error: ToolError | None) -> ToolError:
+    return error or engine_error("internal", "unknown failure")
 
 
 def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.dsl.results import wrap_result
+from engine.protocol.results import ToolError
 
 ExecutionStatus = Literal["running", "completed", "failed", "cancelled"]
 StepStatus = Literal["scheduled", "running", "succeeded", "failed", "skipped", "cancelled"]
@@ -51,7 +52,7 @@ class StepRecord:
     runs: int = 0
     attempts: int = 0
     result: StepResult | None = None
-    error: dict[str, Any] | None = None
+    error: ToolError | None = None
 
 
 @dataclass
@@ -75,10 +76,10 @@ class CursorProgress:
     commands: dict[str, int] = field(default_factory=dict)  # claimer command id -> claimer number
     results: dict[ClaimKey, Any] = field(default_factory=dict)
     refs: dict[ClaimKey, dict[str, Any]] = field(default_factory=dict)
-    failed: dict[ClaimKey, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[ClaimKey, ToolError] = field(default_factory=dict)
     reported: dict[tuple[str, str], int] = field(default_factory=dict)  # (command, claimer run) -> rows
     draining: dict[str, tuple[str, int]] = field(default_factory=dict)  # stopped, rows still on the way
-    error: dict[str, Any] | None = None  # a claim that failed: the loop's error
+    error: ToolError | None = None  # a claim that failed: the loop's error
 
 
 @dataclass
@@ -91,7 +92,7 @@ class LoopProgress:
     in_flight: set[int] = field(default_factory=set)  # item indices (a cursor loop: claimer numbers)
     results: dict[int, Any] = field(default_factory=dict)
     refs: dict[int, dict[str, Any]] = field(default_factory=dict)
-    failed: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[int, ToolError] = field(default_factory=dict)
     stopping: bool = False  # fail_fast: a failed item stops the loop
     cursor: CursorProgress | None = None
     max_in_flight: int | None = None  # spec.max_in_flight, rendered when the loop started
@@ -117,7 +118,7 @@ class ExecutionState:
     final_dispatched: bool = False
     last_finished: str | None = None
     last_child_id: int = 0  # the id of the last child execution started (engine.protocol.ids)
-    error: dict[str, Any] | None = None
+    error: ToolError | None = None  # what failed or cancelled the execution (with the step, if one)
     warnings: list[str] = field(default_factory=list)
 
     def record(self, step: str) -> StepRecord:

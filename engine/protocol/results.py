@@ -98,6 +98,7 @@ class ToolError(WireModel):
     status: int | None = None
     retry_after: float | None = None
     pg_code: str | None = None
+    step: str | None = None  # an execution's error: the step whose failure ended it
 
     @model_validator(mode="before")
     @classmethod
@@ -138,6 +139,12 @@ class ResultMeta(WireModel):
 
     # `task_results` (a pipeline's results by task) are stored with an http result's body once too:
     # the step runner folds them, and result handles read `body` as `data` (engine/dsl/results.py)
+
+
+def engine_error(kind: str, message: str) -> ToolError:
+    """An error the engine decides itself (a template, a limit, a cancel): never worth a retry.
+    ValueError when `kind` is not an error kind of spec section 9."""
+    return ToolError.model_validate({"kind": kind, "message": message})
 
 
 class ResultEnvelope(WireModel):

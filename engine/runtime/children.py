@@ -90,12 +90,12 @@ class ChildCalls:
                 inline, ref = externalize(envelope.data, self._work_dir / state.execution_id)
                 envelope = envelope.model_copy(update={"data": inline, "ref": ref})
         else:
-            error = state.error or {}
+            error = state.error
             envelope = ResultEnvelope.fail(
-                str(error.get("kind") or ("cancelled" if terminal.type == "execution.cancelled"
-                                          else "internal")),
+                error.kind if error is not None else
+                ("cancelled" if terminal.type == "execution.cancelled" else "internal"),
                 f"child execution {state.execution_id} ({started.get('path')}) "
-                f"{terminal.type.split('.')[1]}: {error.get('message', '')}".strip(),
+                f"{terminal.type.split('.')[1]}: {error.message if error is not None else ''}".strip(),
                 retryable=False, source="playbook")
         await self._publish_event(outcome_event(
             str(started["parent_execution_id"]), str(started["parent_command_id"]),

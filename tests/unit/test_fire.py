@@ -213,7 +213,7 @@ def test_a_failure_routed_to_a_handler_is_handled() -> None:
     sim.succeed("fallback", 0)
     assert sim.state.status == "completed"
     assert sim.state.steps["divide"].status == "failed"
-    assert sim.state.steps["divide"].error["kind"] == "python_exception"
+    assert sim.state.steps["divide"].error.kind == "python_exception"
 
 
 def test_an_unhandled_failure_cancels_running_steps_and_fails_once_they_finish() -> None:
@@ -261,7 +261,7 @@ def test_max_runs_stops_a_runaway_cycle_with_a_clear_error() -> None:
     for _ in range(3):
         sim.succeed("spin", {})
     assert sim.state.status == "failed"
-    assert "max_runs=3" in sim.state.error["message"]
+    assert "max_runs=3" in sim.state.error.message
 
 
 def test_cancellation_cancels_running_commands_and_ends_cancelled() -> None:
@@ -307,8 +307,8 @@ def test_an_undefined_variable_in_a_step_input_fails_that_step() -> None:
             tool: {kind: noop}
         """)
     assert sim.state.status == "failed"
-    assert sim.state.steps["a"].error["kind"] == "undefined_variable"
-    assert "`ctx.team.slack`" in sim.state.steps["a"].error["message"]
+    assert sim.state.steps["a"].error.kind == "undefined_variable"
+    assert "`ctx.team.slack`" in sim.state.steps["a"].error.message
 
 
 def test_a_missing_value_in_a_step_input_is_a_warning_on_its_scheduled_event() -> None:

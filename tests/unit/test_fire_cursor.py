@@ -168,8 +168,8 @@ def test_a_failed_row_of_a_fail_fast_cursor_loop_cancels_the_claimers_and_fails_
     stop(sim, 2, rows=0, error=("cancelled", "cancelled"))
     record = sim.state.steps["work"]
     assert record.status == "failed" and record.error is not None
-    assert record.error["kind"] == "db_constraint"
-    assert record.error["message"].startswith("row 1 of cursor loop 'work' (claimer 1) failed")
+    assert record.error.kind == "db_constraint"
+    assert record.error.message.startswith("row 1 of cursor loop 'work' (claimer 1) failed")
     assert record.result.data["stats"] == {"claimed": 2, "succeeded": 1, "failed": 1}  # type: ignore[union-attr]
     assert sim.state.status == "failed" and sim.ran("after") == 0
 
@@ -198,8 +198,8 @@ def test_a_failed_claim_fails_the_step_with_its_kind_once_the_other_claimers_sto
     stop(sim, 1, rows=0, error=("cancelled", "cancelled"))
     record = sim.state.steps["work"]
     assert record.status == "failed" and record.error is not None
-    assert record.error["kind"] == "sql_syntax"
-    assert record.error["message"] == "step 'work': the claim of claimer 2 failed: syntax error"
+    assert record.error.kind == "sql_syntax"
+    assert record.error.message == "step 'work': the claim of claimer 2 failed: syntax error"
     assert sim.state.status == "completed"  # best_effort: the failed step ends its branch
 
 
