@@ -22,7 +22,7 @@ from engine.net.cursor import CursorLoops
 from engine.net.keychain import inherited_by_child, visible_entries
 from engine.net.net import Net
 from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord, StepResult
-from engine.protocol.commands import CancelStep, RunStep, StartChild
+from engine.protocol.commands import CancelStep, ResultEntry, RunStep, StartChild, StepContext
 from engine.protocol.events import Event, derived_id
 from engine.protocol.ids import as_int, child_execution_id, template_value
 from engine.protocol.results import ResultEnvelope, ToolError, engine_error
@@ -275,28 +275,24 @@ class _Firing(CursorLoops):
             self.state.pending[cid] = Dispatch(cid, step.step, run, None, claimer)
         pool = self.env.pool_of(step)
         parts = transition.command
-        context = {
-            "workload": self.state.workload,
-            "ctx": dict(self.state.ctx),
-            "results": {name: {"data": rec.result.data, "ref": rec.result.ref,
-                               "columns": rec.result.columns,
-                               "statement_count": rec.result.statement_count,
-                               "task_results": rec.result.task_results, "stats": rec.result.stats,
-                               "item_refs": {str(i): r for i, r in (rec.result.item_refs or {}).items()}
-                               or None}
-                        for name in sorted(transition.reads)
-                        if (rec := self.state.steps.get(name)) is not None and rec.result is not None},
-            "step_names": list(parts.step_names),
-            "arc_args": arc_args,
-        }
+        results = {name: ResultEntry(
+                       data=rec.result.data, ref=rec.result.ref, columns=rec.result.columns,
+                       statement_count=rec.result.statement_count, task_results=rec.result.task_results,
+                       stats=rec.result.stats,
+                       item_refs={str(i): r for i, r in (rec.result.item_refs or {}).items()} or None)
+                   for name in sorted(transition.reads)
+                   if (rec := self.state.steps.get(name)) is not None and rec.result is not None}
         iterator = step.loop.iterator if step.loop else None
+        iter_vars = None
         if loop_index is not None and step.loop is not None:
             loop = self.state.loops[step.step]
-            context["iter"] = {iterator: item, "_index": loop_index, "_first": loop_index == 0,
-                               "_last": loop_index == len(loop.items) - 1}
+            iter_vars = {iterator: item, "_index": loop_index, "_first": loop_index == 0,
+                         "_last": loop_index == len(loop.items) - 1}
         if parts.child:
-            self.start_child(step, cid, run, loop_index, arc_args, step_input, context)
+            self.start_child(step, cid, run, loop_index, arc_args, step_input, iter_vars)
             return cid
+        context = StepContext(workload=self.state.workload, ctx=dict(self.state.ctx), results=results,
+                              step_names=list(parts.step_names), arc_args=arc_args, iter=iter_vars)
         self.out.commands.append(RunStep(
             command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
             loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input,
@@ -316,7 +312,8 @@ class _Firing(CursorLoops):
         return cid
 
     def start_child(self, step: Step, cid: str, run: int, loop_index: int | None,
-                    arc_args: dict[str, Any], step_input: dict[str, Any], raw: dict[str, Any]) -> None:
+                    arc_args: dict[str, Any], step_input: dict[str, Any],
+                    iter_vars: dict[str, Any] | None) -> None:
         """A `kind: playbook` step runs as a child execution, started by the orchestrator (spec 8)."""
         if len(step.tool) != 1:
             self.unsent(cid, step.step, "validation",
@@ -324,7 +321,6 @@ class _Firing(CursorLoops):
                         "other tasks to steps of their own")
             return
         tool = step.tool[0]
-        iter_vars = raw.get("iter")
         iterator = step.loop.iterator if step.loop else None
         try:
             if loop_index is not None and step_input:  # a loop item's input: rendered with the item bound

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.dsl.model import Playbook
+from engine.protocol.commands import CursorClaim
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +34,11 @@ class CursorDef:
     max_rows: int  # frame.max_rows: rows one claim may bind
     heartbeat_s: float  # the in_progress interval of a claimer's message (at most lease_seconds / 3)
 
-    def command(self, claimer: int) -> dict[str, Any]:
-        return {"claimer": claimer, "kind": self.kind, "auth": self.auth,
-                "connection_string": self.connection_string, "claim": self.claim,
-                "max_rows": self.max_rows, "heartbeat_s": self.heartbeat_s}
+    def command(self, claimer: int) -> CursorClaim:
+        return CursorClaim(claimer=claimer, kind=self.kind,
+                           auth=dict(self.auth) if isinstance(self.auth, Mapping) else self.auth,
+                           connection_string=self.connection_string, claim=self.claim,
+                           max_rows=self.max_rows, heartbeat_s=self.heartbeat_s)
 
 
 @dataclass(frozen=True, slots=True)

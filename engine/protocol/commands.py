@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import (
@@ -15,6 +14,61 @@ from pydantic import (
 from engine.protocol.results import WireModel, fold_body_alias, unfold_body_alias
 
 
+class ResultEntry(WireModel):
+    """An earlier step's result as a command carries it (the fields of engine.net.state.StepResult);
+    an http result's body travels once, as `data`, and is restored as `body` when read."""
+
+    data: Any = None
+    ref: dict[str, Any] | None = None  # stored elsewhere (a file, an object): `data` is its inline part
+    columns: list[str] | None = None
+    statement_count: int | None = None
+    task_results: dict[str, Any] | None = None
+    stats: dict[str, Any] | None = None
+    item_refs: dict[str, dict[str, Any]] | None = None  # a loop's items stored by reference, by index
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _unfold_data(cls, value: Any) -> Any:
+        return unfold_body_alias(value)
+
+    @field_validator("task_results", mode="before")
+    @classmethod
+    def _unfold_tasks(cls, value: Any) -> Any:
+        return {k: unfold_body_alias(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_serializer("data", when_used="json")
+    def _fold_data(self, value: Any) -> Any:
+        return fold_body_alias(value)
+
+    @field_serializer("task_results", when_used="json")
+    def _fold_tasks(self, value: Any) -> Any:
+        return {k: fold_body_alias(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+class StepContext(WireModel):
+    """What a step's templates may read, as fire sends it with the command."""
+
+    workload: dict[str, Any] = Field(default_factory=dict)
+    ctx: dict[str, Any] = Field(default_factory=dict)
+    results: dict[str, ResultEntry] = Field(default_factory=dict)  # only the steps the templates name
+    step_names: list[str] = Field(default_factory=list)
+    arc_args: dict[str, Any] = Field(default_factory=dict)  # what the arc that led here passed
+    iter: dict[str, Any] | None = None  # a loop item: {<iterator>: item, _index, _first, _last}
+
+
+class CursorClaim(WireModel):
+    """A cursor loop's claimer (spec 6.1): it claims rows and runs the pipeline on each until a claim
+    returns none."""
+
+    claimer: int
+    kind: str  # the database tool that runs the claim
+    auth: str | dict[str, Any] | None = None
+    connection_string: str | None = None
+    claim: str  # the claim statement (a template)
+    max_rows: int = 1
+    heartbeat_s: float = 0.0  # how often the claimer's message is kept in progress
+
+
 class RunStep(WireModel):
     """Run the task pipeline of one step (or of one item of a loop step) on a worker of `pool`."""
 
@@ -25,10 +79,12 @@ class RunStep(WireModel):
     run: int
     loop_index: int | None = None
     pool: str
-    tasks: list[dict[str, Any]]  # the step's canonical tool list (model_dump by alias)
+    # the step's tool list in the DSL's canonical form (model_dump by alias of engine.dsl's tool models,
+    # validated when the playbook was registered; the worker reads each by its `kind`)
+    tasks: list[dict[str, Any]]
     input: dict[str, Any] = Field(default_factory=dict)  # the step input, rendered at dispatch
     render_input: bool = False  # a loop item: `input` is the step's template, rendered by the worker per item
-    context: dict[str, Any] = Field(default_factory=dict)  # what the step's templates may read
+    context: StepContext = Field(default_factory=StepContext)
     iterator: str | None = None
     timeout_s: float | None = None
     max_iterations: int = 1000
@@ -37,34 +93,7 @@ class RunStep(WireModel):
     workbook_contracts: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> its `assert`
     keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
     output: dict[str, Any] | None = None  # the step's `output` hints (spec 16): store, select, size
-    # a cursor loop's claimer (spec 6.1): {claimer, kind, auth, connection_string, claim, max_rows,
-    # heartbeat_s}; it claims rows and runs the pipeline on each until a claim returns none
-    cursor: dict[str, Any] | None = None
-
-    @field_validator("context", mode="before")
-    @classmethod
-    def _unfold(cls, value: Any) -> Any:
-        return _map_results(value, unfold_body_alias)
-
-    @field_serializer("context", when_used="json")
-    def _fold(self, value: Any) -> Any:
-        # an http result's body travels once (as `data`); reading the command restores `body`
-        return _map_results(value, fold_body_alias)
-
-
-def _map_results(context: Any, change: Callable[[Any], Any]) -> Any:
-    """`context` with `change` applied to the value (and the task results) of every step result."""
-    results = context.get("results") if isinstance(context, dict) else None
-    if not isinstance(results, dict) or not results:
-        return context
-    changed: dict[str, Any] = {}
-    for name, entry in results.items():
-        if isinstance(entry, dict):
-            entry = {**entry, "data": change(entry.get("data"))}
-            if isinstance(entry.get("task_results"), dict):
-                entry["task_results"] = {k: change(v) for k, v in entry["task_results"].items()}
-        changed[name] = entry
-    return {**context, "results": changed}
+    cursor: CursorClaim | None = None
 
 
 class CancelStep(WireModel):

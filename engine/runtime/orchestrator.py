@@ -550,13 +550,14 @@ class Orchestrator:
     def _slim(self, command: RunStep) -> RunStep:
         """Large step results inside a command go to files; the worker reads them back."""
         assert self.work_dir is not None
-        results = dict(command.context.get("results") or {})
+        results = dict(command.context.results)
         for name, entry in results.items():
-            if entry.get("ref") is None and json_size(entry.get("data")) > 65536:
-                inline, ref = externalize(entry.get("data"), self.work_dir / command.execution_id)
+            if entry.ref is None and json_size(entry.data) > 65536:
+                inline, ref = externalize(entry.data, self.work_dir / command.execution_id)
                 if ref is not None:
-                    results[name] = {**entry, "data": inline, "ref": ref.model_dump(by_alias=True)}
-        return command.model_copy(update={"context": {**command.context, "results": results}})
+                    results[name] = entry.model_copy(update={"data": inline,
+                                                             "ref": ref.model_dump(by_alias=True)})
+        return command.model_copy(update={"context": command.context.model_copy(update={"results": results})})
 
     async def _cancel_again(self, execution: _Execution) -> None:
         """A resumed execution's cancels whose commands have not reported: sent again (and re-sent every

@@ -223,7 +223,7 @@ class StepRunner:
             await notice.send_now()
             await report(recorder.scrub(event))
 
-        pipe = _Pipeline(iter_vars=dict(cmd.context.get("iter") or {}) if cmd.loop_index is not None
+        pipe = _Pipeline(iter_vars=dict(cmd.context.iter or {}) if cmd.loop_index is not None
                          else None, credentials=recorder)
         try:
             envelope = await self._secrets(cmd, pipe, recorder)
@@ -280,8 +280,8 @@ class StepRunner:
         taken for the dead one's."""
         started = time.perf_counter()
         self._work_dir_of(cmd)
-        cursor = dict(cmd.cursor or {})
-        claimer, max_rows = int(cursor.get("claimer") or 0), max(int(cursor.get("max_rows") or 1), 1)
+        assert cmd.cursor is not None
+        claimer, max_rows = cmd.cursor.claimer, max(cmd.cursor.max_rows, 1)
         run_id = uuid.uuid4().hex[:8]  # this run of the claimer (a command re-sent may run twice at once)
         tag = f"d{delivery}:{run_id}"
         recorder = _RecordingCredentials(self.credentials)
@@ -324,9 +324,9 @@ class StepRunner:
                         "row": number, "at": at}}
                     if pipe.ctx_writes:
                         payload["ctx"] = pipe.ctx_writes
-                        ctx = dict(cmd.context.get("ctx") or {})
+                        ctx = dict(cmd.context.ctx)
                         ctx.update({k[4:]: v for k, v in pipe.ctx_writes.items()})
-                        cmd = cmd.model_copy(update={"context": {**cmd.context, "ctx": ctx}})
+                        cmd = cmd.model_copy(update={"context": cmd.context.model_copy(update={"ctx": ctx})})
                     if pipe.warnings:
                         payload["warnings"] = pipe.warnings
                     ok = envelope.status == "ok"
@@ -360,19 +360,21 @@ class StepRunner:
                      ) -> tuple[list[Any], ResultEnvelope | None]:
         """The rows of the next claim (at most `max_rows`), or the claim's classified error. A claim
         that fails with a retryable error (a dropped connection, a deadlock) is tried up to 3 times."""
-        cursor = dict(cmd.cursor or {})
-        claimer = cursor.get("claimer")
+        cursor = cmd.cursor
+        assert cursor is not None
+        claimer = cursor.claimer
         where = f"step '{cmd.step}' cursor claim"  # warnings name the step; fire names it in errors
         what = f"the claim of claimer {claimer}"
         context = self._context(cmd, pipe, {})
         context["__frame_max_rows"] = max_rows  # NoETL's one engine variable of a claim (spec 16)
         try:
-            config = {key: self._render(cursor[key], context, where, pipe)
-                      for key in ("auth", "connection_string") if cursor.get(key) is not None}
-            config["command"] = self._render(cursor.get("claim") or "", context, where, pipe)
+            where_to = {"auth": cursor.auth, "connection_string": cursor.connection_string}
+            config = {key: self._render(value, context, where, pipe)
+                      for key, value in where_to.items() if value is not None}
+            config["command"] = self._render(cursor.claim, context, where, pipe)
         except TemplateError as exc:
             return [], ResultEnvelope.fail(exc.kind, f"{what}: {exc}", retryable=False)
-        kind = str(cursor.get("kind") or "postgres")
+        kind = cursor.kind
         try:
             tool = self.tools.get(kind)
         except Exception as exc:
@@ -492,16 +494,19 @@ class StepRunner:
                  output: dict[str, Any] | None = None) -> dict[str, Any]:
         raw = cmd.context
         results: dict[str, Any] = {}
-        for name, entry in (raw.get("results") or {}).items():  # as fire sent them (StepResult fields)
-            item_refs = {int(i): ref for i, ref in (entry.get("item_refs") or {}).items()} or None
-            results[name] = StepResult(**{**entry, "item_refs": item_refs}).handle(self.resolve_ref)
+        for name, entry in raw.results.items():  # as fire sent them (StepResult fields)
+            item_refs = {int(i): ref for i, ref in (entry.item_refs or {}).items()} or None
+            results[name] = StepResult(
+                data=entry.data, ref=entry.ref, columns=entry.columns, statement_count=entry.statement_count,
+                task_results=entry.task_results, stats=entry.stats, item_refs=item_refs,
+            ).handle(self.resolve_ref)
         for name, value in pipe.results.items():
             results[name] = wrap_result(value)
-        ctx = dict(raw.get("ctx") or {})
+        ctx = dict(raw.ctx)
         ctx.update({k[4:]: v for k, v in pipe.ctx_writes.items()})
         context = build_context(
-            workload=raw.get("workload") or {}, ctx=ctx, step_names=raw.get("step_names") or [],
-            results=results, arc_args={**(raw.get("arc_args") or {}), **pipe.local},
+            workload=raw.workload, ctx=ctx, step_names=raw.step_names,
+            results=results, arc_args={**raw.arc_args, **pipe.local},
             iterator=cmd.iterator, iter_vars=pipe.iter_vars, input=step_input, output=output,
             execution_id=template_value(cmd.execution_id), keychain=pipe.keychain)
         context["token"] = functools.partial(_token, pipe.tokens)

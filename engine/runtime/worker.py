@@ -155,7 +155,7 @@ class Worker:
         if not fresh:  # every command of it ran or runs here: the copy is not needed
             self._later(delivery.ack_nowait())
             return
-        heartbeats = [max(float(c.cursor.get("heartbeat_s") or 0), 0.2)  # a cursor loop's claimers
+        heartbeats = [max(c.cursor.heartbeat_s, 0.2)  # a cursor loop's claimers
                       for c in fresh if c.cursor is not None]
         message = _Message(delivery, len(fresh), min(heartbeats) if heartbeats else None)
         self._messages.add(message)

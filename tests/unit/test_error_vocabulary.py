@@ -103,7 +103,7 @@ def test_a_step_result_in_a_command_carries_its_body_once() -> None:
     wire = command.model_dump_json()
     assert wire.count('"hasMore"') == 1
     back = RunStep.model_validate_json(wire)
-    assert back.context["results"]["fetch"]["data"]["body"] == BODY
+    assert back.context.results["fetch"].data["body"] == BODY
 
 
 def test_a_body_that_differs_from_data_and_other_results_are_left_alone() -> None:

@@ -80,9 +80,9 @@ class Sim:
 def test_a_chain_runs_in_order_and_completes_with_an_explicit_event() -> None:
     sim = Sim(path=str(EXAMPLES / "01_hello.yaml"))
     assert [c.step for c in sim.running()] == ["greet"]
-    assert sim.command("greet").context["workload"] == {"name": "NoETL"}
+    assert sim.command("greet").context.workload == {"name": "NoETL"}
     sim.succeed("greet", {"greeting": "Hello, NoETL"})
-    assert sim.command("shout").context["results"]["greet"]["data"] == {"greeting": "Hello, NoETL"}
+    assert sim.command("shout").context.results["greet"].data == {"greeting": "Hello, NoETL"}
     assert sim.state.status == "running"
     sim.succeed("shout", "HELLO, NOETL")
     assert sim.state.status == "completed"
@@ -101,7 +101,7 @@ def test_a_join_runs_once_after_every_branch_in_any_arrival_order(order: tuple[s
             assert sim.ran("merge") == 0, f"merge ran after only {order[:i + 1]}"
     assert sim.ran("merge") == 1
     merge = sim.command("merge")
-    assert set(merge.context["results"]) == {"a", "b", "c"}  # the results merge's templates read
+    assert set(merge.context.results) == {"a", "b", "c"}  # the results merge's templates read
     sim.succeed("merge", {"total": 6})
     assert sim.state.status == "completed" and sim.ran("merge") == 1
 
@@ -110,7 +110,7 @@ def test_a_join_behind_an_exclusive_choice_waits_only_for_the_branch_taken() -> 
     sim = Sim(path=str(EXAMPLES / "10_short_forms.yaml"), payload={"n": 7})
     sim.succeed("start", {"n": 1})
     assert [c.step for c in sim.running()] == ["big"]
-    assert sim.command("big").context["arc_args"] == {"value": 7}
+    assert sim.command("big").context.arc_args == {"value": 7}
     assert sim.state.ctx == {"value": 7}
     sim.succeed("big", "big 7")
     sim.succeed("done", {})
@@ -134,7 +134,7 @@ def test_exclusive_routing_takes_the_first_arc_whose_condition_holds(payload: di
 def test_a_parallel_loop_respects_max_in_flight_and_keeps_input_order() -> None:
     sim = Sim(path=str(EXAMPLES / "04_loop_parallel.yaml"))
     assert sorted(c.loop_index for c in sim.running("square")) == [0, 1, 2]
-    assert sim.command("square", 0).context["iter"] == {"x": 0, "_index": 0, "_first": True, "_last": False}
+    assert sim.command("square", 0).context.iter == {"x": 0, "_index": 0, "_first": True, "_last": False}
     finished = 0
     while sim.running("square"):
         assert len(sim.running("square")) <= 3
@@ -203,7 +203,7 @@ def test_a_loop_over_a_sql_result_iterates_its_rows() -> None:
         """)
     rows = [{"id": 1}, {"id": 2}]
     sim.succeed("q", sql_result([StatementResult(affected=2), StatementResult(["id"], rows)]))
-    assert [c.context["iter"]["row"] for c in sim.running("each")] == rows
+    assert [c.context.iter["row"] for c in sim.running("each")] == rows
 
 
 def test_a_failure_routed_to_a_handler_is_handled() -> None:
@@ -235,7 +235,7 @@ def test_set_order_is_step_set_then_arc_set_then_dispatch() -> None:
     sim = Sim(path=str(EXAMPLES / "12_set_ctx.yaml"))
     sim.succeed("config", {"limit": 50, "source": "api"})
     use = sim.command("use")
-    assert use.context["ctx"] == {"limit": 50, "source": "api", "route": "b"}
+    assert use.context.ctx == {"limit": 50, "source": "api", "route": "b"}
     writes = [e.payload["writes"] for e in sim.derived if e.type == "ctx.updated"]
     assert writes == [{"ctx.limit": 50}, {"ctx.source": "api", "ctx.route": "b"}]
 
@@ -243,7 +243,7 @@ def test_set_order_is_step_set_then_arc_set_then_dispatch() -> None:
 def test_a_cycle_runs_a_step_again_until_its_exit_holds() -> None:
     sim = Sim(path=str(EXAMPLES / "14_cycle_poll.yaml"))
     for n in range(1, 5):
-        assert sim.command("poll").context["ctx"] == ({} if n == 1 else {"n": n - 1})
+        assert sim.command("poll").context.ctx == ({} if n == 1 else {"n": n - 1})
         sim.succeed("poll", {"n": n, "ready": n >= 4})
     sim.succeed("done", {})
     assert sim.state.status == "completed"
@@ -286,7 +286,7 @@ def test_a_command_carries_only_the_results_its_templates_read() -> None:
         """)
     sim.succeed("a", 1)
     sim.succeed("b", 2)
-    assert set(sim.command("c").context["results"]) == {"b"}
+    assert set(sim.command("c").context.results) == {"b"}
 
 
 def test_a_duplicate_or_late_outcome_changes_nothing() -> None:

@@ -48,7 +48,7 @@ def cursor_sim(mode: str = "fail_fast") -> Sim:
 
 def claimer(sim: Sim, k: int) -> RunStep:
     for command in sim.running("work"):
-        if command.cursor is not None and command.cursor["claimer"] == k:
+        if command.cursor is not None and command.cursor.claimer == k:
             return command
     raise AssertionError(f"claimer {k} is not running")
 
@@ -57,7 +57,7 @@ def row(sim: Sim, k: int, *, at: float, claim: int = 0, number: int = 0, data: A
         delivery: int = 1, run: str = "r1", error: str | None = None,
         ctx: dict[str, Any] | None = None) -> Decision:
     """Claimer k reports one row (claimed at `at`), as its worker does."""
-    command = next(c for c in sim.dispatched if c.cursor is not None and c.cursor["claimer"] == k)
+    command = next(c for c in sim.dispatched if c.cursor is not None and c.cursor.claimer == k)
     payload: dict[str, Any] = {"cursor": {"claimer": k, "delivery": delivery, "run": run, "claim": claim,
                                           "row": number, "at": at}}
     if ctx:
@@ -81,14 +81,15 @@ def stop(sim: Sim, k: int, *, rows: int, delivery: int = 1, run: str = "r1",
 def test_a_cursor_loop_issues_max_in_flight_claimers_each_carrying_its_claim() -> None:
     sim = cursor_sim()
     commands = sim.running("work")
-    assert sorted(c.cursor["claimer"] for c in commands) == [0, 1, 2]  # type: ignore[index]
+    assert sorted(c.cursor.claimer for c in commands if c.cursor is not None) == [0, 1, 2]
     first = claimer(sim, 0)
     assert first.loop_index is None and first.iterator == "job"
-    assert first.cursor == {"claimer": 0, "kind": "postgres", "auth": "{{ workload.pg_auth }}",
-                            "connection_string": None, "claim": first.cursor["claim"],  # type: ignore[index]
-                            "max_rows": 2, "heartbeat_s": 20.0}  # heartbeat: at most a third of the lease
-    assert "{{ __frame_max_rows }}" in first.cursor["claim"]  # type: ignore[index]  # rendered by the claimer
-    assert first.context["results"]["start"]["data"] == {"batch": 7}  # the claim reads it
+    assert first.cursor is not None
+    assert first.cursor.model_dump() == {"claimer": 0, "kind": "postgres", "auth": "{{ workload.pg_auth }}",
+                                         "connection_string": None, "claim": first.cursor.claim,
+                                         "max_rows": 2, "heartbeat_s": 20.0}  # at most a third of the lease
+    assert "{{ __frame_max_rows }}" in first.cursor.claim  # rendered by the claimer
+    assert first.context.results["start"].data == {"batch": 7}  # the claim reads it
     assert len({c.command_id for c in commands}) == 3
     [started] = [e for e in sim.derived if e.type == "loop.started"]
     assert started.payload["cursor"] == {"kind": "postgres", "claimers": 3, "max_rows": 2}
@@ -112,7 +113,7 @@ def test_the_loop_ends_when_every_claimer_stopped_with_its_results_in_claim_orde
     assert result.data == {"stats": {"claimed": 5, "succeeded": 5, "failed": 0},
                            "results": [{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}, {"id": 5}]}
     assert sim.state.ctx == {"last": 1, "claimed": 5, "first": {"id": 1}}  # the step's set, once
-    assert sim.command("after").context["results"]["work"]["data"]["results"][4] == {"id": 5}
+    assert sim.command("after").context.results["work"].data["results"][4] == {"id": 5}
     [completed] = [e for e in sim.derived if e.type == "loop.completed"]
     assert completed.payload["stats"] == {"claimed": 5, "succeeded": 5, "failed": 0}
     [outcome] = [e for e in sim.derived if e.type == "step.succeeded" and e.step == "work"]
