@@ -20,7 +20,12 @@ def unstorable(value: Any, where: str = "") -> str | None:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return f"{where or 'a number'} is {value}, which JSON cannot hold"
-    if isinstance(value, dict):
+    if isinstance(value, BaseModel):  # a nested model (a proposal's target): each of its fields
+        for name in type(value).model_fields:
+            problem = unstorable(getattr(value, name), f"{where}.{name}" if where else name)
+            if problem:
+                return problem
+    elif isinstance(value, dict):
         for key, item in value.items():
             problem = unstorable(key, f"the key {where + '.' if where else ''}{key!s:.40}") or \
                 unstorable(item, f"{where + '.' if where else ''}{key!s:.40}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -74,6 +76,16 @@ async def test_text_postgres_cannot_store_is_answered_422_not_500(admin: httpx.A
     nan = await admin.put("/api/credentials/c", content=b'{"type": "http", "data": {"x": NaN}}',
                           headers={"Content-Type": "application/json"})
     assert_problem(nan, 422, "invalid_request")
+
+
+async def test_a_nul_inside_a_nested_model_of_a_request_is_answered_422_not_500(
+        admin: httpx.AsyncClient) -> None:
+    raw = ('{"target": {"path": "a\\u0000b", "step": "s"}, "change": {"timeout_s": 5}, '
+           '"rationale": "why"}')
+    response = await admin.post("/api/proposals", content=raw.encode(),
+                                headers={"Content-Type": "application/json"})
+    doc = assert_problem(response, 422, "invalid_request")
+    assert "target.path contains a NUL character" in json.dumps(doc)
 
 
 async def test_a_nul_in_the_url_is_answered_400(admin: httpx.AsyncClient) -> None:
