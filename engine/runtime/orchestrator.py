@@ -42,6 +42,7 @@ from engine.protocol.events import (
     INPUT_EVENTS,
     TERMINAL_EVENTS,
     Event,
+    EventType,
     decode_events,
     derived_id,
     ends_command,
@@ -73,11 +74,11 @@ OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "l
                       "loop.claimer.stopped"})
 
 
-def _dispatch_event(command: RunStep, type_: str, payload: dict[str, Any] | None = None) -> Event:
+def _dispatch_event(command: RunStep, type_: EventType, payload: dict[str, Any] | None = None) -> Event:
     """What the orchestrator decided about sending a command (step.deferred / step.dispatched)."""
     key = event_key(command.command_id, type_.split(".")[1])
     return Event(event_id=uuid.uuid4().hex, idempotency_key=key,
-                 execution_id=command.execution_id, type=type_, step=command.step,  # type: ignore[arg-type]
+                 execution_id=command.execution_id, type=type_, step=command.step,
                  command_id=command.command_id, run=command.run, loop_index=command.loop_index,
                  pool=command.pool, payload=payload or {})
 
@@ -319,12 +320,12 @@ class Orchestrator:
 
         async def after_commit() -> None:
             await self._fail_impossible(decisions)
-            for command, reason in withdrawn:
+            for unsent, reason in withdrawn:
                 await self._publish_event(outcome_event(
-                    command.execution_id, command.command_id, command.step, command.loop_index,
-                    ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
+                    unsent.execution_id, unsent.command_id, unsent.step, unsent.loop_index,
+                    ResultEnvelope.fail("cancelled", f"step '{unsent.step}' was cancelled before it was "
                                                      f"dispatched: {reason}", retryable=False),
-                    claimer=command.cursor is not None))
+                    claimer=unsent.cursor is not None))
             for execution, command in others:
                 await self._publish(command, execution)
             for event in terminal:
