@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,22 @@ CRASH_WINDOW_S = 120.0
 
 
 class Server(Protocol):
-    pid: int
+    @property
+    def pid(self) -> int: ...
 
     def is_running(self) -> bool: ...
 
 
+S = TypeVar("S", bound=Server)
+
+
 @dataclass
-class Supervised:
+class Supervised(Generic[S]):
     """One server (or worker process): how to tell it runs, and how to start it again."""
 
     name: str
-    server: Server
-    restart: Callable[[Server], Awaitable[Server]]
+    server: S
+    restart: Callable[[S], Awaitable[S]]
     status: str = "up"  # up | restarting | crashed
     restarts: int = 0
     crashes: list[float] = field(default_factory=list)  # monotonic times of the recent ones
@@ -55,18 +59,18 @@ class ServerSupervisor:
     """Watches servers and starts a dead one again; `on_restart(name, server)` learns of the new one."""
 
     def __init__(self, on_restart: Callable[[str, Any], None] | None = None) -> None:
-        self._watched: dict[str, Supervised] = {}
+        self._watched: dict[str, Supervised[Any]] = {}
         self._on_restart = on_restart
         self._wake = asyncio.Event()
         self.cycles = 0  # rounds of checks done (tests wait on it)
 
-    def watch(self, name: str, server: Server, restart: Callable[[Server], Awaitable[Server]]) -> None:
+    def watch(self, name: str, server: S, restart: Callable[[S], Awaitable[S]]) -> None:
         """Watch `server`; `restart(old)` starts a new one and returns it once it serves."""
         self._watched[name] = Supervised(name, server, restart)
 
-    def watch_blocking(self, name: str, server: Server, restart: Callable[[Server], Server]) -> None:
+    def watch_blocking(self, name: str, server: S, restart: Callable[[S], S]) -> None:
         """`watch` with a blocking `restart` (run in a thread)."""
-        async def in_thread(old: Server) -> Server:
+        async def in_thread(old: S) -> S:
             return await asyncio.to_thread(restart, old)
         self.watch(name, server, in_thread)
 
@@ -99,7 +103,7 @@ class ServerSupervisor:
             stopping.cancel()
             waking.cancel()
 
-    async def _check(self, entry: Supervised) -> None:
+    async def _check(self, entry: Supervised[Any]) -> None:
         now = time.monotonic()
         if entry.status == "up":
             if entry.server.is_running():

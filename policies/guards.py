@@ -27,7 +27,7 @@ from typing import Any
 
 from engine.dsl.model import is_template
 from engine.dsl.overlay import OVERLAY_FIELDS
-from policies.model import LABEL_PATTERN, OverlayChange, Proposal, ProposalDraft, RiskTier, StepInfo
+from policies.model import LABEL_PATTERN, OverlayChange, Proposal, ProposalDraft, RiskTier, StepInfo, Target
 
 _LABEL = re.compile(LABEL_PATTERN)
 
@@ -295,7 +295,7 @@ def check(inp: GuardInput, config: GuardrailConfig) -> list[Violation]:
 
 def within_bounds(change: OverlayChange, config: GuardrailConfig, step: StepInfo | None = None) -> bool:
     """Whether a change keeps every numeric bound, whatever the state of the store (the eval's check)."""
-    draft = ProposalDraft(target={"path": step.path if step else "-", "step": step.step if step else "-"},
+    draft = ProposalDraft(target=Target(path=step.path if step else "-", step=step.step if step else "-"),
                           change=change, rationale="bounds check")
     inp = GuardInput(draft=draft, step=step)
     return not any(guard(inp, config) for guard in (retry_bounds, timeout_bounds, concurrency_bounds,

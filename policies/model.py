@@ -9,7 +9,7 @@ language itself (`engine.dsl.model.Rule`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,7 +17,7 @@ from engine.dsl.model import NAME_PATTERN, Rule
 from engine.dsl.overlay import OVERLAY_FIELDS
 
 ProposalState = Literal["proposed", "approved", "rejected", "applied", "verified", "rolled_back", "expired"]
-PROPOSAL_STATES: tuple[str, ...] = ProposalState.__args__  # type: ignore[attr-defined]
+PROPOSAL_STATES: tuple[str, ...] = get_args(ProposalState)
 OPEN_STATES: tuple[str, ...] = ("proposed", "approved", "applied")  # a step with one takes no other change
 RiskTier = Literal["low", "medium", "high"]
 ProposalKind = Literal["change", "rollback"]

@@ -9,7 +9,7 @@ UPSTREAM step with type `validation` (its output did not have the shape its read
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,8 +18,8 @@ from engine.protocol.results import ErrorKind
 Transience = Literal["transient", "intermittent", "permanent"]
 FixKind = Literal["retry_rule", "timeout", "credential", "query", "pool", "code", "input", "upstream_data",
                   "concurrency"]
-TRANSIENCE: tuple[str, ...] = Transience.__args__  # type: ignore[attr-defined]
-FIX_KINDS: tuple[str, ...] = FixKind.__args__  # type: ignore[attr-defined]
+TRANSIENCE: tuple[str, ...] = get_args(Transience)
+FIX_KINDS: tuple[str, ...] = get_args(FixKind)
 
 
 class Model(BaseModel):

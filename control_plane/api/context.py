@@ -11,4 +11,4 @@ if TYPE_CHECKING:
 
 
 def services_of(request: Request) -> ApiServices:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -127,7 +127,7 @@ def sse(event: Event) -> bytes:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode()
 
 
-async def event_stream(follow: AsyncIterator[Event], *, stopping: asyncio.Event,
+async def event_stream(follow: AsyncGenerator[Event, None], *, stopping: asyncio.Event,
                        keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[bytes]:
     """Each event as Server-Sent Events; `: keepalive` while idle; ends after the terminal event (or when
     the server stops: the client resumes with Last-Event-ID)."""
@@ -137,8 +137,8 @@ async def event_stream(follow: AsyncIterator[Event], *, stopping: asyncio.Event,
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(follow))
-            done, _ = await asyncio.wait({pending, stop}, timeout=keepalive_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {pending, stop}
+            done, _ = await asyncio.wait(waiting, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
             if pending in done:
                 try:
                     event = pending.result()
@@ -159,7 +159,7 @@ async def event_stream(follow: AsyncIterator[Event], *, stopping: asyncio.Event,
             with contextlib.suppress(BaseException):
                 await pending
         with contextlib.suppress(Exception):
-            await follow.aclose()  # type: ignore[attr-defined]
+            await follow.aclose()
 
 
 @router.get("/api/executions/{id}/stream", summary="The execution's events as Server-Sent Events",

@@ -10,13 +10,17 @@ class SimilarNext(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    retried_and_succeeded: bool = Field(False, description="retried in its execution, then it succeeded")
-    later_run_succeeded: bool | None = Field(None, description="the next ended run of the same playbook "
-                                                               "completed; null: no later run yet")
+    # defaults given by keyword: type checkers read a positional one as no default (dataclass_transform)
+    retried_and_succeeded: bool = Field(default=False,
+                                        description="retried in its execution, then it succeeded")
+    later_run_succeeded: bool | None = Field(default=None,
+                                             description="the next ended run of the same playbook "
+                                                         "completed; null: no later run yet")
     later_execution_id: str | None = None
     later_run_status: str | None = None
-    later_step_succeeded: bool | None = Field(None, description="the same step in that later run; null: "
-                                                                "it did not run there")
+    later_step_succeeded: bool | None = Field(default=None,
+                                              description="the same step in that later run; null: "
+                                                          "it did not run there")
 
 
 class SimilarFailureItem(BaseModel):

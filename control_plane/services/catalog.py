@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 
 from control_plane.errors import ControlPlaneError, NotFoundError
@@ -53,7 +54,7 @@ class CatalogService:
         """One version of a path (its latest when None); NotFoundError when not stored."""
         return await self.store.catalog.get(path, version)
 
-    async def versions(self, path: str) -> list[PlaybookSummary]:
+    async def versions(self, path: str) -> builtins.list[PlaybookSummary]:
         """Every version of a path, oldest first; NotFoundError when the path has none."""
         found = await self.store.catalog.versions(path)
         if not found:

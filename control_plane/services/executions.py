@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,7 +153,8 @@ class ExecutionService:
             path=path, status=status, created_after=since, created_before=until,
             parent_execution_id=parent_execution_id, limit=limit, cursor=cursor)
 
-    async def events(self, execution_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+    async def events(self, execution_id: str, *, after_seq: int = 0,
+                     limit: int = 100) -> builtins.list[Event]:
         """A page of the execution's events with seq > after_seq, in order."""
         if not 1 <= limit <= 1000:
             raise InvalidArgumentError(f"limit {limit} is out of range", where="events",
@@ -164,7 +166,7 @@ class ExecutionService:
         return await self.store.events.events(execution_id, after_seq=after_seq, limit=limit)
 
     async def follow(self, execution_id: str, *, after_seq: int = 0, poll_s: float = 0.02,
-                     idle_s: float = 1.0) -> AsyncIterator[Event]:
+                     idle_s: float = 1.0) -> AsyncGenerator[Event, None]:
         """Every event with seq > after_seq as it is stored; ends after the terminal event.
 
         Woken by the store's notifications when there are any (re-reading at least every `idle_s`),
@@ -188,7 +190,7 @@ class ExecutionService:
 
     async def wait(self, execution_id: str, *, timeout_s: float | None = None,
                    on_event: OnEvent | None = None, poll_s: float = 0.02,
-                   history: list[Event] | None = None) -> dict[str, Any]:
+                   history: builtins.list[Event] | None = None) -> dict[str, Any]:
         """Follow the event log until a terminal event; returns the summary.
 
         `history` holds the events followed so far: the wait appends to it and, given a non-empty one

@@ -10,6 +10,7 @@ overlays they started with. docs/policies.md tells the whole story.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +41,7 @@ from policies.model import (
     PROPOSAL_STATES,
     Actor,
     Measurement,
+    OverlayChange,
     Proposal,
     ProposalDraft,
     StepInfo,
@@ -155,10 +157,11 @@ class PolicyService:
         if not isinstance(draft, ProposalDraft):
             raw = draft.get("change") if isinstance(draft, Mapping) else None
             if isinstance(raw, Mapping):
-                target = draft.get("target") if isinstance(draft.get("target"), Mapping) else {}
+                given = draft.get("target")
+                target = given if isinstance(given, Mapping) else {}
                 probe = ProposalDraft(target=Target(path=str(target.get("path") or "-"),
                                                     step=str(target.get("step") or "-")),
-                                      change={"timeout_s": 1}, rationale="probe")
+                                      change=OverlayChange(timeout_s=1), rationale="probe")
                 violations = allowed_fields(GuardInput(draft=probe, step=None, raw_change=raw),
                                             self.settings.guardrails)
                 if violations:
@@ -166,9 +169,9 @@ class PolicyService:
             try:
                 draft = ProposalDraft.model_validate(draft)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ())) or "proposal"
-                raise InvalidArgumentError(f"the proposal is malformed: {where}: {first.get('msg')}",
+                error = exc.errors()[0]
+                where = ".".join(str(p) for p in error.get("loc", ())) or "proposal"
+                raise InvalidArgumentError(f"the proposal is malformed: {where}: {error.get('msg')}",
                                            where=where, fix="see the proposal schema in docs/policies.md"
                                            ) from None
         await self.expire_stale()
@@ -278,7 +281,7 @@ class PolicyService:
                                          restores=proposal.base_version or 0, check_active=True,
                                          expect_active=proposal.applied_version, record=False))
 
-    async def expire_stale(self) -> list[Proposal]:
+    async def expire_stale(self) -> builtins.list[Proposal]:
         """Proposals not decided within `expire_after_s` become expired."""
         deadline = self.clock() - timedelta(seconds=self.settings.expire_after_s)
         expired = []
@@ -335,7 +338,7 @@ class PolicyService:
 
     async def _runs(self, path: str, step: str, *, created_after: datetime | None = None,
                     created_before: datetime | None = None, version: int | None = None,
-                    limit: int = 10, oldest_first: bool = False) -> list[effect.RunOutcome]:
+                    limit: int = 10, oldest_first: bool = False) -> builtins.list[effect.RunOutcome]:
         """The step's outcome in ended executions of `path` that started with its overlay `version`."""
         page = await self.store.executions.list(path=path, status=_ENDED, created_after=created_after,
                                                 created_before=created_before, limit=self.settings.scan)

@@ -21,7 +21,7 @@ Connection = psycopg.AsyncConnection[DictRow]
 _LOST_STATES = ("57P01", "57P02", "57P03")  # admin shutdown, crash shutdown, cannot connect now
 _PASSING = ("starting up", "shutting down", "recovery", "too many", "connection slots")  # FATAL, but brief
 Params = Sequence[Any] | dict[str, Any] | None
-Query = LiteralString | sql.Composable
+Query = LiteralString | sql.SQL | sql.Composed  # what the driver's execute() takes (psycopg.abc.Query)
 
 
 def driver_reason(exc: BaseException) -> str:
@@ -63,7 +63,7 @@ def redact_dsn(dsn: str) -> str:
         return "<unparseable DSN>"
     if "password" in parts:
         parts["password"] = "***"
-    return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
 
 
 class Database:

@@ -9,6 +9,7 @@ agent wakes at once (`ProposalNotifications`); transitions and overlay versions 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -201,9 +202,9 @@ class PolicyStore:
         if states:
             where.append(sql.SQL("state = ANY(%s)"))
             params.append(list(states))
-        query = sql.SQL("SELECT {} FROM proposals {} ORDER BY created_at DESC, proposal_id DESC LIMIT %s")
-        query = query.format(sql.SQL(_COLUMNS),
-                             sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
+        template = sql.SQL("SELECT {} FROM proposals {} ORDER BY created_at DESC, proposal_id DESC LIMIT %s")
+        query = template.format(sql.SQL(_COLUMNS),
+                                sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
         rows = await self._db.fetch_all(query, [*params, limit])
         if not rows:
             return []
@@ -226,7 +227,7 @@ class PolicyStore:
         rows = await self._db.fetch_all(_ACTIVE, (path,))
         return {r["step"]: OverlayVersion(**r) for r in rows}
 
-    async def versions(self, path: str, step: str | None = None) -> list[OverlayVersion]:
+    async def versions(self, path: str, step: str | None = None) -> builtins.list[OverlayVersion]:
         """Every overlay version of the path's steps (or one step), by step and version."""
         rows = await self._db.fetch_all(
             "SELECT * FROM policy_overlays WHERE path = %s AND (%s::text IS NULL OR step = %s) "
@@ -239,7 +240,7 @@ class PolicyStore:
             (path, step, version))
         return OverlayVersion(**row) if row is not None else None
 
-    async def served_pools(self, recent: int = 10000) -> list[str]:
+    async def served_pools(self, recent: int = 10000) -> builtins.list[str]:
         """The pools workers reported in their latest `step.started` events (the known pools until pools are
         declared in the configuration)."""
         rows = await self._db.fetch_all(

@@ -119,8 +119,10 @@ class Rule(Model):
 
     @property
     def action(self) -> RuleThen:
-        assert self.then is not None or self.else_ is not None
-        return self.then if self.then is not None else self.else_.then  # type: ignore[union-attr]
+        if self.then is not None:
+            return self.then
+        assert self.else_ is not None
+        return self.else_.then
 
 
 class TaskPolicy(Model):

@@ -154,7 +154,8 @@ class _Normalizer:
                 task["spec"] = kept
             else:
                 task.pop("spec")
-        kind = task.get("kind") if isinstance(task.get("kind"), str) else ""
+        given_kind = task.get("kind")
+        kind = given_kind if isinstance(given_kind, str) else ""
         aliases = {**TOOL_ALIASES["*"], **TOOL_ALIASES.get(kind, {})}
         for alias, canonical in aliases.items():
             if alias not in task:
@@ -246,7 +247,8 @@ class _Normalizer:
             self.error(path + ("backoff_multiplier",), "backoff_multiplier must be at least 1",
                        "invalid_value", on_key=False)
             return None
-        delay = float(retry.get("initial_delay", retry.get("backoff_seconds", 1.0)))
+        delay = float(retry["initial_delay"] if "initial_delay" in retry
+                      else retry.get("backoff_seconds", 1.0))
         backoff = retry.get("backoff")
         if isinstance(backoff, (int, float)):  # `backoff: 5`: a constant delay in seconds (NoETL)
             delay, backoff = float(backoff), "fixed"

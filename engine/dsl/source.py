@@ -38,7 +38,7 @@ for _tag, _regexp, _first in _CORE_RESOLVERS:
 _CoreResolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 
 if yaml.__with_libyaml__:
-    class _Composer(yaml.cyaml.CParser, _CoreResolver):  # type: ignore[misc]
+    class _Composer(yaml.cyaml.CParser, _CoreResolver):
         def __init__(self, stream: str) -> None:
             yaml.cyaml.CParser.__init__(self, stream)
             _CoreResolver.__init__(self)

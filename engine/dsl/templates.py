@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from jinja2 import TemplateSyntaxError, Undefined, nodes, pass_environment
 from jinja2.exceptions import SecurityError
@@ -214,6 +214,15 @@ def _soft_item(env: SandboxEnvironment, obj: Any, key: Any) -> Any:
     return missing_value if missing_value is not None else env.getitem(obj, key)
 
 
+_N = TypeVar("_N", bound=nodes.Node)
+
+
+@overload
+def _soften(node: nodes.Expr) -> nodes.Expr: ...
+@overload
+def _soften(node: nodes.Template) -> nodes.Template: ...
+@overload
+def _soften(node: nodes.Node) -> nodes.Node: ...
 def _soften(node: nodes.Node) -> nodes.Node:
     """The same expression with every attribute and item read made soft: reading into a missing or
     null value yields a missing value instead of an error."""
@@ -232,7 +241,7 @@ def _soften(node: nodes.Node) -> nodes.Node:
     return node
 
 
-def _soften_guarded(node: nodes.Node) -> nodes.Node:
+def _soften_guarded(node: _N) -> _N:
     """Soften the parts of a template that guard their reads (spec 13): the value under `default`,
     the subject of `is defined` / `is undefined`, the test of an `if` (inline or a block)."""
     if isinstance(node, nodes.Filter) and node.name in _GUARD_FILTERS and node.node is not None:
@@ -268,7 +277,7 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
                   defer_init: bool = False) -> str:
-        source = _soften(source) if self.condition else _soften_guarded(source)  # type: ignore[assignment]
+        source = _soften(source) if self.condition else _soften_guarded(source)
         return super()._generate(source, name, filename, defer_init=defer_init)
 
     # -- lookups ---------------------------------------------------------------------------------

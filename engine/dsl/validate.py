@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -136,7 +136,7 @@ def _value_at(data: Any, path: Path) -> Any:
     return node
 
 
-def _translate(err: dict[str, Any], data: Any) -> Issue | None:
+def _translate(err: Mapping[str, Any], data: Any) -> Issue | None:
     etype: str = err["type"]
     loc = err["loc"]
     ctx = err.get("ctx") or {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from engine.dsl.diagnostics import Issue, Path, did_you_mean, quote_list
+from engine.dsl.diagnostics import Issue, Path, Severity, did_you_mean, quote_list
 from engine.dsl.model import FALLBACK_STORE_KINDS, IDENTIFIER, TOOL_KINDS
 from engine.dsl.templates import TemplateRenderer, is_template
 from engine.net.compile import successors_of
@@ -49,9 +49,9 @@ class _Checker:
         self.steps: dict[str, int] = {}
         self.workbook: dict[str, int] = {}
 
-    def add(self, path: Path, message: str, code: str, severity: str = "error",
+    def add(self, path: Path, message: str, code: str, severity: Severity = "error",
             on_key: bool = False) -> None:
-        self.issues.append(Issue(path, message, code, severity, on_key))  # type: ignore[arg-type]
+        self.issues.append(Issue(path, message, code, severity, on_key))
 
     def run(self) -> list[Issue]:
         workflow = list(_dicts(self.doc.get("workflow")))

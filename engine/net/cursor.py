@@ -11,16 +11,46 @@ their rows are in; its result is `{stats: {claimed, succeeded, failed}, results}
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.net.state import CursorProgress, Dispatch, LoopProgress, StepResult
 from engine.protocol.commands import CancelStep
 from engine.protocol.events import claim_key
-from engine.protocol.results import ResultEnvelope, engine_error
+from engine.protocol.results import ResultEnvelope, ToolError, engine_error
 
 if TYPE_CHECKING:
     from engine.dsl.model import Step
-    from engine.net.fire import _Firing
+    from engine.net.fire import Decision
+    from engine.net.net import Net
+    from engine.net.state import ExecutionState
+    from engine.protocol.events import Event, EventType
+
+
+class _Firing(Protocol):
+    """What the cursor loop methods use of the firing class they are mixed into (`engine.net.fire`)."""
+
+    net: Net
+    state: ExecutionState
+    cause: Event
+    out: Decision
+
+    def emit(self, type_: EventType, *, step: str | None = None, result: ResultEnvelope | None = None,
+             **fields: Any) -> None: ...
+
+    def issue(self, step: Step, run: int, loop_index: int | None, arc_args: dict[str, Any],
+              step_input: dict[str, Any], item: Any, *, claimer: int | None = None) -> str: ...
+
+    def step_done(self, name: str, ok: bool, result: StepResult | None, error: ToolError | None,
+                  *, loop: bool = False, reported: bool = False) -> None: ...
+
+    def apply_ctx_writes(self, step: str, writes: Mapping[str, Any]) -> None: ...
+
+    def finish_loop(self, step: Step) -> None: ...
+
+    def claimer_done(self, step: Step, loop: LoopProgress, claimer: int) -> None: ...
+
+    def stop_cursor(self, name: str, loop: LoopProgress, reason: str) -> None: ...
 
 
 class CursorLoops:
@@ -30,7 +60,8 @@ class CursorLoops:
                      step_input: dict[str, Any], claimers: int | None = None) -> None:
         """`max_in_flight` claimers, each a command run by a worker: it claims rows, runs the pipeline on
         each (reporting every row as a loop item) and claims again until a claim returns no row."""
-        cursor = self.net.transition(step.step).loop.cursor  # type: ignore[union-attr]
+        loop_def = self.net.transition(step.step).loop
+        cursor = loop_def.cursor if loop_def is not None else None
         assert cursor is not None
         name = step.step
         if self.net.transition(name).command.child:
@@ -40,8 +71,9 @@ class CursorLoops:
             return
         claimers = claimers or cursor.claimers
         self.state.record(name).status = "running"
+        progress = CursorProgress()
         loop = self.state.loops[name] = LoopProgress(run=run, items=[], arc_args=arc_args,
-                                                     step_input=step_input, cursor=CursorProgress(),
+                                                     step_input=step_input, cursor=progress,
                                                      max_in_flight=claimers)
         self.emit("loop.started", step=name, run=run,
                   payload={"cursor": {"kind": cursor.kind, "claimers": claimers,
@@ -49,7 +81,7 @@ class CursorLoops:
         for claimer in range(claimers):
             loop.in_flight.add(claimer)
             cid = self.issue(step, run, None, arc_args, step_input, None, claimer=claimer)
-            loop.cursor.commands[cid] = claimer  # type: ignore[union-attr]
+            progress.commands[cid] = claimer
 
     def cursor_item(self: _Firing) -> None:
         """One row of a cursor loop finished; rows of a claimer this loop never issued (or that came

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.dsl.context import build_context, merge_payload
-from engine.dsl.model import Step
+from engine.dsl.context import RenderContext, build_context, merge_payload
+from engine.dsl.model import PlaybookTool, Step
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import TemplateError
 from engine.net.contracts import check_expects, check_returns
@@ -23,7 +23,7 @@ from engine.net.keychain import inherited_by_child, visible_entries
 from engine.net.net import Net
 from engine.net.state import Dispatch, ExecutionState, LoopProgress, StepRecord, StepResult
 from engine.protocol.commands import CancelStep, ResultEntry, RunStep, StartChild, StepContext
-from engine.protocol.events import Event, derived_id
+from engine.protocol.events import Event, EventType, derived_id
 from engine.protocol.ids import as_int, child_execution_id, template_value
 from engine.protocol.results import ResultEnvelope, ToolError, engine_error
 from engine.protocol.sql_result import loop_items
@@ -99,7 +99,7 @@ class _Firing(CursorLoops):
         self.execution_id = template_value(state.execution_id)  # a number in templates (spec 13)
 
     # ------------------------------------------------------------------ emitting
-    def emit(self, type_: str, *, step: str | None = None, result: ResultEnvelope | None = None,
+    def emit(self, type_: EventType, *, step: str | None = None, result: ResultEnvelope | None = None,
              **fields: Any) -> None:
         n = len(self.out.events)
         event_id = derived_id(self.state.execution_id, self.cause.event_id, n, type_)
@@ -110,12 +110,12 @@ class _Firing(CursorLoops):
         self.out.events.append(Event(
             event_id=event_id, idempotency_key=event_id, execution_id=self.state.execution_id,
             type=type_, derived=True, step=step, result=result, timestamp=self.cause.timestamp,
-            payload=payload, **fields))  # type: ignore[arg-type]
+            payload=payload, **fields))
 
     # ------------------------------------------------------------------ context
     def context(self, *, arc_args: Mapping[str, Any] | None = None, event: dict[str, Any] | None = None,
                 iterator: str | None = None, iter_vars: Mapping[str, Any] | None = None,
-                input: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                input: Mapping[str, Any] | None = None) -> RenderContext:
         if self._handles is None:
             self._handles = _Handles(self.state.steps, self.env.resolve_ref)
         results = self._handles
@@ -286,7 +286,7 @@ class _Firing(CursorLoops):
         iter_vars = None
         if loop_index is not None and step.loop is not None:
             loop = self.state.loops[step.step]
-            iter_vars = {iterator: item, "_index": loop_index, "_first": loop_index == 0,
+            iter_vars = {step.loop.iterator: item, "_index": loop_index, "_first": loop_index == 0,
                          "_last": loop_index == len(loop.items) - 1}
         if parts.child:
             self.start_child(step, cid, run, loop_index, arc_args, step_input, iter_vars)
@@ -321,6 +321,7 @@ class _Firing(CursorLoops):
                         "other tasks to steps of their own")
             return
         tool = step.tool[0]
+        assert isinstance(tool, PlaybookTool)  # compile_net marks a step `child` by its playbook tool
         iterator = step.loop.iterator if step.loop else None
         try:
             if loop_index is not None and step_input:  # a loop item's input: rendered with the item bound
@@ -525,7 +526,8 @@ class _Firing(CursorLoops):
                 payload["item_refs"] = {str(i): ref for i, ref in result.item_refs.items()}
             if result is not None and not inline:
                 payload["items_in_events"] = True
-            if loop and self.net.transition(name).loop.cursor is not None:  # type: ignore[union-attr]
+            loop_def = self.net.transition(name).loop
+            if loop_def is not None and loop_def.cursor is not None:
                 payload["cursor"] = True  # readers rebuild {stats, results} in claim order
             envelope = ResultEnvelope(status="ok" if ok else "error",
                                       data=result.data if result and inline else None,
@@ -677,9 +679,8 @@ class _Firing(CursorLoops):
         else:
             state.status = "completed"
             result = state.result
-            if _json_size(result) <= INLINE_MAX_BYTES and not (
-                    state.last_finished and state.steps[state.last_finished].result
-                    and state.steps[state.last_finished].result.item_refs):  # type: ignore[union-attr]
+            last = state.steps[state.last_finished].result if state.last_finished else None
+            if _json_size(result) <= INLINE_MAX_BYTES and not (last is not None and last.item_refs):
                 self.emit("execution.completed", payload={"result": result})
             else:  # large: the result is the last finished step's, read it there
                 self.emit("execution.completed", payload={"result_step": state.last_finished})

@@ -121,9 +121,9 @@ def solve(problem: Problem, hint: Schedule, *, max_time_s: float, num_workers: i
         model.minimize(makespan)
     for i in range(n):
         model.add_hint(starts[i], hint_starts[i])
-        for p, _, lit in presence[i]:
-            if lit is not None:
-                model.add_hint(lit, 1 if hint_pools[i] == p else 0)
+        for p, _, chosen_lit in presence[i]:
+            if chosen_lit is not None:
+                model.add_hint(chosen_lit, 1 if hint_pools[i] == p else 0)
     model.add_hint(makespan, hint.makespan)
 
     solver = cp_model.CpSolver()
@@ -142,8 +142,9 @@ def solve(problem: Problem, hint: Schedule, *, max_time_s: float, num_workers: i
     solve_started = time.perf_counter()
     code = solver.solve(model)
     solve_s = time.perf_counter() - solve_started
-    status: Status = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
-                      cp_model.INFEASIBLE: "INFEASIBLE"}.get(code, "UNKNOWN")  # type: ignore[assignment]
+    names: dict[cp_model.CpSolverStatus, Status] = {
+        cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE"}
+    status = names.get(code, "UNKNOWN")
     bound = 0
     if status in ("OPTIMAL", "FEASIBLE"):
         raw_bound = solver.best_objective_bound
@@ -155,8 +156,8 @@ def solve(problem: Problem, hint: Schedule, *, max_time_s: float, num_workers: i
     chosen = []
     for i in range(n):
         pool = presence[i][0][0]
-        for p, _, lit in presence[i]:
-            if lit is not None and solver.boolean_value(lit):
+        for p, _, chosen_lit in presence[i]:
+            if chosen_lit is not None and solver.boolean_value(chosen_lit):
                 pool = p
         chosen.append(pool)
     schedule = make_schedule(problem, [int(solver.value(s)) for s in starts], chosen)

@@ -251,12 +251,13 @@ def problem_from_net(net: Net, pools: PoolSet, *, payload: Mapping[str, Any] | N
             duration, sources[name] = float(durations[name]), "history"
         else:
             duration, sources[name] = step_duration_ms(step, playbook), "default"
-        items: list[Any] | None = [None]
+        items: list[Any] = [None]
         if step.loop is not None:
-            items = loop_items(step, workload)
-            if items is None:
+            known = loop_items(step, workload)
+            if known is None:
                 notes.append(f"loop '{name}': its items are known only at run time; planned as one item")
-                items = [None]
+            else:
+                items = known
         first = len(specs)
         if not items:  # an empty loop completes at once: a task of no time that holds nothing
             specs.append(TaskSpec(name, Demand(name, pool=demand.pool), 0.0, None))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -21,7 +21,7 @@ ErrorKind = Literal[
     "missing_credential", "sql_syntax", "undefined_variable", "python_exception", "resource_exhausted",
     "cancelled", "validation", "contract", "internal",
 ]
-ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 RETRYABLE_BY_DEFAULT = frozenset({"timeout", "connection", "rate_limit", "server_error", "db_connection",
                                   "db_deadlock", "db_timeout"})
 HTTP_RESULT_KEYS = ("status_code", "headers", "url", "elapsed_ms", "data")

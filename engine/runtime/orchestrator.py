@@ -43,6 +43,7 @@ from engine.protocol.events import (
     INPUT_EVENTS,
     TERMINAL_EVENTS,
     Event,
+    EventType,
     decode_events,
     derived_id,
     ends_command,
@@ -74,11 +75,11 @@ OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "l
                       "loop.claimer.stopped"})
 
 
-def _dispatch_event(command: RunStep, type_: str, payload: dict[str, Any] | None = None) -> Event:
+def _dispatch_event(command: RunStep, type_: EventType, payload: dict[str, Any] | None = None) -> Event:
     """What the orchestrator decided about sending a command (step.deferred / step.dispatched)."""
     key = event_key(command.command_id, type_.split(".")[1])
     return Event(event_id=uuid.uuid4().hex, idempotency_key=key,
-                 execution_id=command.execution_id, type=type_, step=command.step,  # type: ignore[arg-type]
+                 execution_id=command.execution_id, type=type_, step=command.step,
                  command_id=command.command_id, run=command.run, loop_index=command.loop_index,
                  pool=command.pool, payload=payload or {})
 
@@ -350,12 +351,12 @@ class Orchestrator:
         """What may happen only once the batch's events are stored: failing what no pool can run,
         the outcomes of withdrawn runs, cancels and child starts, and the ends of executions."""
         await self._fail_impossible(decisions)
-        for command, reason in batch.withdrawn:
+        for unsent, reason in batch.withdrawn:
             await self._publish_event(outcome_event(
-                command.execution_id, command.command_id, command.step, command.loop_index,
-                ResultEnvelope.fail("cancelled", f"step '{command.step}' was cancelled before it was "
+                unsent.execution_id, unsent.command_id, unsent.step, unsent.loop_index,
+                ResultEnvelope.fail("cancelled", f"step '{unsent.step}' was cancelled before it was "
                                                  f"dispatched: {reason}", retryable=False),
-                claimer=command.cursor is not None))
+                claimer=unsent.cursor is not None))
         for execution, command in batch.others:
             await self._publish(command, execution)
         for event in batch.terminal:

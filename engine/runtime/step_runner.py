@@ -13,14 +13,14 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from engine.bus.nats_ops import NatsOpError
 from engine.bus.result_objects import ResultObjects
-from engine.dsl.context import build_context
+from engine.dsl.context import RenderContext, build_context
 from engine.dsl.model import Rule, RuleThen
 from engine.dsl.results import wrap_result
 from engine.dsl.templates import TemplateRenderer, single_expression, to_native
@@ -28,7 +28,7 @@ from engine.errors import TemplateError
 from engine.net.contracts import check_expects, check_returns
 from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
-from engine.protocol.events import Event
+from engine.protocol.events import Event, EventType
 from engine.protocol.ids import template_value
 from engine.protocol.outcomes import event_key, outcome_type
 from engine.protocol.results import ResultEnvelope, fold_body_alias
@@ -183,11 +183,11 @@ class StepRunner:
         return rendered.value
 
     # ------------------------------------------------------------------ events
-    def _event(self, cmd: RunStep, type_: str, *, key: str, result: ResultEnvelope | None = None,
+    def _event(self, cmd: RunStep, type_: EventType, *, key: str, result: ResultEnvelope | None = None,
                attempt: int | None = None, duration_ms: float | None = None,
                payload: dict[str, Any] | None = None, loop_index: int | None = None) -> Event:
         return Event(event_id=uuid.uuid4().hex, idempotency_key=event_key(cmd.command_id, key),
-                     execution_id=cmd.execution_id, type=type_, step=cmd.step,  # type: ignore[arg-type]
+                     execution_id=cmd.execution_id, type=type_, step=cmd.step,
                      command_id=cmd.command_id, run=cmd.run, attempt=attempt,
                      loop_index=cmd.loop_index if loop_index is None else loop_index,
                      worker=self.identity.worker, pool=self.identity.pool,
@@ -491,7 +491,7 @@ class StepRunner:
 
     # ------------------------------------------------------------------ context
     def _context(self, cmd: RunStep, pipe: _Pipeline, step_input: Mapping[str, Any],
-                 output: dict[str, Any] | None = None) -> dict[str, Any]:
+                 output: dict[str, Any] | None = None) -> RenderContext:
         raw = cmd.context
         results: dict[str, Any] = {}
         for name, entry in raw.results.items():  # as fire sent them (StepResult fields)
@@ -560,7 +560,7 @@ class StepRunner:
             attempt += 1
             pipe.attempts = max(pipe.attempts, attempt)
             envelope = await self._attempt(cmd, task, name, pipe, step_input, attempt)
-            context: dict[str, Any] = {}
+            context: MutableMapping[str, Any] = {}
             if rules or task.get("set"):  # else nothing reads the context: the default action
                 context = self._context(cmd, pipe, step_input, _output_view(envelope))
                 context["_attempt"] = attempt
@@ -624,9 +624,9 @@ class StepRunner:
     async def _attempt(self, cmd: RunStep, task: dict[str, Any], name: str, pipe: _Pipeline,
                        step_input: Mapping[str, Any], attempt: int) -> ResultEnvelope:
         kind = str(task.get("kind"))
-        built: list[dict[str, Any]] = []
+        built: list[RenderContext] = []
 
-        def context() -> dict[str, Any]:  # built once, and only when something reads it
+        def context() -> RenderContext:  # built once, and only when something reads it
             if not built:
                 built.append(self._context(cmd, pipe, step_input))
             return built[0]
@@ -712,7 +712,8 @@ async def _no_report(event: Event) -> None:
 
 def _with_input_defaults(task: dict[str, Any], call_input: Mapping[str, Any]) -> dict[str, Any]:
     """A workbook task's own `input` gives defaults; the caller's input wins."""
-    defaults = task.get("input") if isinstance(task.get("input"), dict) else {}
+    given = task.get("input")
+    defaults = given if isinstance(given, dict) else {}
     merged = {**defaults, **call_input}
     return {**task, "input": merged}
 

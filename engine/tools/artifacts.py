@@ -34,7 +34,7 @@ DEFAULT_THRESHOLD_BYTES = 64 * 1024
 PREVIEW_ROWS = 5
 PREVIEW_BYTES = 4096
 _SCALAR_TYPES = {type(None), bool, int, float, str}
-_COMPATIBLE = ({bool}, {int}, {float}, {int, float}, {str}, set())
+_COMPATIBLE: tuple[set[type], ...] = ({bool}, {int}, {float}, {int, float}, {str}, set())
 _SQL_KEY = b"noetl.sql_result"  # Arrow schema metadata: a SQL result without the rows of the table
 
 
@@ -125,8 +125,8 @@ def resolve(ref: ResultRef | Mapping[str, Any],
 def preview(data: Any) -> Any:
     """A small look at `data`: the first rows or keys, kept under PREVIEW_BYTES of JSON."""
     if is_sql_result(data):
-        head = {k: data[k] for k in ("row_count", "columns", "statement_count")}
-        return {"rows": preview(data["rows"]), **(head if json_size(head) <= PREVIEW_BYTES // 4 else {})}
+        counts = {k: data[k] for k in ("row_count", "columns", "statement_count")}
+        return {"rows": preview(data["rows"]), **(counts if json_size(counts) <= PREVIEW_BYTES // 4 else {})}
     if isinstance(data, list):
         head: list[Any] = []
         for item in data[:PREVIEW_ROWS]:

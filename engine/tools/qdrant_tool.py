@@ -186,7 +186,7 @@ async def _delete(client: AsyncQdrantClient, collection: str, config: Mapping[st
 def _classify(exc: Exception, operation: str, collection: str) -> ToolFailure:
     where = f"qdrant {operation} on '{collection}'"
     name = type(exc).__name__
-    if isinstance(exc, UnexpectedResponse):
+    if isinstance(exc, UnexpectedResponse) and exc.status_code is not None:  # None: not an HTTP reply
         status = exc.status_code
         detail = exc.content.decode("utf-8", "replace")[:300] if exc.content else exc.reason_phrase
         text = f"{where} returned {status}: {detail}"

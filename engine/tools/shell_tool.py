@@ -66,7 +66,7 @@ class ShellTool:
             if returncode != 0:
                 failed_at = index
                 break
-        result = {"stdout": out.text(), "stderr": err.text(), "returncode": returncode,
+        result: dict[str, Any] = {"stdout": out.text(), "stderr": err.text(), "returncode": returncode,
                   "duration_ms": attempt.elapsed_ms()}
         meta: dict[str, Any] = {"commands_run": failed_at or len(cmds)}
         if out.truncated or err.truncated:

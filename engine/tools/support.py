@@ -181,7 +181,7 @@ def run_in_thread(func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
     return future
 
 
-def read_script(uri: str) -> tuple[str, str]:
+def read_script(uri: object) -> tuple[str, str]:
     """(text, path) of a `script: {uri}` that is a local path or a `file://` URI."""
     if not isinstance(uri, str) or not uri:
         raise ToolFailure("validation", "script needs a 'uri' (a local path or file:// URI)")
