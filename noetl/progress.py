@@ -80,9 +80,25 @@ class Progress:
         status = summary["status"]
         self.console.print(f"execution {self.execution_id} {status}")
         if summary.get("error"):
-            self.console.print(f"error: {summary['error']}", markup=False)
+            self.console.print(f"error: {summary['error']}", markup=False, soft_wrap=True)
         elif summary.get("result") is not None:
-            text = json.dumps(summary["result"], default=str)
-            self.console.print(f"result: {text if len(text) <= 2000 else text[:1997] + '...'}",
-                               markup=False, highlight=False)
+            self.console.print(f"result: {preview(summary['result'])}", markup=False, highlight=False,
+                               soft_wrap=True)  # one line, never folded at the terminal's width
         sys.stderr.flush()
+
+
+PREVIEW_ITEMS = 10  # a list result: how many of its items the terminal shows
+PREVIEW_CHARS = 2000  # any result: how much of its JSON text
+
+
+def preview(result: Any, *, items: int = PREVIEW_ITEMS, chars: int = PREVIEW_CHARS) -> str:
+    """A result as a person reads it on the terminal: a long list's first items, a long text's start,
+    and what was left out, with where to get all of it (`--json`)."""
+    more = ""
+    if isinstance(result, list) and len(result) > items:
+        more = f" … {len(result) - items} more items; use --json for all of them"
+        result = result[:items]
+    text = json.dumps(result, default=str)
+    if len(text) > chars:
+        return f"{text[:chars]} … {len(text) - chars} more characters; use --json for all of it"
+    return text + more
