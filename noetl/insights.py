@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control_plane.stack import Stack
+from noetl.llm_settings import llm_settings
+from noetl.settings import qdrant_target
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ class Insights:
 async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> Insights:
     from agents.diagnosis.service import DiagnosisService
     from control_plane.services.secrets import SecretValues
-    from noetl.llm_settings import llm_settings
 
     assert stack.store is not None and stack.executions is not None
     insights = Insights()
@@ -55,7 +56,6 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
     if indexer:
         from agents.embeddings.runtime import EmbeddingsRuntime
         from control_plane.services.indexing import IndexingFeed
-        from noetl.commands.similar import qdrant_target
 
         embeddings = EmbeddingsRuntime.open(IndexingFeed(stack.store), **qdrant_target(stack.config.home))
         embeddings.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
@@ -37,6 +37,14 @@ def stack_config(**overrides: object) -> StackConfig:
     config["pools"] = configured_pools()
     config.update(overrides)
     return StackConfig(**config)  # type: ignore[arg-type]
+
+
+def qdrant_target(home: Path) -> dict[str, Any]:
+    """NOETL_QDRANT_URL (+ NOETL_QDRANT_API_KEY) when set, else the embedded index under home."""
+    url = os.environ.get("NOETL_QDRANT_URL", "").strip()
+    if url:
+        return {"url": url, "api_key": os.environ.get("NOETL_QDRANT_API_KEY", "").strip() or None}
+    return {"path": home / "qdrant"}
 
 
 def server_url() -> str | None:

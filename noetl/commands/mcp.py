@@ -6,38 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING
 
 import typer
 
-from noetl.commands.stack import running_dev_stack
+from noetl.devstack import running_dev_stack
 from noetl.settings import api_token, server_url
 
-if TYPE_CHECKING:
-    from control_plane.stack import Stack
-    from mcp_server.http import McpHttpApp
-
 EXIT_UNAVAILABLE = 3
-
-
-def http_mount(stack: Stack, host: str) -> McpHttpApp:
-    """The MCP server as streamable HTTP at /mcp of the control plane's server: a request without a known
-    token is 401 there; each tool call goes to the REST API with the request's own token."""
-    from control_plane.errors import ForbiddenError, UnauthorizedError
-    from control_plane.services.auth import AuthService
-    from mcp_server.http import McpHttpApp
-
-    assert stack.store is not None, "the stack is not started"
-    auth = AuthService(stack.store)
-
-    async def known(token: str) -> bool:
-        try:
-            await auth.authorize(token, "viewer")
-        except (UnauthorizedError, ForbiddenError):
-            return False
-        return True
-
-    return McpHttpApp(authenticate=known, host=host)
 
 
 def mcp_command() -> None:

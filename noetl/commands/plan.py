@@ -23,6 +23,7 @@ from engine.plan.checks import validate_file_with_pools
 from engine.plan.planner import DEFAULT_MAX_SOLVE_S, Plan, plan
 from engine.plan.pools import PoolConfigError, PoolSet, parse_capacity_overrides
 from engine.plan.problem import UnsatisfiableDemandError
+from noetl.devstack import running_dev_stack
 from noetl.settings import configured_pools
 
 EXIT_OK, EXIT_UNSATISFIABLE, EXIT_INVALID = 0, 1, 2
@@ -34,8 +35,6 @@ def history_dsn() -> str | None:
     dsn = os.environ.get("NOETL_PG_DSN", "").strip()
     if dsn:
         return dsn
-    from noetl.commands.stack import running_dev_stack
-
     state = running_dev_stack()
     return str(state["pg_dsn"]) if state and state.get("pg_dsn") else None
 

@@ -3,60 +3,28 @@ configuration changes (docs/policies.md).
 
 With NOETL_SERVER_URL set they go through the server's API (approve, reject and rollback need an
 `approver` token that did not author the proposal). Without it they work on this machine's store through
-the policies service, as the local user (`local:<user>`). `watch` runs the proposals agent here: it
-diagnoses new failures, proposes changes through the guardrails, resumes the approval waits and measures
-applied changes (`--once`: one pass).
+the policies service, as the local user (`local:<user>`); noetl.backend chooses. `watch` runs the
+proposals agent here: it diagnoses new failures, proposes changes through the guardrails, resumes the
+approval waits and measures applied changes (`--once`: one pass).
 """
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from control_plane.client import NoetlClient
-from control_plane.errors import ControlPlaneError, ForbiddenError
-from control_plane.services.policies import PolicyService, PolicySettings
-from noetl import remote
-from noetl.commands.catalog import open_local_store, store_dsn
-from policies.model import PROPOSAL_STATES, Actor
+from noetl.backend import call
+from policies.model import PROPOSAL_STATES
 
-T = TypeVar("T")
-EXIT_INVALID, EXIT_UNAVAILABLE = 2, 3
+EXIT_INVALID = 2
 
 proposals_app = typer.Typer(help="Configuration changes: proposed, approved, applied, measured, rolled back.",
                             no_args_is_help=True)
 policies_app = typer.Typer(help="The runtime overlays approved changes put on playbook steps.",
                            no_args_is_help=True)
-
-
-def local_actor() -> Actor:
-    user = getpass.getuser() or "unknown"
-    return Actor(id=f"local:{user}", name=user)
-
-
-def _run_local(action: Callable[[PolicyService], Awaitable[T]], settings: PolicySettings | None = None) -> T:
-    async def run() -> T:
-        store = await open_local_store()
-        try:
-            return await action(PolicyService(store, settings))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except ControlPlaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_UNAVAILABLE if isinstance(exc, ForbiddenError) else EXIT_INVALID) from None
-
-
-def _dump(value: Any) -> dict[str, Any]:
-    return value.model_dump(mode="json", by_alias=True) if hasattr(value, "model_dump") else dict(value)
 
 
 def _line(p: dict[str, Any]) -> str:
@@ -97,17 +65,7 @@ def proposals_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the proposals as a JSON list.")] = False,
 ) -> None:
     """Proposals, newest first: id, state, kind, path:step, risk, author, created."""
-    states = [s.strip() for s in state.split(",") if s.strip()] if state else None
-    if remote.active():
-        async def fetch(client: NoetlClient) -> dict[str, Any]:
-            return await client.proposals(state=state, path=path, limit=limit)
-
-        items: list[dict[str, Any]] = remote.call(fetch).get("items") or []
-    else:
-        async def listed(service: PolicyService) -> list[dict[str, Any]]:
-            return [_dump(p) for p in await service.list(state=states, path=path, limit=limit)]
-
-        items = _run_local(listed)
+    items = call(lambda backend: backend.proposals(state, path, limit))
     if as_json:
         print(json.dumps(items, indent=2, default=str))
         return
@@ -121,16 +79,7 @@ def proposals_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One proposal: its change, rationale, state, measured effect and every transition (who and why)."""
-    if remote.active():
-        async def fetch(client: NoetlClient) -> dict[str, Any]:
-            return await client.proposal(proposal_id)
-
-        item = remote.call(fetch)
-    else:
-        async def shown(service: PolicyService) -> dict[str, Any]:
-            return _dump(await service.get(proposal_id))
-
-        item = _run_local(shown)
+    item = call(lambda backend: backend.proposal(proposal_id))
     if as_json:
         print(json.dumps(item, indent=2, default=str))
     else:
@@ -154,16 +103,7 @@ def proposals_propose(
         print(f"error: --change is not JSON ({exc})", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from None
     draft = {"target": {"path": path, "step": step}, "change": fields, "rationale": rationale}
-    if remote.active():
-        async def post(client: NoetlClient) -> dict[str, Any]:
-            return await client.propose(draft)
-
-        item = remote.call(post)
-    else:
-        async def proposed(service: PolicyService) -> dict[str, Any]:
-            return _dump(await service.propose(draft, local_actor()))
-
-        item = _run_local(proposed)
+    item = call(lambda backend: backend.propose(draft))
     if as_json:
         print(json.dumps(item, indent=2, default=str))
     else:
@@ -172,18 +112,7 @@ def proposals_propose(
 
 
 def _decide(proposal_id: str, decision: str, reason: str, as_json: bool) -> None:
-    if remote.active():
-        async def post(client: NoetlClient) -> dict[str, Any]:
-            return await client.proposal_decide(proposal_id, decision, reason)
-
-        item = remote.call(post)
-    else:
-        async def decided(service: PolicyService) -> dict[str, Any]:
-            method = {"approve": service.approve, "reject": service.reject,
-                      "rollback": service.rollback}[decision]
-            return _dump(await method(proposal_id, local_actor(), reason))
-
-        item = _run_local(decided)
+    item = call(lambda backend: backend.proposal_decide(proposal_id, decision, reason))
     if as_json:
         print(json.dumps(item, indent=2, default=str))
         return
@@ -234,50 +163,9 @@ def proposals_watch(
                                                     "measured.")] = 5,
 ) -> None:
     """Run the proposals agent on this machine's store (not through a server)."""
-    if remote.active():
-        print("error: `noetl proposals watch` runs beside the store (unset NOETL_SERVER_URL on the server's "
-              "machine)", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID)
-    try:
-        moved = asyncio.run(_watch(once, diagnose, poll, measure_after))
-    except ControlPlaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    moved = call(lambda backend: backend.watch_proposals(once, diagnose, poll, measure_after))
     if once:
         print(f"{len(moved)} proposal(s) moved: {' '.join(moved)}".rstrip(": "))
-
-
-async def _watch(once: bool, diagnose: bool, poll: float, measure_after: int) -> list[str]:
-    from agents.proposals.loop import ProposalLoop  # langgraph only where the agent runs
-    from control_plane.services.executions import ExecutionService
-    from control_plane.store.policies import ProposalNotifications
-
-    dsn = await store_dsn()
-    store = await open_local_store()
-    try:
-        policies = PolicyService(store, PolicySettings(measure_after=measure_after))
-        executions = ExecutionService(store, None)  # type: ignore[arg-type]  # reads only: no bus needed
-        diagnoser = None
-        if diagnose:
-            from agents.diagnosis.graph import diagnose as run_diagnosis
-
-            async def diagnoser(execution_id: str) -> Any:
-                return await run_diagnosis(execution_id, executions=executions)
-
-        async with ProposalLoop.open(policies, dsn, diagnose=diagnoser, executions=executions) as loop:
-            if once:
-                await loop.watch_failures()
-                return await loop.tick()
-            notes = ProposalNotifications(dsn)
-            await notes.start()
-            stop = asyncio.Event()
-            try:
-                await loop.run(stop, poll_s=poll, wake=notes.wait)
-            finally:
-                await notes.close()
-            return []
-    finally:
-        await store.close()
 
 
 @policies_app.command("show")
@@ -287,16 +175,7 @@ def policies_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The active overlay of each step of a playbook, and every version of it."""
-    if remote.active():
-        async def fetch(client: NoetlClient) -> dict[str, Any]:
-            return await client.policies(path, step)
-
-        view = remote.call(fetch)
-    else:
-        async def shown(service: PolicyService) -> dict[str, Any]:
-            return await service.policies(path, step)
-
-        view = _run_local(shown)
+    view = call(lambda backend: backend.policies(path, step))
     if as_json:
         print(json.dumps(view, indent=2, default=str))
         return

@@ -16,29 +16,15 @@ from engine.errors import PlaybookSourceError
 from engine.net.validate import validate_file
 from engine.protocol.ids import new_execution_id
 from engine.runtime import eventloop, idle_watchdog
-from noetl.commands.stack import running_dev_stack
+from noetl.devstack import running_dev_stack
 from noetl.follow import ENDED, EXIT_RUNNING, follow_local, report_timeout
 from noetl.outage import Rider
+from noetl.payload import parse_payload
 from noetl.progress import Progress
 from noetl.session import Session
 from noetl.settings import idle_stop_s, outage_wait_s, stack_config
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-
-def parse_payload(payload: str | None) -> dict[str, Any]:
-    if not payload:
-        return {}
-    try:
-        value = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        print(f"--payload is not valid JSON: {exc.msg} at character {exc.pos}", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID) from None
-    if not isinstance(value, dict):
-        print(f"--payload must be a JSON object such as '{{\"x\": 1}}', got {type(value).__name__}",
-              file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID)
-    return value
 
 
 def run(

@@ -5,7 +5,7 @@ separate indexer), then search; the embedded index lives under <NOETL_HOME>/qdra
 is used when NOETL_QDRANT_URL is set (NOETL_QDRANT_API_KEY optional). The embedded index can be open in
 one process at a time: while `noetl indexer start` (or a server running the indexer) holds it, point
 the CLI at that server (NOETL_SERVER_URL) or use a Qdrant server. With NOETL_SERVER_URL set, `similar`
-and `search` ask the server's API.
+and `search` ask the server's API (noetl.backend chooses).
 
 The first call in a process loads the embedding model (sentence-transformers: several seconds).
 """
@@ -15,86 +15,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from control_plane.errors import NotFoundError
-from noetl import remote
-from noetl.settings import stack_config
+from noetl.backend import call
+from noetl.local_store import LocalEmbeddings
 
-EXIT_INVALID, EXIT_UNAVAILABLE = 2, 3
+EXIT_UNAVAILABLE = 3
 
 indexer_app = typer.Typer(help="The event-log indexer: embeds failures, executions and playbooks.",
                           no_args_is_help=True)
-
-
-def qdrant_target(home: Path) -> dict[str, Any]:
-    """NOETL_QDRANT_URL (+ NOETL_QDRANT_API_KEY) when set, else the embedded index under home."""
-    url = os.environ.get("NOETL_QDRANT_URL", "").strip()
-    if url:
-        return {"url": url, "api_key": os.environ.get("NOETL_QDRANT_API_KEY", "").strip() or None}
-    return {"path": home / "qdrant"}
-
-
-class _Local:
-    """The store and this process's embeddings (agents.embeddings.runtime) over it, for one command."""
-
-    async def __aenter__(self) -> Any:
-        from agents.embeddings.runtime import EmbeddingsRuntime
-        from control_plane.services.indexing import IndexingFeed
-        from control_plane.store import open_store
-        from control_plane.store.secret_key import load_secret_key
-        from noetl.commands.catalog import store_dsn
-
-        config = stack_config()
-        self.store = await open_store(await store_dsn(), load_secret_key(config.home, config.secret_key))
-        try:
-            self.embeddings = EmbeddingsRuntime.open(IndexingFeed(self.store), **qdrant_target(config.home))
-        except BaseException:
-            await self.store.close()
-            raise
-        return self.embeddings
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self.embeddings.close()
-        finally:
-            await self.store.close()
-
-
-async def _similar_local(execution_id: str, step: str | None, limit: int) -> list[dict[str, Any]]:
-    async with _Local() as local:
-        await local.indexer.catch_up()
-        return [r.to_dict() for r in await local.similar.for_execution(execution_id, step=step, limit=limit)]
-
-
-async def _search_local(text: str, limit: int) -> list[dict[str, Any]]:
-    async with _Local() as local:
-        await local.indexer.catch_up()
-        return [r.to_dict() for r in await local.similar.search(text, limit=limit)]
-
-
-def _run_local(coroutine: Any) -> list[dict[str, Any]]:
-    from agents.embeddings.index import IndexBusyError
-
-    try:
-        return asyncio.run(coroutine)  # type: ignore[no-any-return]
-    except NotFoundError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID) from None
-    except IndexBusyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
-
-
-def _remote(call: Callable[[Any], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return list(remote.call(call).get("items") or [])
 
 
 def _print(results: list[dict[str, Any]], as_json: bool) -> None:
@@ -130,10 +63,7 @@ def similar(
 ) -> None:
     """Past failures like this execution's, best first, with what happened next (did a retry or a later
     run succeed). Exit 2 for an unknown execution."""
-    if remote.active():
-        results = _remote(lambda client: client.similar(execution_id, step=step, limit=limit))
-    else:
-        results = _run_local(_similar_local(execution_id, step, limit))
+    results = call(lambda backend: backend.similar(execution_id, step, limit))
     _print(results, as_json)
 
 
@@ -144,10 +74,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Past failures like a text, best first (e.g. `noetl search "connection refused"`)."""
-    if remote.active():
-        results = _remote(lambda client: client.search(text, limit=limit))
-    else:
-        results = _run_local(_search_local(text, limit))
+    results = call(lambda backend: backend.search(text, limit))
     _print(results, as_json)
 
 
@@ -156,7 +83,7 @@ async def _follow(poll_s: float, optimize_every: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with _Local() as local:
+    async with LocalEmbeddings() as local:
         await asyncio.to_thread(local.embedder.load)  # the model once, before the first batch
         local.indexer.optimize_every = optimize_every or None
         print(f"indexer following the event log into {local.index.key} (Ctrl-C stops it)", file=sys.stderr)

@@ -17,159 +17,20 @@ import typer
 
 from control_plane import home_processes
 from control_plane import worker_process as worker_processes
-from control_plane.errors import ControlPlaneError
 from control_plane.services.auth import AuthService
-from control_plane.stack import Stack, StackConfig
 from control_plane.store import open_store
 from control_plane.store.secret_key import load_secret_key
-from engine.runtime import eventloop, idle_watchdog
+from engine.runtime import eventloop
 from engine.runtime.embedded import pid_alive, stop_nats, stop_postgres
+from noetl.devstack import components_file, dev_state_file, running_dev_stack
+from noetl.serving import serve
 from noetl.settings import DEFAULT_API_PORT, api_port, noetl_home, stack_config
-
-API_READY_S = 30.0  # how long the REST API may take to listen
-COMPONENTS_EVERY_S = 1.0  # how often the serving stack writes what each component is doing
 
 dev_app = typer.Typer(help="A local NoETL (NATS, Postgres, orchestrator, a worker pool) in the background.",
                       no_args_is_help=True)
 server_app = typer.Typer(help="The orchestrator and the REST API as a long-running process.",
                          no_args_is_help=True)
 worker_app = typer.Typer(help="A worker pool as a long-running process.", no_args_is_help=True)
-
-
-def dev_state_file(home: Path | None = None) -> Path:
-    return (home or noetl_home()) / "dev.json"
-
-
-def components_file(home: Path | None = None) -> Path:
-    return (home or noetl_home()) / "dev-components.json"
-
-
-async def _report_components(stack: Stack, api_task: asyncio.Task[None] | None, insights: Any,
-                             stop: asyncio.Event) -> None:
-    """Write what each component of the serving stack is doing, every COMPONENTS_EVERY_S (dev status)."""
-    path = components_file(stack.config.home)
-    while not stop.is_set():
-        found = stack.components()
-        if api_task is not None:
-            found.append({"name": "api", "pid": os.getpid(), "restarts": 0, "detail": None,
-                          "status": "down" if api_task.done() else "up"})
-        if insights is not None:
-            found.extend(insights.components(os.getpid()))
-        scratch = path.with_suffix(".tmp")
-        scratch.write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "components": found}))
-        scratch.replace(path)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), COMPONENTS_EVERY_S)
-
-
-def running_dev_stack(home: Path | None = None) -> dict[str, Any] | None:
-    """The dev stack's state when its serving process is alive, else None."""
-    path = dev_state_file(home)
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if state.get("ready") and pid_alive(int(state.get("pid", 0))) else None
-
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-async def _start_api(stack: Stack, host: str, port: int, stop: asyncio.Event,
-                     state: dict[str, Any] | None = None) -> tuple[asyncio.Task[None], str]:
-    """Serve the REST API in this loop; returns its task and URL once it listens."""
-    from control_plane.server import serve_api  # fastapi and uvicorn only where the API is served
-
-    ready = asyncio.Event()
-    bound: list[int] = []
-    from noetl.commands.mcp import http_mount  # the MCP server at /mcp, beside the API
-
-    task = asyncio.create_task(serve_api(stack, host=host, port=port, stop=stop, ready=ready, bound=bound,
-                                         mounts=[http_mount(stack, host)], state=state))
-    ready_wait = asyncio.create_task(ready.wait())
-    done, _ = await asyncio.wait({task, ready_wait}, timeout=API_READY_S, return_when=asyncio.FIRST_COMPLETED)
-    if not ready.is_set():
-        ready_wait.cancel()
-        if task in done:
-            exc = task.exception()
-            if isinstance(exc, ControlPlaneError):  # it says where and how to fix it
-                raise exc
-            raise ControlPlaneError(f"the REST API could not serve on {host}:{port}"
-                                    + (f" ({exc})" if exc else ""), where="--api-port / --port",
-                                    fix="pick a free port (NOETL_API_PORT, or 0 for any free one)")
-        task.cancel()
-        raise ControlPlaneError(f"the REST API did not listen on {host}:{port} within {API_READY_S:g} s",
-                                where="--api-port / --port", fix="read the process' log")
-    return task, f"http://{_url_host(host)}:{bound[-1] if bound else port}"
-
-
-async def _serve(config_overrides: dict[str, Any], state_file: Path | None,
-                 api: tuple[str, int] | None = None, indexer: bool = False, agent: bool = False) -> None:
-    """Host the stack (and the REST API on `api` = (host, port)) until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    config = stack_config(**config_overrides)
-    embedded = config.nats_url is None or config.pg_dsn is None
-    with idle_watchdog.lease(config.home) if embedded else contextlib.nullcontext():
-        if state_file is not None:  # the dev stack keeps its servers until `noetl dev down`
-            idle_watchdog.cancel(config.home)
-        failure = await _serve_stack(config, stop, state_file, api, indexer, agent)
-    if state_file is not None:
-        with contextlib.suppress(OSError):
-            state_file.unlink()
-    if failure is not None:  # the process exits non-zero, the error on one line
-        raise failure
-
-
-async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Path | None,
-                       api: tuple[str, int] | None, indexer: bool, agent: bool) -> BaseException | None:
-    """Start the stack (and the API), write the state file, and serve until `stop`; the API's error."""
-    failure: BaseException | None = None
-    async with Stack(config) as stack:
-        api_task: asyncio.Task[None] | None = None
-        api_url: str | None = None
-        insights = None
-        if api is not None:
-            from noetl.insights import open_insights  # the agents: only where the API is served
-
-            insights = await open_insights(stack, indexer=indexer, agent=agent)
-            api_task, api_url = await _start_api(stack, api[0], api[1], stop, insights.state)
-        try:
-            if state_file is not None:
-                state = {"pid": os.getpid(), "ready": True, "nats_url": stack.nats_url,
-                         "pg_dsn": stack.pg_dsn, "home": str(stack.config.home)}
-                if api_url is not None:
-                    state["api_url"] = api_url
-                state_file.write_text(json.dumps(state))
-            print(f"serving: nats {stack.nats_url}" + (f", api {api_url}" if api_url else ""),
-                  file=sys.stderr, flush=True)
-            if stack.supervisor is not None:  # `noetl dev up` on a stack with a crashed server: try again
-                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stack.supervisor.reset)
-            reporting = asyncio.create_task(_report_components(stack, api_task, insights, stop)) \
-                if state_file is not None else None
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({stopping, *([api_task] if api_task else [])},
-                               return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if reporting is not None:
-                reporting.cancel()
-        finally:
-            stop.set()  # the API stopped by itself (an error), or we were told to stop: stop everything
-            if api_task is not None:
-                try:
-                    await asyncio.wait_for(api_task, timeout=10)
-                except (asyncio.CancelledError, TimeoutError):
-                    api_task.cancel()  # a stream that would not end: the process ends anyway
-                except Exception as exc:
-                    failure = exc
-            if insights is not None:
-                await insights.close()
-    return failure
 
 
 async def _create_admin_token(state: dict[str, Any], name: str) -> str:
@@ -268,12 +129,12 @@ def _revive(home: Path, state: dict[str, Any], wait_s: float) -> None:
 
 
 @dev_app.command("serve", hidden=True)
-def dev_serve(
+def devserve(
     concurrency: Annotated[int, typer.Option()] = 4,
     port: Annotated[int, typer.Option("--api-port")] = DEFAULT_API_PORT,
 ) -> None:
     """Run the dev stack in the foreground (what `dev up` starts in the background)."""
-    eventloop.run(_serve({"workers": {"default": concurrency}, "worker_processes": True},
+    eventloop.run(serve({"workers": {"default": concurrency}, "worker_processes": True},
                          dev_state_file(), api=("127.0.0.1", port)))
 
 
@@ -345,7 +206,7 @@ def server_start(
 ) -> None:
     """Run the orchestrator and the REST API (docs/api.md) against NOETL_NATS_URL / NOETL_PG_DSN
     (embedded ones when unset)."""
-    eventloop.run(_serve({"workers": {}}, None, api=(host, port), indexer=indexer, agent=agent))
+    eventloop.run(serve({"workers": {}}, None, api=(host, port), indexer=indexer, agent=agent))
 
 
 @worker_app.command("start")
@@ -370,7 +231,7 @@ def worker_start(
         except ValueError as exc:
             print(f"--capacity: {exc}", file=sys.stderr)
             raise typer.Exit(2) from None
-    eventloop.run(_serve(overrides, None))
+    eventloop.run(serve(overrides, None))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,42 +7,16 @@ with access to its data dir). A token is printed once, when it is created; only 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from control_plane.client import NoetlClient
-from control_plane.errors import InvalidArgumentError, NotFoundError
-from control_plane.services.auth import ROLES, AuthService, TokenInfo
-from noetl import remote
-from noetl.commands.catalog import open_local_store
+from control_plane.services.auth import ROLES
+from noetl.backend import call
 
 token_app = typer.Typer(help="API tokens: create (shown once), list, revoke.", no_args_is_help=True)
-
-
-def _info(info: TokenInfo) -> dict[str, Any]:
-    return {"id": info.token_id, "name": info.name, "role": info.role,
-            "created_at": info.created_at.isoformat(),
-            "last_used_at": info.last_used_at.isoformat() if info.last_used_at else None}
-
-
-async def _local(action: Any) -> Any:
-    store = await open_local_store()
-    try:
-        return await action(AuthService(store))
-    finally:
-        await store.close()
-
-
-def _run_local(action: Any) -> Any:
-    try:
-        return asyncio.run(_local(action))
-    except (InvalidArgumentError, NotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
 
 
 @token_app.command("create")
@@ -55,17 +29,7 @@ def token_create(
     if role not in ROLES:
         print(f"error: unknown role '{role}' (one of {', '.join(ROLES)})", file=sys.stderr)
         raise typer.Exit(2)
-    if remote.active():
-        async def post(client: NoetlClient) -> dict[str, Any]:
-            return await client.token_create(name, role)
-
-        out = remote.call(post)
-    else:
-        async def create(auth: AuthService) -> dict[str, Any]:
-            info, token = await auth.create_token(name, role)
-            return {**_info(info), "token": token}
-
-        out = _run_local(create)
+    out = call(lambda backend: backend.token_create(name, role))
     if as_json:
         print(json.dumps(out, indent=2, default=str))
         return
@@ -76,16 +40,7 @@ def token_create(
 @token_app.command("list")
 def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Live tokens (never the tokens themselves)."""
-    if remote.active():
-        async def fetch(client: NoetlClient) -> dict[str, Any]:
-            return await client.token_list()
-
-        items: list[dict[str, Any]] = remote.call(fetch).get("items") or []
-    else:
-        async def listed(auth: AuthService) -> list[dict[str, Any]]:
-            return [_info(info) for info in await auth.tokens()]
-
-        items = _run_local(listed)
+    items = call(lambda backend: backend.token_list())
     if as_json:
         print(json.dumps(items, indent=2, default=str))
         return
@@ -97,16 +52,7 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (noetl token list).")]) -> None:
     """Revoke a token: it stops working at once."""
-    if remote.active():
-        async def delete(client: NoetlClient) -> None:
-            await client.token_revoke(token_id)
-
-        remote.call(delete)
-    else:
-        async def revoke(auth: AuthService) -> None:
-            await auth.revoke(token_id)
-
-        _run_local(revoke)
+    call(lambda backend: backend.token_revoke(token_id))
     print(f"token {token_id} revoked")
 
 

@@ -2,88 +2,26 @@
 
 Locally it reads this machine's NoETL (the dev stack's Postgres, NOETL_PG_DSN, or the embedded one)
 through the control plane's services; with NOETL_SERVER_URL set it asks the server
-(GET /api/executions/{id}/diagnosis). An LLM refines the explanation when NOETL_LLM_BASE_URL or
-NOETL_LLM_MODEL is set (noetl/llm_settings.py); `--no-llm` keeps the rules' diagnosis. Similar past
-failures come from this machine's embeddings index when there is one (it is brought up to date first,
-which loads the embedding model: several seconds); `--no-similar` skips them.
+(GET /api/executions/{id}/diagnosis); noetl.backend chooses. An LLM refines the explanation when
+NOETL_LLM_BASE_URL or NOETL_LLM_MODEL is set (noetl/llm_settings.py); `--no-llm` keeps the rules'
+diagnosis. Similar past failures come from this machine's embeddings index when there is one (it is
+brought up to date first, which loads the embedding model: several seconds); `--no-similar` skips them.
 Exit 0 diagnosed, 2 unknown execution, 3 the store or server unreachable.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import textwrap
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from agents.diagnosis.model import Diagnosis
-from control_plane.client import NoetlClient
-from control_plane.errors import NotFoundError
-from noetl import remote
+from noetl.backend import call
 
 EXIT_OK, EXIT_INVALID = 0, 2
 WIDTH = 100
-CATCH_UP_BATCHES = 20  # executions not indexed yet are indexed first, up to this many batches
-
-
-async def _diagnose_local(execution_id: str, use_llm: bool, use_similar: bool) -> Diagnosis:
-    from agents.diagnosis.service import DiagnosisService
-    from control_plane.services.executions import ExecutionService
-    from control_plane.services.secrets import SecretValues
-    from control_plane.stack import resolve_ref
-    from noetl.commands.catalog import open_local_store
-    from noetl.llm_settings import llm_settings
-
-    store = await open_local_store()
-    embeddings = None
-    try:
-        # reading only: the service's bus (for starting and cancelling) is not needed
-        executions = ExecutionService(store, None, resolve_ref=resolve_ref)  # type: ignore[arg-type]
-        finder, embeddings, gap = await similar_finder(store) if use_similar else (None, None, None)
-        service = DiagnosisService(executions, secrets=SecretValues(store), similar=finder,
-                                   llm=llm_settings() if use_llm else None)
-        diagnosis = await service.diagnose(execution_id)
-    finally:
-        if embeddings is not None:
-            await embeddings.close()
-        await store.close()
-    if gap is not None:  # say why there was no search, rather than the generic "not available"
-        gaps = [g if not g.startswith("similar-failure search is not available") else gap
-                for g in diagnosis.evidence_gaps]
-        diagnosis = diagnosis.model_copy(update={"evidence_gaps": gaps})
-    return diagnosis
-
-
-async def similar_finder(store: Any) -> tuple[Any, Any, str | None]:
-    """(finder, embeddings runtime to close, None) over this machine's embeddings index (brought up to
-    date first), or (None, None, why not): no index yet, or it is held by another process."""
-    try:
-        from agents.embeddings.index import IndexBusyError
-        from agents.embeddings.runtime import EmbeddingsRuntime
-        from control_plane.services.indexing import IndexingFeed
-        from noetl.commands.similar import qdrant_target
-        from noetl.settings import stack_config
-    except ImportError as exc:
-        return None, None, f"similar-failure search is not installed ({exc.name})"
-    target = qdrant_target(stack_config().home)
-    if "path" in target and not Path(target["path"]).exists():
-        return None, None, ("no embeddings index yet: run `noetl indexer start` (or `noetl similar ID` once) "
-                            "to find similar past failures")
-    try:
-        embeddings = EmbeddingsRuntime.open(IndexingFeed(store), **target)
-    except IndexBusyError as exc:
-        return None, None, f"the embeddings index is in use by another process ({exc}); set NOETL_SERVER_URL"
-    try:
-        await embeddings.indexer.catch_up(max_batches=CATCH_UP_BATCHES)
-    except Exception as exc:  # the search is evidence, not a precondition
-        await embeddings.close()
-        return None, None, (f"the embeddings index could not be brought up to date "
-                            f"({type(exc).__name__}: {exc})")
-    return embeddings.similar, embeddings, None
 
 
 def why(
@@ -94,18 +32,8 @@ def why(
         "--no-similar", help="Skip the similar-failure search (it loads the embedding model).")] = False,
 ) -> None:
     """Why an execution failed (or was slow): root cause, evidence and concrete fixes."""
-    if remote.active():
-        async def fetch(client: NoetlClient) -> dict[str, Any]:
-            return await client.diagnosis(execution_id)
-
-        diagnosis = Diagnosis.model_validate(remote.call(fetch))
-    else:
-        try:
-            diagnosis = asyncio.run(_diagnose_local(execution_id, use_llm=not no_llm,
-                                                    use_similar=not no_similar))
-        except NotFoundError:
-            print(f"no execution '{execution_id}' in this NoETL's event log", file=sys.stderr)
-            raise typer.Exit(EXIT_INVALID) from None
+    diagnosis = call(lambda backend: backend.diagnose(execution_id, use_llm=not no_llm,
+                                                      use_similar=not no_similar))
     if as_json:
         print(json.dumps(diagnosis.model_dump(mode="json"), indent=2))
     else:

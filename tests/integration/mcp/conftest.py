@@ -1,5 +1,5 @@
 """The MCP server against a real control plane: per test module, a fresh database, a Stack (orchestrator
-and a worker pool) and the REST API on a free port served by the `noetl` entry point's own `_start_api`
+and a worker pool) and the REST API on a free port served by the `noetl` entry point's own `start_api`
 with what `noetl server start` gives it (the MCP server at /mcp, the diagnosis, the similar-failure search
 and the indexer), and a token of every role. Sessions use the SDK's own client, over streamable HTTP or
 over stdio (`python -m noetl.cli mcp` with NOETL_SERVER_URL and NOETL_TOKEN)."""
@@ -18,8 +18,8 @@ import pytest
 
 from control_plane.stack import Stack, StackConfig
 from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres
-from noetl.commands.stack import _start_api
 from noetl.insights import open_insights
+from noetl.serving import start_api
 from tests.harness.postgres import fresh_database
 from tests.integration.api.helpers import bootstrap_tokens
 from tests.integration.mcp.helpers import McpApi, http_session, stdio_session
@@ -48,7 +48,7 @@ async def mcp_api(nats_server: EmbeddedNats, mcp_pg_dsn: str,
         stop = asyncio.Event()
         insights = await open_insights(stack, indexer=True)  # as `noetl server start` serves the API
         try:
-            server, url = await _start_api(stack, "127.0.0.1", 0, stop, insights.state)
+            server, url = await start_api(stack, "127.0.0.1", 0, stop, insights.state)
             try:
                 yield McpApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack), home=home)
             finally:
