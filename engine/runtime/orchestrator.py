@@ -20,12 +20,12 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.bus.jetstream import Bus, BusError, Delivery
+from engine.bus.jetstream import BusError
 from engine.dsl.overlay import apply_overlays
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import EngineError
@@ -53,7 +53,7 @@ from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
 from engine.runtime.children import ChildCalls
 from engine.runtime.commits import CommitPipeline, Handled
-from engine.runtime.ports import ChildStarter, EventLog
+from engine.runtime.ports import ChildStarter, EventLog, Message, RuntimeBus
 from engine.tools.artifacts import externalize, json_size
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _dispatch_event(command: RunStep, type_: str, payload: dict[str, Any] | None
                  pool=command.pool, payload=payload or {})
 
 
-def _progress_only(deliveries: list[Delivery]) -> bool:
+def _progress_only(deliveries: Sequence[Message]) -> bool:
     """Only `step.started` of slow steps (a fast step's start comes with its outcome, in an array)."""
     return all(d.data[:1] != b"[" and b'"type":"step.started"' in d.data for d in deliveries)
 
@@ -114,7 +114,7 @@ class _Execution:
 
 @dataclass
 class Orchestrator:
-    bus: Bus
+    bus: RuntimeBus
     events: EventLog
     resolve_ref: Callable[[dict[str, Any]], Any] | None = None
     children: ChildStarter | None = None
@@ -161,7 +161,7 @@ class Orchestrator:
         if ready is not None:
             ready.set()
         loop = asyncio.get_running_loop()
-        held: list[Delivery] = []
+        held: list[Message] = []
         held_since = 0.0
         resent_at = loop.time()
         while not stop.is_set():
@@ -179,7 +179,7 @@ class Orchestrator:
                 log.warning("reading events failed (%s); trying again", exc)
                 await asyncio.sleep(RECONNECT_POLL_S)
                 continue
-            batch = held + deliveries
+            batch = [*held, *deliveries]
             if not batch:
                 continue
             now = loop.time()
@@ -265,7 +265,7 @@ class Orchestrator:
             await self._dispatch_waiting()
 
     # ------------------------------------------------------------------ handling
-    async def handle(self, deliveries: list[Delivery]) -> None:
+    async def handle(self, deliveries: Sequence[Message]) -> None:
         """Fold the batch through `fire`, publish the admitted commands, and queue its events for the
         commit pipeline (the bus messages are acked once they are stored)."""
         to_append: list[Event] = []
@@ -346,7 +346,7 @@ class Orchestrator:
             execution = await self._load(event.execution_id, first=event)
         return execution
 
-    async def _early(self, delivery: Delivery, events: list[Event]) -> bool:
+    async def _early(self, delivery: Message, events: list[Event]) -> bool:
         """A report on a command this orchestrator has not issued (yet): it went out before its cause
         was committed and the cause is being taken again from the log (a crash, or an append that
         failed). Given back to come again later; recorded as a stale report after EARLY_MAX_S."""

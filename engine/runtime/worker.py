@@ -28,12 +28,13 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from engine.bus.jetstream import Bus, BusError, Delivery
+from engine.bus.jetstream import BusError
 from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, decode_runs
 from engine.protocol.events import Event, derived_id, encode_events
 from engine.protocol.packing import pack
 from engine.protocol.workers import HEARTBEAT_S, WorkerHeartbeat
+from engine.runtime.ports import Message, RuntimeBus
 from engine.runtime.step_runner import StepOutcome, StepRunner
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class _Message:
 
     __slots__ = ("beaten", "delivery", "every", "failed", "received", "unsettled")
 
-    def __init__(self, delivery: Delivery, commands: int, every: float | None = None) -> None:
+    def __init__(self, delivery: Message, commands: int, every: float | None = None) -> None:
         self.delivery = delivery
         self.unsettled = commands
         self.failed = False
@@ -68,7 +69,7 @@ class _Ran:
 
 @dataclass
 class Worker:
-    bus: Bus
+    bus: RuntimeBus
     runner: StepRunner
     pool: str = "default"
     concurrency: int = 4
@@ -137,7 +138,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._beat(stopping=True)
 
-    def _receive(self, delivery: Delivery, backlog: deque[tuple[RunStep, _Message]]) -> None:
+    def _receive(self, delivery: Message, backlog: deque[tuple[RunStep, _Message]]) -> None:
         try:
             commands = decode_runs(delivery.data)
         except ValueError:
