@@ -87,6 +87,7 @@ class Worker:
     _outbox: list[_Ran] = field(default_factory=list)
     _sending: asyncio.Task[None] | None = None
     _chores: set[asyncio.Task[None]] = field(default_factory=set)  # acks on their way (held: not collected)
+    _abandoned: set[str] = field(default_factory=set)  # stopping: steps still running after the drain
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.bus.ensure_streams()
@@ -124,6 +125,7 @@ class Worker:
         finally:
             if running:  # drain: let running steps finish for a while, hand the rest back
                 await asyncio.wait(running, timeout=self.drain_s)
+            self._abandoned.update(self._running)  # their cancellation is this stop, not a CancelStep
             for task in list(running):
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
@@ -202,6 +204,9 @@ class Worker:
         given back (`concurrency` bounds the steps running, not the messages being settled)."""
         try:
             outcome = await self._execute(command, message.delivery.num_delivered)
+            if command.command_id in self._abandoned and command.command_id not in self._cancelled:
+                await self._give_back(message)  # this worker stops: another runs the step, not "cancelled"
+                return
             if command.cursor is not None and command.command_id not in self._cancelled \
                     and outcome.event.payload.get("cursor", {}).get("reason") == "cancelled":
                 await self._give_back(message)  # this worker stops: another takes the claimer over

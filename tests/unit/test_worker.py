@@ -151,3 +151,18 @@ async def test_a_malformed_command_message_is_terminated_and_never_delivered_aga
     assert queue.settled == [("term", "junk", 1)]
     assert queue.pending() == 0 and bus.events == []
 
+
+async def test_a_worker_that_stops_mid_step_gives_the_command_back_and_another_worker_runs_it() -> None:
+    bus = FakeBus()
+    stuck = Counting(release=asyncio.Event())
+    data = encode_runs([command("c1", {"kind": "count"}).model_dump_json().encode()])
+    async with running(bus, new_worker(bus, stuck, drain_s=0).run):
+        await bus.publish_command("default", "c1", data)
+        await asyncio.wait_for(stuck.started.wait(), 10)
+    queue = await work_queue(bus)
+    assert queue.settled == [("nak", "c1", 1)] and bus.events == []  # given back, not acked
+    counting = Counting()
+    async with running(bus, new_worker(bus, counting).run):
+        await poll(lambda: len(queue.settled) == 2, timeout_s=10, what="the command to run again")
+    assert queue.settled[-1] == ("ack", "c1", 2)  # its second delivery
+    assert counting.runs == 1 and list(outcomes(bus)) == ["c1"]
