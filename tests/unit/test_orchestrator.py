@@ -1,7 +1,7 @@
 """The orchestrator over the in-memory event log and bus, through its public entry points: it runs
 (`Orchestrator.run`), an execution is started as the control plane starts one, the test plays the
 worker (takes the commands from the pool's work queue and reports their outcomes on the event stream),
-and the event log shows what happened."""
+and the event log shows what happened. The last test runs a real Worker beside it instead."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from engine.protocol.commands import RunStep, decode_runs
 from engine.protocol.events import Event, encode_events
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.orchestrator import Orchestrator
+from engine.runtime.step_runner import StepRunner
 from engine.runtime.summary import summarize
+from engine.runtime.worker import Worker
+from engine.tools.base import Tool
+from engine.tools.noop_tool import NoopTool
 from tests.harness.fake_bus import FakeBus, FakeReader
 from tests.harness.fake_event_log import FakeEventLog
 from tests.harness.fake_runtime import running, start_execution
@@ -173,3 +177,32 @@ async def test_a_restarted_orchestrator_publishes_the_pending_command_again_and_
         await report(bus, outcome(second, ResultEnvelope.ok("two")))
         assert await ended(log, execution_id) == "completed"
     assert log.types(execution_id).count(("step.scheduled", "first")) == 1
+
+
+async def test_an_orchestrator_and_a_worker_on_the_fakes_run_a_loop_and_the_step_after_it_to_completion(
+        ) -> None:
+    text = ("apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: both, path: tests/both}\n"
+            "workload: {n: 4}\n"
+            "workflow:\n"
+            "  - step: double\n"
+            "    loop: {in: '{{ range(workload.n) | list }}', iterator: x, spec: {mode: parallel}}\n"
+            "    tool: {kind: noop, result: '{{ x * 2 }}'}\n"
+            "    next: {arcs: [{step: total, when: \"{{ event.name == 'loop.done' }}\"}]}\n"
+            "  - step: total\n"
+            "    tool: {kind: noop, result: '{{ double | sum }}'}\n")
+    log, bus = FakeEventLog(), FakeBus()
+
+    class Tools:
+        def get(self, kind: str) -> Tool:
+            assert kind == "noop"
+            return NoopTool()
+
+    worker = Worker(bus=bus, runner=StepRunner(Tools()), pool="default", concurrency=2)
+    async with running(bus, Orchestrator(bus=bus, events=log).run, worker.run):
+        execution_id = await start_execution(log, bus, text)
+        assert await ended(log, execution_id) == "completed"
+    steps = summary(log, execution_id)["steps"]
+    assert steps["double"]["result"] == [0, 2, 4, 6]
+    assert steps["total"]["result"] == 12
+    assert log.types(execution_id).count(("loop.item.succeeded", "double")) == 4
+    assert bus.command_stream.messages == {}  # every command acked
