@@ -16,10 +16,15 @@ What it keeps of JetStream (engine/bus/jetstream.py), because the orchestrator a
   in a task of its own, at most once, nothing stored; a callback that raises is logged and forgotten.
 
 Left out: the connection (it never drops unless a test says so, see `fail_publishes`), stream limits,
-payload sizes, the pull credit of engine/bus/pull.py. A fetch that waits is woken by a publish, a nak
-whose delay ends, an ack wait that runs out, or `wake()` (a test that stops a runtime calls it, so
-that a fetch waiting for its timeout ends at once). `publish_*` record what they took in
-`commands`/`events`/`core` for the tests to read.
+payload sizes, the pull credit of engine/bus/pull.py. A fetch that waits returns when a message is
+published, a nak's delay or an ack wait ends, its timeout passes, or `wake()` is called (a test that
+stops a runtime calls it, so that a fetch waiting for its timeout ends at once).
+
+For the tests to read: `commands`, `events` and `core` record every publish (and whether the stream
+dropped it as a duplicate); each durable consumer (`FakeReader.durable`, or
+`bus.command_stream.consumers["pool-default"]`) records every settlement in `settled` as (ack | nak |
+wpi | term, message id, num_delivered), and `pending()` counts what it has not delivered or not had
+acked yet.
 """
 
 from __future__ import annotations
