@@ -15,7 +15,6 @@ from engine.bus.nats_ops import NatsEndpoint, NatsOps
 from engine.protocol import subjects
 from engine.protocol.results import ResultEnvelope
 from engine.tools.nats_tool import NatsTool
-
 from tests.harness.nats import fetch_all
 
 from .conftest import StoredCredentials, free_port, make_call
