@@ -90,6 +90,7 @@ class Worker:
     _abandoned: set[str] = field(default_factory=set)  # stopping: steps still running after the drain
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        self._abandoned.clear()  # a worker run again takes its steps as new
         await self.bus.ensure_streams()
         consumer = await self.bus.command_consumer(self.pool, ack_wait_s=self.ack_wait_s,
                                                    max_ack_pending=max(self.concurrency * 4, 64))
