@@ -243,9 +243,9 @@ class Stack:
         env["NOETL_WORKER_LABELS"] = ",".join(self.config.worker_labels)
         if self.config.worker_capacity is not None:
             env["NOETL_WORKER_CAPACITY"] = json.dumps(self.config.worker_capacity)
-        log_file = open(self.config.home / f"worker-{pool}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "control_plane.worker_process", pool,
-                                    str(concurrency)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        with open(self.config.home / f"worker-{pool}.log", "ab") as log_file:  # the process has its own copy
+            process = subprocess.Popen([sys.executable, "-m", "control_plane.worker_process", pool,
+                                        str(concurrency)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
         self._processes.append(process)
         self._worker_processes[pool] = _Process(process)
         deadline = time.monotonic() + timeout_s

@@ -22,9 +22,8 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from engine.bus.jetstream import Delivery
 from engine.protocol.events import Event
-from engine.runtime.ports import EventLog
+from engine.runtime.ports import EventLog, Message
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,8 @@ class Handled:
     what else must wait for the commit."""
 
     events: list[Event]
-    deliveries: list[Delivery] = field(default_factory=list)
-    poison: list[Delivery] = field(default_factory=list)
+    deliveries: list[Message] = field(default_factory=list)
+    poison: list[Message] = field(default_factory=list)
     after: list[AfterCommit] = field(default_factory=list)
     urgent: bool = False  # ends an execution: appended without waiting for company
 

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,9 @@ def spawn(home: Path, idle_s: float) -> int | None:
         process = subprocess.Popen([sys.executable, "-m", MODULE, str(home), repr(float(idle_s))],
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
+    # reaped when it exits, should this process still run then (no zombie); the Popen is not dropped
+    # while the child runs (Python warns about that: ResourceWarning "subprocess ... is still running")
+    threading.Thread(target=process.wait, name="noetl-watchdog-reaper", daemon=True).start()
     return process.pid
 
 

@@ -20,13 +20,13 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine.bus.jetstream import Bus, BusError, Delivery
+from engine.bus.jetstream import BusError
 from engine.dsl.overlay import apply_overlays
 from engine.dsl.templates import TemplateRenderer
 from engine.errors import EngineError
@@ -55,7 +55,7 @@ from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
 from engine.runtime.children import ChildCalls
 from engine.runtime.commits import CommitPipeline, Handled
-from engine.runtime.ports import ChildStarter, EventLog
+from engine.runtime.ports import ChildStarter, EventLog, Message, RuntimeBus
 from engine.tools.artifacts import externalize, json_size
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _dispatch_event(command: RunStep, type_: EventType, payload: dict[str, Any] 
                  pool=command.pool, payload=payload or {})
 
 
-def _progress_only(deliveries: list[Delivery]) -> bool:
+def _progress_only(deliveries: Sequence[Message]) -> bool:
     """Only `step.started` of slow steps (a fast step's start comes with its outcome, in an array)."""
     return all(d.data[:1] != b"[" and b'"type":"step.started"' in d.data for d in deliveries)
 
@@ -127,7 +127,7 @@ class _Batch:
 
 @dataclass
 class Orchestrator:
-    bus: Bus
+    bus: RuntimeBus
     events: EventLog
     resolve_ref: Callable[[dict[str, Any]], Any] | None = None
     children: ChildStarter | None = None
@@ -174,7 +174,7 @@ class Orchestrator:
         if ready is not None:
             ready.set()
         loop = asyncio.get_running_loop()
-        held: list[Delivery] = []
+        held: list[Message] = []
         held_since = 0.0
         resent_at = loop.time()
         while not stop.is_set():
@@ -192,7 +192,7 @@ class Orchestrator:
                 log.warning("reading events failed (%s); trying again", exc)
                 await asyncio.sleep(RECONNECT_POLL_S)
                 continue
-            batch = held + deliveries
+            batch = [*held, *deliveries]
             if not batch:
                 continue
             now = loop.time()
@@ -278,7 +278,7 @@ class Orchestrator:
             await self._dispatch_waiting()
 
     # ------------------------------------------------------------------ handling
-    async def handle(self, deliveries: list[Delivery]) -> None:
+    async def handle(self, deliveries: Sequence[Message]) -> None:
         """One batch of events, in four phases: fold it through `fire`; route the commands it gives
         (capacity, withdrawals); queue its events for the commit pipeline, with what must wait for
         the commit; send the admitted commands (the bus messages are acked once stored)."""
@@ -291,7 +291,7 @@ class Orchestrator:
         await self._commits.submit(batch.handled)
         await self._send_runs(decisions)
 
-    async def _fold(self, deliveries: list[Delivery]) -> _Batch:
+    async def _fold(self, deliveries: Sequence[Message]) -> _Batch:
         """Decode each delivery, hold back reports on commands not issued yet, and fire every input
         event of a live execution: the events to store and the commands to route."""
         batch = _Batch(Handled([]))
@@ -371,7 +371,7 @@ class Orchestrator:
             execution = await self._load(event.execution_id, first=event)
         return execution
 
-    async def _early(self, delivery: Delivery, events: list[Event]) -> bool:
+    async def _early(self, delivery: Message, events: list[Event]) -> bool:
         """A report on a command this orchestrator has not issued (yet): it went out before its cause
         was committed and the cause is being taken again from the log (a crash, or an append that
         failed). Given back to come again later; recorded as a stale report after EARLY_MAX_S."""

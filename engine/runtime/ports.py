@@ -1,19 +1,21 @@
-"""What the runtime needs from the outside, as protocols: the event log and the credentials.
+"""What the runtime needs from the outside, as protocols: the event log, the bus and the credentials.
 
-The control plane's Postgres store implements them; the CLI and the server wire them in. The engine
-never imports the control plane.
+The control plane's Postgres store implements the event log and engine.bus.jetstream the bus; the CLI
+and the server wire them in. The engine never imports the control plane. The tests' in-memory fakes
+(tests/harness/fake_event_log.py, tests/harness/fake_bus.py) implement the same protocols.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from engine.protocol.commands import StartChild
 from engine.protocol.events import Event
 from engine.tools.base import CredentialResolver
 
-__all__ = ["ChildStarter", "CredentialResolver", "EventLog", "ExecutionRecord"]
+__all__ = ["ChildStarter", "CredentialResolver", "EventLog", "ExecutionRecord", "Message", "Reader",
+           "RuntimeBus", "Subscription"]
 
 
 class ExecutionRecord(Protocol):
@@ -62,3 +64,79 @@ class ChildStarter(Protocol):
         """Create and start it (idempotent on command.child_execution_id); raise LookupError when the
         catalog has no such playbook."""
         ...
+
+
+class Message(Protocol):
+    """One message delivered by a durable pull consumer (engine.bus.jetstream.Delivery). Settle it once:
+    ack, nak or term; unsettled, it is delivered again after the consumer's ack wait."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def num_delivered(self) -> int:
+        """1 on the first delivery, 2 on the first redelivery, ..."""
+        ...
+
+    async def ack_nowait(self) -> None:
+        """Done with it: never delivered again (unless the ack is lost: then after the ack wait)."""
+        ...
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        """Deliver it again, after `delay_s` seconds when given."""
+        ...
+
+    async def in_progress(self) -> None:
+        """Still working on it: the ack wait starts again."""
+        ...
+
+    async def term(self) -> None:
+        """Never deliver it again (a poison message)."""
+        ...
+
+
+class Reader(Protocol):
+    """A reader of one durable pull consumer (engine.bus.jetstream.Consumer)."""
+
+    async def fetch(self, batch: int = 1, timeout: float = 5.0) -> Sequence[Message]:
+        """Up to `batch` messages; waits at most `timeout` seconds for the first; empty when none came."""
+        ...
+
+
+class Subscription(Protocol):
+    async def unsubscribe(self) -> None: ...
+
+
+class RuntimeBus(Protocol):
+    """What the orchestrator and the workers use of the bus (engine.bus.jetstream.Bus): a command work
+    queue per pool and an event stream, both de-duplicating by message id, and core NATS broadcasts
+    (cancels, worker heartbeats)."""
+
+    @property
+    def prefix(self) -> str: ...
+
+    async def ensure_streams(self) -> None: ...
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None: ...
+
+    async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0) -> Reader: ...
+
+    async def command_consumer(self, pool: str, *, ack_wait_s: float = 30.0,
+                               max_ack_pending: int | None = None) -> Reader: ...
+
+    async def publish_command(self, pool: str, msg_id: str, data: bytes) -> object:
+        """Stored once the call returns; a second message with the same id is dropped."""
+        ...
+
+    async def publish_event(self, execution_id: str, msg_id: str, data: bytes) -> object:
+        """Stored once the call returns; a second message with the same id is dropped."""
+        ...
+
+    async def publish_core(self, subject: str, data: bytes) -> None: ...
+
+    async def publish_cancel(self, data: bytes) -> None: ...
+
+    async def subscribe_core(self, subject: str,
+                             callback: Callable[[bytes], Awaitable[None]]) -> Subscription: ...
+
+    async def subscribe_cancel(self, callback: Callable[[bytes], Awaitable[None]]) -> Subscription: ...

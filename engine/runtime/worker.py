@@ -28,12 +28,13 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from engine.bus.jetstream import Bus, BusError, Delivery
+from engine.bus.jetstream import BusError
 from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, decode_runs
 from engine.protocol.events import Event, derived_id, encode_events
 from engine.protocol.packing import pack
 from engine.protocol.workers import HEARTBEAT_S, WorkerHeartbeat
+from engine.runtime.ports import Message, RuntimeBus
 from engine.runtime.step_runner import StepOutcome, StepRunner
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class _Message:
 
     __slots__ = ("beaten", "delivery", "every", "failed", "received", "unsettled")
 
-    def __init__(self, delivery: Delivery, commands: int, every: float | None = None) -> None:
+    def __init__(self, delivery: Message, commands: int, every: float | None = None) -> None:
         self.delivery = delivery
         self.unsettled = commands
         self.failed = False
@@ -68,7 +69,7 @@ class _Ran:
 
 @dataclass
 class Worker:
-    bus: Bus
+    bus: RuntimeBus
     runner: StepRunner
     pool: str = "default"
     concurrency: int = 4
@@ -86,8 +87,10 @@ class Worker:
     _outbox: list[_Ran] = field(default_factory=list)
     _sending: asyncio.Task[None] | None = None
     _chores: set[asyncio.Task[None]] = field(default_factory=set)  # acks on their way (held: not collected)
+    _abandoned: set[str] = field(default_factory=set)  # stopping: steps still running after the drain
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        self._abandoned.clear()  # a worker run again takes its steps as new
         await self.bus.ensure_streams()
         consumer = await self.bus.command_consumer(self.pool, ack_wait_s=self.ack_wait_s,
                                                    max_ack_pending=max(self.concurrency * 4, 64))
@@ -123,6 +126,7 @@ class Worker:
         finally:
             if running:  # drain: let running steps finish for a while, hand the rest back
                 await asyncio.wait(running, timeout=self.drain_s)
+            self._abandoned.update(self._running)  # their cancellation is this stop, not a CancelStep
             for task in list(running):
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
@@ -137,7 +141,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._beat(stopping=True)
 
-    def _receive(self, delivery: Delivery, backlog: deque[tuple[RunStep, _Message]]) -> None:
+    def _receive(self, delivery: Message, backlog: deque[tuple[RunStep, _Message]]) -> None:
         try:
             commands = decode_runs(delivery.data)
         except ValueError:
@@ -201,6 +205,9 @@ class Worker:
         given back (`concurrency` bounds the steps running, not the messages being settled)."""
         try:
             outcome = await self._execute(command, message.delivery.num_delivered)
+            if command.command_id in self._abandoned and command.command_id not in self._cancelled:
+                await self._give_back(message)  # this worker stops: another runs the step, not "cancelled"
+                return
             if command.cursor is not None and command.command_id not in self._cancelled \
                     and outcome.event.payload.get("cursor", {}).get("reason") == "cancelled":
                 await self._give_back(message)  # this worker stops: another takes the claimer over

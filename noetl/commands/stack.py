@@ -61,11 +61,11 @@ def dev_up(
     home.mkdir(parents=True, exist_ok=True)
     state = running_dev_stack(home)
     if state is None:
-        log = open(home / "dev.log", "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "noetl.cli", "dev", "serve", "--concurrency", str(concurrency),
-             "--api-port", str(port)],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(home / "dev.log", "ab") as log:  # the process has its own copy
+            process = subprocess.Popen(
+                [sys.executable, "-m", "noetl.cli", "dev", "serve", "--concurrency", str(concurrency),
+                 "--api-port", str(port)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + wait_s
         while state is None:
             if process.poll() is not None:

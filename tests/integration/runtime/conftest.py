@@ -69,9 +69,9 @@ def spawn(runtime_env: dict[str, str], tmp_path: Path,
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"proc-{len(processes)}.log", "wb")
-        process = subprocess.Popen([sys.executable, "-m", "noetl.cli", *args], env=runtime_env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(tmp_path / f"proc-{len(processes)}.log", "wb") as log:  # the process has its own copy
+            process = subprocess.Popen([sys.executable, "-m", "noetl.cli", *args], env=runtime_env,
+                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         processes.append(process)
         return process
 
