@@ -29,6 +29,7 @@ from tests.e2e.helpers import (
     timestamp,
     warnings_of,
 )
+from tests.harness.playbooks import SHORT_FORMS_CANONICAL
 
 RUN_ALSO_AFTER = """\
 workflow:
@@ -76,8 +77,8 @@ def build_cases(scratch: Path) -> dict[str, Case]:
         "07": Case(EXAMPLES / "07_failure_handler.yaml"),
         "08": Case(EXAMPLES / "08_workbook.yaml"),
         "10": Case(EXAMPLES / "10_short_forms.yaml", {"n": 7}),
-        "10_canonical": Case(renamed(CANONICAL_10, "examples/short_forms", f"short_forms_canonical_{tag}"),
-                             {"n": 7}),
+        "10_canonical": Case(renamed(SHORT_FORMS_CANONICAL, "examples/short_forms",
+                                     f"short_forms_canonical_{tag}"), {"n": 7}),
         "11": Case(EXAMPLES / "11_duckdb_rows.yaml"),
         "12": Case(EXAMPLES / "12_set_ctx.yaml"),
         "13": Case(EXAMPLES / "13_missing_values.yaml", events=True),
@@ -223,33 +224,6 @@ def test_08_workbook_task_is_called_twice_with_different_inputs(runs: Batch) -> 
     assert run.step("check_b")["result"] == {"is_hot": False}
 
 
-CANONICAL_10 = """\
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: short_forms, path: examples/short_forms}
-workload: {n: 3, limit: 5}
-workflow:
-  - step: start
-    tool: {kind: python, code: "result = {'n': 1}"}
-    next:
-      spec: {mode: exclusive}
-      arcs:
-        - step: big
-          when: "{{ workload.n > workload.limit }}"
-          set: {ctx.value: "{{ workload.n }}"}
-        - step: small
-  - step: big
-    input: {value: "{{ ctx.value }}"}
-    tool: {kind: python, code: "result = f'big {value}'"}
-    next: {arcs: [{step: done}]}
-  - step: small
-    tool: {kind: noop}
-    next: {arcs: [{step: done}]}
-  - step: done
-    tool: {kind: noop}
-"""
-
-
 def test_10_short_forms_validate_equal_their_canonical_spelling_and_run_alike(runs: Batch,
                                                                              noetl: Noetl) -> None:
     path = example("10_short_forms.yaml",
@@ -260,7 +234,7 @@ def test_10_short_forms_validate_equal_their_canonical_spelling_and_run_alike(ru
     assert validated.returncode == 0, validated.stderr
     assert "1 playbook valid" in validated.stderr
     short = load_playbook_text(path.read_text())
-    canonical = load_playbook_text(CANONICAL_10)
+    canonical = load_playbook_text(SHORT_FORMS_CANONICAL)
     assert short.playbook is not None and canonical.playbook is not None
     assert short.playbook.model_dump() == canonical.playbook.model_dump()
 

@@ -1,4 +1,4 @@
-"""Playbook bodies that several test packages run: a step that holds until the test lets it go."""
+"""Playbooks that several test packages use: a step held until the test lets it go, a canonical spelling."""
 
 from __future__ import annotations
 
@@ -25,4 +25,32 @@ workflow:
         {prologue}while {condition}:
             time.sleep(0.05)
         result = "released"
+"""
+
+
+# examples/10_short_forms.yaml spelled without short forms: both must load to the same model
+SHORT_FORMS_CANONICAL = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: short_forms, path: examples/short_forms}
+workload: {n: 3, limit: 5}
+workflow:
+  - step: start
+    tool: {kind: python, code: "result = {'n': 1}"}
+    next:
+      spec: {mode: exclusive}
+      arcs:
+        - step: big
+          when: "{{ workload.n > workload.limit }}"
+          set: {ctx.value: "{{ workload.n }}"}
+        - step: small
+  - step: big
+    input: {value: "{{ ctx.value }}"}
+    tool: {kind: python, code: "result = f'big {value}'"}
+    next: {arcs: [{step: done}]}
+  - step: small
+    tool: {kind: noop}
+    next: {arcs: [{step: done}]}
+  - step: done
+    tool: {kind: noop}
 """
