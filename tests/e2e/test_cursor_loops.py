@@ -5,7 +5,6 @@ Every playbook creates its own queue table, so the cases run at once on the sess
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.protocol.events import claim_key
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, of_type
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, of_type, store_pg_credential
 
 ROWS = 500
 LAST_PAGE = 12
@@ -142,11 +141,7 @@ def failing_claims_case(credential: str) -> Case:
 @pytest.fixture(scope="module")
 def pg_credential(e2e_stack: Noetl) -> str:
     """A postgres credential for the stack's own database."""
-    dsn = json.loads((e2e_stack.home / "dev.json").read_text())["pg_dsn"]
-    name = f"e2e_cursor_{uuid.uuid4().hex[:8]}"
-    stored = e2e_stack("credential", "set", name, "--type", "postgres", "--data", json.dumps({"dsn": dsn}))
-    assert stored.returncode == 0, stored.stderr
-    return name
+    return store_pg_credential(e2e_stack, "e2e_cursor")
 
 
 @pytest.fixture(scope="module")

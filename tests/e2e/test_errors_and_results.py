@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, branch_error, fan_out, inline, of_type
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, branch_error, completed, fan_out, inline, of_type
 
 SCRIPT = "def main(a, b):\n    return {'sum': a + b, 'from': 'script'}\n"
 SOCKET_REFUSED = ("import socket\n"
@@ -98,10 +98,6 @@ def runs(e2e_stack: Noetl, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     batch = e2e_stack.batch(build_cases(tmp_path_factory.mktemp("scripts")))
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
 
 
 def failed_step(run: Outcome, step: str) -> dict:

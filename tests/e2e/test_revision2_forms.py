@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, peak_in_flight_by_order
+from tests.e2e.helpers import Batch, Case, Noetl, completed, inline, peak_in_flight_by_order
 
 SUFFIX = uuid.uuid4().hex[:8]
 PG, GCP = f"r2_pg_{SUFFIX}", f"r2_gcp_{SUFFIX}"  # credentials the `credentials` fixture stores
@@ -337,10 +337,6 @@ def runs(e2e_stack: Noetl, credentials: None) -> Iterator[Batch]:
     batch = e2e_stack.batch(CASES)
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
 
 
 def test_steps_without_a_tool_are_routing_steps_that_run_as_noop(runs: Batch) -> None:

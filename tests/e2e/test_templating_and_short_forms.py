@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, warnings_of
+from tests.e2e.helpers import Batch, Case, Noetl, completed, inline, warnings_of
 
 NATIVE = """\
 workload: {n: 3, xs: [1, 2], d: {k: v}, flag: true}
@@ -144,10 +144,6 @@ def runs(e2e_stack: Noetl, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     batch = e2e_stack.batch(build_cases(tmp_path_factory.mktemp("counters")))
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
 
 
 def test_a_single_expression_yields_its_native_value_and_missing_values_are_null_and_falsy(
