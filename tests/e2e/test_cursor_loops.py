@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.protocol.events import claim_key
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, of_type, store_pg_credential
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, completed, inline, of_type, store_pg_credential
 
 ROWS = 500
 LAST_PAGE = 12
@@ -158,7 +158,7 @@ def rows_of(run: Outcome, step: str) -> list[dict[str, Any]]:
 def test_four_claimers_drain_a_queue_of_500_rows_each_once_with_the_results_in_claim_order(
         runs: Batch) -> None:
     run = runs["drain"]
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     work = run.step("work")
     assert work["status"] == "succeeded"
     result = work["result"]
@@ -189,7 +189,7 @@ def test_four_claimers_drain_a_queue_of_500_rows_each_once_with_the_results_in_c
 def test_a_queue_whose_pages_enqueue_the_next_page_is_drained_with_every_page_processed_once(
         runs: Batch) -> None:
     run = runs["pages"]
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     assert rows_of(run, "check") == [{"page": p, "status": "done", "processed": 1}
                                      for p in range(1, LAST_PAGE + 1)]
     result = run.step("pages")["result"]

@@ -21,7 +21,9 @@ from tests.e2e.helpers import (
     Case,
     Noetl,
     Outcome,
+    completed,
     expect_lines,
+    failed,
     make_playbook,
     of_type,
     peak_in_flight_by_order,
@@ -104,7 +106,7 @@ def runs(e2e_stack: Noetl, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def run_of(runs: Batch, key: str) -> Outcome:
     run = runs[key]
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     return run
 
 
@@ -188,9 +190,9 @@ def test_06_pipeline_retry_shows_two_failed_attempts_then_success(runs: Batch) -
                 ("task.attempt.failed", "step.retrying", "step.succeeded", "step.failed")]
     assert attempts == [("task.attempt.failed", 1), ("step.retrying", 2),
                         ("task.attempt.failed", 2), ("step.retrying", 3), ("step.succeeded", 3)]
-    for failed in of_type(run.log, "task.attempt.failed", "fetch"):
-        assert failed["result"]["error"]["kind"] == "connection"
-        assert failed["result"]["error"]["retryable"] is True
+    for attempt in of_type(run.log, "task.attempt.failed", "fetch"):
+        assert attempt["result"]["error"]["kind"] == "connection"
+        assert attempt["result"]["error"]["retryable"] is True
 
 
 def test_07_a_failure_routed_to_a_handler_completes_and_without_the_arc_fails(runs: Batch) -> None:
@@ -325,7 +327,7 @@ def test_16_a_step_past_its_timeout_fails_fast_and_the_worker_keeps_serving(runs
             "expect: status failed within ~3 s; steps.slow.error.kind == timeout; the worker keeps "
             "serving other steps")
     run = runs["16"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     slow = run.step("slow")
     assert slow["status"] == "failed"
     assert slow["error"]["kind"] == "timeout"
