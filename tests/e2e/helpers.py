@@ -143,6 +143,25 @@ class Outcome:
         return json.dumps(self.doc, indent=1, default=str)[:4000]
 
 
+def completed(run: Outcome) -> None:
+    """`noetl run` exited 0 with the execution completed."""
+    assert (run.code, run.status) == (0, "completed"), run
+
+
+def failed(run: Outcome) -> None:
+    """`noetl run` exited 1 with the execution failed."""
+    assert (run.code, run.status) == (1, "failed"), run
+
+
+def store_pg_credential(cli: Noetl, prefix: str) -> str:
+    """The name of a new postgres credential (`noetl credential set`) for the stack's own database."""
+    dsn = json.loads((cli.home / "dev.json").read_text())["pg_dsn"]
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    stored = cli("credential", "set", name, "--type", "postgres", "--data", json.dumps({"dsn": dsn}))
+    assert stored.returncode == 0, stored.stderr
+    return name
+
+
 class Batch:
     """Independent executions run concurrently (the stack serves them all at once), so that a module's
     tests do not pay the command line's start-up time one after another. Each test reads its own."""
@@ -274,7 +293,7 @@ def fan_out(branches: Mapping[str, str], *, head: str = "", best_effort: bool = 
 
 def branch_error(run: Outcome, step: str) -> dict[str, Any]:
     """The error of a best-effort branch that failed (the execution itself completed)."""
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     entry = run.step(step)
     assert entry["status"] == "failed", entry
     return dict(entry["error"])

@@ -19,8 +19,8 @@ from tests.e2e.helpers import (
     Batch,
     Case,
     Noetl,
-    Outcome,
     branch_error,
+    completed,
     fan_out,
     inline,
     make_playbook,
@@ -226,10 +226,6 @@ def runs(e2e_stack: Noetl, http_base: str, http_credential: str | None,
     batch = e2e_stack.batch(build_cases(http_base, tmp_path_factory.mktemp("keys"), http_credential))
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
 
 
 

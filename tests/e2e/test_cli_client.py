@@ -17,6 +17,7 @@ import pytest
 
 from control_plane.client import ClientError, NoetlClient
 from tests.e2e.helpers import Noetl
+from tests.harness.playbooks import held_until
 from tests.harness.polling import wait_for
 
 POLL_S = 60.0  # the longest any bounded poll of these tests waits
@@ -40,18 +41,6 @@ workflow:
     next: {arcs: [{step: scroe}]}
   - step: score
     tool: {kind: noop}
-"""
-
-
-def waits_for_file(flag: Path) -> str:
-    """A step that runs until `flag` exists (at most two minutes): something to cancel."""
-    code = (f"import os, time\\ndeadline = time.monotonic() + 120\\n"
-            f"while not os.path.exists({str(flag)!r}) and time.monotonic() < deadline:\\n"
-            f"    time.sleep(0.05)\\nresult = 'released'")
-    return f"""\
-workflow:
-  - step: hold
-    tool: {{kind: python, code: "{code}"}}
 """
 
 
@@ -85,11 +74,6 @@ def api(e2e_stack: Noetl) -> Api:
     with ThreadPoolExecutor(max_workers=len(roles)) as pool:  # three CLI start-ups at once
         created = list(pool.map(lambda role: token_of(e2e_stack, role), roles))
     return Api(e2e_stack, state["api_url"], {doc["role"]: doc["token"] for doc in created})
-
-
-def bounded_poll(check: Callable[[], Any], what: str, limit_s: float = POLL_S) -> Any:
-    """Call `check` (a CLI call: each takes a while) until it returns something truthy, at most limit_s."""
-    return wait_for(check, timeout_s=limit_s, what=what)
 
 
 def register(cli: Noetl, text: str) -> dict[str, Any]:
@@ -216,18 +200,18 @@ def test_cancel_through_the_api_ends_a_running_execution_as_cancelled(
         api: Api, playbook: Callable[..., str], tmp_path: Path) -> None:
     flag = tmp_path / "release"
     operator = api.as_role("operator")
-    registered = register(operator, playbook(waits_for_file(flag)))
+    registered = register(operator, playbook(held_until(flag, step="hold", deadline_s=120)))
     try:
         started = operator("execute", "playbook", registered["path"], "--json")
         assert started.returncode == 0, started.stderr
         execution_id = json.loads(started.stdout)["execution_id"]
-        bounded_poll(lambda: status_of(operator, execution_id)[1]["steps"].get("hold", {}).get("status")
-                     == "running", "the step starting")
+        wait_for(lambda: status_of(operator, execution_id)[1]["steps"].get("hold", {}).get("status")
+                 == "running", timeout_s=POLL_S, what="the step starting")
         cancelled = operator("cancel", execution_id)
         assert cancelled.returncode == 0, cancelled.stderr
         assert cancelled.stdout.strip() == f"execution {execution_id} cancelling"
-        code, status = bounded_poll(lambda: (s := status_of(operator, execution_id))[1]["status"] != "running"
-                                    and s, "the execution ending")
+        code, status = wait_for(lambda: (s := status_of(operator, execution_id))[1]["status"] != "running"
+                                and s, timeout_s=POLL_S, what="the execution ending")
         assert (code, status["status"]) == (1, "cancelled"), status
         again = operator("cancel", execution_id)
         assert again.returncode == 2 and "409" in again.stderr, again.stderr

@@ -5,7 +5,6 @@ Every playbook creates its own queue table, so the cases run at once on the sess
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.protocol.events import claim_key
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, of_type
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, completed, inline, of_type, store_pg_credential
 
 ROWS = 500
 LAST_PAGE = 12
@@ -142,11 +141,7 @@ def failing_claims_case(credential: str) -> Case:
 @pytest.fixture(scope="module")
 def pg_credential(e2e_stack: Noetl) -> str:
     """A postgres credential for the stack's own database."""
-    dsn = json.loads((e2e_stack.home / "dev.json").read_text())["pg_dsn"]
-    name = f"e2e_cursor_{uuid.uuid4().hex[:8]}"
-    stored = e2e_stack("credential", "set", name, "--type", "postgres", "--data", json.dumps({"dsn": dsn}))
-    assert stored.returncode == 0, stored.stderr
-    return name
+    return store_pg_credential(e2e_stack, "e2e_cursor")
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +158,7 @@ def rows_of(run: Outcome, step: str) -> list[dict[str, Any]]:
 def test_four_claimers_drain_a_queue_of_500_rows_each_once_with_the_results_in_claim_order(
         runs: Batch) -> None:
     run = runs["drain"]
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     work = run.step("work")
     assert work["status"] == "succeeded"
     result = work["result"]
@@ -194,7 +189,7 @@ def test_four_claimers_drain_a_queue_of_500_rows_each_once_with_the_results_in_c
 def test_a_queue_whose_pages_enqueue_the_next_page_is_drained_with_every_page_processed_once(
         runs: Batch) -> None:
     run = runs["pages"]
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     assert rows_of(run, "check") == [{"page": p, "status": "done", "processed": 1}
                                      for p in range(1, LAST_PAGE + 1)]
     result = run.step("pages")["result"]

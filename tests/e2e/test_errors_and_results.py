@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, branch_error, fan_out, inline, of_type
+from tests.e2e.helpers import (
+    Batch,
+    Case,
+    Noetl,
+    Outcome,
+    branch_error,
+    completed,
+    failed,
+    fan_out,
+    inline,
+    of_type,
+)
 
 SCRIPT = "def main(a, b):\n    return {'sum': a + b, 'from': 'script'}\n"
 SOCKET_REFUSED = ("import socket\n"
@@ -100,12 +111,8 @@ def runs(e2e_stack: Noetl, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     batch.close()
 
 
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
-
-
 def failed_step(run: Outcome, step: str) -> dict:
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     assert run.step(step)["status"] == "failed"
     assert run.doc["error"]["step"] == step
     return dict(run.step(step)["error"])

@@ -21,7 +21,9 @@ from tests.e2e.helpers import (
     Case,
     Noetl,
     Outcome,
+    completed,
     expect_lines,
+    failed,
     make_playbook,
     of_type,
     peak_in_flight_by_order,
@@ -29,6 +31,7 @@ from tests.e2e.helpers import (
     timestamp,
     warnings_of,
 )
+from tests.harness.playbooks import SHORT_FORMS_CANONICAL
 
 RUN_ALSO_AFTER = """\
 workflow:
@@ -76,8 +79,8 @@ def build_cases(scratch: Path) -> dict[str, Case]:
         "07": Case(EXAMPLES / "07_failure_handler.yaml"),
         "08": Case(EXAMPLES / "08_workbook.yaml"),
         "10": Case(EXAMPLES / "10_short_forms.yaml", {"n": 7}),
-        "10_canonical": Case(renamed(CANONICAL_10, "examples/short_forms", f"short_forms_canonical_{tag}"),
-                             {"n": 7}),
+        "10_canonical": Case(renamed(SHORT_FORMS_CANONICAL, "examples/short_forms",
+                                     f"short_forms_canonical_{tag}"), {"n": 7}),
         "11": Case(EXAMPLES / "11_duckdb_rows.yaml"),
         "12": Case(EXAMPLES / "12_set_ctx.yaml"),
         "13": Case(EXAMPLES / "13_missing_values.yaml", events=True),
@@ -103,7 +106,7 @@ def runs(e2e_stack: Noetl, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def run_of(runs: Batch, key: str) -> Outcome:
     run = runs[key]
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     return run
 
 
@@ -187,9 +190,9 @@ def test_06_pipeline_retry_shows_two_failed_attempts_then_success(runs: Batch) -
                 ("task.attempt.failed", "step.retrying", "step.succeeded", "step.failed")]
     assert attempts == [("task.attempt.failed", 1), ("step.retrying", 2),
                         ("task.attempt.failed", 2), ("step.retrying", 3), ("step.succeeded", 3)]
-    for failed in of_type(run.log, "task.attempt.failed", "fetch"):
-        assert failed["result"]["error"]["kind"] == "connection"
-        assert failed["result"]["error"]["retryable"] is True
+    for attempt in of_type(run.log, "task.attempt.failed", "fetch"):
+        assert attempt["result"]["error"]["kind"] == "connection"
+        assert attempt["result"]["error"]["retryable"] is True
 
 
 def test_07_a_failure_routed_to_a_handler_completes_and_without_the_arc_fails(runs: Batch) -> None:
@@ -223,33 +226,6 @@ def test_08_workbook_task_is_called_twice_with_different_inputs(runs: Batch) -> 
     assert run.step("check_b")["result"] == {"is_hot": False}
 
 
-CANONICAL_10 = """\
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: short_forms, path: examples/short_forms}
-workload: {n: 3, limit: 5}
-workflow:
-  - step: start
-    tool: {kind: python, code: "result = {'n': 1}"}
-    next:
-      spec: {mode: exclusive}
-      arcs:
-        - step: big
-          when: "{{ workload.n > workload.limit }}"
-          set: {ctx.value: "{{ workload.n }}"}
-        - step: small
-  - step: big
-    input: {value: "{{ ctx.value }}"}
-    tool: {kind: python, code: "result = f'big {value}'"}
-    next: {arcs: [{step: done}]}
-  - step: small
-    tool: {kind: noop}
-    next: {arcs: [{step: done}]}
-  - step: done
-    tool: {kind: noop}
-"""
-
-
 def test_10_short_forms_validate_equal_their_canonical_spelling_and_run_alike(runs: Batch,
                                                                              noetl: Noetl) -> None:
     path = example("10_short_forms.yaml",
@@ -260,7 +236,7 @@ def test_10_short_forms_validate_equal_their_canonical_spelling_and_run_alike(ru
     assert validated.returncode == 0, validated.stderr
     assert "1 playbook valid" in validated.stderr
     short = load_playbook_text(path.read_text())
-    canonical = load_playbook_text(CANONICAL_10)
+    canonical = load_playbook_text(SHORT_FORMS_CANONICAL)
     assert short.playbook is not None and canonical.playbook is not None
     assert short.playbook.model_dump() == canonical.playbook.model_dump()
 
@@ -351,7 +327,7 @@ def test_16_a_step_past_its_timeout_fails_fast_and_the_worker_keeps_serving(runs
             "expect: status failed within ~3 s; steps.slow.error.kind == timeout; the worker keeps "
             "serving other steps")
     run = runs["16"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     slow = run.step("slow")
     assert slow["status"] == "failed"
     assert slow["error"]["kind"] == "timeout"

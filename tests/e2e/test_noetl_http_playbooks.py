@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, of_type
+from tests.e2e.helpers import Batch, Case, Noetl, Outcome, completed, inline, of_type
 from tests.harness.paginated_api import TOTAL_ITEMS, PaginatedApi, paginated_api  # noqa: F401
 
 VALIDATE = """\
@@ -257,7 +257,7 @@ def runs(e2e_stack: Noetl, paginated_api: PaginatedApi, keys: dict[str, str]) ->
 
 
 def collected_everything(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     assert run.step("validate_results")["result"] == {"status": "success", "total_items": TOTAL_ITEMS,
                                                       "first_id": 1, "last_id": TOTAL_ITEMS}
 
@@ -301,7 +301,7 @@ def test_a_429_carries_retry_after_and_a_rate_limit_rule_retries_it(
 
 def test_an_http_steps_result_reads_the_same_directly_as_data_and_as_body(runs: Batch) -> None:
     run = runs["reads"]
-    assert (run.code, run.status) == (0, "completed"), run
+    completed(run)
     assert not run.ran("on_more")
     assert run.step("last_page")["result"] == {"direct": 4, "via_data": 4, "via_body": 4, "status": 200,
                                                "same_body": True, "count": 5}

@@ -28,6 +28,7 @@ import pytest
 from engine.runtime.embedded import EmbeddedError, pid_alive, start_nats, start_postgres
 from tests.conftest import REPO
 from tests.e2e.helpers import Noetl, dev_stack, make_playbook
+from tests.harness.playbooks import held_until
 from tests.harness.polling import wait_for
 
 SHORT_WAIT_S = "1"  # NOETL_OUTAGE_WAIT_S of a command that should give up
@@ -39,15 +40,8 @@ NOTICE = re.compile(r"^waiting for (Postgres|NATS|the NoETL server)( at \S.*)?: 
 
 
 def holds_until(flag: Path) -> str:
-    """A playbook whose one step runs until `flag` exists (at most two minutes)."""
-    code = (f"import os, time\\ndeadline = time.monotonic() + 120\\n"
-            f"while not os.path.exists({str(flag)!r}) and time.monotonic() < deadline:\\n"
-            f"    time.sleep(0.05)\\nresult = 'released'")
-    return make_playbook(f"outage_{uuid.uuid4().hex[:8]}", f"""\
-workflow:
-  - step: hold
-    tool: {{kind: python, code: "{code}"}}
-""")
+    """A playbook whose one step, `hold`, runs until `flag` exists (at most two minutes)."""
+    return make_playbook(f"outage_{uuid.uuid4().hex[:8]}", held_until(flag, step="hold", deadline_s=120))
 
 
 @dataclass(frozen=True)

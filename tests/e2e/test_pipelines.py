@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, of_type, timestamp
+from tests.e2e.helpers import Batch, Case, Noetl, completed, failed, inline, of_type, timestamp
 
 CASES = {
     "retry_backoff": Case(inline("retry_backoff", """\
@@ -184,14 +184,6 @@ def runs(e2e_stack: Noetl) -> Iterator[Batch]:
     batch = e2e_stack.batch(CASES)
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
-
-
-def failed(run: Outcome) -> None:
-    assert (run.code, run.status) == (1, "failed"), run
 
 
 def test_retry_runs_the_task_up_to_attempts_with_growing_backoff_then_fails(runs: Batch) -> None:

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, peak_in_flight_by_order
+from tests.e2e.helpers import Batch, Case, Noetl, completed, failed, inline, peak_in_flight_by_order
 
 SUFFIX = uuid.uuid4().hex[:8]
 PG, GCP = f"r2_pg_{SUFFIX}", f"r2_gcp_{SUFFIX}"  # credentials the `credentials` fixture stores
@@ -339,10 +339,6 @@ def runs(e2e_stack: Noetl, credentials: None) -> Iterator[Batch]:
     batch.close()
 
 
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
-
-
 def test_steps_without_a_tool_are_routing_steps_that_run_as_noop(runs: Batch) -> None:
     run = runs["routing_steps"]
     completed(run)
@@ -373,7 +369,7 @@ def test_python_libs_take_from_import_and_lists_and_scripts_can_be_inline(runs: 
 
 def test_a_remote_script_source_fails_the_step_saying_it_is_not_supported(runs: Batch) -> None:
     run = runs["remote_script_refused"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     error = run.step("remote")["error"]
     assert error["kind"] == "validation"
     assert "'gcs' is not supported" in error["message"]
@@ -389,7 +385,7 @@ def test_guarded_reads_of_missing_values_yield_the_fallback_instead_of_an_error(
 
 def test_an_unguarded_read_into_a_missing_value_is_an_undefined_variable_error(runs: Batch) -> None:
     run = runs["unguarded_read_fails"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     error = run.step("read")["error"]
     assert error["kind"] == "undefined_variable"
     assert "workload.team.slack.id" in error["message"]
@@ -419,7 +415,7 @@ def test_rule_conditions_and_sets_read_output_keys_from_its_data(runs: Batch) ->
 
 def test_else_rules_in_noetls_spellings_and_a_fixed_backoff_retry_with_constant_delays(runs: Batch) -> None:
     run = runs["else_forms_and_fixed_backoff"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     assert run.step("flaky")["error"]["kind"] == "connection"
     assert run.step("flaky")["attempts"] == 3
     delays = [e["payload"]["delay_s"] for e in run.log if e["type"] == "step.retrying"]
@@ -490,7 +486,7 @@ def test_postgres_pool_exec_local_and_inline_max_bytes_are_honoured_hints(runs: 
 
 def test_an_unreachable_google_token_endpoint_fails_the_run_naming_the_keychain_entry(runs: Batch) -> None:
     run = runs["google_unreachable"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     error = run.step("first")["error"]
     assert error["kind"] == "connection" and error["retryable"] is True
     assert "keychain 'scorer'" in error["message"] and "could not be reached" in error["message"]
@@ -507,7 +503,7 @@ def test_max_in_flight_may_be_a_template_rendered_when_the_loop_starts(runs: Bat
 def test_a_max_in_flight_template_that_is_not_a_positive_integer_fails_the_step_saying_so(
         runs: Batch) -> None:
     run = runs["max_in_flight_not_a_number"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     error = run.step("each")["error"]
     assert error["kind"] == "validation"
     assert "max_in_flight must yield a positive integer, got 'many'" in error["message"]

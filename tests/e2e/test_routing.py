@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, of_type, terminal_events
+from tests.e2e.helpers import Batch, Case, Noetl, completed, failed, inline, of_type, terminal_events
 
 BOOM = 'tool: {kind: python, code: "raise ValueError(\'boom\')"}'
 
@@ -236,14 +236,6 @@ def runs(e2e_stack: Noetl) -> Iterator[Batch]:
     batch = e2e_stack.batch(CASES)
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
-
-
-def failed(run: Outcome) -> None:
-    assert (run.code, run.status) == (1, "failed"), run
 
 
 # ---------------------------------------------------------------------- section 4: routing

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, make_playbook
+from tests.e2e.helpers import Batch, Case, Noetl, completed, make_playbook
 
 SPEC = REPO.parent / "shared" / "spec" / "playbook.md"
 pytestmark = pytest.mark.skipif(not SPEC.is_file(), reason="the specification is not beside this clone")
@@ -97,10 +97,6 @@ def runs(e2e_stack: Noetl, work_table: str) -> Iterator[Batch]:
                              "cursor": cursor_case(work_table)})
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
 
 
 def test_the_routing_example_takes_the_hot_arc_with_its_set_or_else_the_cold_one(runs: Batch) -> None:

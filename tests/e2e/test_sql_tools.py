@@ -3,14 +3,23 @@ run through the real stack with `noetl run --json`. Postgres is the stack's own 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, branch_error, fan_out, inline, of_type
+from tests.e2e.helpers import (
+    Batch,
+    Case,
+    Noetl,
+    branch_error,
+    completed,
+    fan_out,
+    inline,
+    of_type,
+    store_pg_credential,
+)
 
 
 def duckdb_cases(scratch: Path) -> dict[str, Case]:
@@ -127,11 +136,7 @@ def pg_credential(e2e_stack: Noetl) -> str | None:
     """A postgres credential for the stack's own database (None when `noetl credential` is missing)."""
     if e2e_stack("credential", "set", "--help").returncode != 0:
         return None
-    dsn = json.loads((e2e_stack.home / "dev.json").read_text())["pg_dsn"]
-    name = f"e2e_pg_{uuid.uuid4().hex[:8]}"
-    stored = e2e_stack("credential", "set", name, "--type", "postgres", "--data", json.dumps({"dsn": dsn}))
-    assert stored.returncode == 0, stored.stderr
-    return name
+    return store_pg_credential(e2e_stack, "e2e_pg")
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +148,6 @@ def runs(e2e_stack: Noetl, pg_credential: str | None,
     batch = e2e_stack.batch(cases)
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
 
 
 # ---------------------------------------------------------------------- duckdb

@@ -11,7 +11,8 @@ from tests.e2e.helpers import (
     Batch,
     Case,
     Noetl,
-    Outcome,
+    completed,
+    failed,
     inline,
     of_type,
     peak_in_flight_by_order,
@@ -152,14 +153,6 @@ def runs(e2e_stack: Noetl) -> Iterator[Batch]:
     batch = e2e_stack.batch(CASES)
     yield batch
     batch.close()
-
-
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
-
-
-def failed(run: Outcome) -> None:
-    assert (run.code, run.status) == (1, "failed"), run
 
 
 # ---------------------------------------------------------------------- section 5

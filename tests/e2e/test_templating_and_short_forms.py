@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Batch, Case, Noetl, Outcome, inline, warnings_of
+from tests.e2e.helpers import Batch, Case, Noetl, completed, failed, inline, warnings_of
 
 NATIVE = """\
 workload: {n: 3, xs: [1, 2], d: {k: v}, flag: true}
@@ -146,10 +146,6 @@ def runs(e2e_stack: Noetl, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     batch.close()
 
 
-def completed(run: Outcome) -> None:
-    assert (run.code, run.status) == (0, "completed"), run
-
-
 def test_a_single_expression_yields_its_native_value_and_missing_values_are_null_and_falsy(
         runs: Batch) -> None:
     run = runs["native"]
@@ -180,7 +176,7 @@ def test_workload_templates_render_once_at_start_with_execution_id_job_and_paylo
 
 def test_the_sandbox_refuses_attribute_access_to_internals(runs: Batch) -> None:
     run = runs["sandbox"]
-    assert (run.code, run.status) == (1, "failed"), run
+    failed(run)
     error = run.step("peek")["error"]
     assert "unsafe" in error["message"]
 

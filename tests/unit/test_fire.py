@@ -76,6 +76,18 @@ class Sim:
     def ran(self, step: str) -> int:
         return sum(1 for c in self.dispatched if c.step == step)
 
+    def replayed(self) -> ExecutionState:
+        """The state that firing this run's input events afresh gives; it must equal this run's state,
+        with the same derived events (every input being an input event)."""
+        replay = ExecutionState("exec-1")
+        derived: list[Event] = []
+        for event in self.inputs:
+            assert event.type in INPUT_EVENTS
+            derived.extend(fire(self.net, replay, event).events)
+        assert replay == self.state
+        assert [e.model_dump() for e in derived] == [e.model_dump() for e in self.derived]
+        return replay
+
 
 def test_a_chain_runs_in_order_and_completes_with_an_explicit_event() -> None:
     sim = Sim(path=str(EXAMPLES / "01_hello.yaml"))
@@ -405,10 +417,4 @@ def test_replaying_the_input_events_reproduces_the_state_and_the_decisions(examp
         else:
             sim.succeed(cmd.step, cmd.loop_index, loop_index=cmd.loop_index)
     assert sim.state.status == "completed"
-    replay = ExecutionState("exec-1")
-    derived: list[Event] = []
-    for event in sim.inputs:
-        assert event.type in INPUT_EVENTS
-        derived.extend(fire(sim.net, replay, event).events)
-    assert replay == sim.state
-    assert [e.model_dump() for e in derived] == [e.model_dump() for e in sim.derived]
+    sim.replayed()

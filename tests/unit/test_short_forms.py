@@ -9,6 +9,7 @@ import pytest
 from engine.dsl.load import load_playbook_text
 from engine.dsl.model import Playbook
 from tests.conftest import EXAMPLES
+from tests.harness.playbooks import SHORT_FORMS_CANONICAL
 
 HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
 
@@ -27,31 +28,7 @@ def assert_same(short: str, canonical: str) -> None:
 
 def test_the_short_forms_example_equals_its_canonical_spelling() -> None:
     short = model((EXAMPLES / "10_short_forms.yaml").read_text())
-    canonical = model("""\
-        apiVersion: noetl.io/v2
-        kind: Playbook
-        metadata: {name: short_forms, path: examples/short_forms}
-        workload: {n: 3, limit: 5}
-        workflow:
-          - step: start
-            tool: {kind: python, code: "result = {'n': 1}"}
-            next:
-              spec: {mode: exclusive}
-              arcs:
-                - step: big
-                  when: "{{ workload.n > workload.limit }}"
-                  set: {ctx.value: "{{ workload.n }}"}
-                - step: small
-          - step: big
-            input: {value: "{{ ctx.value }}"}
-            tool: {kind: python, code: "result = f'big {value}'"}
-            next: {arcs: [{step: done}]}
-          - step: small
-            tool: {kind: noop}
-            next: {arcs: [{step: done}]}
-          - step: done
-            tool: {kind: noop}
-        """)
+    canonical = model(SHORT_FORMS_CANONICAL)
     assert short.model_dump() == canonical.model_dump()
 
 

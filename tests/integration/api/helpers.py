@@ -12,10 +12,9 @@ from typing import Any
 
 import httpx
 
-from control_plane.server import serve_api
-from control_plane.services.auth import ROLES, AuthService
 from control_plane.stack import Stack, StackConfig
 from noetl.insights import open_insights
+from tests.harness.control_plane import bootstrap_tokens, serving_api
 from tests.harness.polling import poll
 
 PROBLEM = "application/problem+json"
@@ -34,13 +33,6 @@ class Api:
 
     def client(self, role: str | None = "admin", **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers=self.headers(role), timeout=30, **kwargs)
-
-
-async def bootstrap_tokens(stack: Stack) -> dict[str, str]:
-    """A token of every role, made on the server's side (as `noetl token create` does without a server)."""
-    assert stack.store is not None
-    auth = AuthService(stack.store)
-    return {role: (await auth.create_token(f"test-{role}", role))[1] for role in ROLES}
 
 
 def playbook(name: str, body: str) -> str:
@@ -118,15 +110,12 @@ class ThreadedApi:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with Stack(self.config) as stack:
-            ready, bound = asyncio.Event(), []
             insights = await open_insights(stack, indexer=False)
-            server = asyncio.create_task(serve_api(stack, host="127.0.0.1", port=0, stop=self._stop,
-                                                   ready=ready, bound=bound, state=insights.state))
-            await asyncio.wait_for(ready.wait(), 10)
-            self.url = f"http://127.0.0.1:{bound[0]}"
-            self.tokens = await bootstrap_tokens(stack)
-            self._started.set()
-            await server
+            async with serving_api(stack, insights.state) as url:
+                self.url = url
+                self.tokens = await bootstrap_tokens(stack)
+                self._started.set()
+                await self._stop.wait()
 
     def start(self) -> ThreadedApi:
         self._thread.start()

@@ -13,6 +13,7 @@ import pytest
 
 from control_plane.app import create_app, routes_of
 from control_plane.services.auth import ROLES, AuthService
+from tests.harness.playbooks import held_until
 from tests.integration.api.helpers import (
     Api,
     assert_problem,
@@ -99,16 +100,7 @@ async def fixtures(api: Api) -> AsyncIterator[dict[str, str]]:
     async with api.client("admin") as admin:
         await register(admin, playbook(name, "workflow:\n  - {step: a, tool: {kind: noop}}\n"))
         waiting = unique("auth_wait")
-        await register(admin, playbook(waiting, f"""\
-            workflow:
-              - step: wait
-                tool:
-                  kind: python
-                  code: |
-                    import pathlib, time
-                    while not pathlib.Path({str(release)!r}).exists():
-                        time.sleep(0.05)
-            """))
+        await register(admin, playbook(waiting, held_until(release)))
         ended = await execute(admin, name)
         running = await execute(admin, waiting)
         await wait_ended(admin, ended)

@@ -7,7 +7,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 from control_plane.api.executions import event_stream
 from engine.protocol.events import Event
+from tests.harness.playbooks import held_until
 from tests.integration.api.helpers import (
     Api,
     assert_problem,
@@ -41,20 +41,6 @@ workflow:
   - step: done
     tool: {kind: noop}
 """
-
-
-def waiting_playbook(name: str, release: Path) -> str:
-    return playbook(name, f"""\
-        workflow:
-          - step: wait
-            tool:
-              kind: python
-              code: |
-                import pathlib, time
-                while not pathlib.Path({str(release)!r}).exists():
-                    time.sleep(0.05)
-                result = "released"
-        """)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +230,7 @@ async def test_cancelling_a_running_execution_ends_it_cancelled_and_cancelling_a
     release = api.stack.config.home / f"{unique('release')}"
     name = unique("cancel")
     async with api.client("operator") as operator:
-        await register(operator, waiting_playbook(name, release))
+        await register(operator, playbook(name, held_until(release)))
         execution_id = await execute(operator, name)
 
         async def running() -> bool:

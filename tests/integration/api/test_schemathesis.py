@@ -31,9 +31,9 @@ EXCLUDED_PATHS = r"^/api/(search|executions/\{id\}/similar)$"
 
 
 @pytest.fixture(scope="module")
-def served(stack_config: StackConfig) -> Iterator[ThreadedApi]:
+def served(module_stack_config: StackConfig) -> Iterator[ThreadedApi]:
     """Served from a thread: schemathesis' requests are synchronous."""
-    api = ThreadedApi(stack_config).start()
+    api = ThreadedApi(module_stack_config).start()
     yield api
     api.stop()
 

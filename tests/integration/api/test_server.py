@@ -11,6 +11,7 @@ import pytest
 
 from control_plane.errors import ControlPlaneError
 from control_plane.server import serve_api
+from tests.harness.playbooks import held_until
 from tests.harness.polling import poll
 from tests.integration.api.helpers import Api, execute, playbook, register, unique
 
@@ -35,16 +36,7 @@ async def test_stopping_the_server_ends_open_streams_and_returns_promptly(api: A
     url = f"http://127.0.0.1:{bound[0]}"
     async with httpx.AsyncClient(base_url=url, headers=api.headers("admin"), timeout=30) as client:
         name = unique("held")
-        await register(client, playbook(name, f"""\
-            workflow:
-              - step: wait
-                tool:
-                  kind: python
-                  code: |
-                    import pathlib, time
-                    while not pathlib.Path({str(release)!r}).exists():
-                        time.sleep(0.05)
-            """))
+        await register(client, playbook(name, held_until(release)))
         execution_id = await execute(client, name)
         lines: list[str] = []
         async with client.stream("GET", f"/api/executions/{execution_id}/stream") as response:

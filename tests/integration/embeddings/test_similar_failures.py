@@ -21,7 +21,7 @@ from agents.embeddings.runtime import EmbeddingsRuntime
 from agents.embeddings.similar import SimilarFailures
 from control_plane.services.indexing import IndexingFeed
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import wait_for
+from tests.harness.polling import poll
 
 pytestmark = pytest.mark.anyio
 
@@ -178,7 +178,8 @@ async def test_the_indexer_follows_the_event_log_in_the_process(
     embeddings.start(poll_s=0.1)
     try:
         execution_id = await run(stack, dividing(f"followed_{uuid.uuid4().hex[:8]}"))
-        await wait_for(lambda: embeddings.index.count("execution") == 1, 30, "the execution to be indexed")
+        await poll(lambda: embeddings.index.count("execution") == 1, timeout_s=30,
+                   what="the execution to be indexed")
         [found] = await embeddings.similar.search("division by zero")
         assert found.execution_id == execution_id
     finally:
@@ -200,7 +201,7 @@ async def test_noetl_indexer_start_holds_the_index_and_noetl_search_reads_it_aft
             position = await feed.get_cursor(cursor)
             return bool(position) and len(position.get("recent") or {}) == len(ids)
 
-        await wait_for(caught_up, 120, "the indexer process to index the four executions")
+        await poll(caught_up, timeout_s=120, what="the indexer process to index the four executions")
         busy = subprocess.run([sys.executable, "-c", CLI, "similar", ids["orders"], "--json"],
                               env=runtime_env, capture_output=True, text=True, timeout=240)
         assert busy.returncode == 3 and "another process" in busy.stderr

@@ -9,48 +9,35 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from control_plane.stack import Stack, StackConfig
-from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres
 from noetl.insights import open_insights
 from noetl.serving import start_api
-from tests.harness.postgres import fresh_database
-from tests.integration.api.helpers import bootstrap_tokens
+from tests.harness import control_plane
+from tests.harness.control_plane import bootstrap_tokens
 from tests.integration.mcp.helpers import McpApi, http_session, stdio_session
 
 REPO = Path(__file__).resolve().parents[3]
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
+anyio_backend = control_plane.anyio_backend  # the harness's fixtures, for this package
+module_stack_config = control_plane.module_stack_config
 
 
 @pytest.fixture(scope="module")
-def mcp_pg_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    """A database of this module's own (the harness's pg_dsn is per test)."""
-    with fresh_database(pg_server, "mcp") as dsn:
-        yield dsn
-
-
-@pytest.fixture(scope="module")
-async def mcp_api(nats_server: EmbeddedNats, mcp_pg_dsn: str,
-                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[McpApi]:
-    home = tmp_path_factory.mktemp("mcp-home")
-    config = StackConfig(home=home, nats_url=nats_server.url, pg_dsn=mcp_pg_dsn,
-                         prefix=f"t{uuid.uuid4().hex[:12]}", workers={"default": 2}, ack_wait_s=2.0)
-    async with Stack(config) as stack:
+async def mcp_api(module_stack_config: StackConfig) -> AsyncIterator[McpApi]:
+    async with Stack(module_stack_config) as stack:
         stop = asyncio.Event()
         insights = await open_insights(stack, indexer=True)  # as `noetl server start` serves the API
         try:
             server, url = await start_api(stack, "127.0.0.1", 0, stop, insights.state)
             try:
-                yield McpApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack), home=home)
+                yield McpApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack),
+                             home=module_stack_config.home)
             finally:
                 stop.set()
                 await asyncio.wait_for(server, 15)

@@ -77,8 +77,6 @@ async def fails(session: ClientSession, tool: str, **arguments: Any) -> str:
     return text_of(result)
 
 
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
@@ -112,7 +110,7 @@ workflow:
     tool:
       kind: python
       code: |
-        raise ConnectionError("connection reset by the upstream orders service")
+        raise ConnectionError("connection reset by the upstream orders service (peer closed the socket)")
     next: done
   - step: done
     tool: {kind: noop, result: ok}
@@ -133,19 +131,4 @@ workflow:
     next: left
   - step: end
     tool: {kind: noop, result: e}
-"""
-
-
-def waiting(release: Path) -> str:
-    """A step that runs until the file `release` exists."""
-    return f"""\
-workflow:
-  - step: wait
-    tool:
-      kind: python
-      code: |
-        import pathlib, time
-        while not pathlib.Path({str(release)!r}).exists():
-            time.sleep(0.05)
-        result = "released"
 """

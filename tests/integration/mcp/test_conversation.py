@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.harness.polling import poll
-from tests.integration.mcp.helpers import McpApi, call, fails, playbook, unique
+from tests.integration.mcp.helpers import FAILING, McpApi, call, fails, playbook, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -22,17 +22,6 @@ DIAGNOSIS = "/api/executions/{id}/diagnosis"
 SIMILAR = "/api/executions/{id}/similar"
 SEARCH = "/api/search"
 
-FLAKY = """\
-workflow:
-  - step: fetch
-    tool:
-      kind: python
-      code: |
-        raise ConnectionError("connection reset by the upstream orders service (peer closed the socket)")
-    next: done
-  - step: done
-    tool: {kind: noop, result: ok}
-"""
 
 
 async def require(api: McpApi, *routes: str) -> None:
@@ -60,7 +49,7 @@ async def test_execute_a_failing_playbook_ask_why_find_similar_propose_a_retry_a
     await require(mcp_api, DIAGNOSIS, SIMILAR)
     name = unique("orders")
     async with connect("operator") as assistant:
-        await call(assistant, "register_playbook", content=playbook(name, FLAKY))
+        await call(assistant, "register_playbook", content=playbook(name, FAILING))
         first, second = await failed_runs(assistant, name, 2)
         assert "connection reset" in str(second["steps"]["fetch"]["error"])
 
@@ -104,7 +93,7 @@ async def test_why_failed_answers_the_diagnosis_and_the_diagnosis_resource_the_s
     await require(mcp_api, DIAGNOSIS)
     name = unique("why")
     async with connect("viewer") as viewer, connect("operator") as operator:
-        await call(operator, "register_playbook", content=playbook(name, FLAKY))
+        await call(operator, "register_playbook", content=playbook(name, FAILING))
         [run] = await failed_runs(operator, name, 1)
         why = await call(viewer, "why_failed", execution_id=run["execution_id"])
         assert why["failed_step"] == "fetch" and 0 <= why["confidence"] <= 1
@@ -120,7 +109,7 @@ async def test_search_failures_finds_past_failures_by_text(connect: Any, mcp_api
     await require(mcp_api, SEARCH)
     name = unique("search")
     async with connect("operator") as session:
-        await call(session, "register_playbook", content=playbook(name, FLAKY))
+        await call(session, "register_playbook", content=playbook(name, FAILING))
         [run] = await failed_runs(session, name, 1)
 
         async def found() -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from tests.harness.playbooks import held_until
 from tests.harness.polling import poll
 from tests.integration.mcp.helpers import (
     FAILING,
@@ -19,7 +20,6 @@ from tests.integration.mcp.helpers import (
     fails,
     playbook,
     unique,
-    waiting,
 )
 
 pytestmark = pytest.mark.anyio
@@ -132,7 +132,7 @@ async def test_execution_tools_execute_wait_status_list_events_and_cancel(connec
 
         release = mcp_api.home / unique("release")
         slow = unique("slow")
-        await call(session, "register_playbook", content=playbook(slow, waiting(release)))
+        await call(session, "register_playbook", content=playbook(slow, held_until(release)))
         running = await call(session, "execute_playbook", path=slow, wait=True, timeout_s=0.5)
         assert running["timed_out"] is True and running["ended"] is False
         try:

@@ -4,8 +4,6 @@ checkpointed in the same Postgres)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,26 +14,18 @@ import httpx
 import pytest
 
 from agents.proposals.loop import ProposalLoop
-from control_plane.server import serve_api
 from control_plane.services.auth import AuthService
 from control_plane.services.policies import PolicyService, PolicySettings
-from control_plane.stack import Stack, StackConfig
+from control_plane.stack import Stack
+from tests.harness import runtime
+from tests.harness.control_plane import serving_api
 from tests.harness.polling import poll
+from tests.harness.runtime import stack_config_of
+
+anyio_backend = runtime.anyio_backend  # the harness's fixtures, for this package
+runtime_env = runtime.runtime_env
 
 MEASURE_AFTER = 3
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def runtime_env(nats_url: str, nats_prefix: str, pg_dsn: str, tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    return {**os.environ, "NOETL_NATS_URL": nats_url, "NOETL_PG_DSN": pg_dsn, "NOETL_BUS_PREFIX": nats_prefix,
-            "NOETL_HOME": str(home), "NOETL_ACK_WAIT_S": "2"}
 
 
 @dataclass
@@ -88,9 +78,7 @@ async def settled(stack: Stack, execution_id: str, timeout_s: float = 10) -> Non
 @pytest.fixture
 async def loop(runtime_env: dict[str, str], pg_dsn: str) -> AsyncIterator[Loop]:
     home = Path(runtime_env["NOETL_HOME"])
-    config = StackConfig(home=home, nats_url=runtime_env["NOETL_NATS_URL"], pg_dsn=pg_dsn,
-                         prefix=runtime_env["NOETL_BUS_PREFIX"], ack_wait_s=2.0, workers={"default": 4})
-    async with Stack(config) as stack:
+    async with Stack(stack_config_of(runtime_env, workers={"default": 4})) as stack:
         assert stack.store is not None
         auth = AuthService(stack.store)
         tokens = {
@@ -99,15 +87,8 @@ async def loop(runtime_env: dict[str, str], pg_dsn: str) -> AsyncIterator[Loop]:
             "bob": (await auth.create_token("bob", "approver"))[1],
             "viewer": (await auth.create_token("watcher", "viewer"))[1],
         }
-        stop, ready, bound = asyncio.Event(), asyncio.Event(), []
-        server = asyncio.create_task(serve_api(stack, host="127.0.0.1", port=0, stop=stop, ready=ready,
-                                               bound=bound))
-        try:
-            await asyncio.wait_for(ready.wait(), 10)
+        async with serving_api(stack) as url:
             settings = PolicySettings(measure_after=MEASURE_AFTER, pools=("default",))
             policies = PolicyService(stack.store, settings)
             async with ProposalLoop.open(policies, pg_dsn, executions=stack.executions) as agent:
-                yield Loop(stack, f"http://127.0.0.1:{bound[0]}", tokens, policies, agent, home, runtime_env)
-        finally:
-            stop.set()
-            await asyncio.wait_for(server, 15)
+                yield Loop(stack, url, tokens, policies, agent, home, runtime_env)

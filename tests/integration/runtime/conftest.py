@@ -13,30 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.stack import Stack, StackConfig
+from control_plane.stack import Stack
+from tests.harness import runtime
 from tests.harness.polling import poll
+from tests.harness.runtime import stack_config_of
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def runtime_env(nats_url: str, nats_prefix: str, pg_dsn: str, tmp_path: Path) -> dict[str, str]:
-    """The environment a NoETL process of this test's runtime needs."""
-    home = tmp_path / "home"
-    home.mkdir()
-    return {**os.environ, "NOETL_NATS_URL": nats_url, "NOETL_PG_DSN": pg_dsn, "NOETL_BUS_PREFIX": nats_prefix,
-            "NOETL_HOME": str(home), "NOETL_ACK_WAIT_S": "2"}
-
-
-def stack_config_of(env: dict[str, str], **overrides: object) -> StackConfig:
-    values: dict[str, object] = {"home": Path(env["NOETL_HOME"]), "nats_url": env["NOETL_NATS_URL"],
-                                 "pg_dsn": env["NOETL_PG_DSN"], "prefix": env["NOETL_BUS_PREFIX"],
-                                 "ack_wait_s": 2.0}
-    values.update(overrides)
-    return StackConfig(**values)  # type: ignore[arg-type]
+anyio_backend = runtime.anyio_backend  # the harness's fixtures, for this package
+runtime_env = runtime.runtime_env
 
 
 @pytest.fixture
@@ -88,11 +71,6 @@ def spawn(runtime_env: dict[str, str], tmp_path: Path,
                   f"last 4000 characters of its log ---\n{log[-4000:]}")
 
 
-async def wait_for(check: Callable[[], object], timeout_s: float = 30.0, what: str = "condition") -> object:
-    """Poll `check` until it returns something truthy (bounded)."""
-    return await poll(check, timeout_s=timeout_s, what=what)
-
-
 async def register(client: Stack, body: str) -> str:
     """Register a playbook of `body` (its workflow and more) under a unique name; its catalog path."""
     assert client.executions is not None
@@ -108,4 +86,21 @@ async def step_started(client: Stack, execution_id: str, timeout_s: float = 60.0
 
     async def started() -> bool:
         return any(e.type == "step.started" for e in await store.events.events(execution_id))
-    await wait_for(started, timeout_s, "a step to start")
+    await poll(started, timeout_s=timeout_s, what="a step to start")
+
+
+async def long_step_on_processes(client: Stack, spawn: Callable[..., subprocess.Popen[bytes]], code: str
+                                 ) -> tuple[str, subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """A playbook of one step, `long`, running the python `code` on a server and a worker started as
+    processes: started, and its step started on the worker. (execution id, server, worker)."""
+    path = await register(client, f"""\
+        workflow:
+          - step: long
+            tool: {{kind: python, code: "{code}"}}
+        """)
+    server = spawn("server", "start", "--port", "0", "--no-indexer", "--no-agent")
+    worker = spawn("worker", "start", "--concurrency", "2")
+    assert client.executions is not None
+    execution_id = await client.executions.start(path)
+    await step_started(client, execution_id)
+    return execution_id, server, worker

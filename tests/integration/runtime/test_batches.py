@@ -13,7 +13,8 @@ import pytest
 
 from control_plane.stack import Stack
 from engine.protocol.commands import RunStep
-from tests.integration.runtime.conftest import stack_config_of, wait_for
+from tests.harness.polling import poll
+from tests.harness.runtime import stack_config_of
 
 pytestmark = pytest.mark.anyio
 
@@ -77,8 +78,8 @@ async def test_a_worker_killed_with_a_batch_in_hand_has_it_rerun_and_each_outcom
     registered = await client.executions.register(text)
     execution_id = await client.executions.start(registered.path,
                                                  payload={"marker": str(marker), "release": str(release)})
-    await wait_for(lambda: all(Path(f"{marker}.{i}").exists() for i in range(4)), 60,
-                   "the first worker to start every item")
+    await poll(lambda: all(Path(f"{marker}.{i}").exists() for i in range(4)), timeout_s=60,
+               what="the first worker to start every item")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     release.touch()
@@ -108,13 +109,13 @@ async def test_a_command_sent_again_after_its_outcome_was_published_is_acked_wit
         assert stack.bus is not None
         first = command("twice")
         await stack.bus.publish_command("default", "first-send", first.model_dump_json().encode())
-        await wait_for(lambda: marker.exists() and marker.read_text() == "twice ", 30,
-                       "the command to run once")
+        await poll(lambda: marker.exists() and marker.read_text() == "twice ", timeout_s=30,
+                   what="the command to run once")
         await stack.bus.publish_command("default", "sent-again", first.model_dump_json().encode())
         await stack.bus.publish_command("default", "sentinel", command("after").model_dump_json().encode())
-        await wait_for(lambda: "after" in marker.read_text(), 30, "the command behind it to run")
+        await poll(lambda: "after" in marker.read_text(), timeout_s=30, what="the command behind it to run")
         assert marker.read_text() == "twice after "  # one worker slot: the repeat came (and went) first
-        await wait_for(lambda: _nothing_pending(stack), 30, "every command message to be acked")
+        await poll(lambda: _nothing_pending(stack), timeout_s=30, what="every command message to be acked")
 
 
 async def _nothing_pending(stack: Stack) -> bool:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import register, wait_for
+from tests.harness.polling import poll
+from tests.integration.runtime.conftest import register
 
 pytestmark = pytest.mark.anyio
 
@@ -44,9 +45,9 @@ async def test_a_call_timeout_cancels_the_child_at_its_recorded_deadline_after_t
     executions, store = client.executions, client.store
     assert executions is not None and store is not None
     execution_id = await executions.start(parent)
-    children = await wait_for(lambda: executions.children(execution_id), 60, "the child execution")
+    children = await poll(lambda: executions.children(execution_id), timeout_s=60, what="the child execution")
     child_id = children[0]  # type: ignore[index]
-    await wait_for(marker.exists, 60, "the child's step to run for 3 s")
+    await poll(marker.exists, timeout_s=60, what="the child's step to run for 3 s")
     started = next(e for e in await store.events.events(child_id) if e.type == "execution.started")
     deadline = datetime.fromisoformat(started.payload["call_deadline"])
     assert abs((deadline - started.timestamp).total_seconds() - TIMEOUT_S) < 1
@@ -57,7 +58,8 @@ async def test_a_call_timeout_cancels_the_child_at_its_recorded_deadline_after_t
     assert restarted_at < deadline, "the orchestrator was killed after the deadline: nothing was tested"
     spawn("server", "start", "--port", "0", "--no-indexer", "--no-agent")
     log = tmp_path / "proc-2.log"  # the third process `spawn` started
-    await wait_for(lambda: log.exists() and "serving:" in log.read_text(), 60, "the restarted server")
+    await poll(lambda: log.exists() and "serving:" in log.read_text(), timeout_s=60,
+               what="the restarted server")
     serving_at = datetime.now(UTC)  # it resumed the executions (and armed the timer) before serving
 
     summary = await executions.wait(execution_id, timeout_s=90)

@@ -10,32 +10,25 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import register, step_started, wait_for
+from tests.harness.polling import poll
+from tests.integration.runtime.conftest import long_step_on_processes
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_cancel_lost_with_its_worker_is_sent_again_by_a_restarted_orchestrator(
         client: Stack, spawn: Any) -> None:
-    path = await register(client, """\
-        workflow:
-          - step: long
-            tool: {kind: python, code: "import time; time.sleep(120); result = 'ran to its end'"}
-        """)
-    server = spawn("server", "start", "--port", "0", "--no-indexer", "--no-agent")
-    worker = spawn("worker", "start", "--concurrency", "2")
+    execution_id, server, worker = await long_step_on_processes(
+        client, spawn, "import time; time.sleep(120); result = 'ran to its end'")
     executions, store = client.executions, client.store
     assert executions is not None and store is not None
-    execution_id = await executions.start(path)
-
-    await step_started(client, execution_id)
     os.killpg(worker.pid, signal.SIGKILL)  # its command comes back to the next worker after ack_wait
     worker.wait(timeout=10)
     await executions.cancel(execution_id)  # broadcast to no worker: lost
 
     async def cancel_stored() -> bool:
         return any(e.type == "execution.cancel_requested" for e in await store.events.events(execution_id))
-    await wait_for(cancel_stored, 30, "the cancel request in the log")
+    await poll(cancel_stored, timeout_s=30, what="the cancel request in the log")
     os.killpg(server.pid, signal.SIGKILL)  # the cancels it kept sending are forgotten
     server.wait(timeout=10)
 

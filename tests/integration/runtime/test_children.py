@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import wait_for
+from tests.harness.polling import poll
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +54,8 @@ async def test_cancelling_a_parent_cancels_its_running_child(stack: Stack) -> No
     assert stack.executions is not None
     execution_id = await stack.executions.start(parent)
     executions = stack.executions
-    children = await wait_for(lambda: executions.children(execution_id), 30, "the child execution")
-    await wait_for(lambda: _running(stack, children[0]), 30, "the child's step to start")  # type: ignore[index]
+    children = await poll(lambda: executions.children(execution_id), timeout_s=30, what="the child execution")
+    await poll(lambda: _running(stack, children[0]), timeout_s=30, what="the child's step to start")  # type: ignore[index]
     await stack.executions.cancel(execution_id, "operator")
     summary = await stack.executions.wait(execution_id, timeout_s=30)
     assert summary["status"] == "cancelled"

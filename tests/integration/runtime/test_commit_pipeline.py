@@ -14,7 +14,8 @@ from control_plane.stack import Stack
 from engine.net.fire import command_id
 from engine.protocol.events import Event, encode_events
 from engine.protocol.results import ResultEnvelope
-from tests.integration.runtime.conftest import stack_config_of, wait_for
+from tests.harness.polling import poll
+from tests.harness.runtime import stack_config_of
 
 pytestmark = pytest.mark.anyio
 
@@ -50,8 +51,8 @@ async def test_an_outcome_that_overtakes_its_command_is_held_back_until_the_comm
         await stack.bus.publish_event(execution_id, early.idempotency_key, encode_events([early]))
         # held back: given back to the bus again and again, and not recorded, while its command was
         # never issued
-        await wait_for(lambda: held_back(caplog, early.command_id or "") >= 3, 30,
-                       "the early outcome to be held back three times")
+        await poll(lambda: held_back(caplog, early.command_id or "") >= 3, timeout_s=30,
+                   what="the early outcome to be held back three times")
         assert ("step.succeeded", "second") not in await types()
         done = outcome(execution_id, "first", "one")
         await stack.bus.publish_event(execution_id, done.idempotency_key, encode_events([done]))
@@ -77,7 +78,7 @@ async def start_waiting_for_first(stack: Stack, prefix: str) -> str:
     async def first_scheduled() -> bool:
         return ("step.scheduled", "first") in await recorded_types(stack, execution_id)
 
-    await wait_for(first_scheduled, 30, "first to be scheduled")
+    await poll(first_scheduled, timeout_s=30, what="first to be scheduled")
     return execution_id
 
 
@@ -111,8 +112,8 @@ async def test_a_failed_append_gives_the_batch_back_and_the_execution_finishes_o
             try:
                 done = outcome(execution_id, "first", "one")
                 await stack.bus.publish_event(execution_id, done.idempotency_key, encode_events([done]))
-                await wait_for(lambda: any("appending" in r.getMessage() and "failed" in r.getMessage()
-                                           for r in caplog.records), 30, "an append to fail")
+                await poll(lambda: any("appending" in r.getMessage() and "failed" in r.getMessage()
+                                       for r in caplog.records), timeout_s=30, what="an append to fail")
                 # `second` went out before the failed commit; its worker reports while the log is down
                 early = outcome(execution_id, "second", "two")
                 await stack.bus.publish_event(execution_id, early.idempotency_key, encode_events([early]))

@@ -18,7 +18,7 @@ from engine.net.fire import FireEnv, fire
 from engine.net.state import ExecutionState
 from engine.net.validate import validate_text
 from engine.protocol.events import INPUT_EVENTS, Event
-from tests.integration.runtime.conftest import wait_for
+from tests.harness.polling import poll
 
 pytestmark = pytest.mark.anyio
 
@@ -182,9 +182,10 @@ async def test_a_worker_killed_mid_run_has_its_claimers_replaced_and_no_row_is_l
     registered = await client.executions.register(crash_playbook(f"cursor_{table}", table))
     execution_id = await client.executions.start(registered.path,
                                                  payload={"gate": str(gate), "waiting": str(waiting)})
-    await wait_for(lambda: queue_state(pg_dsn, table)["done"] >= 100, 120, "100 rows to be done")
+    await poll(lambda: queue_state(pg_dsn, table)["done"] >= 100, timeout_s=120, what="100 rows to be done")
     gate.unlink()  # every claimer now stops at its next row, before it marks the row done
-    await wait_for(lambda: len(list(waiting.iterdir())) == 4, 60, "the 4 claimers to wait at the gate")
+    await poll(lambda: len(list(waiting.iterdir())) == 4, timeout_s=60,
+               what="the 4 claimers to wait at the gate")
     owners = {int(p.read_text()) for p in waiting.iterdir()}
     assert owners <= set(workers), (owners, set(workers))  # the claimers run in the worker processes
     victim = workers[min(owners)]

@@ -11,7 +11,7 @@ from control_plane.api import diagnosis as diagnosis_api
 from control_plane.app import ApiServices, create_app
 from control_plane.services.secrets import SecretValues
 from control_plane.stack import Stack
-from tests.integration.api.helpers import bootstrap_tokens
+from tests.harness.control_plane import bootstrap_tokens
 from tests.integration.runtime.test_diagnosis import UPSTREAM_EMPTY, register, run
 
 pytestmark = pytest.mark.anyio

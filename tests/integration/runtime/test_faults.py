@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import wait_for
+from tests.harness.polling import poll
 
 pytestmark = pytest.mark.anyio
 
@@ -55,13 +55,13 @@ async def test_a_worker_killed_mid_step_has_its_step_rerun_and_recorded_exactly_
     first = spawn("worker", "start", "--concurrency", "2")
     marker, release = tmp_path / "marker", tmp_path / "release"
     execution_id = await start(client, text, {"marker": str(marker), "release": str(release)})
-    await wait_for(marker.exists, 60, "the first worker to start the step")
+    await poll(marker.exists, timeout_s=60, what="the first worker to start the step")
     store = client.store.events  # type: ignore[union-attr]
 
     async def start_recorded() -> bool:  # reported once the step has run for started_delay_s
         return count(await store.events(execution_id), "step.started", "slow") == 1
 
-    await wait_for(start_recorded, 30, "the first start of the step to be recorded")
+    await poll(start_recorded, timeout_s=30, what="the first start of the step to be recorded")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     release.touch()
@@ -87,7 +87,7 @@ async def test_a_restarted_orchestrator_rebuilds_from_the_log_and_finishes_the_e
     spawn("worker", "start", "--concurrency", "2")
     marker, release = tmp_path / "marker", tmp_path / "release"
     execution_id = await start(client, text, {"marker": str(marker), "release": str(release)})
-    await wait_for(marker.exists, 60, "the waiting step to start")
+    await poll(marker.exists, timeout_s=60, what="the waiting step to start")
     os.killpg(orchestrator.pid, signal.SIGKILL)
     orchestrator.wait(timeout=10)
     release.touch()  # the step ends while no orchestrator runs: its outcome waits in JetStream

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from control_plane.stack import Stack
 from engine.runtime.google_id_token import JWT_BEARER
 from engine.runtime.keychain import KeychainError, KeychainResolver
+from tests.harness.http_server import reply_json
 from tests.integration.runtime.conftest import stack_config_of
 from tests.integration.runtime.test_secrets_and_cancel import all_events_text, run
 from tests.integration.tools.conftest import StoredCredentials, free_port
@@ -55,13 +56,7 @@ class GoogleTokenEndpoint:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
-                status, body = endpoint.answer(form)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                reply_json(self, *endpoint.answer(form))
 
             def log_message(self, *args: object) -> None:
                 return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from control_plane.stack import Stack
+from tests.harness.http_server import reply_json
 from tests.integration.runtime.test_secrets_and_cancel import all_events_text, run
 
 pytestmark = pytest.mark.anyio
@@ -33,13 +33,8 @@ class TokenServer:
                     self.send_response(401)
                     self.end_headers()
                     return
-                payload = json.dumps({"access_token": f"tok-{len(server.requests)}-{uuid.uuid4().hex[:6]}",
-                                      "expires_in": 3600, "token_type": "Bearer"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                reply_json(self, 200, {"access_token": f"tok-{len(server.requests)}-{uuid.uuid4().hex[:6]}",
+                                       "expires_in": 3600, "token_type": "Bearer"})
 
             def log_message(self, *args: object) -> None:
                 return

@@ -9,25 +9,17 @@ from typing import Any
 import pytest
 
 from control_plane.stack import Stack
-from tests.integration.runtime.conftest import register, step_started
+from tests.integration.runtime.conftest import long_step_on_processes
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_stopping_worker_gives_back_a_step_longer_than_its_drain_and_another_worker_runs_it(
         client: Stack, spawn: Any) -> None:
-    path = await register(client, """\
-        workflow:
-          - step: long
-            tool: {kind: python, code: "import time; time.sleep(12); result = 'done'"}
-        """)
-    spawn("server", "start", "--port", "0", "--no-indexer", "--no-agent")
-    first = spawn("worker", "start", "--concurrency", "2")
+    execution_id, _, first = await long_step_on_processes(
+        client, spawn, "import time; time.sleep(12); result = 'done'")
     executions, store = client.executions, client.store
     assert executions is not None and store is not None
-    execution_id = await executions.start(path)
-
-    await step_started(client, execution_id)
     first.send_signal(signal.SIGTERM)  # drains for 10 s, then stops what still runs
     spawn("worker", "start", "--concurrency", "2")
     summary = await executions.wait(execution_id, timeout_s=90)

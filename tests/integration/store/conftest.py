@@ -8,11 +8,7 @@ import pytest
 
 from control_plane.store.db import Database
 from control_plane.store.migrate import migrate
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+from tests.harness.runtime import anyio_backend  # noqa: F401 - a fixture
 
 
 @pytest.fixture
