@@ -17,5 +17,12 @@ CORPUS = REPO / "tests" / "corpus" / "dsl"
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """asyncio for every anyio test, one event loop per test (a package that serves an API for a whole
+    module overrides it with a module-scoped one: tests/harness/control_plane.py)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def repo() -> Path:
     return REPO

@@ -11,12 +11,6 @@ from control_plane.stack import StackConfig
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """asyncio, one event loop per test (anyio's own default is module-scoped)."""
-    return "asyncio"
-
-
-@pytest.fixture
 def runtime_env(nats_url: str, nats_prefix: str, pg_dsn: str, tmp_path: Path) -> dict[str, str]:
     """The environment a NoETL process of this test's runtime needs."""
     home = tmp_path / "home"

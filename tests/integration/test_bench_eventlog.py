@@ -9,10 +9,6 @@ from evals.benchmarks.event_log_growth import measure
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def test_the_event_log_benchmark_reports_append_latency_and_ratios_for_each_log_size() -> None:
     result = await measure(sizes=(0, 3000), samples=20)

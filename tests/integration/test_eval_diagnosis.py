@@ -12,10 +12,6 @@ from evals.suites.diagnosis.runner import FIELDS, PLAYBOOKS, TARGETS, load_cases
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def test_the_manifest_covers_every_playbook_with_valid_expectations() -> None:
     cases = load_cases()

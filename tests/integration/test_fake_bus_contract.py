@@ -17,10 +17,6 @@ from tests.harness.nats import fetch_all
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture(params=["jetstream", "fake"])
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Any]:

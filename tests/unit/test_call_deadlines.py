@@ -21,10 +21,6 @@ CHILD = ("apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: c}\n"
          "workflow:\n  - {step: s, tool: {kind: noop}}\n")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Log:
     """An event log holding one running child execution."""

@@ -20,10 +20,6 @@ pytestmark = pytest.mark.anyio
 X = "x1"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def event(key: str, type_: str = "step.started", step: str = "s") -> Event:
     return Event(event_id=uuid.uuid4().hex, idempotency_key=key, execution_id=X, type=type_,  # type: ignore[arg-type]

@@ -21,10 +21,6 @@ from tests.unit.test_fire import Sim
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class _Echo:
     """Returns `config.result`, else its input; counts its runs (a tool the contract must keep idle)."""

@@ -32,10 +32,6 @@ SPEC_KINDS = {"timeout", "connection", "rate_limit", "auth", "not_found", "clien
 BODY = {"paging": {"hasMore": False}, "items": ["a" * 40]}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def http_result(**more: Any) -> dict[str, Any]:
     return {"status_code": 200, "headers": {"content-type": "application/json"}, "url": "http://x/y",

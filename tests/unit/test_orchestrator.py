@@ -32,10 +32,6 @@ TWO_STEPS = ("apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: two, pat
              "  - step: second\n    tool: {kind: noop, result: two}\n")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def take(reader: FakeReader, count: int) -> list[RunStep]:
     """The next `count` commands of the pool (a message may carry several), acked as a worker would

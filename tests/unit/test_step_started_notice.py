@@ -16,10 +16,6 @@ from engine.tools.base import Tool, ToolCall
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @dataclass
 class SleepTool:

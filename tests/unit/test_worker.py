@@ -24,10 +24,6 @@ from tests.harness.polling import poll
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @dataclass
 class Counting:

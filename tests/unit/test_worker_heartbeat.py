@@ -16,10 +16,6 @@ from tests.harness.polling import poll
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class FakeDelivery:
     def __init__(self, data: bytes = b"") -> None:

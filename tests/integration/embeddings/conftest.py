@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.embeddings.embedder import MiniLMEmbedder
-from tests.harness.runtime import anyio_backend, runtime_env  # noqa: F401 - fixtures
+from tests.harness.runtime import runtime_env  # noqa: F401 - a fixture
 from tests.integration.runtime.conftest import stack  # noqa: F401 - a fixture
 
 

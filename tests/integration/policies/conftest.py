@@ -22,7 +22,6 @@ from tests.harness.control_plane import serving_api
 from tests.harness.polling import poll
 from tests.harness.runtime import stack_config_of
 
-anyio_backend = runtime.anyio_backend  # the harness's fixtures, for this package
 runtime_env = runtime.runtime_env
 
 MEASURE_AFTER = 3

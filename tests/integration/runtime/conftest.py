@@ -18,7 +18,6 @@ from tests.harness import runtime
 from tests.harness.polling import poll
 from tests.harness.runtime import stack_config_of
 
-anyio_backend = runtime.anyio_backend  # the harness's fixtures, for this package
 runtime_env = runtime.runtime_env
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from control_plane.store.db import Database
 from control_plane.store.migrate import migrate
-from tests.harness.runtime import anyio_backend  # noqa: F401 - a fixture
 
 
 @pytest.fixture

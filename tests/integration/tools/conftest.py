@@ -15,7 +15,6 @@ import pytest
 from engine.tools.base import Credential, MissingCredentialError, ToolCall
 from engine.tools.python_pool import PythonPool
 from tests.harness.http_server import serving
-from tests.harness.runtime import anyio_backend  # noqa: F401 - a fixture
 
 TEST_MEMORY_LIMIT = 384 * 1024 * 1024
 
