@@ -16,25 +16,23 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_plane.errors import ControlPlaneError
 from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
-from control_plane.store.leader import Leadership
 from control_plane.store.secret_key import SecretKey, load_secret_key
-from control_plane.supervisor import ServerSupervisor
 from engine.bus.jetstream import Bus
 from engine.bus.result_objects import ResultObjects, object_reader
-from engine.plan.pools import PoolSet
-from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres, start_nats, start_postgres
 from engine.runtime.heap import freeze_startup_heap
-from engine.runtime.keychain import KeychainResolver
-from engine.runtime.orchestrator import Orchestrator
-from engine.runtime.step_runner import StepRunner, WorkerIdentity
-from engine.runtime.worker import Worker
-from engine.tools.artifacts import resolve
-from engine.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from control_plane.store.leader import Leadership
+    from control_plane.supervisor import ServerSupervisor
+    from engine.plan.pools import PoolSet
+    from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+    from engine.runtime.orchestrator import Orchestrator
+    from engine.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,8 @@ class StackConfig:
 @functools.lru_cache(maxsize=64)
 def _resolve_cached(uri: str, ref_json: str) -> Any:
     import json
+
+    from engine.tools.artifacts import resolve
 
     return resolve(json.loads(ref_json), read_object=object_reader.read)
 
@@ -99,6 +99,7 @@ class Stack:
     """Start with `async with Stack(config) as stack:`; `stack.executions` runs playbooks."""
 
     def __init__(self, config: StackConfig) -> None:
+
         self.config = config
         self.nats: EmbeddedNats | None = None
         self.postgres: EmbeddedPostgres | None = None
@@ -135,8 +136,12 @@ class Stack:
         await self.close()
 
     async def start(self) -> None:
+        # the runtime's parts are imported only when this stack runs them: a stack that only submits and
+        # follows (`noetl run` against `noetl dev up`) loads the store, the bus and the executions service
         home = self.config.home
         home.mkdir(parents=True, exist_ok=True)
+        if self.config.nats_url is None or self.config.pg_dsn is None:
+            from engine.runtime.embedded import start_nats, start_postgres
         if self.config.nats_url is None:
             self.nats = await asyncio.to_thread(start_nats, home)
         if self.config.pg_dsn is None:
@@ -149,6 +154,8 @@ class Stack:
         self.executions = ExecutionService(self.store, self.bus, resolve_ref=resolve_ref)
         ready: list[asyncio.Event] = []
         if self.config.orchestrator:
+            from control_plane.store.leader import Leadership
+
             self.leadership = Leadership(self.pg_dsn)
             leading = await self.leadership.try_acquire()
             started = self._spawn(functools.partial(self._orchestrate, leading))
@@ -158,7 +165,13 @@ class Stack:
             for pool, concurrency in self.config.workers.items():
                 await self._start_worker_process(pool, concurrency)
         self._supervise()
-        for pool, concurrency in ({} if self.config.worker_processes else self.config.workers).items():
+        workers = {} if self.config.worker_processes else self.config.workers
+        if workers:
+            from engine.runtime.keychain import KeychainResolver
+            from engine.runtime.step_runner import StepRunner, WorkerIdentity
+            from engine.runtime.worker import Worker
+            from engine.tools.registry import ToolRegistry
+        for pool, concurrency in workers.items():
             registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)), nats_url=self.nats_url)
             await registry.start()
             self._registries.append(registry)
@@ -179,6 +192,9 @@ class Stack:
     def _supervise(self) -> None:
         """Restart what this stack started or reuses when it dies: its embedded servers and its worker
         processes (control_plane.supervisor)."""
+        from control_plane.supervisor import ServerSupervisor
+        from engine.runtime.embedded import start_nats, start_postgres
+
         home = self.config.home
         supervisor = ServerSupervisor(on_restart=self._restarted)
         if self.nats is not None:
@@ -262,6 +278,8 @@ class Stack:
         return self._worker_processes[pool]
 
     def _orchestrator(self) -> Orchestrator:
+        from engine.runtime.orchestrator import Orchestrator
+
         assert self.bus is not None and self.store is not None
         return Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref, children=self.executions,
                             work_dir=self.config.home / "work", ack_wait_s=self.config.ack_wait_s,

@@ -8,19 +8,18 @@ the lines for stderr and the exit code), so the output does not depend on where 
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import typer
 
-from agents.diagnosis.model import Diagnosis
-from noetl.local import LocalBackend
-from noetl.outage import Rider
 from noetl.refusal import Refusal
-from noetl.remote import RestBackend
 from noetl.settings import api_token, server_url
+
+if TYPE_CHECKING:
+    from agents.diagnosis.model import Diagnosis
+    from noetl.outage import Rider
 
 T = TypeVar("T")
 
@@ -89,15 +88,21 @@ class Backend(Protocol):
 
 def open_backend() -> Backend:
     """The REST backend when NOETL_SERVER_URL is set (with NOETL_TOKEN), else the local one."""
-    url = server_url()
+    url = server_url()  # each backend imported only when chosen: the command modules import this one
     if url is None:
+        from noetl.local import LocalBackend
+
         return LocalBackend()
+    from noetl.remote import RestBackend
+
     return RestBackend(url, api_token())
 
 
 def call(action: Callable[[Backend], Awaitable[T]]) -> T:
     """`action(backend)` on the chosen backend; a refusal prints its lines on stderr and exits with its
     code."""
+    import asyncio
+
     async def run() -> T:
         async with open_backend() as backend:
             return await action(backend)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.runtime.embedded import pid_alive
 from noetl.settings import noetl_home
 
 
@@ -20,6 +19,7 @@ def components_file(home: Path | None = None) -> Path:
 
 def running_dev_stack(home: Path | None = None) -> dict[str, Any] | None:
     """The dev stack's state when its serving process is alive, else None."""
+    from engine.runtime.embedded import pid_alive
     path = dev_state_file(home)
     try:
         state = json.loads(path.read_text())

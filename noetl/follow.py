@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from control_plane.client import NoetlClient
-from control_plane.stack import Stack, resolve_ref
-from engine.protocol.events import Event
-from engine.runtime.summary import summarize
-from noetl.outage import Rider
-from noetl.session import Session
+if TYPE_CHECKING:
+    from control_plane.client import NoetlClient
+    from control_plane.stack import Stack
+    from engine.protocol.events import Event
+    from noetl.outage import Rider
+    from noetl.session import Session
 
 EXIT_RUNNING = 4  # still pending or running (noetl status; run and execute --wait after --timeout)
 ENDED = ("completed", "failed", "cancelled")
@@ -50,6 +50,9 @@ async def follow_local(session: Session, rider: Rider, execution_id: str, timeou
     except TimeoutError:
         if not window.expired():
             raise
+    from control_plane.stack import resolve_ref
+    from engine.runtime.summary import summarize
+
     summary = summarize(execution_id, history, resolve_ref)
     if summary["status"] == "unknown":  # not picked up by an orchestrator yet
         summary["status"] = "pending"

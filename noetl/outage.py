@@ -19,10 +19,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from control_plane.client import ClientError, ServerUnreachableError
-from control_plane.errors import DatabaseUnavailableError
-from control_plane.store.db import quiet_pool_warnings
-from engine.bus.jetstream import BusError
 from engine.errors import NoetlError
 
 T = TypeVar("T")
@@ -53,6 +49,11 @@ class Outage:
 
 def outage_of(exc: BaseException) -> Outage | None:
     """The outage an error reports, or None when it is any other error (a bad request, a refusal)."""
+    # here, not at module level: the command modules import this one, and `--help` must stay light
+    from control_plane.client import ClientError, ServerUnreachableError
+    from control_plane.errors import DatabaseUnavailableError
+    from engine.bus.jetstream import BusError
+
     if isinstance(exc, DatabaseUnavailableError) and exc.transient:
         return Outage("Postgres", exc.where, str(exc.details.get("reason") or exc.message), exc.fix)
     if isinstance(exc, BusError) and exc.transient:
@@ -78,6 +79,8 @@ class Rider:
         self.wait_s = wait_s
         self.pause_s = pause_s
         self._notice = notice or _to_stderr
+        from control_plane.store.db import quiet_pool_warnings
+
         quiet_pool_warnings()
 
     async def __call__(self, call: Callable[[], Awaitable[T]], *,

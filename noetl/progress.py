@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from engine.protocol.events import Event
+
+if TYPE_CHECKING:
+    from rich.live import Live
+    from rich.table import Table
 
 _ICONS = {"scheduled": "…", "running": "▶", "succeeded": "✔", "failed": "✖", "skipped": "↷",
           "cancelled": "■"}
@@ -18,6 +20,7 @@ _ICONS = {"scheduled": "…", "running": "▶", "succeeded": "✔", "failed": "�
 
 class Progress:
     def __init__(self, execution_id: str, *, quiet: bool = False) -> None:
+
         self.execution_id = execution_id
         self.quiet = quiet
         self.console = Console(stderr=True)
@@ -28,7 +31,9 @@ class Progress:
     def __enter__(self) -> Progress:
         if not self.quiet:
             self.console.print(f"execution {self.execution_id}")
-        if self.interactive:
+        if self.interactive:  # the live table only on a terminal (rich.live and rich.table only then)
+            from rich.live import Live
+
             self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
             self.live.__enter__()
         return self
@@ -69,6 +74,8 @@ class Progress:
         return text
 
     def _table(self) -> Table:
+        from rich.table import Table
+
         table = Table(show_header=False, box=None)
         for name, entry in self.steps.items():
             table.add_row(self._line(name, entry))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from control_plane.stack import Stack, StackConfig
 from noetl.outage import outage_of
+
+if TYPE_CHECKING:
+    from control_plane.stack import Stack, StackConfig
 
 T = TypeVar("T")
 
@@ -24,6 +26,8 @@ class Session:
 
     async def stack(self) -> Stack:
         if self._stack is None:
+            from control_plane.stack import Stack
+
             stack = Stack(self.config)
             await stack.__aenter__()  # what fails to start is closed again (Stack.__aenter__)
             self._stack = stack

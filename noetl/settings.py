@@ -7,22 +7,27 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import platformdirs
-
-from control_plane.errors import InvalidArgumentError
-from control_plane.stack import StackConfig
-
 if TYPE_CHECKING:
+    from control_plane.stack import StackConfig
     from engine.plan.pools import PoolSet
+
+# Imported by every command module, so only the standard library at module level: the command line's
+# `--help` must not pay for the control plane (docs/performance.md, "Command line").
 
 
 def noetl_home() -> Path:
     """NOETL_HOME, else the user data dir (~/.local/share/noetl on Linux)."""
     value = os.environ.get("NOETL_HOME")
-    return Path(value).expanduser() if value else Path(platformdirs.user_data_dir("noetl"))
+    if value:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("noetl"))
 
 
 def stack_config(**overrides: object) -> StackConfig:
+    from control_plane.stack import StackConfig
+
     config: dict[str, object] = {
         "home": noetl_home(),
         "nats_url": os.environ.get("NOETL_NATS_URL") or None,
@@ -70,6 +75,8 @@ def outage_wait_s() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
+        from control_plane.errors import InvalidArgumentError
+
         raise InvalidArgumentError(f"NOETL_OUTAGE_WAIT_S is '{value}', not a number of seconds",
                                    where="NOETL_OUTAGE_WAIT_S", fix="a number such as 60 (0 = do not wait)")
     return seconds
@@ -88,6 +95,8 @@ def api_port() -> int:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
+        from control_plane.errors import InvalidArgumentError
+
         raise InvalidArgumentError(f"NOETL_API_PORT is '{value}', not a port", where="NOETL_API_PORT",
                                    fix="a number from 0 to 65535 (0 = a free port)")
     return port
@@ -109,6 +118,8 @@ def idle_stop_s() -> float:
     except ValueError:
         seconds = "invalid"
     if not isinstance(seconds, float):
+        from control_plane.errors import InvalidArgumentError
+
         raise InvalidArgumentError(f"NOETL_IDLE_STOP is '{value}', not a duration", where="NOETL_IDLE_STOP",
                                    fix="a number of seconds or a duration such as 90s, 15m or 1h (0 = never "
                                        "stop the servers)")
@@ -120,16 +131,16 @@ def configured_pools(pools_file: Path | None = None) -> PoolSet | None:
 
     NOETL_POOLS is the text of a pools file (YAML or JSON) or a path to one. Raises PoolConfigError when
     the configuration exists but is not valid."""
+    value = os.environ.get("NOETL_POOLS", "").strip()
+    default = noetl_home() / "pools.yaml"
+    if pools_file is None and not value and not default.is_file():
+        return None  # the common case, without importing the planner's package
     from engine.plan.pools import load_pools_file, parse_pools
 
     if pools_file is not None:
         return load_pools_file(pools_file)
-    value = os.environ.get("NOETL_POOLS", "").strip()
     if value:
         if value[:1] in "{[" or "\n" in value or (":" in value and not Path(value).exists()):
             return parse_pools(value, "NOETL_POOLS")
         return load_pools_file(value)
-    default = noetl_home() / "pools.yaml"
-    if default.is_file():
-        return load_pools_file(default)
-    return None
+    return load_pools_file(default)

@@ -9,16 +9,14 @@ language itself (`engine.dsl.model.Rule`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.dsl.model import NAME_PATTERN, Rule
 from engine.dsl.overlay import OVERLAY_FIELDS
+from policies.states import OPEN_STATES, PROPOSAL_STATES, ProposalState
 
-ProposalState = Literal["proposed", "approved", "rejected", "applied", "verified", "rolled_back", "expired"]
-PROPOSAL_STATES: tuple[str, ...] = get_args(ProposalState)
-OPEN_STATES: tuple[str, ...] = ("proposed", "approved", "applied")  # a step with one takes no other change
 RiskTier = Literal["low", "medium", "high"]
 ProposalKind = Literal["change", "rollback"]
 Verdict = Literal["improved", "unchanged", "worse", "insufficient"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from control_plane.errors import ForbiddenError, InvalidArgumentError, UnauthorizedError
+from control_plane.roles import ROLES
 from control_plane.store import Store
-from control_plane.store.tokens import ROLES, TokenInfo
+from control_plane.store.tokens import TokenInfo
 
 __all__ = ["ROLES", "AuthService", "TokenInfo", "role_allows"]
 

@@ -18,9 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from control_plane.errors import SecretKeyError
 
 log = logging.getLogger(__name__)
@@ -73,11 +70,18 @@ class SecretKey:
 
     def seal(self, name: str, plaintext: bytes) -> tuple[bytes, bytes]:
         """Encrypt with a fresh random 96-bit nonce and `name` as associated data -> (nonce, ciphertext)."""
+        # cryptography only when a credential is sealed or opened: a command that only submits and
+        # follows an execution loads the key without it
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         nonce = secrets.token_bytes(NONCE_BYTES)
         return nonce, AESGCM(self.material).encrypt(nonce, plaintext, name.encode())
 
     def open(self, name: str, nonce: bytes, ciphertext: bytes, *, stored_key_id: str | None = None) -> bytes:
         """Decrypt; a wrong key or tampered data raises SecretKeyError (without any value in it)."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         try:
             return AESGCM(self.material).decrypt(nonce, ciphertext, name.encode())
         except InvalidTag as exc:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from control_plane.errors import InvalidArgumentError, NotFoundError
+from control_plane.roles import ROLES
 from control_plane.store.db import Database
 
 log = logging.getLogger(__name__)
 
-ROLES = ("viewer", "operator", "approver", "admin")  # each role includes the ones before it
 TOKEN_PREFIX = "noetl_"
 _COLUMNS = "token_id, name, role, created_at, last_used_at"
 

@@ -87,5 +87,27 @@ def bench_plan(
         raise typer.Exit(1)
 
 
+@bench_app.command("cli")
+def bench_cli(
+    runs: Annotated[int, typer.Option(min=1, help="Runs of each command (median over them).")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when a goal is missed.")] = False,
+) -> None:
+    """Command line start-up: `noetl --help` and `noetl run` (one step) against `python -c pass`.
+
+    In one run, on a dev stack of its own (started and stopped here). Goals: help within 3x, run
+    within 4x."""
+    from evals.benchmarks.cli import BenchError, format_report, run
+
+    try:
+        result = run(runs, progress=None if as_json else lambda line: print(line, file=sys.stderr))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(json.dumps(result, indent=2) if as_json else format_report(result))
+    if check and not all(result["met"].values()):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

@@ -11,8 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.dsl.load import read_playbook_file
-from engine.errors import PlaybookSourceError
 from noetl.backend import call
 
 catalog_app = typer.Typer(help="The playbook catalog: registered playbooks and their versions.",
@@ -24,6 +22,9 @@ def register_playbook(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Register a playbook in the catalog (validated first). Exit 2 when it is invalid or unreadable."""
+    from engine.dsl.load import read_playbook_file
+    from engine.errors import PlaybookSourceError
+
     try:
         text = read_playbook_file(file)
     except PlaybookSourceError as exc:

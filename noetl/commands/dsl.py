@@ -9,10 +9,6 @@ from typing import Annotated
 
 import typer
 
-from engine.dsl.schema import playbook_json_schema
-from engine.errors import PlaybookSourceError
-from engine.plan.checks import validate_file_with_pools
-from engine.plan.pools import PoolConfigError
 from noetl.settings import configured_pools
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
@@ -30,6 +26,10 @@ def validate(
 
     Exit 0 when all files are valid, 1 when any is invalid, 2 when a file cannot be read.
     """
+    from engine.errors import PlaybookSourceError
+    from engine.plan.checks import validate_file_with_pools
+    from engine.plan.pools import PoolConfigError
+
     try:
         pools = configured_pools(pools_file)
     except PoolConfigError as exc:
@@ -64,6 +64,8 @@ def validate(
 
 def schema() -> None:
     """Print the JSON Schema of the playbook language (for editors)."""
+    from engine.dsl.schema import playbook_json_schema
+
     print(json.dumps(playbook_json_schema(), indent=2))
 
 

@@ -13,8 +13,6 @@ from typing import Annotated
 import typer
 
 from noetl.backend import call
-from noetl.follow import ENDED, EXIT_RUNNING, report_timeout
-from noetl.outage import Rider
 from noetl.payload import parse_payload
 from noetl.settings import outage_wait_s
 
@@ -26,6 +24,8 @@ execute_app = typer.Typer(help="Start an execution of a registered playbook (NoE
 
 # ---------------------------------------------------------------------- reading an execution
 def _status_exit(status: str) -> int:
+    from noetl.follow import EXIT_RUNNING
+
     return {"completed": EXIT_COMPLETED, "running": EXIT_RUNNING, "pending": EXIT_RUNNING}.get(status,
                                                                                               EXIT_FAILED)
 
@@ -33,6 +33,8 @@ def _status_exit(status: str) -> int:
 def status(execution_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """An execution's status and its steps. Exit 0 completed, 1 failed/cancelled, 3 unreachable for
     longer than NOETL_OUTAGE_WAIT_S, 4 pending or running."""
+    from noetl.outage import Rider
+
     rider = Rider(outage_wait_s())
     summary = call(lambda backend: backend.execution(execution_id, rider))
     if as_json:
@@ -51,6 +53,8 @@ def status(execution_id: str, as_json: Annotated[bool, typer.Option("--json")] =
 
 def events(execution_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every event of an execution, in order."""
+    from noetl.outage import Rider
+
     rider = Rider(outage_wait_s())
     items = call(lambda backend: backend.events(execution_id, rider))
     if as_json:
@@ -85,6 +89,9 @@ def execute_playbook(
     """Start an execution of a registered playbook. With --wait: exit 0 completed, 1 failed or cancelled
     (4 when it is still running after --timeout); without: print its id at once. Exit 3 when Postgres,
     NATS or the API server is unreachable for longer than NOETL_OUTAGE_WAIT_S."""
+    from noetl.follow import ENDED, EXIT_RUNNING, report_timeout
+    from noetl.outage import Rider
+
     data = parse_payload(payload) if payload else None
     rider = Rider(outage_wait_s())
     started, summary = call(lambda backend: backend.execute(

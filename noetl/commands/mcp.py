@@ -4,7 +4,6 @@ NOETL_TOKEN: every tool goes through that server's REST API with that token's ro
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import typer
@@ -17,6 +16,8 @@ EXIT_UNAVAILABLE = 3
 
 def mcp_command() -> None:
     """Serve NoETL's MCP tools, resources and prompts on stdin/stdout (for an MCP client's config)."""
+    import asyncio
+
     url = server_url()
     if url is None:
         state = running_dev_stack()

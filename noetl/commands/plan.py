@@ -9,24 +9,25 @@ per-kind defaults are used, and the output says so. Nothing is started to plan.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from engine.errors import PlaybookSourceError
-from engine.plan.checks import validate_file_with_pools
-from engine.plan.planner import DEFAULT_MAX_SOLVE_S, Plan, plan
-from engine.plan.pools import PoolConfigError, PoolSet, parse_capacity_overrides
-from engine.plan.problem import UnsatisfiableDemandError
 from noetl.devstack import running_dev_stack
 from noetl.settings import configured_pools
 
+if TYPE_CHECKING:
+    from engine.plan.planner import Plan
+    from engine.plan.pools import PoolSet
+
 EXIT_OK, EXIT_UNSATISFIABLE, EXIT_INVALID = 0, 1, 2
+# the planner's DEFAULT_MAX_SOLVE_S, spelled here so that `--help` need not import the planner
+# (tests/unit/test_cli_imports.py keeps the two equal)
+DEFAULT_MAX_SOLVE_S = 2.0
 HISTORY_CONNECT_S = 3.0
 
 
@@ -52,6 +53,8 @@ async def _read_medians(dsn: str, playbook_path: str) -> dict[str, float]:
 
 def history_durations(playbook_path: str) -> tuple[dict[str, float], str]:
     """(step -> median ms, a sentence saying where the durations come from)."""
+    import asyncio
+
     dsn = history_dsn()
     if dsn is None:
         return {}, "durations: per-kind defaults (no stack: set NOETL_PG_DSN or run `noetl dev up` to " \
@@ -139,6 +142,12 @@ def plan_command(
     joins, durations from the event log, and a schedule on the pools (CP-SAT, greedy fallback).
 
     Exit 0 with a plan, 1 when a step can never run on the pools, 2 when the input is invalid."""
+    from engine.errors import PlaybookSourceError
+    from engine.plan.checks import validate_file_with_pools
+    from engine.plan.planner import plan
+    from engine.plan.pools import PoolConfigError, PoolSet, parse_capacity_overrides
+    from engine.plan.problem import UnsatisfiableDemandError
+
     try:
         pools = configured_pools(pools_file) or PoolSet.default()
     except PoolConfigError as exc:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from noetl.backend import call
-from policies.model import PROPOSAL_STATES
+from policies.states import PROPOSAL_STATES
 
 EXIT_INVALID = 2
 

@@ -6,23 +6,19 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from control_plane.services.executions import ExecutionService
-from control_plane.stack import Stack
-from engine.errors import PlaybookSourceError
-from engine.net.validate import validate_file
-from engine.protocol.ids import new_execution_id
-from engine.runtime import eventloop, idle_watchdog
 from noetl.devstack import running_dev_stack
-from noetl.follow import ENDED, EXIT_RUNNING, follow_local, report_timeout
-from noetl.outage import Rider
 from noetl.payload import parse_payload
-from noetl.progress import Progress
-from noetl.session import Session
 from noetl.settings import idle_stop_s, outage_wait_s, stack_config
+
+if TYPE_CHECKING:
+    from control_plane.services.executions import ExecutionService
+    from control_plane.stack import Stack
+    from noetl.outage import Rider
+    from noetl.session import Session
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -41,6 +37,12 @@ def run(
     With `noetl dev up` running for NOETL_HOME, the run goes to that stack.
     Otherwise it runs here, on the embedded nats-server and PostgreSQL under NOETL_HOME (started or reused);
     they stay up for later runs and stop once unused for NOETL_IDLE_STOP (default 15m; 0 = never)."""
+    from engine.errors import PlaybookSourceError
+    from engine.net.validate import validate_file
+    from engine.runtime import eventloop
+    from noetl.follow import ENDED, EXIT_RUNNING, report_timeout
+    from noetl.outage import Rider
+
     data = parse_payload(payload)
     idle_s = idle_stop_s()
     try:
@@ -65,6 +67,9 @@ def run(
 
 async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
                timeout: float | None, idle_s: float, rider: Rider) -> dict[str, Any]:
+    from engine.runtime import idle_watchdog
+    from noetl.session import Session
+
     dev = running_dev_stack()
     overrides: dict[str, Any] = {}
     if dev is not None:  # `noetl dev up` runs the orchestrator and workers: only submit and follow
@@ -88,6 +93,10 @@ async def _follow(session: Session, rider: Rider, text: str, file: str, payload:
                   as_json: bool, timeout: float | None) -> dict[str, Any]:
     """Register and start the playbook, show its progress, and return its summary at the end (or when
     --timeout ends first), riding through outages of Postgres and NATS."""
+    from engine.protocol.ids import new_execution_id
+    from noetl.follow import ENDED, follow_local
+    from noetl.progress import Progress
+
     registered = await rider(lambda: session.call(lambda stack: _executions(stack).register(text, file)))
     execution_id = new_execution_id()  # chosen here, so that starting again after an outage is safe
     await rider(lambda: session.call(lambda stack: _executions(stack).start(

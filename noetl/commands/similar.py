@@ -12,7 +12,6 @@ The first call in a process loads the embedding model (sentence-transformers: se
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
@@ -22,7 +21,6 @@ from typing import Annotated, Any
 import typer
 
 from noetl.backend import call
-from noetl.local_store import LocalEmbeddings
 
 EXIT_UNAVAILABLE = 3
 
@@ -79,6 +77,10 @@ def search(
 
 
 async def _follow(poll_s: float, optimize_every: int) -> None:
+    import asyncio
+
+    from noetl.local_store import LocalEmbeddings
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -15,15 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from control_plane import home_processes
-from control_plane import worker_process as worker_processes
-from control_plane.services.auth import AuthService
-from control_plane.store import open_store
-from control_plane.store.secret_key import load_secret_key
-from engine.runtime import eventloop
-from engine.runtime.embedded import pid_alive, stop_nats, stop_postgres
 from noetl.devstack import components_file, dev_state_file, running_dev_stack
-from noetl.serving import serve
 from noetl.settings import DEFAULT_API_PORT, api_port, noetl_home, stack_config
 
 dev_app = typer.Typer(help="A local NoETL (NATS, Postgres, orchestrator, a worker pool) in the background.",
@@ -35,6 +26,10 @@ worker_app = typer.Typer(help="A worker pool as a long-running process.", no_arg
 
 async def _create_admin_token(state: dict[str, Any], name: str) -> str:
     """A fresh admin token for the dev stack's user (only its hash is stored)."""
+    from control_plane.services.auth import AuthService
+    from control_plane.store import open_store
+    from control_plane.store.secret_key import load_secret_key
+
     config = stack_config()
     store = await open_store(str(state["pg_dsn"]), load_secret_key(config.home, config.secret_key))
     try:
@@ -56,6 +51,8 @@ def dev_up(
     """Start the local stack and its REST API in the background (or report the one already running);
     prints where they are and a fresh admin token for the API (shown only here).
     Its NATS and Postgres stay up until `noetl dev down` (NOETL_IDLE_STOP does not apply)."""
+    import asyncio
+
     home = noetl_home()
     port = api_port() if port is None else port
     home.mkdir(parents=True, exist_ok=True)
@@ -88,6 +85,8 @@ def dev_up(
 def stack_components(home: Path, state: dict[str, Any] | None) -> list[dict[str, Any]]:
     """What the serving process last wrote about its components, each checked against its pid now;
     with no serving process, the servers it leaves behind (a server whose pid is gone is `down`)."""
+    from engine.runtime.embedded import pid_alive
+
     try:
         report = json.loads(components_file(home).read_text())
     except (OSError, ValueError):
@@ -134,6 +133,9 @@ def devserve(
     port: Annotated[int, typer.Option("--api-port")] = DEFAULT_API_PORT,
 ) -> None:
     """Run the dev stack in the foreground (what `dev up` starts in the background)."""
+    from engine.runtime import eventloop
+    from noetl.serving import serve
+
     eventloop.run(serve({"workers": {"default": concurrency}, "worker_processes": True},
                          dev_state_file(), api=("127.0.0.1", port)))
 
@@ -143,6 +145,10 @@ def dev_down(
     keep_data_servers: Annotated[bool, typer.Option(help="Leave NATS and Postgres running.")] = False,
 ) -> None:
     """Stop the local stack: the serving process, its worker processes, the embedded NATS and Postgres."""
+    from control_plane import home_processes
+    from control_plane import worker_process as worker_processes
+    from engine.runtime.embedded import pid_alive, stop_nats, stop_postgres
+
     home = noetl_home()
     path = dev_state_file(home)
     with contextlib.suppress(OSError, ValueError):
@@ -206,6 +212,9 @@ def server_start(
 ) -> None:
     """Run the orchestrator and the REST API (docs/api.md) against NOETL_NATS_URL / NOETL_PG_DSN
     (embedded ones when unset)."""
+    from engine.runtime import eventloop
+    from noetl.serving import serve
+
     eventloop.run(serve({"workers": {}}, None, api=(host, port), indexer=indexer, agent=agent))
 
 
@@ -221,6 +230,8 @@ def worker_start(
 ) -> None:
     """Run a worker pool against NOETL_NATS_URL / NOETL_PG_DSN (embedded ones when unset)."""
     from engine.plan.pools import parse_capacity_overrides
+    from engine.runtime import eventloop
+    from noetl.serving import serve
 
     overrides: dict[str, Any] = {"orchestrator": False, "workers": {pool: concurrency},
                                  "worker_labels": tuple(x.strip() for x in labels.split(",") if x.strip())}

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from control_plane.services.auth import ROLES
+from control_plane.roles import ROLES
 from noetl.backend import call
 
 token_app = typer.Typer(help="API tokens: create (shown once), list, revoke.", no_args_is_help=True)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agents.diagnosis.model import Diagnosis
 from noetl.backend import call
+
+if TYPE_CHECKING:
+    from agents.diagnosis.model import Diagnosis
 
 EXIT_OK, EXIT_INVALID = 0, 2
 WIDTH = 100
