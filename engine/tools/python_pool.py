@@ -72,7 +72,7 @@ class PythonPool:
         self.python = python
         self.start_timeout_s = start_timeout_s
         self._slots = asyncio.Semaphore(size)
-        self._idle: deque[asyncio.Task[_Child]] = deque()
+        self._idle: deque[asyncio.Future[_Child]] = deque()
         self._closed = False
         self._spawned = 0
 
@@ -255,11 +255,11 @@ class PythonPool:
             child.drain.cancel()
 
 
-def _done(child: _Child) -> asyncio.Task[_Child]:
-    async def ready() -> _Child:
-        return child
-
-    return asyncio.ensure_future(ready())
+def _done(child: _Child) -> asyncio.Future[_Child]:
+    """An idle child as an already-resolved future (no task to schedule on the hot path)."""
+    ready: asyncio.Future[_Child] = asyncio.get_running_loop().create_future()
+    ready.set_result(child)
+    return ready
 
 
 async def _drain(process: asyncio.subprocess.Process, tail: TailBuffer) -> None:

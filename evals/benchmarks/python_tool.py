@@ -72,7 +72,7 @@ async def measure_calls(calls: int, *, warmup: int = 50) -> dict[str, Any]:
         tool = PythonTool(pool)
         call = ToolCall(kind="python", config={"code": TRIVIAL_BODY}, input={"x": 41},
                         context={"workload": {"n": 1}}, step="bench", execution_id="bench")
-        request = {"code": TRIVIAL_BODY, "filename": "<python step>", "input": {"x": 41},
+        request: dict[str, Any] = {"code": TRIVIAL_BODY, "filename": "<python step>", "input": {"x": 41},
                    "context": {"workload": {"n": 1}}, "libs": [], "cwd": None}
         for _ in range(warmup):
             envelope = await tool.run(call)
@@ -110,7 +110,7 @@ async def _loops(servers: Any, home: Path, *, items: int, repetitions: int, conc
             raise EngineBenchmarkError("another process holds the orchestrator lock on this database; "
                                        "point NOETL_PG_DSN at a database of its own")
         assert stack.executions is not None
-        registered = {}
+        registered: dict[str, tuple[str, int]] = {}
         for kind in ("noop", "python"):
             entry = await stack.executions.register(loop_playbook(items, kind), f"<bench {kind} loop>")
             registered[kind] = (entry.path, entry.version)
