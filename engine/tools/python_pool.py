@@ -56,7 +56,8 @@ class _Child:
 
 
 class PythonPool:
-    """`size` warm interpreters for the python tool; `run` sends one request and awaits its reply."""
+    """Up to `size` interpreters for the python tool (`warm` of them started by `start`); `run` sends one
+    request and awaits its reply."""
 
     def __init__(self, size: int = 2, *, memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
                  output_limit_chars: int = DEFAULT_OUTPUT_LIMIT, max_runs_per_process: int = 500,

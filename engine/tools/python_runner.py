@@ -19,7 +19,9 @@ the result); any other exit code is an error of type SystemExit. The result is m
 `python_exception` naming the place). `sys.stdout` and `sys.stderr` are captured (the last
 `--output-limit` characters). After each request the working directory, `sys.path`, `os.environ`
 and the standard streams are restored; a MemoryError asks the parent to replace this process
-(`recycle`). Imported modules stay imported between requests (that is the speed of reuse); the pool
+(`recycle`). Imported modules stay imported between requests (that is the speed of reuse), and each
+code text is compiled once per interpreter (an LRU of `COMPILED_CACHE_SIZE` texts; every request still
+runs it in a fresh namespace, so nothing else carries over); the pool
 replaces a process after `max_runs_per_process` requests. When the worker that started it dies (even
 by kill -9) the interpreter notices within a quarter second (`engine.tools.lifeline`) and kills its
 process group — itself and anything its code started — so no orphan outlives the worker.
