@@ -377,20 +377,25 @@ def _cwd() -> str:
     return _home
 
 
-def _environ_snapshot() -> dict[Any, Any]:
-    """A copy of the environment as os.environ keeps it (bytes on POSIX: a plain dict copy, ~100x
-    cheaper than decoding every variable); compared and restored by `_restore_environ`."""
+def _environ_data() -> dict[Any, Any] | None:
     data = getattr(os.environ, "_data", None)
-    return dict(data) if isinstance(data, dict) else dict(os.environ)
+    return data if isinstance(data, dict) else None
+
+
+def _environ_snapshot() -> dict[Any, Any]:
+    """A copy of the environment as os.environ keeps it (encoded, bytes on POSIX: a plain dict copy,
+    ~100x cheaper than decoding every variable); compared and restored by `_restore_environ`."""
+    data = _environ_data()
+    return dict(data) if data is not None else dict(os.environ)
 
 
 def _restore_environ(snapshot: dict[Any, Any]) -> None:
     if _environ_snapshot() == snapshot:
         return
-    decode = os.environ.decodekey if hasattr(os.environ, "decodekey") else (lambda v: v)
-    decode_value = os.environ.decodevalue if hasattr(os.environ, "decodevalue") else (lambda v: v)
+    if _environ_data() is not None:  # the snapshot is encoded: decode it as os.environ does
+        snapshot = {os.environ.decodekey(k): os.environ.decodevalue(v) for k, v in snapshot.items()}
     os.environ.clear()
-    os.environ.update({decode(k): decode_value(v) for k, v in snapshot.items()})
+    os.environ.update(snapshot)
 
 
 def _restore(cwd: str, path: list[str], environ: dict[Any, Any], argv: list[str]) -> None:
