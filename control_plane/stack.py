@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from engine.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
+PYTHON_WARM = 4  # python interpreters a worker starts with (its pool grows to its concurrency on demand)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,9 @@ class Stack:
             from engine.runtime.worker import Worker
             from engine.tools.registry import ToolRegistry
         for pool, concurrency in workers.items():
-            registry = ToolRegistry(python_pool_size=max(1, min(concurrency, 4)), nats_url=self.nats_url)
+            # an interpreter for every step the worker runs at once; a few warm, the rest on demand
+            registry = ToolRegistry(python_pool_size=max(1, concurrency), python_warm=PYTHON_WARM,
+                                    nats_url=self.nats_url)
             await registry.start()
             self._registries.append(registry)
             keychain = KeychainResolver(self.store.credentials, google_token_url=self.config.google_token_url)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from engine.plan.demands import DEFAULT_DURATION_MS, Demand, fits, ranked_pools
 from engine.plan.greedy import greedy, sgs, tails
-from engine.plan.pools import PoolSet
+from engine.plan.pools import Pool, PoolSet
 from engine.plan.problem import Problem, TaskSpec, make_problem
 from engine.plan.schedule import Schedule, make_schedule, violations
 
@@ -88,16 +88,27 @@ def _first_fit(ready: Sequence[ReadyTask], pools: PoolSet,
                free: dict[str, dict[str, float]]) -> list[Placement]:
     order = sorted(range(len(ready)), key=lambda i: (-ready[i].priority, i))
     out: list[Placement] = []
+    # tasks often share one Demand object (a loop's items): rank its pools once, and once it fits
+    # nowhere, skip its other tasks (free capacity only shrinks within this call)
+    ranked: dict[int, tuple[dict[str, float], tuple[tuple[Pool, int], ...]]] = {}
+    unplaceable: set[int] = set()
     for i in order:
         task = ready[i]
-        needs = task.demand.needs()
-        for pool, _ in ranked_pools(task.demand, pools):
+        mark = id(task.demand)
+        if mark in unplaceable:
+            continue
+        if mark not in ranked:
+            ranked[mark] = (task.demand.needs(), ranked_pools(task.demand, pools))
+        needs, options = ranked[mark]
+        for pool, _ in options:
             left = free[pool.name]
             if all(left.get(r, 0.0) + 1e-9 >= u for r, u in needs.items()):
                 for r, u in needs.items():
                     left[r] = left.get(r, 0.0) - u
                 out.append(Placement(task.key, pool.name))
                 break
+        else:
+            unplaceable.add(mark)
     return out
 
 
@@ -111,7 +122,14 @@ def order_ready(ready: Sequence[ReadyTask], running: Sequence[RunningTask], pool
                 budget_s: float = 0.02, seed: int = 0) -> list[Placement]:
     """The ready tasks to start now and their pools (highest priority first); see the module docstring."""
     started = time.perf_counter()
-    candidates = [t for t in ready if ranked_pools(t.demand, pools)]
+    feasible: dict[int, bool] = {}  # per Demand object (a loop's items share one)
+    candidates = []
+    for task in ready:
+        mark = id(task.demand)
+        if mark not in feasible:
+            feasible[mark] = bool(ranked_pools(task.demand, pools))
+        if feasible[mark]:
+            candidates.append(task)
     if not candidates:
         return []
     free = free_capacity(pools, running)

@@ -202,15 +202,23 @@ class Admission:
         live = self.capacity.live()
         known = self.capacity.known(live)
         ready: list[ReadyTask] = []
+        # a loop's items share one Demand object (per step, per execution): judge each demand once
+        judged: dict[int, tuple[str | None, bool]] = {}  # id -> (why it can never run, holds nothing)
         for key, waiting in list(self._waiting.items()):
-            reason = infeasibility_reason(waiting.demand, known)
-            if (reason is not None and self.capacity.declared is None and waiting.demand.pool is not None
-                    and known.get(waiting.demand.pool) is None):
-                reason = None  # no pools file: a worker of that pool may still come, so it waits
+            demand = waiting.demand
+            verdict = judged.get(id(demand))
+            if verdict is None:
+                reason = infeasibility_reason(demand, known)
+                if (reason is not None and self.capacity.declared is None and demand.pool is not None
+                        and known.get(demand.pool) is None):
+                    reason = None  # no pools file: a worker of that pool may still come, so it waits
+                verdict = judged[id(demand)] = (
+                    reason, not demand.needs() and not demand.require and not demand.prefer)
+            reason, holds_nothing = verdict
             if reason is not None:
                 del self._waiting[key]
                 decisions.impossible.append((waiting.command, reason))
-            elif not waiting.demand.needs() and not waiting.demand.require and not waiting.demand.prefer:
+            elif holds_nothing:
                 del self._waiting[key]  # holds nothing: to its pool at once (JetStream queues it)
                 decisions.admitted.append((waiting.command, waiting.recorded))
             else:
@@ -226,10 +234,14 @@ class Admission:
                 self._running[command.command_id] = RunningTask(command.command_id, placement.pool,
                                                                 waiting.demand.needs())
                 decisions.admitted.append((command, waiting.recorded or moved))
+        reasons: dict[int, str] = {}  # nothing changes in this loop: one reason per demand
         for waiting in self._waiting.values():
             if not waiting.recorded:
                 waiting.recorded = True
-                waiting.reason = self._why_waiting(waiting.demand, live)
+                mark = id(waiting.demand)
+                if mark not in reasons:
+                    reasons[mark] = self._why_waiting(waiting.demand, live)
+                waiting.reason = reasons[mark]
                 decisions.deferred.append((waiting.command, waiting.reason))
         return decisions
 

@@ -3,7 +3,11 @@
 Each request goes to an idle child over its stdin/stdout (length-prefixed JSON, see python_runner).
 A child that times out, is cancelled, crashes, exits (`os._exit`), runs out of memory or has served
 `max_runs_per_process` requests is killed with its whole process group and replaced in the background,
-so the pool always comes back to `size` warm children and the worker never goes down.
+so the pool always comes back to its warm children and the worker never goes down.
+
+At most `size` children run at once (the worker sizes it from its concurrency, so every step it runs at
+once has an interpreter); `start` warms `warm` of them (default: all) and the others start on first
+demand, then stay.
 """
 
 from __future__ import annotations
@@ -52,30 +56,33 @@ class _Child:
 
 
 class PythonPool:
-    """`size` warm interpreters for the python tool; `run` sends one request and awaits its reply."""
+    """Up to `size` interpreters for the python tool (`warm` of them started by `start`); `run` sends one
+    request and awaits its reply."""
 
     def __init__(self, size: int = 2, *, memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
                  output_limit_chars: int = DEFAULT_OUTPUT_LIMIT, max_runs_per_process: int = 500,
-                 python: str = sys.executable, start_timeout_s: float = 60.0) -> None:
+                 python: str = sys.executable, start_timeout_s: float = 60.0,
+                 warm: int | None = None) -> None:
         if size < 1:
             raise ValueError(f"a python pool needs at least one process, got size={size}")
         self.size = size
+        self.warm = size if warm is None else max(1, min(warm, size))
         self.memory_limit_bytes = memory_limit_bytes or 0
         self.output_limit_chars = output_limit_chars
         self.max_runs_per_process = max_runs_per_process
         self.python = python
         self.start_timeout_s = start_timeout_s
         self._slots = asyncio.Semaphore(size)
-        self._idle: deque[asyncio.Task[_Child]] = deque()
+        self._idle: deque[asyncio.Future[_Child]] = deque()
         self._closed = False
         self._spawned = 0
 
     # -------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start `size` children (and wait until each said it is ready)."""
+        """Start `warm` children (and wait until each said it is ready)."""
         self._closed = False
-        while len(self._idle) < self.size:
+        while len(self._idle) < self.warm:
             self._idle.append(asyncio.ensure_future(self._spawn()))
         for pending in list(self._idle):
             await asyncio.shield(pending)
@@ -249,11 +256,11 @@ class PythonPool:
             child.drain.cancel()
 
 
-def _done(child: _Child) -> asyncio.Task[_Child]:
-    async def ready() -> _Child:
-        return child
-
-    return asyncio.ensure_future(ready())
+def _done(child: _Child) -> asyncio.Future[_Child]:
+    """An idle child as an already-resolved future (no task to schedule on the hot path)."""
+    ready: asyncio.Future[_Child] = asyncio.get_running_loop().create_future()
+    ready.set_result(child)
+    return ready
 
 
 async def _drain(process: asyncio.subprocess.Process, tail: TailBuffer) -> None:

@@ -19,7 +19,9 @@ the result); any other exit code is an error of type SystemExit. The result is m
 `python_exception` naming the place). `sys.stdout` and `sys.stderr` are captured (the last
 `--output-limit` characters). After each request the working directory, `sys.path`, `os.environ`
 and the standard streams are restored; a MemoryError asks the parent to replace this process
-(`recycle`). Imported modules stay imported between requests (that is the speed of reuse); the pool
+(`recycle`). Imported modules stay imported between requests (that is the speed of reuse), and each
+code text is compiled once per interpreter (an LRU of `COMPILED_CACHE_SIZE` texts; every request still
+runs it in a fresh namespace, so nothing else carries over); the pool
 replaces a process after `max_runs_per_process` requests. When the worker that started it dies (even
 by kill -9) the interpreter notices within a quarter second (`engine.tools.lifeline`) and kills its
 process group — itself and anything its code started — so no orphan outlives the worker.
@@ -45,7 +47,9 @@ import sys
 import time
 import traceback
 import types
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from engine.tools.lifeline import watch_parent
@@ -210,11 +214,46 @@ def _import(module: str, name: str | None, alias: str) -> Any:
         return importlib.import_module(f"{module}.{name}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A code text compiled once: the code object, whether it runs as a function body (a top-level
+    `return`), and its linecache entry (so tracebacks show the user's lines)."""
+
+    code: types.CodeType
+    as_function: bool
+    lines: tuple[int, None, list[str], str]
+
+
+_compiled: OrderedDict[tuple[str, str], _Compiled] = OrderedDict()
+COMPILED_CACHE_SIZE = 256  # distinct (code text, filename) pairs kept compiled in one interpreter
+
+
+def compiled(code: str, filename: str) -> _Compiled:
+    """The code text compiled (from the cache when the same text ran here before; least recently used
+    entries are dropped past COMPILED_CACHE_SIZE). A SyntaxError is not cached."""
+    key = (code, filename)
+    entry = _compiled.get(key)
+    if entry is not None:
+        _compiled.move_to_end(key)
+        return entry
+    lines = (len(code), None, code.splitlines(True), filename)
+    linecache.cache[filename] = lines  # before parsing: a SyntaxError's traceback shows the line
+    tree = ast.parse(code, filename)
+    if _has_top_level_return(tree):
+        entry = _Compiled(compile(_as_function(tree), filename, "exec"), True, lines)
+    else:
+        entry = _Compiled(compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT), False, lines)
+    _compiled[key] = entry
+    if len(_compiled) > COMPILED_CACHE_SIZE:
+        _compiled.popitem(last=False)
+    return entry
+
+
 def execute(request: Mapping[str, Any]) -> Any:
     """Run one snippet and return its result (not yet JSON-converted); user exceptions propagate."""
     code: str = request["code"]
     filename: str = request.get("filename") or "<python step>"
-    inputs: dict[str, Any] = dict(request.get("input") or {})
+    inputs: Mapping[str, Any] = request.get("input") or {}  # a fresh dict from the channel: not copied
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, "__file__": filename}
     for alias, module, name in request.get("libs") or ():
         namespace[alias] = _import(module, name, alias)
@@ -223,16 +262,16 @@ def execute(request: Mapping[str, Any]) -> Any:
         if name.isidentifier() and not keyword.iskeyword(name) and name != "context":
             namespace[name] = value
     namespace["context"] = _freeze(request.get("context") or {})
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    tree = ast.parse(code, filename)
+    entry = compiled(code, filename)
+    if linecache.cache.get(filename) is not entry.lines:  # another text of the same name ran meanwhile
+        linecache.cache[filename] = entry.lines
     body_value = None
     try:
-        if _has_top_level_return(tree):
-            exec(compile(_as_function(tree), filename, "exec"), namespace)
+        if entry.as_function:
+            exec(entry.code, namespace)
             body_value = _await(namespace.pop(_STEP_FUNCTION)())
         else:
-            compiled = compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            _await(eval(compiled, namespace))
+            _await(eval(entry.code, namespace))
         main = namespace.get("main")
         if inspect.isfunction(main):
             value = _call_main(main, inputs)
@@ -298,7 +337,7 @@ def serve(request: Mapping[str, Any], output_limit: int) -> dict[str, Any]:
     """One request → one reply; never raises (except for the process being killed)."""
     started = time.perf_counter()
     out, err = _Capture(output_limit), _Capture(output_limit)
-    saved = (sys.stdout, sys.stderr, os.getcwd(), list(sys.path), dict(os.environ), list(sys.argv))
+    saved = (sys.stdout, sys.stderr, _cwd(), list(sys.path), _environ_snapshot(), list(sys.argv))
     sys.stdout, sys.stderr = out, err
     reply: dict[str, Any]
     try:
@@ -327,16 +366,53 @@ def serve(request: Mapping[str, Any], output_limit: int) -> dict[str, Any]:
     return reply
 
 
-def _restore(cwd: str, path: list[str], environ: dict[str, str], argv: list[str]) -> None:
+_home: str | None = None  # the working directory between requests, once known
+
+
+def _cwd() -> str:
+    """The working directory between requests: read once (every request ends by restoring it)."""
+    global _home
+    if _home is None:
+        _home = os.getcwd()
+    return _home
+
+
+def _environ_data() -> dict[Any, Any] | None:
+    data = getattr(os.environ, "_data", None)
+    return data if isinstance(data, dict) else None
+
+
+def _environ_snapshot() -> dict[Any, Any]:
+    """A copy of the environment as os.environ keeps it (encoded, bytes on POSIX: a plain dict copy,
+    ~100x cheaper than decoding every variable); compared and restored by `_restore_environ`."""
+    data = _environ_data()
+    return dict(data) if data is not None else dict(os.environ)
+
+
+def _restore_environ(snapshot: dict[Any, Any]) -> None:
+    if _environ_snapshot() == snapshot:
+        return
+    if _environ_data() is not None:  # the snapshot is encoded: decode it as os.environ does
+        snapshot = {os.environ.decodekey(k): os.environ.decodevalue(v) for k, v in snapshot.items()}
+    os.environ.clear()
+    os.environ.update(snapshot)
+
+
+def _restore(cwd: str, path: list[str], environ: dict[Any, Any], argv: list[str]) -> None:
+    global _home
     try:
-        os.chdir(cwd)
-    except OSError:
-        pass
-    sys.path[:] = path
-    sys.argv[:] = argv
-    if dict(os.environ) != environ:
-        os.environ.clear()
-        os.environ.update(environ)
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
+    except OSError:  # the current directory was removed, or the saved one was
+        try:
+            os.chdir(cwd)
+        except OSError:
+            _home = None  # read again next time
+    if sys.path != path:
+        sys.path[:] = path
+    if sys.argv != argv:
+        sys.argv[:] = argv
+    _restore_environ(environ)
 
 
 def _limit_memory(limit: int) -> None:

@@ -37,13 +37,16 @@ class ToolRegistry:
     """kind → tool instance. Owns the python process pool and the shared HTTP client.
 
     Deployment settings reach the tools here: `nats_url` is the deployment's own NATS (the worker's bus),
-    used by the nats tool when a step names no `auth`."""
+    used by the nats tool when a step names no `auth`. `python_pool_size` is the most python interpreters
+    running at once (a worker passes its concurrency); `python_warm` of them start with the registry
+    (default: all), the rest on first demand."""
 
-    def __init__(self, *, python_pool_size: int = 2,
+    def __init__(self, *, python_pool_size: int = 2, python_warm: int | None = None,
                  python_memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
                  http_client: httpx.AsyncClient | None = None,
                  extra: Mapping[str, Tool] | None = None, nats_url: str | None = None) -> None:
-        self.python_pool = PythonPool(python_pool_size, memory_limit_bytes=python_memory_limit_bytes)
+        self.python_pool = PythonPool(python_pool_size, memory_limit_bytes=python_memory_limit_bytes,
+                                      warm=python_warm)
         self._tools: dict[str, Tool] = {}
         self._extra = dict(extra or {})
         self.nats_url = nats_url or None

@@ -1,4 +1,4 @@
-"""The playbooks the engine benchmarks run: a sequential chain and a parallel loop of noop steps."""
+"""The playbooks the engine benchmarks run: a chain of noop steps and parallel loops of a tool."""
 
 from __future__ import annotations
 
@@ -36,10 +36,15 @@ def chain_playbook(steps: int) -> str:
 
 def loop_playbook(items: int) -> str:
     """One step looping a noop over `items` elements, all in flight at once (no max_in_flight)."""
+    return tool_loop_playbook(items, {"kind": "noop"}, name="dispatch_loop", path=LOOP_PATH)
+
+
+def tool_loop_playbook(items: int, tool: dict[str, Any], *, name: str, path: str) -> str:
+    """One step looping `tool` over `items` elements (the iterator is `item`), all in flight at once."""
     if items < 1:
         raise ValueError(f"a loop needs at least 1 item, got {items}")
     workflow = [{"step": "fan_out",
                  "loop": {"in": "{{ range(workload.items) | list }}", "iterator": "item",
                           "spec": {"mode": "parallel"}},
-                 "tool": {"kind": "noop"}}]
-    return _playbook("dispatch_loop", LOOP_PATH, workflow, workload={"items": items})
+                 "tool": tool}]
+    return _playbook(name, path, workflow, workload={"items": items})

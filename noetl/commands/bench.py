@@ -109,5 +109,29 @@ def bench_cli(
         raise typer.Exit(1)
 
 
+@bench_app.command("python")
+def bench_python(
+    calls: Annotated[int, typer.Option(min=1, help="Sequential calls of a trivial body, warm pool.")] = 2000,
+    items: Annotated[int, typer.Option(min=1, help="Items of the python loop and of the noop loop.")] = 2000,
+    repetitions: Annotated[int, typer.Option(min=1, help="Turns of noop loop and python loop (median).")] = 3,
+    concurrency: Annotated[int, typer.Option(min=1, help="The worker's concurrency for both loops.")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when a target is missed.")] = False,
+) -> None:
+    """The python tool's per-call p50/p95 on a warm pool, and a python loop's items/s against the same
+    loop of noop steps at the same concurrency.
+
+    Uses NOETL_NATS_URL / NOETL_PG_DSN when set, else embedded servers in a fresh temporary home."""
+    from evals.benchmarks.python_tool import format_report, run_python_benchmark
+
+    result = run_python_benchmark(
+        calls=calls, items=items, repetitions=repetitions, concurrency=concurrency,
+        nats_url=os.environ.get("NOETL_NATS_URL") or None, pg_dsn=os.environ.get("NOETL_PG_DSN") or None,
+        progress=None if as_json else lambda line: print(line, file=sys.stderr))
+    print(json.dumps(result, indent=2) if as_json else format_report(result))
+    if check and not all(result["met"].values()):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

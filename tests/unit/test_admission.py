@@ -91,3 +91,25 @@ def test_a_waiting_command_can_be_withdrawn_before_it_goes_out() -> None:
     withdrawn = admission.withdraw("a")
     assert withdrawn is not None and withdrawn.command_id == "a"
     assert admission.waiting == 0
+
+
+def test_a_large_loop_sharing_one_demand_is_admitted_in_priority_order_as_units_free() -> None:
+    live = LiveCapacity(clock=Clock())
+    live.heartbeat(beat("w1", "default", cpu=4))
+    live.heartbeat(beat("g1", "gpu", gpu=1))
+    admission = Admission(live)
+    item = Demand(step="loop", units={"cpu": 1})  # one Demand object for every item, as the orchestrator
+    big = Demand(step="big", units={"cpu": 3})
+    gpu = Demand(step="g", units={"gpu": 1})
+    admission.offer(command("big"), big, priority=5.0)
+    for index in range(1000):
+        admission.offer(command(f"i{index:04d}"), item)
+    admission.offer(command("g", pool="gpu"), gpu)
+    first = admission.admit()
+    assert [c.command_id for c, _ in first.admitted] == ["big", "i0000", "g"]
+    assert len(first.deferred) == 1000 - 1
+    assert len({reason for _, reason in first.deferred}) == 1  # one reason for the shared demand
+    admission.settle(["big"])
+    second = admission.admit()
+    assert [c.command_id for c, _ in second.admitted] == ["i0001", "i0002", "i0003"]
+    assert second.deferred == [] and admission.waiting == 1000 - 4

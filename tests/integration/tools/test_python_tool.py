@@ -330,3 +330,23 @@ async def test_a_closed_pool_is_an_internal_error_not_an_exception() -> None:
     await closed.close()
     env = await run(closed, "result = 1")
     assert env.error is not None and env.error.kind == "internal"
+
+
+async def test_a_pool_starts_its_warm_children_and_grows_to_its_size_on_demand() -> None:
+    async with PythonPool(3, warm=1, memory_limit_bytes=0) as growing:
+        assert growing.spawned == 1 and len(await growing.idle_pids()) == 1
+        results = await asyncio.gather(*(run(growing, "import time\ntime.sleep(0.3)\nresult = 1")
+                                         for _ in range(3)))
+        assert [r.data for r in results] == [1, 1, 1]
+        assert growing.spawned == 3 and len(await growing.idle_pids()) == 3  # they stay
+        await asyncio.gather(*(run(growing, "result = 2") for _ in range(5)))
+        assert growing.spawned == 3  # never more than its size
+
+
+async def test_the_same_code_keeps_giving_fresh_results_on_a_warm_child() -> None:
+    async with PythonPool(1, memory_limit_bytes=0) as one:
+        pids = set(await one.idle_pids())
+        for x in range(5):
+            assert (await run(one, "result = x * x", input={"x": x})).data == x * x
+        assert (await run(one, "result = x * x + 1", input={"x": 3})).data == 10  # a changed text
+        assert set(await one.idle_pids()) == pids  # all in the same interpreter
