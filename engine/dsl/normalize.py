@@ -186,7 +186,8 @@ class _Normalizer:
             rule = self.retry_rule(step_retry, retry_path, kind)
             if rule:
                 rules.append((rule, retry_path))
-        if rules:
+        # a `spec` that is not a mapping is an error the model's validation reports at its place
+        if rules and isinstance(task.get("spec") or {}, dict):
             spec = dict(task.get("spec") or {})
             policy = dict(spec.get("policy") or {}) if isinstance(spec.get("policy"), dict) else {}
             existing = list(policy.get("rules") or []) if isinstance(policy.get("rules"), list) else []

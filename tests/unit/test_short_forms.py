@@ -186,3 +186,20 @@ def test_durations_accept_seconds_and_units() -> None:
     assert pb.workflow[0].tool[0].timeout == 120.0
     assert pb.workflow[1].spec.timeout == 1.5
     assert pb.workflow[2].spec.timeout == "{{ workload.t }}"
+
+
+def test_a_retry_beside_a_spec_that_is_not_a_mapping_is_a_located_error_not_a_crash() -> None:
+    text = textwrap.dedent("""\
+        apiVersion: noetl.io/v2
+        kind: Playbook
+        metadata: {name: s, path: t/s}
+        workflow:
+          - step: a
+            tool:
+              - {name: t1, kind: noop, spec: 5, retry: {max_attempts: 3}}
+        """)
+    loaded = load_playbook_text(text, "s.yaml")
+    assert loaded.playbook is None
+    [error] = [d for d in loaded.diagnostics if d.severity == "error"]
+    assert (error.line, error.path) == (7, "workflow[0].tool[0].spec")
+    assert "expected a mapping, got 5" in error.message
