@@ -177,7 +177,9 @@ def test_a_loop_starting_thousands_of_children_in_one_millisecond_gives_each_its
 
 
 def test_replaying_the_recorded_events_gives_every_child_the_same_id() -> None:
-    live = Parent(new_execution_id(), in_flight=2)
+    # the parent's id from the test's clock: an id from the real one is later than T0 once the wall
+    # clock passes it, and its children's ids (never below the parent's) would then carry today's time
+    live = Parent(str(ExecutionIds(clock_ns=Clock(T0_NS)).next()), in_flight=2)
     live.start(5)
     later = T0 + timedelta(seconds=1)
     live.child_ends(0, later)
