@@ -275,7 +275,8 @@ class _Firing(CursorLoops):
             self.state.pending[cid] = Dispatch(cid, step.step, run, None, claimer)
         pool = self.env.pool_of(step)
         parts = transition.command
-        results = {name: ResultEntry(
+        # built without validation: every field comes from the state, typed (validated when read back)
+        results = {name: ResultEntry.model_construct(
                        data=rec.result.data, ref=rec.result.ref, columns=rec.result.columns,
                        statement_count=rec.result.statement_count, task_results=rec.result.task_results,
                        stats=rec.result.stats,
@@ -291,8 +292,9 @@ class _Firing(CursorLoops):
         if parts.child:
             self.start_child(step, cid, run, loop_index, arc_args, step_input, iter_vars)
             return cid
-        context = StepContext(workload=self.state.workload, ctx=dict(self.state.ctx), results=results,
-                              step_names=list(parts.step_names), arc_args=arc_args, iter=iter_vars)
+        context = StepContext.model_construct(
+            workload=self.state.workload, ctx=dict(self.state.ctx), results=results,
+            step_names=list(parts.step_names), arc_args=arc_args, iter=iter_vars)
         self.out.commands.append(RunStep(
             command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
             loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input,
