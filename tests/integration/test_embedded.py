@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+import warnings
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from engine.runtime.embedded import EmbeddedError, start_nats, start_postgres
+from engine.runtime.embedded import EmbeddedError, running_nats, start_nats, start_postgres
+from tests.harness.polling import wait_for
 
 
 def _accepts_connections(port: int) -> bool:
@@ -55,6 +58,21 @@ def test_nats_starts_is_reused_stops_and_restarts(tmp_path: Path) -> None:
         assert not restarted.is_running()
     finally:
         first.stop()
+
+
+def test_a_nats_server_outlives_its_dropped_handle_without_a_resource_warning(tmp_path: Path) -> None:
+    pid = start_nats(tmp_path).pid  # the handle is dropped at once, as a one-off `noetl run` does
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            gc.collect()  # its Popen is still referenced (by its reaper): nothing to warn about
+        running = running_nats(tmp_path)
+        assert running is not None and running.pid == pid and running.healthy()
+    finally:
+        server = running_nats(tmp_path)
+        if server is not None:
+            server.stop()
+    wait_for(lambda: running_nats(tmp_path) is None, timeout_s=10, what="nats-server to be forgotten")
 
 
 def test_nats_on_a_requested_port_refuses_a_different_port_while_running(tmp_path: Path) -> None:
