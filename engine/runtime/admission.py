@@ -12,6 +12,13 @@ Capacity: a pool's live capacity is the sum of what its live workers declare in 
 live worker has none: its steps wait, named in the reason, until a worker comes. "Could ever run" is
 judged against the pools file's pools and every pool a live worker serves; without a pools file, a
 step naming a pool nobody serves yet waits for a worker of that pool instead of failing.
+
+Slot-bound pools: when every live worker of a pool declares the default capacity (`cpu: concurrency`,
+nothing else), a step that holds at most one cpu and names no labels (a python or shell step by its
+kind's default) goes to the pool's queue at once, like a step that holds nothing: the workers' own
+concurrency bounds it exactly as admission would, and a worker takes the next one as soon as a slot
+frees, without a round trip through the orchestrator per item. Its units are still counted, so a step
+that holds more waits until they are free.
 """
 
 from __future__ import annotations
@@ -124,6 +131,14 @@ class LiveCapacity:
                  if seen.beat.pool == pool and not seen.beat.stopping]
         return max(1, min(BATCH_MAX, min(sizes) // 4)) if sizes else 1
 
+    def slot_bound(self, pool: str) -> bool:
+        """Whether every live worker of `pool` declares one cpu per slot and nothing else (the default
+        capacity, `cpu: concurrency`): there a step holding at most one cpu is bounded by the workers' own
+        concurrency as tightly as by admission, so it may wait in the pool's JetStream queue instead."""
+        beats = [seen.beat for seen in self._workers.values() if seen.beat.pool == pool]
+        return bool(beats) and all(
+            set(beat.capacity) == {"cpu"} and beat.capacity["cpu"] == beat.concurrency for beat in beats)
+
     def known(self, live: PoolSet | None = None) -> PoolSet:
         """What could ever run a step: the declared pools (at least their declared capacity) and every
         live pool (`live`: what `live()` just returned, to not compute it twice)."""
@@ -203,23 +218,24 @@ class Admission:
         known = self.capacity.known(live)
         ready: list[ReadyTask] = []
         # a loop's items share one Demand object (per step, per execution): judge each demand once
-        judged: dict[int, tuple[str | None, bool]] = {}  # id -> (why it can never run, holds nothing)
+        judged: dict[tuple[int, str], tuple[str | None, bool, bool]] = {}
+        slot_bound: dict[str, bool] = {}  # pool -> LiveCapacity.slot_bound, once per round
         for key, waiting in list(self._waiting.items()):
             demand = waiting.demand
-            verdict = judged.get(id(demand))
+            mark = (id(demand), waiting.command.pool)
+            verdict = judged.get(mark)
             if verdict is None:
-                reason = infeasibility_reason(demand, known)
-                if (reason is not None and self.capacity.declared is None and demand.pool is not None
-                        and known.get(demand.pool) is None):
-                    reason = None  # no pools file: a worker of that pool may still come, so it waits
-                verdict = judged[id(demand)] = (
-                    reason, not demand.needs() and not demand.require and not demand.prefer)
-            reason, holds_nothing = verdict
+                verdict = judged[mark] = self._judge(demand, waiting.command.pool, known, slot_bound)
+            reason, holds_nothing, queued = verdict
             if reason is not None:
                 del self._waiting[key]
                 decisions.impossible.append((waiting.command, reason))
             elif holds_nothing:
                 del self._waiting[key]  # holds nothing: to its pool at once (JetStream queues it)
+                decisions.admitted.append((waiting.command, waiting.recorded))
+            elif queued:  # a slot's worth on a pool whose workers bound it: they take it as a slot frees
+                del self._waiting[key]
+                self._running[key] = RunningTask(key, waiting.command.pool, demand.needs())
                 decisions.admitted.append((waiting.command, waiting.recorded))
             else:
                 ready.append(ReadyTask(key, waiting.demand, priority=waiting.priority))
@@ -244,6 +260,24 @@ class Admission:
                 waiting.reason = reasons[mark]
                 decisions.deferred.append((waiting.command, waiting.reason))
         return decisions
+
+    def _judge(self, demand: Demand, pool: str, known: PoolSet,
+               slot_bound: dict[str, bool]) -> tuple[str | None, bool, bool]:
+        """(why it can never run or None, whether it holds nothing, whether it may wait in its pool's
+        queue: at most one cpu and nothing else, no labels to choose a pool by, on a slot-bound pool)."""
+        reason = infeasibility_reason(demand, known)
+        if (reason is not None and self.capacity.declared is None and demand.pool is not None
+                and known.get(demand.pool) is None):
+            reason = None  # no pools file: a worker of that pool may still come, so it waits
+        needs = demand.needs()
+        holds_nothing = not needs and not demand.require and not demand.prefer
+        queued = False
+        if reason is None and not holds_nothing and not demand.require and not demand.prefer \
+                and set(needs) == {"cpu"} and needs["cpu"] <= 1:
+            if pool not in slot_bound:
+                slot_bound[pool] = self.capacity.slot_bound(pool)
+            queued = slot_bound[pool]
+        return reason, holds_nothing, queued
 
     def _why_waiting(self, demand: Demand, live: PoolSet | None) -> str:
         if live is None:

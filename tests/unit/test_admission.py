@@ -113,3 +113,51 @@ def test_a_large_loop_sharing_one_demand_is_admitted_in_priority_order_as_units_
     second = admission.admit()
     assert [c.command_id for c, _ in second.admitted] == ["i0001", "i0002", "i0003"]
     assert second.deferred == [] and admission.waiting == 1000 - 4
+
+
+def default_worker(worker: str, concurrency: int, pool: str = "default") -> WorkerHeartbeat:
+    """A worker declaring the default capacity: one cpu per slot."""
+    return WorkerHeartbeat(worker=worker, pool=pool, capacity={"cpu": float(concurrency)},
+                           concurrency=concurrency, labels=[pool])
+
+
+def test_slot_sized_steps_go_to_a_slot_bound_pool_at_once_and_still_hold_their_units() -> None:
+    live = LiveCapacity(clock=Clock())
+    live.heartbeat(default_worker("w1", 2))
+    admission = Admission(live)
+    item = Demand(step="loop", units={"cpu": 1}, kinds=("python",))
+    for key in ("a", "b", "c", "d"):
+        admission.offer(command(key, "loop"), item)
+    first = admission.admit()
+    assert [c.command_id for c, _ in first.admitted] == ["a", "b", "c", "d"]  # the workers' slots bound them
+    assert first.deferred == [] and first.impossible == []
+    admission.offer(command("big", "big"), Demand(step="big", units={"cpu": 2}))
+    second = admission.admit()
+    assert second.admitted == [] and [c.command_id for c, _ in second.deferred] == ["big"]
+    admission.settle(["a", "b", "c", "d"])
+    assert [c.command_id for c, _ in admission.admit().admitted] == ["big"]
+
+
+def test_steps_wait_in_admission_when_a_worker_declares_other_capacity_than_its_slots() -> None:
+    live = LiveCapacity(clock=Clock())
+    live.heartbeat(default_worker("w1", 4))
+    live.heartbeat(WorkerHeartbeat(worker="w2", pool="default", capacity={"cpu": 1.0, "gpu": 1.0},
+                                   concurrency=4, labels=["default"]))
+    admission = Admission(live)
+    item = Demand(step="loop", units={"cpu": 1})
+    for key in "abcdefg":
+        admission.offer(command(key, "loop"), item)
+    decisions = admission.admit()
+    assert len(decisions.admitted) == 5 and len(decisions.deferred) == 2  # cpu 4 + 1: admission bounds it
+
+
+def test_a_step_with_labels_or_more_than_one_cpu_is_never_left_to_the_queue() -> None:
+    live = LiveCapacity(clock=Clock())
+    live.heartbeat(default_worker("w1", 1))
+    admission = Admission(live)
+    labelled = Demand(step="l", units={"cpu": 1}, prefer=("default",))
+    for key in ("a", "b"):
+        admission.offer(command(key, "l"), labelled)
+    decisions = admission.admit()
+    assert [c.command_id for c, _ in decisions.admitted] == ["a"]
+    assert [c.command_id for c, _ in decisions.deferred] == ["b"]
