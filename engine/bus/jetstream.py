@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -27,12 +29,14 @@ from nats.js.api import (
 )
 
 from engine.bus.pull import PullFeed
+from engine.bus.reports import Report, ReportInbox, ReportLine
 from engine.errors import EngineError
 from engine.protocol import subjects
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Bus", "BusError", "Consumer", "CoreSubscription", "Delivery", "PublishResult", "stream_names"]
+__all__ = ["Bus", "BusError", "Consumer", "CoreSubscription", "Delivery", "EventReader", "PublishResult",
+           "stream_names"]
 
 DUPLICATE_WINDOW_S = 120.0  # JetStream drops a second message with the same Nats-Msg-Id within this window
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -144,10 +148,10 @@ class Consumer:
     messages come through standing pull requests (engine.bus.pull): fetch from one task at a time."""
 
     def __init__(self, nc: Client, js: JetStreamContext, stream: str, durable: str,
-                 ack_timeout_s: float) -> None:
+                 ack_timeout_s: float, arrived: asyncio.Event | None = None) -> None:
         self._nc = nc
         self._js = js
-        self._feed = PullFeed(nc, stream, durable)
+        self._feed = PullFeed(nc, stream, durable, arrived)
         self.stream = stream
         self.durable = durable
         self._ack_timeout_s = ack_timeout_s
@@ -178,6 +182,43 @@ class Consumer:
             logger.debug("closing the reader of %s: %s", self.durable, exc)
 
 
+class EventReader:
+    """The orchestrator's input: the event stream's messages (the API's, the orchestrator's own) and the
+    workers' reports (engine/bus/reports.py), read as one; reports first, they end steps."""
+
+    def __init__(self, consumer: Consumer, reports: ReportInbox, arrived: asyncio.Event) -> None:
+        self._consumer = consumer
+        self._reports = reports
+        self._arrived = arrived  # set by both sources
+
+    async def fetch(self, batch: int = 1, timeout: float = 5.0) -> list[Delivery | Report]:
+        """Up to `batch` messages of both sources; waits at most `timeout` seconds for the first."""
+        self._arrived.clear()  # before looking: whatever arrives from now on wakes the wait below
+        found = await self._take(batch)
+        if found or timeout <= 0:
+            return found
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except TimeoutError:
+            return []
+        return await self._take(batch)
+
+    @property
+    def reports_waiting(self) -> int:
+        """Reports received and not taken yet."""
+        return self._reports.waiting
+
+    async def _take(self, batch: int) -> list[Delivery | Report]:
+        found: list[Delivery | Report] = list(self._reports.take(batch))
+        if len(found) < batch:
+            found.extend(await self._consumer.fetch(batch - len(found), timeout=0))
+        return found
+
+    async def close(self) -> None:
+        await self._reports.close()
+        await self._consumer.close()
+
+
 class CoreSubscription:
     """A core NATS subscription (at-most-once, no persistence)."""
 
@@ -203,6 +244,7 @@ class Bus:
         self._ack_timeout_s = ack_timeout_s
         self._publish_timeout_s = publish_timeout_s
         self._reconnected: list[Callable[[], None]] = []
+        self._reports: ReportLine | None = None  # a worker's reports and their answers, once it sends one
 
     @classmethod
     async def connect(cls, url: str, prefix: str = subjects.PREFIX, *, name: str | None = None,
@@ -325,14 +367,15 @@ class Bus:
     # ---------------------------------------------------------------------------------------- consuming
 
     async def _consumer(self, stream: str, durable: str, filter_subject: str, *, ack_wait_s: float,
-                        max_deliver: int, max_ack_pending: int | None) -> Consumer:
+                        max_deliver: int, max_ack_pending: int | None,
+                        arrived: asyncio.Event | None = None) -> Consumer:
         config = ConsumerConfig(durable_name=durable, name=durable, filter_subject=filter_subject,
                                 ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                 ack_wait=ack_wait_s, max_deliver=max_deliver,
                                 max_ack_pending=max_ack_pending)
         try:
             await self._js.add_consumer(stream, config)  # create, or update when it exists
-            consumer = Consumer(self._nc, self._js, stream, durable, self._ack_timeout_s)
+            consumer = Consumer(self._nc, self._js, stream, durable, self._ack_timeout_s, arrived)
             await consumer.start()
         except nats.js.errors.NotFoundError as exc:
             raise BusError(f"stream {stream} does not exist", where=f"consumer {durable}",
@@ -374,6 +417,36 @@ class Bus:
             raise BusError(f"cannot read stream {self.command_stream}: {exc!r}", where=self.command_stream,
                            fix="check the connection to nats-server") from exc
         return int(info.state.last_seq or 0)
+
+    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0) -> EventReader:
+        """The orchestrator's reader: the event stream through the durable consumer `durable`, and the
+        workers' reports (one orchestrator of the queue group takes each). Close it when it stops."""
+        arrived = asyncio.Event()
+        consumer = await self._consumer(self.event_stream, durable, subjects.event_subjects(self.prefix),
+                                        ack_wait_s=ack_wait_s, max_deliver=-1, max_ack_pending=None,
+                                        arrived=arrived)
+        reports = ReportInbox(self._nc, subjects.report_subject(self.prefix), arrived)
+        try:
+            await reports.start()
+            await self._server_has_it()
+        except (TimeoutError, nats.errors.Error) as exc:
+            await consumer.close()
+            raise BusError(f"cannot subscribe to workers' reports: {exc!r}",
+                           where=subjects.report_subject(self.prefix), transient=True,
+                           fix="check the connection to nats-server") from exc
+        return EventReader(consumer, reports, arrived)
+
+    async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
+        """Send a worker's report (events as `encode_events` makes them) to the orchestrator; returns once
+        it is on its way, with a future of the answer (engine/bus/reports.py: ok, drop, retry:<s>,
+        absent). Await it with a timeout: an orchestrator that died never answers."""
+        if self._reports is None:
+            self._reports = ReportLine(self._nc, subjects.report_subject(self.prefix))
+        try:
+            return await self._reports.send(data, attempt)
+        except nats.errors.Error as exc:
+            raise BusError(f"sending a report failed: {exc!r}", where=subjects.report_subject(self.prefix),
+                           transient=True, fix="check the connection to nats-server") from exc
 
     async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0, max_deliver: int = -1,
                              max_ack_pending: int | None = None) -> Consumer:
@@ -472,6 +545,10 @@ class Bus:
         """Flush what is pending and close the connection. Idempotent."""
         if self._nc.is_closed:
             return
+        if self._reports is not None:
+            reports, self._reports = self._reports, None
+            with contextlib.suppress(Exception):
+                await reports.close()
         try:
             if self._nc.is_connected:
                 await self._nc.flush(timeout=2)

@@ -36,13 +36,14 @@ _PENDING = "Nats-Pending-Messages"
 class PullFeed:
     """Standing pull requests on one durable consumer, and the messages they brought. One reader."""
 
-    def __init__(self, nc: Client, stream: str, durable: str) -> None:
+    def __init__(self, nc: Client, stream: str, durable: str, arrived: asyncio.Event | None = None) -> None:
         self._nc = nc
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._buffer: deque[Msg] = deque()
-        self._arrived = asyncio.Event()
+        # shared with another source when a reader merges them (engine.bus.jetstream.EventReader)
+        self._arrived = arrived if arrived is not None else asyncio.Event()
         self._requests: deque[list[float]] = deque()  # [expires at (monotonic), messages still owed]
 
     async def start(self) -> None:

@@ -35,6 +35,12 @@ def event_subjects(prefix: str = PREFIX) -> str:
     return f"{prefix}.evt.>"
 
 
+def report_subject(prefix: str = PREFIX) -> str:
+    """Core NATS requests: workers' outcomes to the orchestrator, answered once stored
+    (engine/bus/reports.py)."""
+    return f"{prefix}.rpt"
+
+
 def cancel_subject(prefix: str = PREFIX) -> str:
     """Core NATS broadcast: every worker stops the commands named in the message."""
     return f"{prefix}.ctl.cancel"

@@ -1,5 +1,5 @@
-"""The orchestrator: events from the bus -> fire -> commands to worker pools, and the events -> the
-Postgres event log.
+"""The orchestrator: events from the bus and workers' reports -> fire -> commands to worker pools, and
+the events -> the Postgres event log.
 
 Each batch of events is folded through `fire`; the admitted commands are published at once while the
 batch's events go to the commit pipeline (engine/runtime/commits.py), which appends them in order and
@@ -159,7 +159,9 @@ class Orchestrator:
     # ------------------------------------------------------------------ life cycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.bus.ensure_streams()
-        consumer = await self.bus.event_consumer(self.durable, ack_wait_s=self.ack_wait_s)
+        # the event stream and the workers' reports (their outcomes, answered once stored: one stored hop
+        # per step, the command's; engine/bus/reports.py)
+        consumer = await self.bus.event_reader(self.durable, ack_wait_s=self.ack_wait_s)
         # a server that restarted may have lost commands it had not synced to disk: every pending command
         # is published again from the log (JetStream and the workers drop the copies they already have)
         self.bus.on_reconnect(self._after_reconnect)
@@ -212,6 +214,8 @@ class Orchestrator:
                     with contextlib.suppress(Exception):
                         await delivery.nak(delay_s=2.0)
                 await self._rebuild()
+        with contextlib.suppress(Exception):  # unread reports are answered `retry`: another may take them
+            await consumer.close()
         await self._commits.close()
         self._calls.close()
         await workers.unsubscribe()

@@ -7,6 +7,7 @@ and the server wire them in. The engine never imports the control plane. The tes
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -14,8 +15,8 @@ from engine.protocol.commands import StartChild
 from engine.protocol.events import Event
 from engine.tools.base import CredentialResolver
 
-__all__ = ["ChildStarter", "CredentialResolver", "EventLog", "ExecutionRecord", "Message", "Reader",
-           "RuntimeBus", "Subscription"]
+__all__ = ["ChildStarter", "CredentialResolver", "EventLog", "EventReader", "ExecutionRecord", "Message",
+           "Reader", "RuntimeBus", "Subscription"]
 
 
 class ExecutionRecord(Protocol):
@@ -103,13 +104,21 @@ class Reader(Protocol):
         ...
 
 
+class EventReader(Reader, Protocol):
+    """The orchestrator's input (engine.bus.jetstream.EventReader): the event stream's messages and the
+    workers' reports as Messages (acking a report answers it: stored)."""
+
+    async def close(self) -> None: ...
+
+
 class Subscription(Protocol):
     async def unsubscribe(self) -> None: ...
 
 
 class RuntimeBus(Protocol):
     """What the orchestrator and the workers use of the bus (engine.bus.jetstream.Bus): a command work
-    queue per pool and an event stream, both de-duplicating by message id, and core NATS broadcasts
+    queue per pool and an event stream, both de-duplicating by message id, workers' reports to the
+    orchestrator as requests answered once stored (engine/bus/reports.py), and core NATS broadcasts
     (cancels, worker heartbeats)."""
 
     @property
@@ -120,6 +129,14 @@ class RuntimeBus(Protocol):
     def on_reconnect(self, callback: Callable[[], None]) -> None: ...
 
     async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0) -> Reader: ...
+
+    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0) -> EventReader:
+        """The event stream (durable consumer `durable`) and the workers' reports, read as one."""
+        ...
+
+    async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
+        """Send a report now; the future's answer: ok, drop, retry:<seconds> or absent (reports.py)."""
+        ...
 
     async def command_consumer(self, pool: str, *, ack_wait_s: float = 30.0,
                                max_ack_pending: int | None = None) -> Reader: ...

@@ -1,21 +1,28 @@
-"""A worker of one pool: commands from its JetStream work queue -> the step runner -> events back.
+"""A worker of one pool: commands from its JetStream work queue -> the step runner -> outcomes back.
 
 A message carries one command, or several of one pool (a batch the orchestrator packed, see
 `engine.protocol.commands.encode_runs`). It is acked only after the outcomes of all its commands are
-published (JetStream confirmed them); while its steps run, the worker reports `in_progress` so
-JetStream does not hand the message to another worker. A worker killed mid-step never acks: the message
-is delivered again, its commands run again, and their outcomes keep the same idempotency keys, so the
-event log records each once.
+stored: an outcome goes to the orchestrator as a report (a core NATS request, engine/bus/reports.py)
+that the orchestrator answers once the outcome is committed to the event log; until then the worker
+keeps it and sends it again, to whichever orchestrator leads by then (the log keeps each idempotency key
+once). While its steps run and their outcomes wait for an answer, the worker reports `in_progress` so
+JetStream does not hand the message to another worker. A worker killed before the answer never acks:
+the message is delivered again, its commands run again, and their outcomes keep the same idempotency
+keys, so the event log records each once.
 
-Outcomes that are ready at the same time go back together: one message per execution carries all of
-them (`encode_events`), one publish and one confirmation instead of one each. A command delivered
-again after this worker published its outcome (an orchestrator re-sent it after a rebuild, in another
-batch than before, so JetStream's message-id check could not drop it) is acked without running again,
-and its outcome, kept while memory allows, is published again (a NATS that restarted may have lost it).
-A copy of a command that is running or waiting here is acked and dropped.
+Progress events (a slow step's `step.started`, retries) go on the event stream while the step runs; the
+step's report carries them again ahead of its outcome, so the log never holds an outcome before them.
+A cursor loop's claimer reports everything on the event stream (its rows' outcomes are stored there
+before it claims again, and its end may overtake them: `fire` waits for them).
 
-While NATS is away (restarting), fetches are tried again and finished outcomes are offered again for up
-to OUTCOME_RETRY_S, with the same message id; the client reconnects by itself.
+Outcomes that are ready at the same time go back together: one report per execution carries all of
+them (`encode_events`). A command delivered again after this worker's outcome was stored (an
+orchestrator re-sent it after a rebuild, in another batch than before, so JetStream's message-id check
+could not drop it) is acked without running again, and its outcome, kept while memory allows, is sent
+again. A copy of a command that is running or waiting here is acked and dropped.
+
+While NATS or the orchestrator is away, fetches are tried again and finished outcomes are offered again
+for up to OUTCOME_RETRY_S; the client reconnects by itself.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from engine.bus.jetstream import BusError
+from engine.bus.reports import ABSENT, DROP, OK, retry_delay
 from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, decode_runs
 from engine.protocol.events import Event, derived_id, encode_events
@@ -41,7 +49,9 @@ log = logging.getLogger(__name__)
 
 OUTCOMES_MAX_BYTES = 256 * 1024  # outcomes packed into one event message up to this size
 RECONNECT_POLL_S = 0.25  # after a failed fetch or publish (NATS away), before the next try
-OUTCOME_RETRY_S = 120.0  # how long finished steps' outcomes are offered to NATS before giving up
+OUTCOME_RETRY_S = 600.0  # how long finished steps' outcomes are offered before the message is given back
+REPORT_WAIT_S = 2.0  # an unanswered report is sent again after this (doubling up to REPORT_WAIT_MAX_S):
+REPORT_WAIT_MAX_S = 16.0  # the orchestrator that took it may have died
 OUTCOMES_KEPT_BYTES = 16 * 1024 * 1024  # published outcomes kept to offer again (NATS lost them)
 PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, to not run them twice
 
@@ -64,7 +74,7 @@ class _Ran:
     message: _Message
     command: RunStep
     outcome: StepOutcome
-    data: bytes  # the outcome's events, encoded
+    data: bytes  # the outcome's events (after the progress events not known stored), encoded
 
 
 @dataclass
@@ -79,13 +89,15 @@ class Worker:
     drain_s: float = 10.0
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # command id -> its task
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
-    # commands whose outcome is out -> (execution id, message id, the outcome's bytes) while kept
+    # commands whose outcome is stored -> (execution id, message id, the outcome's bytes) while kept
     _published: OrderedDict[str, tuple[str, str, bytes] | None] = field(default_factory=OrderedDict)
+    _progress: dict[str, list[Event]] = field(default_factory=dict)  # running: progress events sent
     _kept_bytes: int = 0
     _finishing: set[str] = field(default_factory=set)  # ran: their outcomes wait to be published
     _messages: set[_Message] = field(default_factory=set)  # delivered, not yet settled
     _outbox: list[_Ran] = field(default_factory=list)
     _sending: asyncio.Task[None] | None = None
+    _reporting: set[asyncio.Task[None]] = field(default_factory=set)  # outcomes waiting to be stored
     _chores: set[asyncio.Task[None]] = field(default_factory=set)  # acks on their way (held: not collected)
     _abandoned: set[str] = field(default_factory=set)  # stopping: steps still running after the drain
 
@@ -134,6 +146,11 @@ class Worker:
                 await self._give_back(message)
             if self._sending is not None:
                 await asyncio.wait([self._sending], timeout=self.drain_s)
+            if self._reporting:  # outcomes not stored yet: their messages come again if they never are
+                await asyncio.wait(self._reporting, timeout=self.drain_s)
+                for task in list(self._reporting):
+                    task.cancel()
+                await asyncio.gather(*self._reporting, return_exceptions=True)
             await subscription.unsubscribe()
             await pinged.unsubscribe()
             beating.cancel()
@@ -212,7 +229,7 @@ class Worker:
                     and outcome.event.payload.get("cursor", {}).get("reason") == "cancelled":
                 await self._give_back(message)  # this worker stops: another takes the claimer over
                 return
-            data = encode_events(outcome.events)
+            data = encode_events(self._with_progress(command, outcome.events))
         except asyncio.CancelledError:
             await self._give_back(message)  # back to the queue now, not after ack_wait
             raise
@@ -221,29 +238,46 @@ class Worker:
                           extra={"execution_id": command.execution_id, "step": command.step})
             self._settle(message, ok=False)
             return
+        finally:
+            self._progress.pop(command.command_id, None)
         self._outbox.append(_Ran(message, command, outcome, data))
         self._finishing.add(command.command_id)
         if self._sending is None:
             self._sending = asyncio.create_task(self._send_outbox())
 
+    def _with_progress(self, command: RunStep, events: list[Event]) -> list[Event]:
+        """The outcome's events after the step's progress events (already on the event stream, which the
+        orchestrator may read after the report): the log keeps the first copy of each."""
+        progress = self._progress.get(command.command_id)
+        if not progress or command.cursor is not None:
+            return events
+        keys = {event.idempotency_key for event in events}
+        return [*(event for event in progress if event.idempotency_key not in keys), *events]
+
     async def _send_outbox(self) -> None:
-        """Publish what is in the outbox, an execution's outcomes together; what arrives meanwhile goes
+        """Send what is in the outbox, an execution's outcomes together; what arrives meanwhile goes
         with the next round."""
         try:
             while self._outbox:
                 ran, self._outbox = self._outbox, []
-                groups: dict[str, list[_Ran]] = {}
-                for item in ran:
-                    groups.setdefault(item.command.execution_id, []).append(item)
-                chunks = [chunk for group in groups.values()
-                          for chunk in pack(group, lambda item: len(item.data), max_items=len(group),
-                                            max_bytes=OUTCOMES_MAX_BYTES)]
-                await asyncio.gather(*(self._publish(chunk) for chunk in chunks))
+                groups: dict[tuple[str, bool], list[_Ran]] = {}
+                for item in ran:  # a claimer's end goes on the event stream, behind its rows
+                    key = (item.command.execution_id, item.command.cursor is not None)
+                    groups.setdefault(key, []).append(item)
+                for group in groups.values():
+                    for chunk in pack(group, lambda item: len(item.data), max_items=len(group),
+                                      max_bytes=OUTCOMES_MAX_BYTES):
+                        # not awaited here: the answer comes after the commit, and outcomes that finish
+                        # meanwhile must not wait for it
+                        task = asyncio.create_task(self._publish(chunk))
+                        self._reporting.add(task)
+                        task.add_done_callback(self._reporting.discard)
+                await asyncio.sleep(0)  # the reports leave in the order of their chunks
         finally:
             self._sending = None
 
     async def _publish(self, chunk: list[_Ran]) -> None:
-        """Publish the outcomes (JetStream confirms them), then ack: never the other way round."""
+        """Send the outcomes and wait until they are stored, then ack: never the other way round."""
         first = chunk[0]
         execution_id = first.command.execution_id
         if len(chunk) == 1:
@@ -252,7 +286,10 @@ class Worker:
             msg_id = "outcomes:" + derived_id(*(item.outcome.event.idempotency_key for item in chunk))
             data = encode_events([event for item in chunk for event in item.outcome.events])
         try:
-            await self._publish_patiently(execution_id, msg_id, data)
+            if first.command.cursor is not None:
+                await self._publish_patiently(execution_id, msg_id, data)
+            else:
+                await self._deliver(execution_id, data)
         except Exception:  # the commands stay unacked and are delivered again
             self._finishing.difference_update(item.command.command_id for item in chunk)
             log.exception("publishing %d outcome(s) of execution %s failed; the command(s) will be "
@@ -286,7 +323,46 @@ class Worker:
         kept = self._published.get(command.command_id)
         if kept is not None:
             execution_id, key, data = kept
-            self._later(self._publish_patiently(execution_id, key, data))
+            self._later(self._publish_patiently(execution_id, key, data) if command.cursor is not None
+                        else self._deliver(execution_id, data))
+
+    async def _deliver(self, execution_id: str, data: bytes) -> None:
+        """Report outcomes to the orchestrator and return once they are stored: sent again while no
+        orchestrator answers (none leads, or the one that took them died) or it asks to, for up to
+        OUTCOME_RETRY_S: the step ran, and running it again would only repeat its side effects."""
+        deadline = time.monotonic() + OUTCOME_RETRY_S
+        backoff, patience = RECONNECT_POLL_S, REPORT_WAIT_S
+        attempt = 1
+        while True:
+            wait = 0.0
+            try:
+                answer = await asyncio.wait_for(await self.bus.report(data, attempt=attempt), patience)
+            except TimeoutError:  # taken by an orchestrator that did not answer in time: again
+                answer = None
+                patience = min(patience * 2, REPORT_WAIT_MAX_S)
+            except BusError as exc:
+                if not exc.transient:
+                    raise
+                answer, wait = ABSENT, backoff  # NATS is away: the client reconnects by itself
+            if answer in (OK, DROP):
+                return
+            delay = retry_delay(answer) if answer is not None else None
+            if delay is not None:
+                wait = delay
+            elif answer == ABSENT:
+                wait, backoff = backoff, min(backoff * 2, 2.0)
+                log.info("no orchestrator took the outcomes of execution %s; sending them again in %.2f s",
+                         execution_id, wait, extra={"execution_id": execution_id})
+            elif answer is not None:
+                raise BusError(f"the orchestrator answered a report with {answer!r}",
+                               where="the outcome report", fix="run the same NoETL version everywhere")
+            if time.monotonic() + wait > deadline:
+                raise BusError(f"no orchestrator stored the outcomes of execution {execution_id} within "
+                               f"{OUTCOME_RETRY_S:.0f} s", where="the outcome report", transient=True,
+                               fix="start the orchestrator (noetl server start); the steps run again")
+            if wait > 0:
+                await asyncio.sleep(wait)
+            attempt += 1
 
     async def _publish_patiently(self, execution_id: str, msg_id: str, data: bytes) -> None:
         """Publish outcomes, again and again while NATS is away (restarting, reconnecting) for up to
@@ -328,6 +404,8 @@ class Worker:
         async def report(event: Event) -> None:
             await self.bus.publish_event(command.execution_id, event.idempotency_key,
                                          event.model_dump_json().encode())
+            if command.cursor is None:  # sent again ahead of the outcome (`_with_progress`)
+                self._progress.setdefault(command.command_id, []).append(event)
 
         if command.command_id in self._cancelled:
             return self.runner.cancelled_outcome(command, self._cancelled[command.command_id])

@@ -13,15 +13,20 @@ What it keeps of JetStream (engine/bus/jetstream.py), because the orchestrator a
   consumer delivers a message at most `max_deliver` (5) times and holds at most `max_ack_pending`
   unsettled messages; a settlement of a message that is settled already is ignored, as by the server;
 - core NATS: `publish_core` hands the data to every subscriber of exactly that subject (no wildcards)
-  in a task of its own, at most once, nothing stored; a callback that raises is logged and forgotten.
+  in a task of its own, at most once, nothing stored; a callback that raises is logged and forgotten;
+- workers' reports (engine/bus/reports.py): `report` hands the data to the open event reader (an
+  orchestrator's `event_reader`), which reads them before the event stream's messages; settling one
+  answers it (ack: ok, nak: retry:<delay>, term: drop); with no reader open the answer is `absent`, unless
+  `answer_reports` is set: then every report is answered with it at once (a stand-in orchestrator for
+  tests of a worker alone).
 
 Left out: the connection (it never drops unless a test says so, see `fail_publishes`), stream limits,
 payload sizes, the pull credit of engine/bus/pull.py. A fetch that waits returns when a message is
 published, a nak's delay or an ack wait ends, its timeout passes, or `wake()` is called (a test that
 stops a runtime calls it, so that a fetch waiting for its timeout ends at once).
 
-For the tests to read: `commands`, `events` and `core` record every publish (and whether the stream
-dropped it as a duplicate); each durable consumer (`FakeReader.durable`, or
+For the tests to read: `commands`, `events`, `reports` (data, attempt) and `core` record every publish
+(and whether the stream dropped it as a duplicate); each durable consumer (`FakeReader.durable`, or
 `bus.command_stream.consumers["pool-default"]`) records every settlement in `settled` as (ack | nak |
 wpi | term, message id, num_delivered), and `pending()` counts what it has not delivered or not had
 acked yet.
@@ -31,10 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from engine.bus.jetstream import BusError, PublishResult, stream_names
+from engine.bus.reports import ABSENT, DROP, OK, retry_answer
 from engine.protocol import subjects
 
 log = logging.getLogger(__name__)
@@ -240,6 +247,64 @@ class FakeDelivery:
         self._durable.settle(self, "term")
 
 
+class FakeReport:
+    """One report as an orchestrator reads it (engine.runtime.ports.Message): settling it answers."""
+
+    def __init__(self, data: bytes, attempt: int, answer: asyncio.Future[str]) -> None:
+        self.data = data
+        self.num_delivered = attempt
+        self._answer = answer
+
+    def _settle(self, answer: str) -> None:
+        if not self._answer.done():
+            self._answer.set_result(answer)
+
+    async def ack_nowait(self) -> None:
+        self._settle(OK)
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        self._settle(retry_answer(delay_s or 0.0))
+
+    async def in_progress(self) -> None:
+        return None
+
+    async def term(self) -> None:
+        self._settle(DROP)
+
+
+class FakeEventReader:
+    """An orchestrator's reader (engine.runtime.ports.EventReader): reports first, then the stream."""
+
+    def __init__(self, bus: FakeBus, stream: FakeReader) -> None:
+        self._bus = bus
+        self._stream = stream
+        self.inbox: deque[FakeReport] = deque()
+
+    def arrived(self) -> None:
+        self._stream.durable.interrupt()  # a fetch waiting on the stream returns, and takes the report
+
+    @property
+    def reports_waiting(self) -> int:
+        return len(self.inbox)
+
+    def _take(self, batch: int) -> list[FakeReport]:
+        return [self.inbox.popleft() for _ in range(min(batch, len(self.inbox)))]
+
+    async def fetch(self, batch: int = 1, timeout: float = 5.0) -> list[FakeReport | FakeDelivery]:
+        found: list[FakeReport | FakeDelivery] = list(self._take(batch))
+        if len(found) < batch:  # no await between the look at the inbox and the fetch: no lost wake-up
+            found.extend(await self._stream.fetch(batch - len(found), 0 if found else timeout))
+        if not found:
+            found.extend(self._take(batch))
+        return found
+
+    async def close(self) -> None:
+        if self._bus.reader is self:
+            self._bus.reader = None
+        while self.inbox:
+            await self.inbox.popleft().nak(0.25)
+
+
 class FakeReader:
     """A reader of a durable consumer (engine.runtime.ports.Reader); several readers share its work."""
 
@@ -276,6 +341,9 @@ class FakeBus:
     commands: list[tuple[str, str, bytes, bool]] = field(default_factory=list)
     events: list[tuple[str, str, bytes, bool]] = field(default_factory=list)
     core: list[tuple[str, bytes]] = field(default_factory=list)  # subject, data
+    reports: list[tuple[bytes, int]] = field(default_factory=list)  # data, attempt
+    answer_reports: str | None = None  # answer every report with this at once (no orchestrator needed)
+    reader: FakeEventReader | None = None  # the open event reader: it takes the reports
     fail_publishes: int = 0  # the next this many stream publishes fail as when NATS is away
     closed: bool = False
 
@@ -313,6 +381,23 @@ class FakeBus:
         return FakeReader(self, self._durable(
             self.event_stream, durable, subjects.event_subjects(self.prefix), ack_wait_s=ack_wait_s,
             max_deliver=max_deliver, max_ack_pending=max_ack_pending))
+
+    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0) -> FakeEventReader:
+        self.reader = FakeEventReader(self, await self.event_consumer(durable, ack_wait_s=ack_wait_s))
+        return self.reader
+
+    async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
+        self._refuse(subjects.report_subject(self.prefix))
+        self.reports.append((data, attempt))
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if self.answer_reports is not None:
+            answer.set_result(self.answer_reports)
+        elif self.reader is None:
+            answer.set_result(ABSENT)
+        else:
+            self.reader.inbox.append(FakeReport(data, attempt, answer))
+            self.reader.arrived()
+        return answer
 
     async def command_consumer(self, pool: str, *, ack_wait_s: float = 30.0, max_deliver: int = 5,
                                max_ack_pending: int | None = None) -> FakeReader:

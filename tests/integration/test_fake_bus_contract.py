@@ -13,6 +13,7 @@ import pytest
 from engine.bus.jetstream import Bus
 from tests.harness.fake_bus import FakeBus
 from tests.harness.nats import fetch_all
+from tests.harness.polling import poll
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +100,51 @@ async def test_a_core_broadcast_reaches_each_subscriber_of_its_subject(bus: Any)
     await asyncio.wait_for(done.wait(), 5)
     await subscription.unsubscribe()
     assert got == [b"stop c1"]
+
+
+async def test_a_report_nobody_reads_is_answered_absent(bus: Any) -> None:
+    answer = await bus.report(b'{"a": 1}')
+    assert await asyncio.wait_for(answer, 10) == "absent"
+
+
+async def test_a_report_is_read_with_its_attempt_and_answered_by_how_it_is_settled(bus: Any) -> None:
+    reader = await bus.event_reader("orchestrator")
+    try:
+        answers = [await bus.report(f"r{i}".encode(), attempt=i + 1) for i in range(3)]
+        taken = await fetch_all(reader, 3)
+        assert [(r.data, r.num_delivered) for r in taken] == [(b"r0", 1), (b"r1", 2), (b"r2", 3)]
+        await taken[0].ack_nowait()
+        await taken[1].nak(delay_s=0.5)
+        await taken[2].term()
+        assert await asyncio.wait_for(asyncio.gather(*answers), 10) == ["ok", "retry:0.5", "drop"]
+    finally:
+        await reader.close()
+
+
+async def test_the_event_reader_gives_reports_and_stream_events_and_a_report_wakes_a_waiting_fetch(
+        bus: Any) -> None:
+    reader = await bus.event_reader("orchestrator")
+    try:
+        await bus.publish_event("x1", "e1", b"stored")
+        answer = await bus.report(b"reported")
+        got = await fetch_all(reader, 2)
+        assert sorted(d.data for d in got) == [b"reported", b"stored"]
+        waiting = asyncio.ensure_future(reader.fetch(batch=8, timeout=60))
+        await asyncio.sleep(0)  # the fetch waits now
+        second = await bus.report(b"late")
+        [late] = await asyncio.wait_for(waiting, 10)  # woken by the report, not by the 60 s timeout
+        assert late.data == b"late"
+        for delivery in [*got, late]:
+            await delivery.ack_nowait()
+        assert await asyncio.wait_for(asyncio.gather(answer, second), 10) == ["ok", "ok"]
+    finally:
+        await reader.close()
+
+
+async def test_a_closed_reader_answers_its_unread_reports_retry_and_later_ones_find_nobody(bus: Any) -> None:
+    reader = await bus.event_reader("orchestrator")
+    unread = await bus.report(b"unread")
+    await poll(lambda: reader.reports_waiting == 1, timeout_s=10, what="the report to reach the reader")
+    await reader.close()
+    assert (await asyncio.wait_for(unread, 10)).startswith("retry:")
+    assert await asyncio.wait_for(await bus.report(b"after"), 10) == "absent"
