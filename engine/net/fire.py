@@ -198,6 +198,8 @@ class _Firing(CursorLoops):
 
     def progress(self) -> None:
         event = self.cause
+        if event.command_id and event.command_id not in self.state.pending:
+            return  # a copy that came after the outcome (a report carries its step's progress again)
         if event.step and event.attempt:
             record = self.state.record(event.step)
             record.attempts = max(record.attempts, event.attempt)

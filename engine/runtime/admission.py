@@ -80,16 +80,23 @@ class LiveCapacity:
         self._dead_after_s = dead_after_s
         self._workers: dict[str, _Seen] = {}
         self.changed = False  # set by a heartbeat that changes what is live; cleared by the reader
+        self._version = 0  # counts the changes of what is live: `live` and `known` are kept per version
+        self._live: tuple[int, PoolSet | None] | None = None
+        self._known: tuple[int, PoolSet] | None = None
+
+    def _changed(self) -> None:
+        self.changed = True
+        self._version += 1
 
     def heartbeat(self, beat: WorkerHeartbeat) -> None:
         if beat.stopping:
             if self._workers.pop(beat.worker, None) is not None:
-                self.changed = True
+                self._changed()
                 log.info("worker %s of pool %s stopped", beat.worker, beat.pool)
             return
         known = self._workers.get(beat.worker)
         if known is None or known.beat != beat:
-            self.changed = True
+            self._changed()
             if known is None:
                 log.info("worker %s joined pool %s with %s", beat.worker, beat.pool, beat.capacity)
         self._workers[beat.worker] = _Seen(beat, self._clock())
@@ -99,13 +106,15 @@ class LiveCapacity:
         for worker, seen in list(self._workers.items()):
             if now - seen.at > self._dead_after_s:
                 del self._workers[worker]
-                self.changed = True
+                self._changed()
                 log.warning("worker %s of pool %s is gone (no heartbeat for %.0f s); its capacity is "
                             "no longer counted", worker, seen.beat.pool, now - seen.at)
 
     def live(self) -> PoolSet | None:
         """The pools with at least one live worker (None when there is none)."""
         self._expire()
+        if self._live is not None and self._live[0] == self._version:
+            return self._live[1]
         capacity: dict[str, dict[str, float]] = {}
         labels: dict[str, set[str]] = {}
         for seen in self._workers.values():
@@ -115,13 +124,16 @@ class LiveCapacity:
                 units[resource] = units.get(resource, 0.0) + amount
             labels.setdefault(beat.pool, set()).update(beat.labels)
         if not capacity:
+            self._live = (self._version, None)
             return None
         pools = []
         for name, units in capacity.items():
             declared = self.declared.get(name) if self.declared is not None else None
             tags = labels[name] | (set(declared.labels) if declared is not None else set())
             pools.append(Pool(name, frozenset(tags), {r: int(u) for r, u in units.items()}))
-        return PoolSet(tuple(pools))
+        found = PoolSet(tuple(pools))
+        self._live = (self._version, found)
+        return found
 
     def batch_limit(self, pool: str) -> int:
         """How many commands of `pool` may share one bus message: a quarter of the smallest live
@@ -142,7 +154,11 @@ class LiveCapacity:
     def known(self, live: PoolSet | None = None) -> PoolSet:
         """What could ever run a step: the declared pools (at least their declared capacity) and every
         live pool (`live`: what `live()` just returned, to not compute it twice)."""
-        by_name = {p.name: p for p in ((self.live() if live is None else live) or ())}
+        if live is None:
+            live = self.live()
+        if self._known is not None and self._known[0] == self._version:
+            return self._known[1]
+        by_name = {p.name: p for p in (live or ())}
         merged: list[Pool] = []
         for pool in self.declared or PoolSet.default():
             seen = by_name.pop(pool.name, None)
@@ -155,7 +171,9 @@ class LiveCapacity:
             merged.append(Pool(pool.name, pool.labels | seen.labels, units))
         merged.extend(by_name.values())
         kinds = self.declared.kind_defaults if self.declared is not None else {}
-        return PoolSet(tuple(merged), kind_defaults=kinds)
+        found = PoolSet(tuple(merged), kind_defaults=kinds)
+        self._known = (self._version, found)
+        return found
 
 
 @dataclass

@@ -459,8 +459,11 @@ class Orchestrator:
             sends = [self._publish_runs(chunk) for pool, runs in by_pool.items()
                      for chunk in pack(runs, lambda run: len(run[1]), max_bytes=COMMAND_MAX_BYTES,
                                        max_items=self._capacity.batch_limit(pool))]
-            for start in range(0, len(sends), 256):
-                await asyncio.gather(*sends[start:start + 256])
+            if len(sends) == 1:  # a chain's step: no gather (its tasks cost an event-loop turn)
+                await sends[0]
+            else:
+                for start in range(0, len(sends), 256):
+                    await asyncio.gather(*sends[start:start + 256])
         except Exception as exc:
             if isinstance(exc, BusError) and exc.transient:
                 log.warning("publishing %d commands failed (%s); they are sent again from the log when NATS "

@@ -53,6 +53,8 @@ OUTCOME_RETRY_S = 600.0  # how long finished steps' outcomes are offered before 
 REPORT_WAIT_S = 2.0  # an unanswered report is sent again after this (doubling up to REPORT_WAIT_MAX_S):
 REPORT_WAIT_MAX_S = 16.0  # the orchestrator that took it may have died
 OUTCOMES_KEPT_BYTES = 16 * 1024 * 1024  # published outcomes kept to offer again (NATS lost them)
+# messages held unacked at once: running, and finished with their outcomes waiting for the commit
+MIN_ACK_PENDING = 256
 PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, to not run them twice
 
 
@@ -74,7 +76,8 @@ class _Ran:
     message: _Message
     command: RunStep
     outcome: StepOutcome
-    data: bytes  # the outcome's events (after the progress events not known stored), encoded
+    events: list[Event]  # the outcome's events, after the step's progress events
+    data: bytes  # `events`, encoded
 
 
 @dataclass
@@ -105,7 +108,7 @@ class Worker:
         self._abandoned.clear()  # a worker run again takes its steps as new
         await self.bus.ensure_streams()
         consumer = await self.bus.command_consumer(self.pool, ack_wait_s=self.ack_wait_s,
-                                                   max_ack_pending=max(self.concurrency * 4, 64))
+                                                   max_ack_pending=max(self.concurrency * 4, MIN_ACK_PENDING))
         subscription = await self.bus.subscribe_cancel(self._on_cancel)
         pinged = await self.bus.subscribe_core(subjects.worker_ping_subject(self.bus.prefix),
                                                lambda _: self._beat())
@@ -229,7 +232,8 @@ class Worker:
                     and outcome.event.payload.get("cursor", {}).get("reason") == "cancelled":
                 await self._give_back(message)  # this worker stops: another takes the claimer over
                 return
-            data = encode_events(self._with_progress(command, outcome.events))
+            events = self._with_progress(command, outcome.events)
+            data = encode_events(events)
         except asyncio.CancelledError:
             await self._give_back(message)  # back to the queue now, not after ack_wait
             raise
@@ -240,7 +244,7 @@ class Worker:
             return
         finally:
             self._progress.pop(command.command_id, None)
-        self._outbox.append(_Ran(message, command, outcome, data))
+        self._outbox.append(_Ran(message, command, outcome, events, data))
         self._finishing.add(command.command_id)
         if self._sending is None:
             self._sending = asyncio.create_task(self._send_outbox())
@@ -267,29 +271,45 @@ class Worker:
                 for group in groups.values():
                     for chunk in pack(group, lambda item: len(item.data), max_items=len(group),
                                       max_bytes=OUTCOMES_MAX_BYTES):
-                        # not awaited here: the answer comes after the commit, and outcomes that finish
-                        # meanwhile must not wait for it
-                        task = asyncio.create_task(self._publish(chunk))
+                        # sent now, in order; the answer comes after the commit, and outcomes that finish
+                        # meanwhile must not wait for it: it is awaited in a task of its own
+                        msg_id, data = self._encoded(chunk)
+                        sent = await self._send(chunk, data)
+                        task = asyncio.create_task(self._publish(chunk, msg_id, data, sent))
                         self._reporting.add(task)
                         task.add_done_callback(self._reporting.discard)
-                await asyncio.sleep(0)  # the reports leave in the order of their chunks
         finally:
             self._sending = None
 
-    async def _publish(self, chunk: list[_Ran]) -> None:
-        """Send the outcomes and wait until they are stored, then ack: never the other way round."""
+    @staticmethod
+    def _encoded(chunk: list[_Ran]) -> tuple[str, bytes]:
+        """(message id, data) of a chunk of outcomes of one execution."""
+        first = chunk[0]
+        if len(chunk) == 1:
+            return first.outcome.event.idempotency_key, first.data
+        return ("outcomes:" + derived_id(*(item.outcome.event.idempotency_key for item in chunk)),
+                encode_events([event for item in chunk for event in item.events]))
+
+    async def _send(self, chunk: list[_Ran], data: bytes) -> asyncio.Future[str] | None:
+        """A chunk's first report, sent now (None for a claimer's end, or when NATS is away)."""
+        if chunk[0].command.cursor is not None:
+            return None
+        try:
+            return await self.bus.report(data)
+        except BusError:
+            return None  # sent again by `_deliver`
+
+    async def _publish(self, chunk: list[_Ran], msg_id: str, data: bytes,
+                       sent: asyncio.Future[str] | None = None) -> None:
+        """Send the outcomes (`sent`: the first report is out already) and wait until they are stored,
+        then ack: never the other way round."""
         first = chunk[0]
         execution_id = first.command.execution_id
-        if len(chunk) == 1:
-            msg_id, data = first.outcome.event.idempotency_key, first.data
-        else:
-            msg_id = "outcomes:" + derived_id(*(item.outcome.event.idempotency_key for item in chunk))
-            data = encode_events([event for item in chunk for event in item.outcome.events])
         try:
             if first.command.cursor is not None:
                 await self._publish_patiently(execution_id, msg_id, data)
             else:
-                await self._deliver(execution_id, data)
+                await self._deliver(execution_id, data, sent)
         except Exception:  # the commands stay unacked and are delivered again
             self._finishing.difference_update(item.command.command_id for item in chunk)
             log.exception("publishing %d outcome(s) of execution %s failed; the command(s) will be "
@@ -326,17 +346,21 @@ class Worker:
             self._later(self._publish_patiently(execution_id, key, data) if command.cursor is not None
                         else self._deliver(execution_id, data))
 
-    async def _deliver(self, execution_id: str, data: bytes) -> None:
+    async def _deliver(self, execution_id: str, data: bytes,
+                       sent: asyncio.Future[str] | None = None) -> None:
         """Report outcomes to the orchestrator and return once they are stored: sent again while no
         orchestrator answers (none leads, or the one that took them died) or it asks to, for up to
-        OUTCOME_RETRY_S: the step ran, and running it again would only repeat its side effects."""
+        OUTCOME_RETRY_S: the step ran, and running it again would only repeat its side effects. `sent`:
+        the answer to the first report, sent already."""
         deadline = time.monotonic() + OUTCOME_RETRY_S
         backoff, patience = RECONNECT_POLL_S, REPORT_WAIT_S
         attempt = 1
         while True:
             wait = 0.0
             try:
-                answer = await asyncio.wait_for(await self.bus.report(data, attempt=attempt), patience)
+                if sent is None:
+                    sent = await self.bus.report(data, attempt=attempt)
+                answer = await asyncio.wait_for(sent, patience)
             except TimeoutError:  # taken by an orchestrator that did not answer in time: again
                 answer = None
                 patience = min(patience * 2, REPORT_WAIT_MAX_S)
@@ -356,6 +380,7 @@ class Worker:
             elif answer is not None:
                 raise BusError(f"the orchestrator answered a report with {answer!r}",
                                where="the outcome report", fix="run the same NoETL version everywhere")
+            sent = None
             if time.monotonic() + wait > deadline:
                 raise BusError(f"no orchestrator stored the outcomes of execution {execution_id} within "
                                f"{OUTCOME_RETRY_S:.0f} s", where="the outcome report", transient=True,
