@@ -75,13 +75,28 @@ OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "l
                       "loop.claimer.stopped"})
 
 
-def _dispatch_event(command: RunStep, type_: EventType, payload: dict[str, Any] | None = None) -> Event:
-    """What the orchestrator decided about sending a command (step.deferred / step.dispatched)."""
-    key = event_key(command.command_id, type_.split(".")[1])
+def _dispatch_event(commands: list[RunStep], type_: EventType,
+                    payload: dict[str, Any] | None = None) -> Event:
+    """What the orchestrator decided in one admission round about sending commands of one step
+    (step.deferred / step.dispatched): one event for all of them, their ids in `payload.commands`, so
+    that a loop's items waiting for capacity cost a few events, not two each."""
+    first = commands[0]
+    ids = [command.command_id for command in commands]
+    single = len(commands) == 1
+    key = event_key(first.command_id if single else derived_id(*ids), type_.split(".")[1])
     return Event(event_id=uuid.uuid4().hex, idempotency_key=key,
-                 execution_id=command.execution_id, type=type_, step=command.step,
-                 command_id=command.command_id, run=command.run, loop_index=command.loop_index,
-                 pool=command.pool, payload=payload or {})
+                 execution_id=first.execution_id, type=type_, step=first.step,
+                 command_id=first.command_id if single else None, run=first.run,
+                 loop_index=first.loop_index if single else None,
+                 pool=first.pool, payload={**(payload or {}), "commands": ids})
+
+
+def dispatch_commands(event: Event) -> list[str]:
+    """The command ids a step.deferred / step.dispatched event is about (one per event before 2026-12)."""
+    ids = event.payload.get("commands")
+    if isinstance(ids, list):
+        return [str(command_id) for command_id in ids]
+    return [event.command_id] if event.command_id else []
 
 
 def _progress_only(deliveries: Sequence[Message]) -> bool:
@@ -436,13 +451,19 @@ class Orchestrator:
     def _admission_events(decisions: Decisions) -> list[Event]:
         """step.deferred for what waits for capacity, step.dispatched for what goes out after waiting or
         to another pool than the step names: what a restarted orchestrator needs to know."""
-        events = []
+        waiting: dict[tuple[str, str, str], list[RunStep]] = {}
         for command, reason in decisions.deferred:
-            log.info("step %s waits: %s", command.step, reason,
-                     extra={"execution_id": command.execution_id, "step": command.step})
-            events.append(_dispatch_event(command, "step.deferred", {"reason": reason}))
-        events.extend(_dispatch_event(command, "step.dispatched") for command, record in decisions.admitted
-                      if record)
+            waiting.setdefault((command.execution_id, command.step, reason), []).append(command)
+        going: dict[tuple[str, str, str], list[RunStep]] = {}
+        for command, record in decisions.admitted:
+            if record:
+                going.setdefault((command.execution_id, command.step, command.pool), []).append(command)
+        events = []
+        for (execution_id, step, reason), commands in waiting.items():
+            log.info("step %s waits (%d command%s): %s", step, len(commands), "" if len(commands) == 1
+                     else "s", reason, extra={"execution_id": execution_id, "step": step})
+            events.append(_dispatch_event(commands, "step.deferred", {"reason": reason}))
+        events.extend(_dispatch_event(commands, "step.dispatched") for commands in going.values())
         return events
 
     async def _send_runs(self, decisions: Decisions) -> None:
@@ -633,12 +654,13 @@ class Orchestrator:
                       keychain=tuple(started.payload.get("keychain") or ()))
         execution = _Execution(net, ExecutionState(execution_id), env, started=dict(started.payload))
         for event in history:
-            if event.type == "step.deferred" and event.command_id:
-                execution.deferred.add(event.command_id)
-            elif event.type == "step.dispatched" and event.command_id:
-                execution.deferred.discard(event.command_id)
-                if event.pool:
-                    execution.routed[event.command_id] = event.pool
+            if event.type == "step.deferred":
+                execution.deferred.update(dispatch_commands(event))
+            elif event.type == "step.dispatched":
+                for command_id in dispatch_commands(event):
+                    execution.deferred.discard(command_id)
+                    if event.pool:
+                        execution.routed[command_id] = event.pool
             if event.type in INPUT_EVENTS:
                 for command in fire(net, execution.state, event, env).commands:
                     if isinstance(command, RunStep | StartChild):

@@ -5,14 +5,17 @@ and the event log shows what happened. The last test runs a real Worker beside i
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import pytest
 
+from engine.protocol import subjects
 from engine.protocol.commands import RunStep, decode_runs
 from engine.protocol.events import Event, encode_events
 from engine.protocol.results import ResultEnvelope
+from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.orchestrator import Orchestrator
 from engine.runtime.step_runner import StepRunner
 from engine.runtime.summary import summarize
@@ -202,3 +205,78 @@ async def test_an_orchestrator_and_a_worker_on_the_fakes_run_a_loop_and_the_step
     assert steps["total"]["result"] == 12
     assert log.types(execution_id).count(("loop.item.succeeded", "double")) == 4
     assert bus.command_stream.messages == {}  # every command acked
+
+
+async def test_a_reported_outcome_is_answered_ok_only_once_its_events_are_in_the_log() -> None:
+    log, bus = FakeEventLog(), FakeBus()
+    async with running(bus, Orchestrator(bus=bus, events=log).run):
+        execution_id = await start_execution(log, bus, TWO_STEPS)
+        reader = await bus.command_consumer("default")
+        [first] = await take(reader, 1)
+        stored_when_answered: list[bool] = []
+        answer = await bus.report(encode_events([outcome(first, ResultEnvelope.ok("one"))]))
+        answer.add_done_callback(lambda _: stored_when_answered.append(
+            ("step.succeeded", "first") in log.types(execution_id)))
+        assert await asyncio.wait_for(answer, 10) == "ok"
+        assert stored_when_answered == [True]
+        [second] = await take(reader, 1)  # the next step went out on the report, like on a stream event
+        again = await bus.report(encode_events([outcome(first, ResultEnvelope.ok("one"))]), attempt=2)
+        assert await asyncio.wait_for(again, 10) == "ok"  # sent again (its answer was lost): stored once
+        await bus.report(encode_events([outcome(second, ResultEnvelope.ok("two"))]))
+        assert await ended(log, execution_id) == "completed"
+    assert [t for t in log.types(execution_id) if t == ("step.succeeded", "first")] == [
+        ("step.succeeded", "first")]
+
+
+async def test_a_report_on_a_command_not_issued_yet_is_answered_retry() -> None:
+    log, bus = FakeEventLog(), FakeBus()
+    async with running(bus, Orchestrator(bus=bus, events=log).run):
+        execution_id = await start_execution(log, bus, TWO_STEPS)
+        [first] = await take(await bus.command_consumer("default"), 1)
+        stranger = first.model_copy(update={"command_id": "not-issued"})
+        answer = await bus.report(encode_events([outcome(stranger, ResultEnvelope.ok("?"))]))
+        assert (await asyncio.wait_for(answer, 10)).startswith("retry:")
+    assert ("step.succeeded", "first") not in log.types(execution_id)
+
+
+LOOP_OF_FOUR = ("apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: four, path: tests/four}\n"
+                "workflow:\n"
+                "  - step: items\n"
+                "    loop: {in: '{{ [0, 1, 2, 3] }}', iterator: x, spec: {mode: parallel}}\n"
+                "    spec: {resources: {cpu: 1}}\n"
+                "    tool: {kind: noop, result: '{{ x }}'}\n")
+
+
+async def one_cpu_worker(bus: FakeBus) -> None:
+    """A worker of the default pool with one cpu for four slots (so admission, not its slots, bounds
+    steps of one cpu), heard from whenever an orchestrator asks."""
+    beat = WorkerHeartbeat(worker="w1", pool="default", capacity={"cpu": 1.0}, concurrency=4)
+
+    async def answer(_: bytes) -> None:
+        await bus.publish_core(subjects.worker_subject(bus.prefix), beat.model_dump_json().encode())
+
+    await bus.subscribe_core(subjects.worker_ping_subject(bus.prefix), answer)
+
+
+async def test_loop_items_waiting_for_capacity_share_one_event_and_still_wait_after_a_restart() -> None:
+    log, bus = FakeEventLog(), FakeBus()
+    await one_cpu_worker(bus)
+    reader = await bus.command_consumer("default")
+    async with running(bus, Orchestrator(bus=bus, events=log).run):
+        execution_id = await start_execution(log, bus, LOOP_OF_FOUR)
+        [first] = await take(reader, 1)
+        await poll(lambda: ("step.deferred", "items") in log.types(execution_id), timeout_s=10,
+                   what="the waiting items to be recorded")
+    [deferred] = [e for e in log.executions[execution_id].events if e.type == "step.deferred"]
+    assert len(deferred.payload["commands"]) == 3 and "capacity" in deferred.payload["reason"]
+    async with running(bus, Orchestrator(bus=bus, events=log).run):  # a restarted orchestrator
+        results = {first.loop_index: ResultEnvelope.ok(first.loop_index)}
+        await report(bus, outcome(first, results[first.loop_index]))
+        for _ in range(3):  # one at a time: the one cpu is held until each outcome
+            [command] = await take(reader, 1)
+            await report(bus, outcome(command, ResultEnvelope.ok(command.loop_index)))
+        assert await ended(log, execution_id) == "completed"
+    events = log.executions[execution_id].events
+    dispatched = [c for e in events if e.type == "step.dispatched" for c in e.payload["commands"]]
+    assert sorted(dispatched) == sorted(deferred.payload["commands"])  # each waiting item went out once
+    assert summary(log, execution_id)["steps"]["items"]["result"] == [0, 1, 2, 3]
