@@ -297,7 +297,8 @@ class _Firing(CursorLoops):
         context = StepContext.model_construct(
             workload=self.state.workload, ctx=dict(self.state.ctx), results=results,
             step_names=list(parts.step_names), arc_args=arc_args, iter=iter_vars)
-        self.out.commands.append(RunStep(
+        # built without validation too: every field is typed state or compiled net (the worker validates it)
+        self.out.commands.append(RunStep.model_construct(
             command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
             loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input,
             render_input=(loop_index is not None or cursor is not None) and bool(step_input),

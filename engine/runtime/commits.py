@@ -172,7 +172,12 @@ class CommitPipeline:
                     await work()
                 except Exception:  # the events are stored: the rest of the batch still settles
                     log.exception("after-commit work failed")
-            await asyncio.gather(*(d.ack_nowait() for d in handled.deliveries), return_exceptions=True)
+        # one after another, without yielding in between (an ack or an answer only queues its bytes), so
+        # that the whole group's acks and answers leave in one write: every write wakes nats-server
+        for handled in group:
+            for delivery in handled.deliveries:
+                with contextlib.suppress(Exception):
+                    await delivery.ack_nowait()
             for delivery in handled.poison:
                 with contextlib.suppress(Exception):
                     await delivery.term()

@@ -186,12 +186,13 @@ class StepRunner:
     def _event(self, cmd: RunStep, type_: EventType, *, key: str, result: ResultEnvelope | None = None,
                attempt: int | None = None, duration_ms: float | None = None,
                payload: dict[str, Any] | None = None, loop_index: int | None = None) -> Event:
-        return Event(event_id=uuid.uuid4().hex, idempotency_key=event_key(cmd.command_id, key),
-                     execution_id=cmd.execution_id, type=type_, step=cmd.step,
-                     command_id=cmd.command_id, run=cmd.run, attempt=attempt,
-                     loop_index=cmd.loop_index if loop_index is None else loop_index,
-                     worker=self.identity.worker, pool=self.identity.pool,
-                     duration_ms=duration_ms, result=result, payload=payload or {})
+        # built without validation: every field comes from the validated command or is typed here
+        return Event.model_construct(
+            event_id=uuid.uuid4().hex, idempotency_key=event_key(cmd.command_id, key),
+            execution_id=cmd.execution_id, type=type_, step=cmd.step, command_id=cmd.command_id,
+            run=cmd.run, attempt=attempt, loop_index=cmd.loop_index if loop_index is None else loop_index,
+            worker=self.identity.worker, pool=self.identity.pool, duration_ms=duration_ms, result=result,
+            payload=payload or {})
 
     def cancelled_outcome(self, cmd: RunStep, reason: str) -> StepOutcome:
         """The outcome of a command cancelled before (or while) it ran."""
