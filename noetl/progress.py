@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
-
-from engine.protocol.events import Event
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -16,6 +14,26 @@ if TYPE_CHECKING:
 
 _ICONS = {"scheduled": "…", "running": "▶", "succeeded": "✔", "failed": "✖", "skipped": "↷",
           "cancelled": "■"}
+
+
+class StepEvent(Protocol):
+    """What progress reads of an event: engine.protocol.events.Event, or its JSON as the API streams it
+    (noetl.fastrun, which does not import the engine)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def step(self) -> str | None: ...
+
+    @property
+    def attempt(self) -> int | None: ...
+
+    @property
+    def loop_index(self) -> int | None: ...
+
+    @property
+    def payload(self) -> dict[str, Any]: ...
 
 
 class Progress:
@@ -42,7 +60,7 @@ class Progress:
         if self.live is not None:
             self.live.__exit__(None, None, None)
 
-    def update(self, event: Event) -> None:
+    def update(self, event: StepEvent) -> None:
         if not event.step:
             return
         entry = self.steps.setdefault(event.step, {"status": "scheduled", "attempts": 0, "done": 0,
