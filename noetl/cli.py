@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
 
+TYPE_CHECKING = False  # not typing's: `noetl run` against a dev stack (noetl.fastrun) counts every ms
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     import typer
 
 EXIT_UNAVAILABLE = 3  # the command could not do its work: a server unreachable (noetl.outage), a key unusable
@@ -82,7 +84,6 @@ def __getattr__(name: str) -> typer.Typer:  # `from noetl.cli import app` builds
 
 def main() -> None:
     """The console script: errors NoETL raises on purpose print as one line, never a traceback."""
-    from noetl import help_cache
     from noetl.stdio import use_whole_writes
 
     use_whole_writes()
@@ -96,6 +97,8 @@ def main() -> None:
             _fail(exc)
         if code is not None:
             sys.exit(code)
+    from noetl import help_cache
+
     if help_cache.enabled() and help_cache.wanted(args):
         _help(help_cache.cache_file(args))
         return

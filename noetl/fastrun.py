@@ -11,19 +11,21 @@ starts it once and follows it after the events already shown. Output and exit co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from noetl.wire import Connection, WireError
 
+TYPE_CHECKING = False  # not typing's: importing typing and dataclasses costs this path ~15 ms
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
     from noetl.progress import Progress
 
 SWITCH = "NOETL_FAST_RUN"  # 0: always the full path (tests compare both)
@@ -41,23 +43,28 @@ class Unexpected(Exception):
     """The API answered in a way this path does not handle: the full path takes over."""
 
 
-@dataclass(frozen=True)
 class Invocation:
     """What `noetl run` was asked, when this path can do it."""
 
-    file: Path
-    payload: dict[str, Any]
-    as_json: bool
-    timeout: float | None = None
+    __slots__ = ("as_json", "file", "payload", "timeout")
+
+    def __init__(self, file: Path, payload: dict[str, Any], as_json: bool,
+                 timeout: float | None = None) -> None:
+        self.file = file
+        self.payload = payload
+        self.as_json = as_json
+        self.timeout = timeout
 
 
-@dataclass(frozen=True)
 class DevApi:
     """Where the dev stack's API listens and the token this home's command line uses there."""
 
-    host: str
-    port: int
-    token: str
+    __slots__ = ("host", "port", "token")
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host = host
+        self.port = port
+        self.token = token
 
 
 def parse_args(args: list[str]) -> Invocation | None:
@@ -149,20 +156,17 @@ def summary_of(execution_id: str, detail: dict[str, Any]) -> dict[str, Any]:
             "error": detail.get("error"), "steps": steps}
 
 
-@dataclass(frozen=True)
 class StreamedEvent:
     """An event of the API's stream as noetl.progress reads it (noetl.progress.StepEvent)."""
 
-    type: str
-    step: str | None
-    attempt: int | None
-    loop_index: int | None
-    payload: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("attempt", "loop_index", "payload", "step", "type")
 
-    @classmethod
-    def of(cls, item: dict[str, Any]) -> StreamedEvent:
-        return cls(str(item["type"]), item.get("step"), item.get("attempt"), item.get("loop_index"),
-                   item.get("payload") or {})
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.type: str = str(item["type"])
+        self.step: str | None = item.get("step")
+        self.attempt: int | None = item.get("attempt")
+        self.loop_index: int | None = item.get("loop_index")
+        self.payload: dict[str, Any] = item.get("payload") or {}
 
 
 def sse_data(lines: list[bytes]) -> dict[str, Any] | None:
@@ -223,11 +227,26 @@ def attempt(args: list[str]) -> int | None:
         text = invocation.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return _declined("a file the full path reports")
+    _prefetch("noetl.progress")
     api = Api(found)
     try:
         return _run(api, invocation, text)
     finally:
         api.close()
+
+
+def _prefetch(module: str) -> None:
+    """Import `module` on a thread while this one waits on the API: rich (noetl.progress) takes about as
+    long to import as the registration and the start take to answer. Importing it here later waits for
+    that import to end (the import system's module lock), or imports it again if that one failed."""
+    import importlib
+    import threading
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # the import here says why, with its traceback
+            importlib.import_module(module)
+
+    threading.Thread(target=run, name=f"import {module}", daemon=True).start()
 
 
 def _declined(why: str) -> None:
@@ -306,7 +325,7 @@ def _follow(api: Api, execution_id: str, progress: Progress, seen: list[dict[str
         if item is None:
             continue
         seen.append(item)
-        progress.update(StreamedEvent.of(item))
+        progress.update(StreamedEvent(item))
         ended = item.get("type") in TERMINAL
     if not ended:
         raise Unexpected("the event stream ended before the execution did")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: noetl.fastrun imports this module on its hot path
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 MAX_HEADER_BYTES = 64 * 1024  # a response head longer than this is not the API's
 
