@@ -227,7 +227,8 @@ def attempt(args: list[str]) -> int | None:
         text = invocation.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return _declined("a file the full path reports")
-    _prefetch("noetl.progress")
+    if not invocation.as_json:  # with --json nothing is shown: no rich
+        _prefetch("rich.console")
     api = Api(found)
     try:
         return _run(api, invocation, text)
@@ -236,9 +237,9 @@ def attempt(args: list[str]) -> int | None:
 
 
 def _prefetch(module: str) -> None:
-    """Import `module` on a thread while this one waits on the API: rich (noetl.progress) takes about as
-    long to import as the registration and the start take to answer. Importing it here later waits for
-    that import to end (the import system's module lock), or imports it again if that one failed."""
+    """Import `module` on a thread while this one waits on the API: rich.console (noetl.progress) takes
+    about as long to import as the registration and the start take to answer. Importing it here later
+    waits for that import to end (the import system's module lock), or imports it again if it failed."""
     import importlib
     import threading
 

@@ -6,9 +6,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rich.console import Console
-
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
@@ -41,13 +40,17 @@ class Progress:
 
         self.execution_id = execution_id
         self.quiet = quiet
-        self.console = Console(stderr=True)
         self.steps: dict[str, dict[str, Any]] = {}
         self.live: Live | None = None
-        self.interactive = self.console.is_terminal and not quiet
+        self.console: Console | None = None  # rich only when something is shown (not with --json)
+        if not quiet:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+        self.interactive = self.console is not None and self.console.is_terminal
 
     def __enter__(self) -> Progress:
-        if not self.quiet:
+        if self.console is not None:
             self.console.print(f"execution {self.execution_id}")
         if self.interactive:  # the live table only on a terminal (rich.live and rich.table only then)
             from rich.live import Live
@@ -78,7 +81,7 @@ class Progress:
             entry["status"] = "running"
         elif kind in ("step.succeeded", "step.failed", "step.skipped") and event.loop_index is None:
             entry["status"] = kind.split(".")[1]
-            if not self.interactive and not self.quiet:
+            if not self.interactive and self.console is not None:
                 self.console.print(self._line(event.step, entry))
         if self.live is not None:
             self.live.update(self._table())
@@ -100,7 +103,7 @@ class Progress:
         return table
 
     def finish(self, summary: dict[str, Any]) -> None:
-        if self.quiet:
+        if self.console is None:
             return
         status = summary["status"]
         self.console.print(f"execution {self.execution_id} {status}")
