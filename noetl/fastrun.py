@@ -250,7 +250,8 @@ def _prefetch(module: str) -> None:
     threading.Thread(target=run, name=f"import {module}", daemon=True).start()
 
 
-def _declined(why: str) -> None:
+def _declined(why: str) -> int | None:
+    """None: the full path runs the command (`why` in the trace)."""
     _trace(f"full path ({why})")
     return None
 
