@@ -33,8 +33,10 @@ TRACE = "NOETL_FAST_RUN_TRACE"  # 1: say on stderr which path ran, and why the f
 EXIT_COMPLETED, EXIT_FAILED = 0, 1
 ENDED = ("completed", "failed", "cancelled")
 TERMINAL = frozenset(f"execution.{status}" for status in ENDED)
-# settings the full path reads and checks (an invalid one is its error to print)
-FULL_PATH_SETTINGS = ("NOETL_IDLE_STOP", "NOETL_OUTAGE_WAIT_S")
+# settings the full path reads and checks even against a dev stack (an invalid one is its error to
+# print), or that send its start elsewhere than the dev stack's API would (another bus prefix)
+FULL_PATH_SETTINGS = ("NOETL_IDLE_STOP", "NOETL_OUTAGE_WAIT_S", "NOETL_BUS_PREFIX", "NOETL_SECRET_KEY",
+                      "NOETL_ACK_WAIT_S", "NOETL_POOLS")
 REQUEST_TIMEOUT_S = 30.0  # one request's answer
 STREAM_IDLE_S = 60.0  # the event stream sends a keep-alive every 15 s: silence longer than this is a fault
 

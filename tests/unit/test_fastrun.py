@@ -83,6 +83,18 @@ def test_the_off_switch_and_a_home_without_a_dev_stack_decline(monkeypatch: pyte
     assert fastrun.attempt(["run", str(playbook)]) is None
 
 
+@pytest.mark.parametrize("name", fastrun.FULL_PATH_SETTINGS)
+def test_a_setting_the_full_path_checks_leaves_the_run_to_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             name: str) -> None:
+    def unreachable(home: Path) -> None:
+        raise AssertionError("the dev stack was looked for")
+
+    monkeypatch.setattr(fastrun, "dev_api", unreachable)
+    monkeypatch.delenv("NOETL_FAST_RUN", raising=False)
+    monkeypatch.setenv(name, "not a valid value")
+    assert fastrun.attempt(["run", str(tmp_path / "p.yaml")]) is None
+
+
 def test_the_dev_api_needs_a_live_serving_process_an_api_url_and_the_command_line_token(
         tmp_path: Path) -> None:
     state = {"pid": os.getpid(), "ready": True, "api_url": "http://127.0.0.1:8082"}
