@@ -264,7 +264,8 @@ def _run(api: Api, invocation: Invocation, text: str) -> int | None:
         status, registered = api.request("POST", "/api/catalog/register", text.encode(), "application/yaml")
     except (OSError, WireError, Unexpected) as exc:
         return _declined(f"the API did not register the playbook ({exc})")
-    if status != 201 or not isinstance(registered, dict):
+    if status != 201 or not isinstance(registered, dict) or not isinstance(registered.get("path"), str) \
+            or not isinstance(registered.get("version"), int):
         return _declined(f"the API answered {status} to the registration")
     from engine.protocol.ids import new_execution_id
 

@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Protocol
 
+TYPE_CHECKING = False  # not typing's: `noetl run --json` through noetl.fastrun does not import typing
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
+    class StepEvent(Protocol):
+        """What progress reads of an event: engine.protocol.events.Event, or its JSON as the API
+        streams it (noetl.fastrun, which does not import the engine)."""
+
+        @property
+        def type(self) -> str: ...
+
+        @property
+        def step(self) -> str | None: ...
+
+        @property
+        def attempt(self) -> int | None: ...
+
+        @property
+        def loop_index(self) -> int | None: ...
+
+        @property
+        def payload(self) -> dict[str, Any]: ...
+
 _ICONS = {"scheduled": "…", "running": "▶", "succeeded": "✔", "failed": "✖", "skipped": "↷",
           "cancelled": "■"}
-
-
-class StepEvent(Protocol):
-    """What progress reads of an event: engine.protocol.events.Event, or its JSON as the API streams it
-    (noetl.fastrun, which does not import the engine)."""
-
-    @property
-    def type(self) -> str: ...
-
-    @property
-    def step(self) -> str | None: ...
-
-    @property
-    def attempt(self) -> int | None: ...
-
-    @property
-    def loop_index(self) -> int | None: ...
-
-    @property
-    def payload(self) -> dict[str, Any]: ...
 
 
 class Progress:
