@@ -230,7 +230,7 @@ def attempt(args: list[str]) -> int | None:
     except (OSError, UnicodeDecodeError):
         return _declined("a file the full path reports")
     if not invocation.as_json:  # with --json nothing is shown: no rich
-        _prefetch("rich.console")
+        _prefetch()
     api = Api(found)
     try:
         return _run(api, invocation, text)
@@ -238,18 +238,20 @@ def attempt(args: list[str]) -> int | None:
         api.close()
 
 
-def _prefetch(module: str) -> None:
-    """Import `module` on a thread while this one waits on the API: rich.console (noetl.progress) takes
-    about as long to import as the registration and the start take to answer. Importing it here later
-    waits for that import to end (the import system's module lock), or imports it again if it failed."""
-    import importlib
+def _prefetch() -> None:
+    """Ready rich on a thread while this one waits on the API (noetl.progress.warm_up): rich's console
+    takes about as long to import as the registration and the start take to answer. Importing it here
+    later waits for that import to end (the import system's module lock), or imports it again if it
+    failed."""
     import threading
 
     def run() -> None:
         with contextlib.suppress(Exception):  # the import here says why, with its traceback
-            importlib.import_module(module)
+            from noetl.progress import warm_up
 
-    threading.Thread(target=run, name=f"import {module}", daemon=True).start()
+            warm_up()
+
+    threading.Thread(target=run, name="import rich", daemon=True).start()
 
 
 def _declined(why: str) -> int | None:

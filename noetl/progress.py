@@ -36,6 +36,16 @@ _ICONS = {"scheduled": "…", "running": "▶", "succeeded": "✔", "failed": "�
           "cancelled": "■"}
 
 
+def warm_up() -> None:
+    """Import rich's console and render a line into a string, which loads the tables rich reads on its
+    first print (emoji, character widths): noetl.fastrun does it on a thread while it waits on the API."""
+    import io
+
+    from rich.console import Console
+
+    Console(file=io.StringIO(), stderr=True).print("execution ✔ :warm:")
+
+
 class Progress:
     def __init__(self, execution_id: str, *, quiet: bool = False) -> None:
 
