@@ -229,7 +229,9 @@ def attempt(args: list[str]) -> int | None:
         text = invocation.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return _declined("a file the full path reports")
-    if not invocation.as_json:  # with --json nothing is shown: no rich
+    from noetl.progress import plain_here
+
+    if not invocation.as_json and not plain_here():  # rich only when it shows the progress
         _prefetch()
     api = Api(found)
     try:
