@@ -3,16 +3,19 @@
 Nothing heavy is imported at module level: the app is built on first use (`noetl.cli.app`, `main()`),
 each command module imports only Typer and the standard library, and each command imports what it
 needs when it runs. `noetl ... --help` is printed from noetl.help_cache when it was printed before for
-the same sources and terminal (docs/performance.md, "Command line").
+the same sources and terminal, and `noetl run FILE` against a running `noetl dev up` stack goes through
+its REST API without building the app (noetl.fastrun) (docs/performance.md, "Command line").
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not typing's: `noetl run` against a dev stack (noetl.fastrun) counts every ms
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     import typer
 
 EXIT_UNAVAILABLE = 3  # the command could not do its work: a server unreachable (noetl.outage), a key unusable
@@ -81,21 +84,38 @@ def __getattr__(name: str) -> typer.Typer:  # `from noetl.cli import app` builds
 
 def main() -> None:
     """The console script: errors NoETL raises on purpose print as one line, never a traceback."""
-    from noetl import help_cache
     from noetl.stdio import use_whole_writes
 
     use_whole_writes()
     args = sys.argv[1:]
+    if args[:1] == ["run"]:  # against a running dev stack, through its API without the app (noetl.fastrun)
+        from noetl import fastrun
+
+        try:
+            code = fastrun.attempt(args)
+        except Exception as exc:  # only a hand-off to the full path raises: it fails as that path does
+            _fail(exc)
+        if code is not None:
+            sys.exit(code)
+    from noetl import help_cache
+
     if help_cache.enabled() and help_cache.wanted(args):
         _help(help_cache.cache_file(args))
         return
-    from engine.errors import NoetlError
-
     try:
         get_app()()
-    except NoetlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_UNAVAILABLE)
+    except Exception as exc:
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """An error NoETL raised on purpose as one line (exit 3); anything else as it is."""
+    from engine.errors import NoetlError
+
+    if not isinstance(exc, NoetlError):
+        raise exc
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(EXIT_UNAVAILABLE)
 
 
 def _help(path: Path) -> None:

@@ -30,14 +30,16 @@ def report_timeout(execution_id: str, timeout_s: float | None, status: str) -> N
 
 
 async def follow_local(session: Session, rider: Rider, execution_id: str, timeout_s: float | None,
-                       on_event: Callable[[Event], None]) -> dict[str, Any]:
+                       on_event: Callable[[Event], None], history: list[Event] | None = None
+                       ) -> dict[str, Any]:
     """The summary once the execution ended, or (its status pending or running) when `timeout_s` ended
-    first; reads the event log, going on after the last event seen when an outage interrupted it."""
-    history: list[Event] = []
+    first; reads the event log, going on after the last event seen when an outage interrupted it (or
+    after the events of `history`, those another follower showed already)."""
+    followed: list[Event] = [] if history is None else history
 
     async def wait(stack: Stack) -> dict[str, Any]:
         assert stack.executions is not None
-        return await stack.executions.wait(execution_id, on_event=on_event, history=history)
+        return await stack.executions.wait(execution_id, on_event=on_event, history=followed)
 
     async def probe(stack: Stack) -> object:
         assert stack.executions is not None
@@ -50,6 +52,11 @@ async def follow_local(session: Session, rider: Rider, execution_id: str, timeou
     except TimeoutError:
         if not window.expired():
             raise
+    return partial_summary(execution_id, followed)
+
+
+def partial_summary(execution_id: str, history: list[Event]) -> dict[str, Any]:
+    """The summary of the events followed when --timeout ended before the execution did."""
     from control_plane.stack import resolve_ref
     from engine.runtime.summary import summarize
 

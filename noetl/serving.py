@@ -17,7 +17,7 @@ from control_plane.errors import ControlPlaneError, ForbiddenError, Unauthorized
 from control_plane.services.auth import AuthService
 from control_plane.stack import Stack, StackConfig
 from engine.runtime import idle_watchdog
-from noetl.devstack import components_file
+from noetl.devstack import cli_token_file, components_file, write_cli_token
 from noetl.insights import open_insights
 from noetl.settings import stack_config
 
@@ -127,7 +127,10 @@ async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Pat
         if api is not None:
             insights = await open_insights(stack, indexer=indexer, agent=agent)
             api_task, api_url = await start_api(stack, api[0], api[1], stop, insights.state)
+        cli_token_id: str | None = None
         try:
+            if state_file is not None and api_url is not None:
+                cli_token_id = await _issue_cli_token(stack)
             if state_file is not None:
                 state = {"pid": os.getpid(), "ready": True, "nats_url": stack.nats_url,
                          "pg_dsn": stack.pg_dsn, "home": str(stack.config.home)}
@@ -157,4 +160,23 @@ async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Pat
                     failure = exc
             if insights is not None:
                 await insights.close()
+            if cli_token_id is not None:
+                await _revoke_cli_token(stack, cli_token_id)
     return failure
+
+
+async def _issue_cli_token(stack: Stack) -> str:
+    """An operator token for this home's `noetl run` to reach the API with (noetl.fastrun); its id."""
+    assert stack.store is not None, "the stack is not started"
+    info, token = await AuthService(stack.store).create_token("dev-cli", "operator")
+    write_cli_token(cli_token_file(stack.config.home), token)
+    return info.token_id
+
+
+async def _revoke_cli_token(stack: Stack, token_id: str) -> None:
+    """The token goes with the stack: its file removed, and revoked while the store still answers."""
+    with contextlib.suppress(OSError):
+        cli_token_file(stack.config.home).unlink()
+    if stack.store is not None:
+        with contextlib.suppress(Exception):  # a store already gone: the token dies with its stack's data
+            await AuthService(stack.store).revoke(token_id)

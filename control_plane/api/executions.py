@@ -56,7 +56,8 @@ async def execute(request: Request, _: Annotated[Any, require("operator")], body
                                    fix="omit 'merge' or send true: the payload is deep-merged into the "
                                        "playbook's workload")
     services = services_of(request)
-    execution_id = await services.executions.start(body.path, version=body.version, payload=body.payload)
+    execution_id = await services.executions.start(body.path, version=body.version, payload=body.payload,
+                                                   execution_id=body.execution_id)
     execution = await services.executions.get(execution_id)
     return Started(execution_id=execution_id, path=execution.playbook_path,
                    version=execution.playbook_version, status=execution.status)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from control_plane.schemas.base import RequestModel
 from engine.protocol.events import Event
+from engine.protocol.ids import as_int
 
 MAX_VERSION = 2**31 - 1  # the catalog's version column is an integer
 MAX_SEQ = 2**63 - 1  # seq is a bigint
@@ -25,6 +26,18 @@ class ExecuteRequest(RequestModel):
         default=None, description="deep-merged into the playbook's workload")
     merge: bool | None = Field(default=None, description="accepted for NoETL compatibility; false is "
                                                          "refused (replacing the workload is not supported)")
+    execution_id: str | None = Field(
+        default=None, min_length=19, max_length=19, examples=["2241043291894150228"],
+        description="an id the client chose (engine.protocol.ids, spec 13), so that sending the request "
+                    "again after its answer was lost starts the execution once; default: a new one")
+
+    @field_validator("execution_id")
+    @classmethod
+    def _an_id(cls, value: str | None) -> str | None:
+        if value is not None and as_int(value) is None:
+            raise ValueError(f"'{value}' is not an execution id: 19 decimal digits of a positive 64-bit "
+                             "integer (make one with engine.protocol.ids.new_execution_id, or omit it)")
+        return value
 
     @field_validator("payload", mode="before")
     @classmethod

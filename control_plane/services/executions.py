@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 ID_ATTEMPTS = 5  # new ids tried when one is taken already
+FIRST_POLL_S = 0.005  # a follower without notifications reads again this soon after events came
 OnEvent = Callable[[Event], Awaitable[None] | None]
 
 
@@ -170,10 +171,12 @@ class ExecutionService:
         """Every event with seq > after_seq as it is stored; ends after the terminal event.
 
         Woken by the store's notifications when there are any (re-reading at least every `idle_s`),
-        else polling every `poll_s`.
+        else polling: FIRST_POLL_S after events came, doubling while none come, up to `poll_s` (a short
+        step's next events are read within milliseconds, a long one's cost a query per `poll_s`).
         """
         await self.store.executions.get(execution_id)
         seq = after_seq
+        pause = min(FIRST_POLL_S, poll_s)
         while True:
             batch = await self.store.events.events(execution_id, after_seq=seq, limit=1000)
             for event in batch:
@@ -186,7 +189,10 @@ class ExecutionService:
             if self.notifications is not None:
                 await self.notifications.wait(execution_id, idle_s)
             else:
-                await asyncio.sleep(poll_s)
+                if batch:
+                    pause = min(FIRST_POLL_S, poll_s)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, poll_s)
 
     async def wait(self, execution_id: str, *, timeout_s: float | None = None,
                    on_event: OnEvent | None = None, poll_s: float = 0.02,

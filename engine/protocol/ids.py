@@ -17,9 +17,7 @@ the command line show those digits. Templates see it as an `int` (`template_valu
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +33,13 @@ DIGITS = 19
 _MIN_MS = -(-MIN_ID >> LOW_BITS)  # the first millisecond whose ids have 19 digits (2017-07-22)
 _MAX_MS = MAX_ID >> LOW_BITS  # the last millisecond below 2**63 (2079-09-07)
 _MS = timedelta(milliseconds=1)
+
+
+def os_random_bits(count: int) -> int:
+    """`count` random bits from the OS (as secrets.randbits, without importing secrets, hashlib and
+    random: `noetl run` makes an id on its fast path, noetl.fastrun)."""
+    size = (count + 7) // 8
+    return int.from_bytes(os.urandom(size), "big") >> (size * 8 - count)
 
 
 def compose(unix_ms: int, low: int) -> int:
@@ -76,7 +81,7 @@ class ExecutionIds:
     the last one plus one. Thread-safe."""
 
     def __init__(self, clock_ns: Callable[[], int] = time.time_ns,
-                 random_bits: Callable[[int], int] = secrets.randbits) -> None:
+                 random_bits: Callable[[int], int] = os_random_bits) -> None:
         self._clock_ns = clock_ns
         self._random_bits = random_bits
         self._last = 0
@@ -116,5 +121,7 @@ def child_execution_id(above: int, started_at: datetime, command_id: str) -> int
     never share an id, even when a loop starts thousands of them in one millisecond."""
     when = started_at if started_at.tzinfo is not None else started_at.replace(tzinfo=UTC)
     unix_ms = (when - datetime(1970, 1, 1, tzinfo=UTC)) // _MS
+    import hashlib  # only here: see os_random_bits
+
     low = int.from_bytes(hashlib.sha256(command_id.encode()).digest()[:8], "big")
     return max(compose(unix_ms, low), above + 1)

@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from engine.errors import EngineError
+from engine.runtime.processes import pid_alive
 from engine.runtime.reaper import reap_when_done
 
 if TYPE_CHECKING:
@@ -78,23 +79,6 @@ def _wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(_POLL_S)
-
-
-def pid_alive(pid: int) -> bool:
-    """The process runs (a zombie, or one whose last thread has exited, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")  # a zombie (exited, not yet reaped) is not alive
-    with contextlib.suppress(OSError, IndexError):
-        if stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
-            return True
-        # a multi-threaded program whose main thread exited shows 'Z' while its other threads run
-        return len(os.listdir(f"/proc/{pid}/task")) > 1
-    return True
 
 
 @contextlib.contextmanager

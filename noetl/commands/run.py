@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from control_plane.services.executions import ExecutionService
     from control_plane.stack import Stack
     from noetl.outage import Rider
+    from noetl.progress import Progress
     from noetl.session import Session
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -65,8 +67,32 @@ def run(
     raise typer.Exit(EXIT_COMPLETED if summary["status"] == "completed" else EXIT_FAILED)
 
 
+@dataclass(frozen=True)
+class HandOff:
+    """An execution noetl.fastrun asked the dev stack's API to start, for the full path to go on with
+    when the API stopped answering as expected: start it again under its id (which starts it once), and
+    follow it after the events already shown."""
+
+    path: str
+    version: int
+    execution_id: str
+    progress: Progress | None  # entered already, its events shown; None: not started for sure
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resume(text: str, file: str, payload: dict[str, Any], as_json: bool, timeout: float | None,
+           handoff: HandOff) -> dict[str, Any]:
+    """The summary of the execution `handoff` names, followed the full way (as `run` does)."""
+    from engine.runtime import eventloop
+    from noetl.outage import Rider
+
+    return eventloop.run(_run(text, file, payload, as_json, timeout, idle_stop_s(),
+                              Rider(outage_wait_s()), handoff))
+
+
 async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
-               timeout: float | None, idle_s: float, rider: Rider) -> dict[str, Any]:
+               timeout: float | None, idle_s: float, rider: Rider,
+               handoff: HandOff | None = None) -> dict[str, Any]:
     from engine.runtime import idle_watchdog
     from noetl.session import Session
 
@@ -84,27 +110,34 @@ async def _run(text: str, file: str, payload: dict[str, Any], as_json: bool,
             if embedded:
                 await session.stack()
                 idle_watchdog.spawn(config.home, idle_s)
-            return await _follow(session, rider, text, file, payload, as_json, timeout)
+            return await _follow(session, rider, text, file, payload, as_json, timeout, handoff)
         finally:
             await session.close()
 
 
 async def _follow(session: Session, rider: Rider, text: str, file: str, payload: dict[str, Any],
-                  as_json: bool, timeout: float | None) -> dict[str, Any]:
+                  as_json: bool, timeout: float | None, handoff: HandOff | None = None) -> dict[str, Any]:
     """Register and start the playbook, show its progress, and return its summary at the end (or when
     --timeout ends first), riding through outages of Postgres and NATS."""
+    from engine.protocol.events import Event
     from engine.protocol.ids import new_execution_id
     from noetl.follow import ENDED, follow_local
     from noetl.progress import Progress
 
-    registered = await rider(lambda: session.call(lambda stack: _executions(stack).register(text, file)))
-    execution_id = new_execution_id()  # chosen here, so that starting again after an outage is safe
+    if handoff is None:
+        registered = await rider(lambda: session.call(lambda stack: _executions(stack).register(text, file)))
+        path, version = registered.path, registered.version
+        execution_id = new_execution_id()  # chosen here, so that starting again after an outage is safe
+    else:
+        path, version, execution_id = handoff.path, handoff.version, handoff.execution_id
     await rider(lambda: session.call(lambda stack: _executions(stack).start(
-        registered.path, version=registered.version, payload=payload, execution_id=execution_id)))
-    progress = Progress(execution_id, quiet=as_json)
-    with progress:
-        summary = await follow_local(session, rider, execution_id, timeout, progress.update)
-    if summary["status"] in ENDED:
+        path, version=version, payload=payload, execution_id=execution_id)))
+    shown = handoff.progress if handoff is not None else None
+    progress = shown or Progress(execution_id, quiet=as_json)
+    history = [Event.model_validate(item) for item in handoff.seen] if handoff is not None else []
+    with contextlib.nullcontext() if shown is not None else progress:  # a handed-off one is entered
+        summary = await follow_local(session, rider, execution_id, timeout, progress.update, history)
+    if summary["status"] in ENDED and shown is None:  # a handed-off one is finished by who entered it
         progress.finish(summary)
     return summary
 

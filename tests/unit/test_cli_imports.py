@@ -28,6 +28,15 @@ def test_building_the_command_line_app_imports_none_of_the_heavy_packages() -> N
     assert [name for name in HEAVY if name in loaded] == []
 
 
+def test_the_fast_run_path_imports_neither_typer_nor_rich_nor_any_heavy_package() -> None:
+    done = _python("import json, sys\nimport noetl.cli, noetl.fastrun, noetl.progress, engine.protocol.ids\n"
+                   "print(json.dumps(sorted(sys.modules)))")
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    unwanted = (*HEAVY, "typer", "rich", "http.client", "typing", "hashlib")
+    assert [name for name in unwanted if name in loaded] == []
+
+
 def test_help_from_the_cache_is_the_page_typer_prints(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100"}
     env.pop("NOETL_HELP_CACHE", None)

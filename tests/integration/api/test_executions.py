@@ -14,6 +14,7 @@ import pytest
 
 from control_plane.api.executions import event_stream
 from engine.protocol.events import Event
+from engine.protocol.ids import new_execution_id
 from tests.harness.playbooks import held_until
 from tests.integration.api.helpers import (
     Api,
@@ -100,6 +101,26 @@ async def test_merge_false_is_refused_with_400_and_merge_true_is_accepted(
     assert "merge" in doc["detail"]
     execution = await wait_ended(admin, await execute(admin, two_steps, merge=True))
     assert execution["status"] == "completed"
+
+
+async def test_a_start_sent_again_under_the_client_chosen_id_starts_the_execution_once(
+        admin: httpx.AsyncClient, two_steps: str) -> None:
+    chosen = new_execution_id()
+    body = {"path": two_steps, "payload": {"who": "twice"}, "execution_id": chosen}
+    first, again = [await admin.post("/api/execute", json=body) for _ in range(2)]
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert first.json()["execution_id"] == again.json()["execution_id"] == chosen
+    execution = await wait_ended(admin, chosen)
+    assert execution["status"] == "completed" and execution["payload"] == {"who": "twice"}
+    events = (await admin.get(f"/api/executions/{chosen}/events", params={"limit": 1000})).json()["items"]
+    assert [e["type"] for e in events].count("execution.started") == 1
+
+
+@pytest.mark.parametrize("chosen", ["123", "0241043291894150228", "9999999999999999999", "abc"])
+async def test_a_client_chosen_id_that_is_not_an_execution_id_is_answered_422(
+        admin: httpx.AsyncClient, two_steps: str, chosen: str) -> None:
+    response = await admin.post("/api/execute", json={"path": two_steps, "execution_id": chosen})
+    assert response.status_code == 422, response.text
 
 
 async def test_executing_an_unknown_path_or_version_is_answered_404(
