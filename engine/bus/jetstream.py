@@ -477,6 +477,15 @@ class Bus:
             raise BusError(f"core publish failed: {exc!r}", where=subject, transient=True,
                            fix="check the connection to nats-server") from exc
 
+    async def round_trip(self) -> None:
+        """Return once the server has processed everything this connection sent so far (a PING and its
+        PONG): a sender that waits for it between rounds lets what is ready meanwhile go together."""
+        try:
+            await self._server_has_it(max(1, int(self._publish_timeout_s)))
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BusError(f"the server did not answer a ping: {exc!r}", where="round trip", transient=True,
+                           fix="check the connection to nats-server") from exc
+
     async def publish_core_nowait(self, subject: str, data: bytes) -> None:
         """A core NATS publish without waiting for the flush (hot paths: replies, benchmarks)."""
         await self._nc.publish(subject, data)

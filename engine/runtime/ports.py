@@ -134,6 +134,10 @@ class RuntimeBus(Protocol):
         """The event stream (durable consumer `durable`) and the workers' reports, read as one."""
         ...
 
+    async def round_trip(self) -> None:
+        """Return once the server has processed everything sent so far on this connection."""
+        ...
+
     async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
         """Send a report now; the future's answer: ok, drop, retry:<seconds> or absent (reports.py)."""
         ...

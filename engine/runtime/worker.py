@@ -278,6 +278,11 @@ class Worker:
                         task = asyncio.create_task(self._publish(chunk, msg_id, data, sent))
                         self._reporting.add(task)
                         task.add_done_callback(self._reporting.discard)
+                # what finishes while the server takes these goes with the next round, together (as when
+                # each round waited for JetStream's confirmation): a loop's outcomes travel in a few large
+                # reports, not one each; a lone outcome (a chain) goes at once all the same
+                with contextlib.suppress(BusError):
+                    await self.bus.round_trip()
         finally:
             self._sending = None
 

@@ -386,6 +386,9 @@ class FakeBus:
         self.reader = FakeEventReader(self, await self.event_consumer(durable, ack_wait_s=ack_wait_s))
         return self.reader
 
+    async def round_trip(self) -> None:
+        await asyncio.sleep(0)  # nothing is in flight in memory: one turn of the loop
+
     async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
         self._refuse(subjects.report_subject(self.prefix))
         self.reports.append((data, attempt))
