@@ -277,8 +277,7 @@ class _Firing(CursorLoops):
             self.state.pending[cid] = Dispatch(cid, step.step, run, None, claimer)
         pool = self.env.pool_of(step)
         parts = transition.command
-        # built without validation: every field comes from the state, typed (validated when read back)
-        results = {name: ResultEntry.model_construct(
+        results = {name: ResultEntry(
                        data=rec.result.data, ref=rec.result.ref, columns=rec.result.columns,
                        statement_count=rec.result.statement_count, task_results=rec.result.task_results,
                        stats=rec.result.stats,
@@ -294,11 +293,10 @@ class _Firing(CursorLoops):
         if parts.child:
             self.start_child(step, cid, run, loop_index, arc_args, step_input, iter_vars)
             return cid
-        context = StepContext.model_construct(
+        context = StepContext(
             workload=self.state.workload, ctx=dict(self.state.ctx), results=results,
             step_names=list(parts.step_names), arc_args=arc_args, iter=iter_vars)
-        # built without validation too: every field is typed state or compiled net (the worker validates it)
-        self.out.commands.append(RunStep.model_construct(
+        self.out.commands.append(RunStep(
             command_id=cid, execution_id=self.state.execution_id, step=step.step, run=run,
             loop_index=loop_index, pool=pool, tasks=list(parts.tasks), input=step_input,
             render_input=(loop_index is not None or cursor is not None) and bool(step_input),

@@ -90,6 +90,18 @@ class _RecordingCredentials:
                 self.secrets.add(str(value))
         return credential
 
+    def _result_needs(self, result: ResultEnvelope | None) -> bool:
+        """Whether masking would change the envelope: its parts walked as they are (the data is JSON
+        values already), not dumped first: a step's result can be large, and it rarely holds a secret."""
+        if result is None:
+            return False
+        parts: list[Any] = [result.data, result.meta.model_dump()]
+        if result.error is not None:
+            parts.append(result.error.model_dump())
+        if result.ref is not None:
+            parts.append(result.ref.model_dump())
+        return needs_redaction(parts, self.secrets)
+
     def add(self, value: Any) -> None:
         if isinstance(value, (str, int)) and not isinstance(value, bool) and len(str(value)) >= 4:
             self.secrets.add(str(value))
@@ -98,9 +110,9 @@ class _RecordingCredentials:
         """The event with every secret value and secret-named field masked (a copy only if needed)."""
         if event.result is None and not event.payload:
             return event
-        result = event.result.model_dump(mode="json", by_alias=True) if event.result else None
-        if not needs_redaction(result, self.secrets) and not needs_redaction(event.payload, self.secrets):
+        if not self._result_needs(event.result) and not needs_redaction(event.payload, self.secrets):
             return event
+        result = event.result.model_dump(mode="json", by_alias=True) if event.result else None
         return event.model_copy(update={
             "result": (ResultEnvelope.model_validate(redact(result, self.secrets))
                        if result is not None else None),
@@ -186,8 +198,7 @@ class StepRunner:
     def _event(self, cmd: RunStep, type_: EventType, *, key: str, result: ResultEnvelope | None = None,
                attempt: int | None = None, duration_ms: float | None = None,
                payload: dict[str, Any] | None = None, loop_index: int | None = None) -> Event:
-        # built without validation: every field comes from the validated command or is typed here
-        return Event.model_construct(
+        return Event(
             event_id=uuid.uuid4().hex, idempotency_key=event_key(cmd.command_id, key),
             execution_id=cmd.execution_id, type=type_, step=cmd.step, command_id=cmd.command_id,
             run=cmd.run, attempt=attempt, loop_index=cmd.loop_index if loop_index is None else loop_index,
