@@ -49,6 +49,7 @@ from engine.protocol.events import (
     ends_command,
 )
 from engine.protocol.outcomes import event_key, outcome_event
+from engine.protocol.packing import pack
 from engine.protocol.results import ResultEnvelope
 from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
@@ -101,13 +102,6 @@ def dispatch_commands(event: Event) -> list[str]:
 def _progress_only(deliveries: Sequence[Message]) -> bool:
     """Only `step.started` of slow steps (a fast step's start comes with its outcome, in an array)."""
     return all(d.data[:1] != b"[" and b'"type":"step.started"' in d.data for d in deliveries)
-
-
-async def _all(sends: list[asyncio.Future[None]]) -> None:
-    """Wait for every send; then raise the first failure (the others were waited for, not dropped)."""
-    for outcome in await asyncio.gather(*sends, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -474,45 +468,23 @@ class Orchestrator:
 
     async def _send_runs(self, decisions: Decisions) -> None:
         """Publish what was admitted (concurrently: order between commands does not matter), the
-        commands of one pool packed into shared messages up to the pool's batch limit, each message on
-        its way as soon as it is full (a loop's first items reach the workers while the rest are being
-        encoded). What could not be published is sent again from the log after a rebuild."""
+        commands of one pool packed into shared messages up to the pool's batch limit. Their events are
+        already queued for commit: what could not be published is sent again from the log after a
+        rebuild."""
         try:
-            if len(decisions.admitted) == 1:  # a chain's step: no task (it costs an event-loop turn)
-                encoded = await self._encode_run(decisions.admitted[0][0])
-                if encoded is not None:
-                    await self._publish_runs([encoded])
-                return
-            filling: dict[str, list[tuple[RunStep, bytes]]] = {}  # pool -> the message being filled
-            sizes: dict[str, int] = {}
-            limits: dict[str, int] = {}
-            sending: list[asyncio.Future[None]] = []
-
-            async def send(pool: str) -> None:
-                sizes.pop(pool, None)
-                sending.append(asyncio.ensure_future(self._publish_runs(filling.pop(pool))))
-                if len(sending) >= 256:
-                    await _all(sending)
-                    sending.clear()
-                else:
-                    await asyncio.sleep(0)  # the message leaves now, while the next ones are encoded
-
+            by_pool: dict[str, list[tuple[RunStep, bytes]]] = {}
             for command, _ in decisions.admitted:
                 encoded = await self._encode_run(command)
-                if encoded is None:
-                    continue
-                pool, size = encoded[0].pool, len(encoded[1])
-                if pool not in limits:
-                    limits[pool] = self._capacity.batch_limit(pool)
-                if pool in filling and sizes[pool] + size > COMMAND_MAX_BYTES:
-                    await send(pool)
-                filling.setdefault(pool, []).append(encoded)
-                sizes[pool] = sizes.get(pool, 0) + size
-                if len(filling[pool]) >= limits[pool]:
-                    await send(pool)
-            for pool in list(filling):
-                await send(pool)
-            await _all(sending)
+                if encoded is not None:
+                    by_pool.setdefault(encoded[0].pool, []).append(encoded)
+            sends = [self._publish_runs(chunk) for pool, runs in by_pool.items()
+                     for chunk in pack(runs, lambda run: len(run[1]), max_bytes=COMMAND_MAX_BYTES,
+                                       max_items=self._capacity.batch_limit(pool))]
+            if len(sends) == 1:  # a chain's step: no gather (its tasks cost an event-loop turn)
+                await sends[0]
+            else:
+                for start in range(0, len(sends), 256):
+                    await asyncio.gather(*sends[start:start + 256])
         except Exception as exc:
             if isinstance(exc, BusError) and exc.transient:
                 log.warning("publishing %d commands failed (%s); they are sent again from the log when NATS "
