@@ -84,6 +84,12 @@ class LiveCapacity:
         self._live: tuple[int, PoolSet | None] | None = None
         self._known: tuple[int, PoolSet] | None = None
 
+    @property
+    def version(self) -> int:
+        """Counts the changes of what is live (what `known()` and a step's demand are computed from)."""
+        self._expire()
+        return self._version
+
     def _changed(self) -> None:
         self.changed = True
         self._version += 1

@@ -38,6 +38,7 @@ from engine.tools.base import Credential, CredentialResolver, NoCredentials, Too
 from engine.tools.redact import needs_redaction, redact
 
 log = logging.getLogger(__name__)
+_CONTINUE, _FAIL = RuleThen(do="continue"), RuleThen(do="fail")  # the default actions (read, never changed)
 
 # keys of a task that are about the pipeline, not the tool's configuration
 PIPELINE_KEYS = ("kind", "name", "spec", "set", "output", "desc", "input", "assert")
@@ -534,7 +535,7 @@ class StepRunner:
                  for i, t in enumerate(tasks)]
         index = 0
         iterations = 0
-        last = ResultEnvelope.ok({})
+        last: ResultEnvelope | None = None
         while index < len(tasks):
             iterations += 1
             if iterations > cmd.max_iterations:
@@ -559,7 +560,7 @@ class StepRunner:
                 index = names.index(action.to) if action.to in names else len(tasks)
                 continue
             index += 1
-        return last
+        return last if last is not None else ResultEnvelope.ok({})
 
     async def _task(self, cmd: RunStep, task: dict[str, Any], name: str, pipe: _Pipeline,
                     report: Report, step_input: Mapping[str, Any]) -> tuple[ResultEnvelope, RuleThen]:
@@ -592,7 +593,7 @@ class StepRunner:
                 await self.sleep(delay)
                 continue
             if action.do == "retry":  # attempts used up: the last result stands
-                action = RuleThen(do="continue" if envelope.status == "ok" else "fail")
+                action = _CONTINUE if envelope.status == "ok" else _FAIL
             if action.do in ("continue", "break", "jump") and envelope.status == "ok":
                 try:
                     self._apply_set(task.get("set"), context, pipe, envelope.data)
@@ -614,7 +615,7 @@ class StepRunner:
             if holds:
                 assert rule.then is not None
                 return rule.then
-        return RuleThen(do="continue" if envelope.status == "ok" else "fail")
+        return _CONTINUE if envelope.status == "ok" else _FAIL
 
     def _apply_set(self, writes: Mapping[str, Any] | None, context: Mapping[str, Any],
                    pipe: _Pipeline, result: Any = None) -> None:
