@@ -246,10 +246,10 @@ class Admission:
         slot_bound: dict[str, bool] = {}  # pool -> LiveCapacity.slot_bound, once per round
         for key, waiting in list(self._waiting.items()):
             demand = waiting.demand
-            mark = (id(demand), waiting.command.pool)
-            verdict = judged.get(mark)
+            verdict_key = (id(demand), waiting.command.pool)
+            verdict = judged.get(verdict_key)
             if verdict is None:
-                verdict = judged[mark] = self._judge(demand, waiting.command.pool, known, slot_bound)
+                verdict = judged[verdict_key] = self._judge(demand, waiting.command.pool, known, slot_bound)
             reason, holds_nothing, queued = verdict
             if reason is not None:
                 del self._waiting[key]
