@@ -258,11 +258,20 @@ async def one_cpu_worker(bus: FakeBus) -> None:
     await bus.subscribe_core(subjects.worker_ping_subject(bus.prefix), answer)
 
 
+async def heard(bus: FakeBus, times: int) -> None:
+    """Until the orchestrator has the worker's `times`-th heartbeat (it asks for one when it starts)."""
+    subject = subjects.worker_subject(bus.prefix)
+    await poll(lambda: sum(1 for s, _ in bus.core if s == subject) >= times, timeout_s=10,
+               what="the worker's heartbeat")
+    await bus.quiesce()  # delivered to the orchestrator's subscription
+
+
 async def test_loop_items_waiting_for_capacity_share_one_event_and_still_wait_after_a_restart() -> None:
     log, bus = FakeEventLog(), FakeBus()
     await one_cpu_worker(bus)
     reader = await bus.command_consumer("default")
     async with running(bus, Orchestrator(bus=bus, events=log).run):
+        await heard(bus, 1)
         execution_id = await start_execution(log, bus, LOOP_OF_FOUR)
         [first] = await take(reader, 1)
         await poll(lambda: ("step.deferred", "items") in log.types(execution_id), timeout_s=10,
@@ -270,6 +279,7 @@ async def test_loop_items_waiting_for_capacity_share_one_event_and_still_wait_af
     [deferred] = [e for e in log.executions[execution_id].events if e.type == "step.deferred"]
     assert len(deferred.payload["commands"]) == 3 and "capacity" in deferred.payload["reason"]
     async with running(bus, Orchestrator(bus=bus, events=log).run):  # a restarted orchestrator
+        await heard(bus, 2)
         results = {first.loop_index: ResultEnvelope.ok(first.loop_index)}
         await report(bus, outcome(first, results[first.loop_index]))
         for _ in range(3):  # one at a time: the one cpu is held until each outcome
