@@ -422,9 +422,7 @@ class Bus:
         """The orchestrator's reader: the event stream through the durable consumer `durable`, and the
         workers' reports (one orchestrator of the queue group takes each). Close it when it stops."""
         arrived = asyncio.Event()
-        consumer = await self._consumer(self.event_stream, durable, subjects.event_subjects(self.prefix),
-                                        ack_wait_s=ack_wait_s, max_deliver=-1, max_ack_pending=None,
-                                        arrived=arrived)
+        consumer = await self.event_consumer(durable, ack_wait_s=ack_wait_s, arrived=arrived)
         reports = ReportInbox(self._nc, subjects.report_subject(self.prefix), arrived)
         try:
             await reports.start()
@@ -449,14 +447,16 @@ class Bus:
                            transient=True, fix="check the connection to nats-server") from exc
 
     async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0, max_deliver: int = -1,
-                             max_ack_pending: int | None = None) -> Consumer:
-        """A durable reader of all events of this prefix, from the first one it has not acked."""
+                             max_ack_pending: int | None = None,
+                             arrived: asyncio.Event | None = None) -> Consumer:
+        """A durable reader of all events of this prefix, from the first one it has not acked
+        (`arrived`: set when a message comes, shared with another source by `event_reader`)."""
         if not _NAME_SAFE.match(durable):
             raise BusError(f"consumer name '{durable}' may use only letters, digits, '_' and '-'",
                            where="Bus.event_consumer", fix="pick a name like 'orchestrator'")
         return await self._consumer(self.event_stream, durable, subjects.event_subjects(self.prefix),
                                     ack_wait_s=ack_wait_s, max_deliver=max_deliver,
-                                    max_ack_pending=max_ack_pending)
+                                    max_ack_pending=max_ack_pending, arrived=arrived)
 
     # ---------------------------------------------------------------------------- core NATS (no stream)
 
