@@ -84,12 +84,6 @@ class LiveCapacity:
         self._live: tuple[int, PoolSet | None] | None = None
         self._known: tuple[int, PoolSet] | None = None
 
-    @property
-    def version(self) -> int:
-        """Counts the changes of what is live (what `known()` and a step's demand are computed from)."""
-        self._expire()
-        return self._version
-
     def _changed(self) -> None:
         self.changed = True
         self._version += 1
@@ -294,10 +288,10 @@ class Admission:
                 and known.get(demand.pool) is None):
             reason = None  # no pools file: a worker of that pool may still come, so it waits
         needs = demand.needs()
-        holds_nothing = not needs and not demand.require and not demand.prefer
+        labelled = bool(demand.require or demand.prefer)
+        holds_nothing = not needs and not labelled
         queued = False
-        if reason is None and not holds_nothing and not demand.require and not demand.prefer \
-                and set(needs) == {"cpu"} and needs["cpu"] <= 1:
+        if reason is None and not labelled and set(needs) == {"cpu"} and needs["cpu"] <= 1:
             if pool not in slot_bound:
                 slot_bound[pool] = self.capacity.slot_bound(pool)
             queued = slot_bound[pool]

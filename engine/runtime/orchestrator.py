@@ -155,8 +155,6 @@ class Orchestrator:
     _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
     _unstarted: set[str] = field(default_factory=set)  # executions an event came for before their start
-    # (id of a net, step) -> (that net, the live pools' version, the step's demand): see `_demand`
-    _demands: dict[tuple[int, str], tuple[Net, int, Demand]] = field(default_factory=dict)
     _calls: ChildCalls = field(init=False)
     _renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
     _capacity: LiveCapacity = field(init=False)
@@ -433,21 +431,11 @@ class Orchestrator:
     def _demand(self, execution: _Execution, command: RunStep) -> Demand:
         demand = execution.demands.get(command.step)
         if demand is None:
-            # the same playbook's step on the same pools demands the same: computed once for every
-            # execution of it (a chain's steps are each new to its execution)
-            version = self._capacity.version
-            cached = self._demands.get((id(execution.net), command.step))
-            if cached is not None and cached[0] is execution.net and cached[1] == version:
-                demand = cached[2]
-            else:
-                playbook = execution.net.playbook
-                try:
-                    demand = step_demand(playbook.step(command.step), self._capacity.known(), playbook)
-                except KeyError:
-                    demand = Demand(step=command.step)
-                if len(self._demands) > 100_000:
-                    self._demands.clear()
-                self._demands[(id(execution.net), command.step)] = (execution.net, version, demand)
+            playbook = execution.net.playbook
+            try:
+                demand = step_demand(playbook.step(command.step), self._capacity.known(), playbook)
+            except KeyError:
+                demand = Demand(step=command.step)
             execution.demands[command.step] = demand
         return demand
 

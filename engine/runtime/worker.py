@@ -252,8 +252,8 @@ class Worker:
     def _with_progress(self, command: RunStep, events: list[Event]) -> list[Event]:
         """The outcome's events after the step's progress events (already on the event stream, which the
         orchestrator may read after the report): the log keeps the first copy of each."""
-        progress = self._progress.get(command.command_id)
-        if not progress or command.cursor is not None:
+        progress = self._progress.get(command.command_id)  # never kept for a cursor claimer (`report`)
+        if not progress:
             return events
         keys = {event.idempotency_key for event in events}
         return [*(event for event in progress if event.idempotency_key not in keys), *events]
@@ -372,7 +372,7 @@ class Worker:
             except BusError as exc:
                 if not exc.transient:
                     raise
-                answer, wait = ABSENT, backoff  # NATS is away: the client reconnects by itself
+                answer = ABSENT  # NATS is away: the client reconnects by itself
             if answer in (OK, DROP):
                 return
             delay = retry_delay(answer) if answer is not None else None
