@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from control_plane.store.catalog import CatalogStore
+from control_plane.store.chat import ChatStore
 from control_plane.store.credentials import CredentialStore
 from control_plane.store.cursors import CursorStore
 from control_plane.store.db import Database
@@ -18,9 +19,9 @@ from control_plane.store.secret_key import SecretKey
 from control_plane.store.timings import TimingStore
 from control_plane.store.tokens import TokenStore
 
-__all__ = ["CatalogStore", "CredentialStore", "CursorStore", "Database", "EventStore", "ExecutionStore",
-           "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "Store", "TimingStore", "TokenStore",
-           "open_store"]
+__all__ = ["CatalogStore", "ChatStore", "CredentialStore", "CursorStore", "Database", "EventStore",
+           "ExecutionStore", "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "Store",
+           "TimingStore", "TokenStore", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Store:
     indexing: IndexingStore
     metrics: MetricsStore
     timings: TimingStore
+    chat: ChatStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -64,4 +66,5 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
     return Store(db=db, events=EventStore(db, executions), executions=executions, catalog=CatalogStore(db),
                  credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
                  cursors=CursorStore(db), policies=PolicyStore(db),
-                 indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db))
+                 indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db),
+                 chat=ChatStore(db))
