@@ -108,7 +108,8 @@ async def test_a_viewer_asking_for_a_proposal_is_told_its_role_may_not_and_nothi
     assert listed["items"] == []
 
 
-async def test_what_failed_most_recently_resolves_the_newest_failure_of_any_playbook(chat_api: ChatApi) -> None:
+async def test_what_failed_most_recently_resolves_the_newest_failure_of_any_playbook(
+        chat_api: ChatApi) -> None:
     await chat_api.run(playbook(unique("hello"), HELLO))
     failed = await chat_api.run(playbook(unique("divide"), DIVIDE))
     await chat_api.run(playbook(unique("hello"), HELLO))
