@@ -23,7 +23,7 @@ from agents.chat import answers
 from agents.chat.questions import Playbook, Question, read_question
 from agents.diagnosis.model import Diagnosis
 from agents.proposals.from_diagnosis import plan
-from control_plane.errors import ControlPlaneError, NotFoundError
+from control_plane.errors import InvalidArgumentError, NotFoundError
 from control_plane.services.auth import role_allows
 from engine.errors import NoetlError
 from policies.model import Actor
@@ -111,8 +111,8 @@ class ChatService:
         caller = Caller(actor, role)
         text = message.strip()
         if not text:
-            raise ControlPlaneError("the message is empty", where="message", fix="ask a question, e.g. "
-                                    "\"why did the last run of examples/flaky fail?\"")
+            raise InvalidArgumentError("the message is empty", where="message", fix="ask a question, e.g. "
+                                       "\"why did the last run of examples/flaky fail?\"")
         conversation = await self.conversations.open(conversation_id, caller.actor.id)
         focus = dict(conversation.focus)
         playbooks = [Playbook(p.path, p.name) for p in await self.catalog.list()]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from control_plane.schemas.base import RequestModel
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class ChatRequest(RequestModel):
     message: str = Field(min_length=1, max_length=4000,
                          examples=["why did the last run of examples/flaky fail?"])
     conversation_id: str | None = Field(default=None, min_length=1, max_length=200,
