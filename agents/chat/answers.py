@@ -139,7 +139,9 @@ def proposed(out: Composed, proposal: dict[str, Any]) -> None:
 
 def status(out: Composed, execution: dict[str, Any], steps: dict[str, Any],
            terminal_event: str | None) -> None:
-    line = (f"execution {execution['execution_id']} of {execution['playbook_path']} is {execution['status']}"
+    state = execution["status"] if execution["status"] in ("completed", "failed", "cancelled") else (
+        f"is {execution['status']}")
+    line = (f"execution {execution['execution_id']} of {execution['playbook_path']} {state}"
             f" (started {_when(execution.get('created_at'))}"
             + (f", ended {_when(execution.get('ended_at'))})" if execution.get("ended_at") else ")") + ".")
     out.say(line, terminal_event)

@@ -157,6 +157,8 @@ class ChatService:
                 pass
         if not explicit and q.follow_up and focus.get("playbook_path"):
             path = str(focus["playbook_path"])
+        elif not explicit and q.intent in ("proposals", "decide"):
+            return _Target()  # nothing named: every open proposal
         failed_only = q.failures and q.intent != "status"
         page = await self.executions.list(path=path, status="failed" if failed_only else None,
                                           since=q.window.since if q.window else None,
