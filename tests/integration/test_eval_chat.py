@@ -24,8 +24,8 @@ def test_the_cases_ask_over_forty_questions_about_runs_the_history_has() -> None
 
 
 def test_noetl_eval_chat_json_reports_its_scores_and_meets_the_targets() -> None:
-    result = subprocess.run([sys.executable, "-m", "noetl.cli", "eval", "chat", "--json"], capture_output=True,
-                            text=True, cwd=REPO, timeout=600, stdin=subprocess.DEVNULL)
+    result = subprocess.run([sys.executable, "-m", "noetl.cli", "eval", "chat", "--json"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600, stdin=subprocess.DEVNULL)
     report = json.loads(result.stdout)
     assert report["questions"] >= 40 and report["targets"] == TARGETS
     assert report["scores"]["execution_resolved"] >= 0.9, report["misses"]
