@@ -56,8 +56,8 @@ async def test_the_llm_calls_tools_and_writes_the_answer_citing_only_events_a_to
     events = await chat_api.stack.store.events.events(execution_id)
     real = next(e.event_id for e in events if e.type == "step.failed")
     invented = uuid.uuid4().hex
-    final = json.dumps({"answer": f"The fetch failed on a reset connection [event {real}] [event {invented}]; "
-                                  "add a retry.", "execution_id": execution_id,
+    final = json.dumps({"answer": f"The fetch failed on a reset connection [event {real}] "
+                                  f"[event {invented}]; add a retry.", "execution_id": execution_id,
                         "references": [real, invented]})
     with FakeLlm([call("why_failed", execution_id=execution_id),
                   call("list_events", execution_id=execution_id), final]) as llm:
