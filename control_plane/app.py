@@ -22,6 +22,7 @@ from control_plane.api import catalog, credentials, docs, executions, health, me
 from control_plane.api import chat as chat_api
 from control_plane.api import diagnosis as diagnosis_api
 from control_plane.api import policies as policies_api
+from control_plane.api import pools as pools_api
 from control_plane.api import similar as similar_api
 from control_plane.api.auth import required_role
 from control_plane.api.middleware import MAX_BODY_BYTES, BodyLimit, Guard, RejectNul
@@ -32,6 +33,7 @@ from control_plane.services.credentials import CredentialService
 from control_plane.services.executions import ExecutionService
 from control_plane.services.metrics import MetricsService
 from control_plane.services.policies import PolicyService, PolicySettings
+from control_plane.services.pools import PoolsService
 
 if TYPE_CHECKING:
     from control_plane.stack import Stack
@@ -42,7 +44,7 @@ API_VERSION = "1"
 HEALTH_TIMEOUT_S = 2.0
 _ROUTERS = (health.router, metrics.router, docs.router, catalog.router, executions.router,
             credentials.router, tokens.router, policies_api.router, diagnosis_api.router, similar_api.router,
-            chat_api.router)
+            chat_api.router, pools_api.router)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,11 @@ class ApiServices:
     metrics: MetricsService
     health: Callable[[], Awaitable[HealthReport]]
     policies: PolicyService | None = None  # proposals and overlays (docs/policies.md)
+    pools: PoolsService | None = None  # the worker pools as they are now
+
+    async def close(self) -> None:
+        if self.pools is not None:
+            await self.pools.close()
 
     @classmethod
     def from_stack(cls, stack: Stack) -> ApiServices:
@@ -82,7 +89,8 @@ class ApiServices:
 
         return cls(auth=AuthService(store), catalog=CatalogService(store), executions=executions_service,
                    credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
-                   policies=PolicyService(store, PolicySettings(pools=stack.pool_names)))
+                   policies=PolicyService(store, PolicySettings(pools=stack.pool_names)),
+                   pools=PoolsService(bus, stack.config.pools, tuple(stack.config.workers)))
 
 
 class Mounted(Protocol):

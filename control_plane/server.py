@@ -110,6 +110,7 @@ async def serve_api(stack: Stack, *, host: str, port: int, stop: asyncio.Event,
                 await mounts_task
         sock.close()
         app.state.stopping.set()
+        await app.state.services.close()
 
 
 async def _run_mounts(mounts: Sequence[Mounted], stop: asyncio.Event) -> asyncio.Task[None] | None:

@@ -78,6 +78,7 @@ TABLE: list[Endpoint] = [
     Endpoint("GET", "/api/search", "viewer", "/api/search?q=connection%20refused"),
     Endpoint("POST", "/api/chat", "viewer", "/api/chat", {"message": "what failed most recently?"}),
     Endpoint("GET", "/api/chat/{conversation_id}", "viewer", "/api/chat/{conversation}"),
+    Endpoint("GET", "/api/pools", "viewer", "/api/pools"),
 ]
 # served by the embeddings index, which this harness does not load (tests/integration/embeddings does):
 # past the role check they answer 503 similar_unavailable
