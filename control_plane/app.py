@@ -1,8 +1,8 @@
 """The control plane's REST API (docs/api.md) as a FastAPI application over the services.
 
 `create_app(ApiServices.from_stack(stack))` builds it; control_plane.server serves it beside the
-orchestrator. Layers: api (routes, auth, problem+json) -> services -> store; the API never touches the
-store itself.
+orchestrator, with the web console (control_plane.console, /ui) over the same services. Layers: api
+(routes, auth, problem+json) -> services -> store; the API never touches the store itself.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from control_plane.api import policies as policies_api
 from control_plane.api import similar as similar_api
 from control_plane.api.auth import required_role
 from control_plane.api.middleware import MAX_BODY_BYTES, BodyLimit, Guard, RejectNul
+from control_plane.console import ROUTERS as CONSOLE_ROUTERS
 from control_plane.schemas.problems import Problem
 from control_plane.services.auth import AuthService
 from control_plane.services.catalog import CatalogService
@@ -31,6 +32,7 @@ from control_plane.services.credentials import CredentialService
 from control_plane.services.executions import ExecutionService
 from control_plane.services.metrics import MetricsService
 from control_plane.services.policies import PolicyService, PolicySettings
+from control_plane.services.sessions import SessionService
 
 if TYPE_CHECKING:
     from control_plane.stack import Stack
@@ -60,6 +62,7 @@ class ApiServices:
     metrics: MetricsService
     health: Callable[[], Awaitable[HealthReport]]
     policies: PolicyService | None = None  # proposals and overlays (docs/policies.md)
+    sessions: SessionService | None = None  # the web console's sign-ins (docs/console.md)
 
     @classmethod
     def from_stack(cls, stack: Stack) -> ApiServices:
@@ -80,7 +83,8 @@ class ApiServices:
 
         return cls(auth=AuthService(store), catalog=CatalogService(store), executions=executions_service,
                    credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
-                   policies=PolicyService(store, PolicySettings(pools=stack.pool_names)))
+                   policies=PolicyService(store, PolicySettings(pools=stack.pool_names)),
+                   sessions=SessionService(store))
 
 
 class Mounted(Protocol):
@@ -109,7 +113,7 @@ def create_app(services: ApiServices, *, keepalive_s: float = executions.KEEPALI
     app.state.keepalive_s = keepalive_s
     for name, value in (state or {}).items():
         setattr(app.state, name, value)
-    for router in _ROUTERS:
+    for router in (*_ROUTERS, *CONSOLE_ROUTERS):  # the web console (/ui) over the same services
         app.include_router(router)
     for mounted in mounts:  # their own auth; not in the OpenAPI document
         # Starlette's Route serves an endpoint that is not a function or method as an ASGI app;

@@ -15,12 +15,13 @@ from control_plane.store.metrics import MetricsStore
 from control_plane.store.migrate import migrate
 from control_plane.store.policies import PolicyStore
 from control_plane.store.secret_key import SecretKey
+from control_plane.store.sessions import SessionStore
 from control_plane.store.timings import TimingStore
 from control_plane.store.tokens import TokenStore
 
 __all__ = ["CatalogStore", "CredentialStore", "CursorStore", "Database", "EventStore", "ExecutionStore",
-           "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "Store", "TimingStore", "TokenStore",
-           "open_store"]
+           "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "SessionStore", "Store",
+           "TimingStore", "TokenStore", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Store:
     indexing: IndexingStore
     metrics: MetricsStore
     timings: TimingStore
+    sessions: SessionStore  # the web console's sessions and sign-in links
 
     async def close(self) -> None:
         await self.db.close()
@@ -64,4 +66,5 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
     return Store(db=db, events=EventStore(db, executions), executions=executions, catalog=CatalogStore(db),
                  credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
                  cursors=CursorStore(db), policies=PolicyStore(db),
-                 indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db))
+                 indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db),
+                 sessions=SessionStore(db))
