@@ -102,11 +102,12 @@ def check_origin(request: Request) -> None:
 async def form_of(request: Request) -> dict[str, str]:
     """The posted form's fields (URL-encoded, each once) after the origin check."""
     check_origin(request)
-    if media_type(request) != FORM:
+    body = await request.body()
+    if body and media_type(request) != FORM:
         raise InvalidArgumentError(f"a console form must be {FORM}, not {media_type(request) or 'none'}",
                                    where="Content-Type header", fix="post the form from the console's page")
     fields: dict[str, str] = {}
-    for name, value in parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True):
+    for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
         if name in fields:
             raise InvalidArgumentError(f"the form field '{name}' was sent twice", where=name,
                                        fix="post the form from the console's page")
