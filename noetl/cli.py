@@ -39,6 +39,7 @@ def build_app() -> typer.Typer:
         similar,
         stack,
         tokens,
+        ui,
         why,
     )
     from noetl.commands import mcp as mcp_commands
@@ -65,6 +66,7 @@ def build_app() -> typer.Typer:
     similar.register(app)
     proposals_commands.register(app)
     mcp_commands.register(app)
+    ui.register(app)
     return app
 
 
