@@ -57,7 +57,7 @@ def build(events: Sequence[Event], now: datetime) -> Timeline:
     for event in sorted(events, key=lambda e: (e.timestamp, e.seq or 0)):
         if event.step is None:
             continue
-        key = (event.step, event.run or 1, event.loop_index if event.type.startswith("loop.item") else None)
+        key = (event.step, event.run or 1, event.loop_index)  # an item's events carry its index
         span = spans.get(key)
         if span is None:
             start = event.timestamp
@@ -76,7 +76,8 @@ def build(events: Sequence[Event], now: datetime) -> Timeline:
     bars = []
     for row, span in enumerate(shown):
         end = span.end or finish
-        x = LABEL_W + (span.start - first).total_seconds() * 1000.0 / span_ms * CHART_W
+        x = min(LABEL_W + (span.start - first).total_seconds() * 1000.0 / span_ms * CHART_W,
+                LABEL_W + CHART_W - 2.0)
         width = max((end - span.start).total_seconds() * 1000.0 / span_ms * CHART_W, 2.0)
         label = span.step + (f" [{span.index}]" if span.index is not None else "") + (
             f" (run {span.run})" if span.run > 1 else "")

@@ -40,7 +40,8 @@ def _target() -> tuple[str, str]:
                     "http://127.0.0.1:8082), or start one with `noetl dev up`")
     if token is None:
         raise _fail(f"NOETL_TOKEN is not set (the server is {url}): create a token with `noetl token create "
-                    "--role viewer --name NAME` (or approver, to decide proposals) and export it as NOETL_TOKEN")
+                    "--role viewer --name NAME` (or approver, to decide proposals) and export it as "
+                    "NOETL_TOKEN")
     return url, token
 
 

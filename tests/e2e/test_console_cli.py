@@ -54,7 +54,8 @@ def test_noetl_ui_print_url_prints_a_link_that_signs_in_once_as_the_token(noetl:
         assert again.get(url).status_code == 401  # used once already
 
 
-def test_noetl_ui_against_the_dev_stack_uses_its_command_line_token_when_no_token_is_set(noetl: Noetl) -> None:
+def test_noetl_ui_against_the_dev_stack_uses_its_command_line_token_when_no_token_is_set(
+        noetl: Noetl) -> None:
     cli = _with(noetl, drop=("NOETL_SERVER_URL", "NOETL_TOKEN"))
     result = cli("ui", "--print-url")
     assert result.returncode == 0, result.stderr

@@ -91,7 +91,8 @@ async def test_sign_in_with_the_form_find_a_failed_execution_and_read_its_diagno
         await page.context.close()
 
 
-async def test_an_approver_approves_a_proposal_in_the_browser(browser: Browser, api: Api, shots: Path) -> None:
+async def test_an_approver_approves_a_proposal_in_the_browser(browser: Browser, api: Api,
+                                                             shots: Path) -> None:
     _, proposal_id = await proposal(api, "operator")
     page = await _signed_in_page(browser, api, "approver")
     try:

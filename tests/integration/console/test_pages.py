@@ -149,3 +149,29 @@ async def test_a_decision_without_the_csrf_token_changes_nothing(api: Api) -> No
         response = await client.post(f"/ui/proposals/{proposal_id}/reject", data={"reason": "forged"})
     assert response.status_code == 403
     assert await proposal_state(api, proposal_id) == "proposed"
+
+
+LOOP = """\
+workflow:
+  - step: square
+    loop: {in: "{{ [1, 2, 3] }}", iterator: x, spec: {mode: parallel, max_in_flight: 2}}
+    tool: {kind: python, code: "result = x * x"}
+    next: {arcs: [{step: total, when: "{{ event.name == 'loop.done' }}"}]}
+  - step: total
+    tool: {kind: python, input: {xs: "{{ square }}"}, code: "result = sum(xs)"}
+"""
+
+
+async def test_a_loops_items_each_get_a_bar_under_their_step_on_the_timeline(api: Api) -> None:
+    name = unique("console_loop")
+    async with api.client("admin") as admin:
+        await register(admin, playbook(name, LOOP))
+        execution_id = await execute(admin, name)
+        assert (await wait_ended(admin, execution_id))["status"] == "completed"
+    async with signed_in(api, "viewer") as client:
+        html = unescape((await client.get(f"/ui/executions/{execution_id}")).text)
+    for index in range(3):
+        assert re.search(rf'class="bar bar-succeeded">\s*<title>square \[{index}\]: succeeded', html), index
+    assert re.search(r'class="bar bar-succeeded">\s*<title>square: succeeded', html)
+    assert re.search(r'class="bar bar-succeeded">\s*<title>total: succeeded', html)
+    assert "<title>square → total (when …)</title>" in html
