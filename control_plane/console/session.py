@@ -3,6 +3,7 @@ passes (same origin, the session's CSRF token); errors become pages, a missing s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,7 +148,10 @@ class ConsoleRoute(APIRoute):
                     clear_session_cookie(response, request)
                 return response
             except NoetlError as exc:
-                return page("error.html", {"viewer": None, "status": status_of(exc), "error": exc,
+                viewer = None
+                with contextlib.suppress(NoetlError):  # the header shows who is signed in, when one is
+                    viewer = await viewer_of(request)
+                return page("error.html", {"viewer": viewer, "status": status_of(exc), "error": exc,
                                            "active": ""}, status=status_of(exc))
 
         return guarded
