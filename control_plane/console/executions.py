@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from control_plane.api.context import services_of
-from control_plane.console.render import page
+from control_plane.console.render import page, when
 from control_plane.console.session import ConsoleRoute, sessions_of, viewer_of
 from control_plane.errors import UnauthorizedError
 from control_plane.services.executions import STATUSES
@@ -33,6 +33,7 @@ def row(execution: Execution) -> dict[str, Any]:
             "version": execution.playbook_version, "status": execution.status,
             "created_at": execution.created_at.isoformat(),
             "ended_at": execution.ended_at.isoformat() if execution.ended_at else None,
+            "started": when(execution.created_at), "ended": when(execution.ended_at),
             "url": f"{CONSOLE_ROOT}/executions/{execution.execution_id}"}
 
 

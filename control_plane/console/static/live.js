@@ -26,8 +26,8 @@
     cell(row, item.path);
     cell(row, String(item.version));
     cell(row, item.status, "status status-" + item.status);
-    cell(row, item.created_at);
-    cell(row, item.ended_at || "-", "ended");
+    cell(row, item.started);
+    cell(row, item.ended, "ended");
     var empty = body.querySelector("tr.empty");
     if (empty) { empty.remove(); }
     body.insertBefore(row, body.firstChild);
@@ -48,7 +48,7 @@
     if (status.textContent !== item.status) {
       status.textContent = item.status;
       status.className = "status status-" + item.status;
-      row.querySelector(".ended").textContent = item.ended_at || "-";
+      row.querySelector(".ended").textContent = item.ended;
       note.textContent = "Execution " + item.execution_id + " is " + item.status + ".";
     }
   });

@@ -6,15 +6,17 @@ to docs/images/ for the README."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import REPO
-from tests.integration.api.helpers import Api
+from tests.harness.playbooks import held_until
+from tests.integration.api.helpers import Api, execute, playbook, register, unique
 from tests.integration.console.helpers import failed_execution, proposal, proposal_state
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -133,4 +135,26 @@ async def test_the_first_tab_stop_is_the_skip_link_to_the_content(browser: Brows
         await page.keyboard.press("Enter")
         assert await page.evaluate("document.activeElement.id") == "main"
     finally:
+        await page.context.close()
+
+
+async def test_the_executions_list_shows_a_status_change_without_a_reload(browser: Browser, api: Api) -> None:
+    name = unique("console_live_page")
+    release = api.stack.config.home / f"{name}.release"
+    async with api.client("admin") as admin:
+        await register(admin, playbook(name, held_until(release)))
+        execution_id = await execute(admin, name)
+    page = await _signed_in_page(browser, api, "viewer")
+    try:
+        await page.goto(f"{api.url}/ui/executions?path={name}")
+        status = page.locator(f'tr[data-execution-id="{execution_id}"] .status')
+        connected = re.compile(rf"^(Live: statuses update as they change|Execution {execution_id} is "
+                               r"(pending|running))\.$")
+        await expect(page.get_by_role("status")).to_have_text(connected)  # the stream is open
+        assert await status.inner_text() in ("pending", "running")
+        release.write_text("go")
+        await expect(status).to_have_text("completed", timeout=TIMEOUT_MS)
+        await expect(page.get_by_role("status")).to_have_text(f"Execution {execution_id} is completed.")
+    finally:
+        release.write_text("go")
         await page.context.close()
