@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 
 from control_plane.api import catalog, credentials, docs, executions, health, metrics, problems, tokens
+from control_plane.api import chat as chat_api
 from control_plane.api import diagnosis as diagnosis_api
 from control_plane.api import policies as policies_api
 from control_plane.api import similar as similar_api
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 API_VERSION = "1"
 HEALTH_TIMEOUT_S = 2.0
 _ROUTERS = (health.router, metrics.router, docs.router, catalog.router, executions.router,
-            credentials.router, tokens.router, policies_api.router, diagnosis_api.router, similar_api.router)
+            credentials.router, tokens.router, policies_api.router, diagnosis_api.router, similar_api.router,
+            chat_api.router)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,8 @@ def create_app(services: ApiServices, *, keepalive_s: float = executions.KEEPALI
                max_body_bytes: int = MAX_BODY_BYTES, mounts: Sequence[Mounted] = (),
                state: Mapping[str, Any] | None = None) -> FastAPI:
     """The API over `services` (and `mounts`). `app.state.stopping` ends open event streams when set.
-    `state` puts what the layers above give the serving process on `app.state` (`diagnosis`, `similar`:
-    the control plane never imports the agents that provide them)."""
+    `state` puts what the layers above give the serving process on `app.state` (`diagnosis`, `similar`,
+    `chat`: the control plane never imports the agents that provide them)."""
     app = FastAPI(title="NoETL control plane", version=API_VERSION, openapi_url=None, docs_url=None,
                   redoc_url=None, description="Playbooks, executions, events, credentials and tokens. "
                   "Every endpoint but GET /health needs `Authorization: Bearer <token>`; every error is "

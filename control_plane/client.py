@@ -294,6 +294,17 @@ class NoetlClient:
     async def proposal(self, proposal_id: str) -> dict[str, Any]:
         return await self._json("GET", f"/api/proposals/{_segment(proposal_id)}")
 
+    async def chat(self, message: str, conversation_id: str | None = None) -> dict[str, Any]:
+        """Ask the chat (POST /api/chat): the answer, what it resolved, the events it cites."""
+        body: dict[str, Any] = {"message": message}
+        if conversation_id is not None:
+            body["conversation_id"] = conversation_id
+        return await self._json("POST", "/api/chat", json_body=body)
+
+    async def chat_history(self, conversation_id: str) -> dict[str, Any]:
+        """One of this token's conversations, every question with its answer (GET /api/chat/{id})."""
+        return await self._json("GET", f"/api/chat/{_segment(conversation_id)}")
+
     async def propose(self, draft: Mapping[str, Any]) -> dict[str, Any]:
         """Propose a change (`{"target": {"path", "step"}, "change": {...}, "rationale"}`); 409 when the
         guardrails refuse it."""

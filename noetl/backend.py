@@ -78,6 +78,10 @@ class Backend(Protocol):
     async def watch_proposals(self, once: bool, diagnose: bool, poll: float, measure_after: int
                               ) -> list[str]: ...
 
+    # the chat over the event log (`use_similar`: only where it runs in this process)
+    async def ask(self, message: str, conversation_id: str | None, *,
+                  use_similar: bool) -> dict[str, Any]: ...
+
     # diagnosis and similar past failures
     async def diagnose(self, execution_id: str, *, use_llm: bool, use_similar: bool) -> Diagnosis: ...
 

@@ -30,6 +30,7 @@ def build_app() -> typer.Typer:
     from noetl.commands import (
         bench,
         catalog,
+        chat,
         credentials,
         dsl,
         evals,
@@ -63,6 +64,7 @@ def build_app() -> typer.Typer:
     evals.register(app)
     plan.register(app)
     why.register(app)
+    chat.register(app)
     similar.register(app)
     proposals_commands.register(app)
     mcp_commands.register(app)

@@ -1,4 +1,4 @@
-"""What the serving process adds on top of the control plane: diagnosis and similar-failure search.
+"""What the serving process adds on top of the control plane: diagnosis, similar-failure search, the chat.
 
 The control plane sits below the agents, so the API reads a `Diagnoser` and a `SimilarSearch` from
 `app.state`; this entry-point module builds them from the agents and hands them to `serve_api`.
@@ -65,6 +65,7 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
     diagnosis = DiagnosisService(stack.executions, secrets=SecretValues(stack.store), similar=similar,
                                  llm=llm_settings())
     insights.state["diagnosis"] = diagnosis
+    insights.state["chat"] = chat_service(stack, diagnosis)
     if agent:
         try:
             insights._agent = await _start_agent(stack, diagnosis)
@@ -72,6 +73,19 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
             await insights.close()
             raise
     return insights
+
+
+def chat_service(stack: Stack, diagnosis: Any) -> Any:
+    """The chat over the stack's services, diagnosing through `diagnosis` (the same as the API's)."""
+    from agents.chat.service import ChatService
+    from control_plane.services.catalog import CatalogService
+    from control_plane.services.chat import ConversationService
+    from control_plane.services.policies import PolicyService, PolicySettings
+
+    assert stack.store is not None and stack.executions is not None
+    return ChatService(stack.executions, CatalogService(stack.store),
+                       PolicyService(stack.store, PolicySettings(pools=stack.pool_names)),
+                       ConversationService(stack.store), diagnose=diagnosis.diagnose)
 
 
 async def _start_agent(stack: Stack, diagnosis: Any) -> contextlib.AsyncExitStack:

@@ -12,7 +12,7 @@ import getpass
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agents.diagnosis.model import Diagnosis
 from control_plane.errors import (
@@ -40,6 +40,9 @@ from noetl.refusal import Refusal
 from noetl.session import Session
 from noetl.settings import stack_config
 from policies.model import Actor
+
+if TYPE_CHECKING:
+    from noetl.remote import RestBackend
 
 T = TypeVar("T")
 
@@ -268,12 +271,28 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ diagnosis and similar failures
     async def diagnose(self, execution_id: str, *, use_llm: bool, use_similar: bool) -> Diagnosis:
+        if use_similar and use_llm and (served := _dev_stack_api()) is not None:
+            async with served:  # its indexer holds this machine's embeddings index
+                return await served.diagnose(execution_id, use_llm=use_llm, use_similar=use_similar)
         try:
             return await _diagnose(execution_id, use_llm, use_similar)
         except NotFoundError:
             raise _not_in_log(execution_id) from None
 
+    async def ask(self, message: str, conversation_id: str | None, *, use_similar: bool) -> dict[str, Any]:
+        if use_similar and (served := _dev_stack_api()) is not None:
+            async with served:  # its indexer holds this machine's embeddings index
+                return await served.ask(message, conversation_id, use_similar=use_similar)
+        try:
+            return await _ask(message, conversation_id, use_similar)
+        except ControlPlaneError as exc:
+            raise _refused(exc, EXIT_INVALID) from None
+
     async def similar(self, execution_id: str, step: str | None, limit: int) -> list[dict[str, Any]]:
+        if (served := _dev_stack_api()) is not None:
+            async with served:
+                return await served.similar(execution_id, step, limit)
+
         async def found(embeddings: Any) -> list[dict[str, Any]]:
             return [r.to_dict() for r in await embeddings.similar.for_execution(execution_id, step=step,
                                                                                 limit=limit)]
@@ -281,6 +300,10 @@ class LocalBackend:
         return await _search(found)
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
+        if (served := _dev_stack_api()) is not None:
+            async with served:
+                return await served.search(text, limit)
+
         async def found(embeddings: Any) -> list[dict[str, Any]]:
             return [r.to_dict() for r in await embeddings.similar.search(text, limit=limit)]
 
@@ -338,6 +361,54 @@ async def _search(action: Callable[[Any], Awaitable[list[dict[str, Any]]]]) -> l
         raise Refusal([f"error: {exc.message}"], EXIT_INVALID) from None
     except IndexBusyError as exc:
         raise _refused(exc, EXIT_UNAVAILABLE) from None
+
+
+def _dev_stack_api() -> RestBackend | None:
+    """The running dev stack's API (with this home's command-line token) when its indexer runs and no
+    NOETL_PG_DSN points elsewhere: the indexer holds this machine's embeddings index (one process at a
+    time), so what needs similar failures is asked of the stack."""
+    import json
+
+    from noetl.devstack import components_file
+    from noetl.fastrun import dev_api
+    from noetl.remote import RestBackend
+
+    config = stack_config()
+    if config.pg_dsn is not None:
+        return None
+    api = dev_api(config.home)
+    if api is None:
+        return None
+    try:
+        components = json.loads(components_file(config.home).read_text()).get("components") or []
+    except (OSError, ValueError):
+        return None
+    if not any(c.get("name") == "indexer" and c.get("status") == "up" for c in components):
+        return None
+    return RestBackend(f"http://{api.host}:{api.port}", api.token)
+
+
+async def _ask(message: str, conversation_id: str | None, use_similar: bool) -> dict[str, Any]:
+    from agents.chat.service import ChatService  # the chat and the diagnosis graph: here only
+    from agents.diagnosis.service import DiagnosisService
+    from control_plane.services.chat import ConversationService
+    from control_plane.services.secrets import SecretValues
+
+    embeddings = None
+    async with _store() as store:
+        try:
+            executions = ExecutionService(store, None, resolve_ref=resolve_ref)  # type: ignore[arg-type]
+            finder, embeddings, _ = await similar_finder(store) if use_similar else (None, None, None)
+            diagnosis = DiagnosisService(executions, secrets=SecretValues(store), similar=finder,
+                                         llm=llm_settings())
+            chat = ChatService(executions, CatalogService(store), PolicyService(store),
+                               ConversationService(store), diagnose=diagnosis.diagnose)
+            # this machine's user acts with every role here, as the other local commands do
+            reply = await chat.ask(message, conversation_id, actor=local_actor(), role="admin")
+            return reply.as_json()
+        finally:
+            if embeddings is not None:
+                await embeddings.close()
 
 
 async def _diagnose(execution_id: str, use_llm: bool, use_similar: bool) -> Diagnosis:

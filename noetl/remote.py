@@ -192,6 +192,9 @@ class RestBackend:
     async def diagnose(self, execution_id: str, *, use_llm: bool, use_similar: bool) -> Diagnosis:
         return Diagnosis.model_validate(await self._ask(lambda client: client.diagnosis(execution_id)))
 
+    async def ask(self, message: str, conversation_id: str | None, *, use_similar: bool) -> dict[str, Any]:
+        return await self._ask(lambda client: client.chat(message, conversation_id))
+
     async def similar(self, execution_id: str, step: str | None, limit: int) -> list[dict[str, Any]]:
         found = await self._ask(lambda client: client.similar(execution_id, step=step, limit=limit))
         return list(found.get("items") or [])

@@ -1,5 +1,5 @@
-"""The optional LLM step of a diagnosis: any OpenAI-compatible chat endpoint refines the explanation and
-the fixes of the rule-based diagnosis (the only module that imports `openai`).
+"""The optional LLM step of a diagnosis: any OpenAI-compatible chat endpoint (agents/llm_client.py)
+refines the explanation and the fixes of the rule-based diagnosis.
 
 The prompt is built only from the diagnosis and facts that are already scrubbed by the runtime, and is
 scrubbed again here with every credential value the process knows (`secrets`), by key name and for
@@ -13,8 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,13 +21,11 @@ from agents.diagnosis.data import payload_of
 from agents.diagnosis.facts import Facts
 from agents.diagnosis.model import FIX_KINDS, Diagnosis, Refinement
 from agents.diagnosis.scrub import scrub
+from agents.llm_client import NO_KEY, JsonChat, LlmSettings
 
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
-
+__all__ = ["NO_KEY", "LlmRefiner", "LlmSettings", "digest", "parse"]
 log = logging.getLogger(__name__)
 
-NO_KEY = "not-needed"  # local OpenAI-compatible servers take any key; the client insists on one
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 SYSTEM = f"""You explain why a NoETL workflow execution failed, for the engineer who has to fix it.
 You receive a rule-based diagnosis (its root cause step, type and transience are decided; do not change
@@ -42,48 +39,26 @@ Keep the fixes concrete (a retry rule, a timeout, a credential to create, a quer
 use). Never invent values for secrets; write "..." instead."""
 
 
-@dataclass(frozen=True, slots=True)
-class LlmSettings:
-    """An OpenAI-compatible endpoint: `base_url` None means the OpenAI API itself."""
-
-    model: str
-    base_url: str | None = None
-    api_key: str | None = None
-    timeout_s: float = 60.0
-    max_tokens: int = 1200
-
-    def __repr__(self) -> str:  # never the key
-        return f"LlmSettings(model={self.model!r}, base_url={self.base_url!r})"
-
-
 class LlmRefiner:
     """`await refiner.refine(diagnosis, facts)` -> the diagnosis with a refined summary and fixes."""
 
     def __init__(self, settings: LlmSettings, *, secrets: Iterable[str] = (),
-                 client: AsyncOpenAI | None = None) -> None:
+                 client: Any = None) -> None:
         self.settings = settings
         self.secrets = frozenset(s for s in secrets if isinstance(s, str) and s)
         if settings.api_key:
             self.secrets |= {settings.api_key}
-        self._client = client
+        self._chat = JsonChat(settings, client)
 
     @property
     def name(self) -> str:
         return self.settings.model
 
-    def client(self) -> AsyncOpenAI:
-        if self._client is None:
-            from openai import AsyncOpenAI
-
-            self._client = AsyncOpenAI(api_key=self.settings.api_key or NO_KEY,
-                                       base_url=self.settings.base_url, timeout=self.settings.timeout_s,
-                                       max_retries=1)
-        return self._client
+    def client(self) -> Any:  # openai.AsyncOpenAI
+        return self._chat.client()
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._chat.close()
 
     def messages(self, diagnosis: Diagnosis, facts: Facts | None) -> list[dict[str, str]]:
         """The chat messages: only scrubbed data, scrubbed again with every known secret."""
@@ -110,19 +85,7 @@ class LlmRefiner:
         return diagnosis.model_copy(update=update)
 
     async def _ask(self, messages: list[dict[str, str]]) -> str:
-        from openai import BadRequestError
-
-        client = self.client()
-        request: dict[str, Any] = {"model": self.settings.model, "messages": messages, "temperature": 0,
-                                   "max_tokens": self.settings.max_tokens}
-        try:
-            response = await client.chat.completions.create(**request,
-                                                            response_format={"type": "json_object"})
-        except BadRequestError:  # a server without JSON mode: ask again without it
-            response = await client.chat.completions.create(**request)
-        if not response.choices:
-            return ""
-        return response.choices[0].message.content or ""
+        return await self._chat.ask(messages)
 
 
 def parse(text: str) -> Refinement | str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from control_plane.store.catalog import CatalogStore
+from control_plane.store.chat import ChatStore
 from control_plane.store.credentials import CredentialStore
 from control_plane.store.cursors import CursorStore
 from control_plane.store.db import Database
@@ -19,9 +20,9 @@ from control_plane.store.sessions import SessionStore
 from control_plane.store.timings import TimingStore
 from control_plane.store.tokens import TokenStore
 
-__all__ = ["CatalogStore", "CredentialStore", "CursorStore", "Database", "EventStore", "ExecutionStore",
-           "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "SessionStore", "Store",
-           "TimingStore", "TokenStore", "open_store"]
+__all__ = ["CatalogStore", "ChatStore", "CredentialStore", "CursorStore", "Database", "EventStore",
+           "ExecutionStore", "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "SessionStore",
+           "Store", "TimingStore", "TokenStore", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class Store:
     indexing: IndexingStore
     metrics: MetricsStore
     timings: TimingStore
+    chat: ChatStore
     sessions: SessionStore  # the web console's sessions and sign-in links
 
     async def close(self) -> None:
@@ -67,4 +69,4 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
                  credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
                  cursors=CursorStore(db), policies=PolicyStore(db),
                  indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db),
-                 sessions=SessionStore(db))
+                 chat=ChatStore(db), sessions=SessionStore(db))

@@ -59,6 +59,26 @@ def eval_diagnosis(
     raise typer.Exit(0 if report.targets_met else 1)
 
 
+@eval_app.command("chat")
+def eval_chat(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (default: a readable report).")] = False,
+    no_similar: Annotated[bool, typer.Option("--no-similar", help="Skip the similar failures.")] = False,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not ask the configured LLM.")] = False,
+) -> None:
+    """Questions in plain words over a seeded history, through the chat: the share whose execution is
+    resolved and whose root cause is named, latency. Exit 1 below the targets (90 % each)."""
+    import asyncio
+    import sys
+
+    from evals.suites.chat import runner
+    from noetl.llm_settings import llm_settings
+
+    report = asyncio.run(runner.run_suite(llm=None if no_llm else llm_settings(), similar=not no_similar,
+                                          progress=lambda line: print(line, file=sys.stderr)))
+    print(json.dumps(report.as_json(), indent=2) if as_json else report.text())
+    raise typer.Exit(0 if report.targets_met else 1)
+
+
 @eval_app.command("planning")
 def eval_planning(
     instances: Annotated[int, typer.Option(min=1, help="Random instances (<= 8 tasks, 2 pools).")] = 200,

@@ -47,9 +47,17 @@ def dev_up(
         "--api-port", min=0, max=65535, show_default=False,
         help=f"Serve the REST API on 127.0.0.1 at this port (NOETL_API_PORT; default {DEFAULT_API_PORT}; "
              "0 = a free port).")] = None,
+    indexer: Annotated[bool, typer.Option(
+        "--indexer/--no-indexer", help="Embed ended executions in the stack's process (similar failures "
+                                       "in the API and in diagnoses), as `noetl server start` does.")] = True,
+    agent: Annotated[bool, typer.Option(
+        "--agent/--no-agent", help="Run the proposals agent in the stack's process (new failures -> "
+                                   "guarded proposals awaiting approval), as `noetl server start` does.")]
+    = True,
 ) -> None:
     """Start the local stack and its REST API in the background (or report the one already running);
-    prints where they are and a fresh admin token for the API (shown only here).
+    prints where they are and a fresh admin token for the API (shown only here). It runs what
+    `noetl server start` runs (the indexer and the proposals agent included) plus a worker pool.
     Its NATS and Postgres stay up until `noetl dev down` (NOETL_IDLE_STOP does not apply)."""
     import asyncio
 
@@ -61,7 +69,8 @@ def dev_up(
         with open(home / "dev.log", "ab") as log:  # the process has its own copy
             process = subprocess.Popen(
                 [sys.executable, "-m", "noetl.cli", "dev", "serve", "--concurrency", str(concurrency),
-                 "--api-port", str(port)],
+                 "--api-port", str(port), "--indexer" if indexer else "--no-indexer",
+                 "--agent" if agent else "--no-agent"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + wait_s
         while state is None:
@@ -131,13 +140,15 @@ def _revive(home: Path, state: dict[str, Any], wait_s: float) -> None:
 def devserve(
     concurrency: Annotated[int, typer.Option()] = 4,
     port: Annotated[int, typer.Option("--api-port")] = DEFAULT_API_PORT,
+    indexer: Annotated[bool, typer.Option("--indexer/--no-indexer")] = True,
+    agent: Annotated[bool, typer.Option("--agent/--no-agent")] = True,
 ) -> None:
     """Run the dev stack in the foreground (what `dev up` starts in the background)."""
     from engine.runtime import eventloop
     from noetl.serving import serve
 
     eventloop.run(serve({"workers": {"default": concurrency}, "worker_processes": True},
-                         dev_state_file(), api=("127.0.0.1", port)))
+                         dev_state_file(), api=("127.0.0.1", port), indexer=indexer, agent=agent))
 
 
 @dev_app.command("down")

@@ -93,9 +93,11 @@ class Noetl:
 
 
 @contextmanager
-def dev_stack(home: Path, scratch: Path, concurrency: int) -> Iterator[Noetl]:
+def dev_stack(home: Path, scratch: Path, concurrency: int, *, insights: bool = False) -> Iterator[Noetl]:
     """`noetl dev up` under `home` (its REST API on a free port, `api_url` in home/dev.json) until the
-    block ends, then `noetl dev down`. A pools.yaml already in `home` is the stack's pools file."""
+    block ends, then `noetl dev down`. A pools.yaml already in `home` is the stack's pools file.
+    Without `insights` the stack runs no indexer and no proposals agent (`--no-indexer --no-agent`):
+    loading the embedding model would only slow the tests that do not read them."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("NOETL_NATS_URL", "NOETL_PG_DSN", "NOETL_SECRET_KEY", "NOETL_BUS_PREFIX",
                         "NOETL_SERVER_URL", "NOETL_TOKEN", "NOETL_API_PORT", "NOETL_POOLS")}
@@ -103,7 +105,8 @@ def dev_stack(home: Path, scratch: Path, concurrency: int) -> Iterator[Noetl]:
     env["PYTHONUNBUFFERED"] = "1"
     cli = Noetl(home=home, scratch=scratch, env=env)
     # the REST API on a free port, so that parallel runs never collide on 8082
-    up = cli("dev", "up", "--concurrency", str(concurrency), "--api-port", "0", timeout=180)
+    up = cli("dev", "up", "--concurrency", str(concurrency), "--api-port", "0",
+             *(() if insights else ("--no-indexer", "--no-agent")), timeout=180)
     try:
         if up.returncode != 0:
             log = home / "dev.log"

@@ -282,13 +282,13 @@ async def run_suite(*, only: Sequence[str] | None = None, llm: LlmSettings | Non
                 if embeddings is not None:
                     await embeddings.close()
     finally:
-        await asyncio.to_thread(_stop_embedded, stack)
+        await asyncio.to_thread(stop_embedded, stack)
         if keep_home is None:
             shutil.rmtree(home, ignore_errors=True)
     return Report(results, time.perf_counter() - started, recall_note, llm.model if llm else None)
 
 
-def _stop_embedded(stack: Stack) -> None:
+def stop_embedded(stack: Stack) -> None:
     """The embedded NATS and PostgreSQL this suite started under its temporary home (a Stack leaves them
     running for the next command of the same home; this home goes away)."""
     for server in (stack.nats, stack.postgres):

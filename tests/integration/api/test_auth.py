@@ -76,6 +76,8 @@ TABLE: list[Endpoint] = [
     Endpoint("GET", "/api/executions/{id}/diagnosis", "viewer", "/api/executions/{ended}/diagnosis"),
     Endpoint("GET", "/api/executions/{id}/similar", "viewer", "/api/executions/{ended}/similar"),
     Endpoint("GET", "/api/search", "viewer", "/api/search?q=connection%20refused"),
+    Endpoint("POST", "/api/chat", "viewer", "/api/chat", {"message": "what failed most recently?"}),
+    Endpoint("GET", "/api/chat/{conversation_id}", "viewer", "/api/chat/{conversation}"),
     Endpoint("POST", "/api/ui/links", "viewer", "/api/ui/links", {}),
 ]
 # the web console's pages (/ui) take a session cookie, not a bearer token: tests/integration/console
@@ -140,7 +142,7 @@ def _fill(value: Any, values: dict[str, str]) -> Any:
 def _values(fixtures: dict[str, str], **more: str) -> dict[str, str]:
     return {"playbook": playbook(unique("auth_reg"), "workflow:\n  - {step: a, tool: {kind: noop}}\n"),
             "credential": "auth_credential", "token_id": "none", "deletable": "none", "proposal": "none",
-            "proposable": "none", **fixtures, **more}
+            "proposable": "none", "conversation": "none", **fixtures, **more}
 
 
 @pytest.mark.parametrize("endpoint", PROTECTED, ids=PROTECTED_IDS)
@@ -193,6 +195,10 @@ async def test_the_needed_role_is_allowed(api: Api, fixtures: dict[str, str], en
                                                                          "role": "viewer"})).json()["id"]
         if endpoint.path.endswith("/cancel"):
             values["running"] = await execute(admin, fixtures["waiting"])
+        if endpoint.path == "/api/chat/{conversation_id}":  # one of the calling token's conversations
+            async with api.client(str(endpoint.role)) as asker:
+                values["conversation"] = (await asker.post("/api/chat", json={"message": "any proposals?"})
+                                          ).json()["conversation_id"]
         if endpoint.path.startswith("/api/proposals"):  # a fresh playbook (one open proposal per step)
             values["proposable"] = (await register(admin, values["playbook"]))["path"]
             if endpoint.path != "/api/proposals":

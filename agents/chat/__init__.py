@@ -1,0 +1,1 @@
+"""The chat over the event log: question -> what it points at -> diagnosis, similar, proposals -> answer."""
