@@ -65,7 +65,7 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
     diagnosis = DiagnosisService(stack.executions, secrets=SecretValues(stack.store), similar=similar,
                                  llm=llm_settings())
     insights.state["diagnosis"] = diagnosis
-    insights.state["chat"] = chat_service(stack, diagnosis)
+    insights.state["chat"] = chat_service(stack, diagnosis, similar)
     if agent:
         try:
             insights._agent = await _start_agent(stack, diagnosis)
@@ -75,17 +75,20 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
     return insights
 
 
-def chat_service(stack: Stack, diagnosis: Any) -> Any:
-    """The chat over the stack's services, diagnosing through `diagnosis` (the same as the API's)."""
+def chat_service(stack: Stack, diagnosis: Any, similar: Any = None) -> Any:
+    """The chat over the stack's services, diagnosing through `diagnosis` (the same as the API's); with
+    the configured LLM (NOETL_LLM_*), if any, planning tool calls and writing the answers."""
     from agents.chat.service import ChatService
     from control_plane.services.catalog import CatalogService
     from control_plane.services.chat import ConversationService
     from control_plane.services.policies import PolicyService, PolicySettings
+    from control_plane.services.secrets import SecretValues
 
     assert stack.store is not None and stack.executions is not None
     return ChatService(stack.executions, CatalogService(stack.store),
                        PolicyService(stack.store, PolicySettings(pools=stack.pool_names)),
-                       ConversationService(stack.store), diagnose=diagnosis.diagnose)
+                       ConversationService(stack.store), diagnose=diagnosis.diagnose, similar=similar,
+                       llm=llm_settings(), secrets=SecretValues(stack.store))
 
 
 async def _start_agent(stack: Stack, diagnosis: Any) -> contextlib.AsyncExitStack:

@@ -402,7 +402,8 @@ async def _ask(message: str, conversation_id: str | None, use_similar: bool) -> 
             diagnosis = DiagnosisService(executions, secrets=SecretValues(store), similar=finder,
                                          llm=llm_settings())
             chat = ChatService(executions, CatalogService(store), PolicyService(store),
-                               ConversationService(store), diagnose=diagnosis.diagnose)
+                               ConversationService(store), diagnose=diagnosis.diagnose, similar=finder,
+                               llm=llm_settings(), secrets=SecretValues(store))
             # this machine's user acts with every role here, as the other local commands do
             reply = await chat.ask(message, conversation_id, actor=local_actor(), role="admin")
             return reply.as_json()

@@ -20,8 +20,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.chat import answers
+from agents.chat.planner import ChatPlanner
 from agents.chat.questions import Playbook, Question, read_question
+from agents.chat.tools import ChatTools
 from agents.diagnosis.model import Diagnosis
+from agents.llm_client import LlmSettings
 from agents.proposals.from_diagnosis import plan
 from control_plane.errors import InvalidArgumentError, NotFoundError
 from control_plane.services.auth import role_allows
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from control_plane.services.chat import ConversationService
     from control_plane.services.executions import ExecutionService
     from control_plane.services.policies import PolicyService
+    from control_plane.services.secrets import SecretValues
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +82,15 @@ class ChatReply:
     proposals: list[dict[str, Any]] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     intent: str | None = None
+    answered_by: str = "rules"  # rules | rules+llm
+    tools: list[str] = field(default_factory=list)  # the tools the LLM called, in order
 
     def as_json(self) -> dict[str, Any]:
         return {"conversation_id": self.conversation_id, "answer": self.answer,
                 "execution_id": self.execution_id, "playbook_path": self.playbook_path,
                 "diagnosis": self.diagnosis, "similar": self.similar, "proposals": self.proposals,
-                "references": self.references, "intent": self.intent}
+                "references": self.references, "intent": self.intent, "answered_by": self.answered_by,
+                "tools": self.tools}
 
 
 @dataclass
@@ -97,13 +104,17 @@ class _Target:
 
 class ChatService:
     def __init__(self, executions: ExecutionService, catalog: CatalogService, policies: PolicyService,
-                 conversations: ConversationService, *, diagnose: Diagnose,
+                 conversations: ConversationService, *, diagnose: Diagnose, similar: Any = None,
+                 llm: LlmSettings | None = None, secrets: SecretValues | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.executions = executions
         self.catalog = catalog
         self.policies = policies
         self.conversations = conversations
         self.diagnose = diagnose
+        self.similar = similar  # the similar-failure finder, for the LLM's tools
+        self.llm = llm
+        self.secrets = secrets
         self.clock = clock
 
     async def ask(self, message: str, conversation_id: str | None, *, actor: Actor, role: str) -> ChatReply:
@@ -129,10 +140,42 @@ class ChatService:
         if target.execution is not None:
             reply.execution_id = target.execution.execution_id
             reply.playbook_path = target.execution.playbook_path
+        if self.llm is not None:
+            await self._with_llm(text, focus, caller, reply)
         await self.conversations.record(conversation, text, reply.as_json(), _focus(focus, reply, target))
         log.info("chat: answered (intent %s, execution %s)", question.intent, reply.execution_id,
                  extra={"execution_id": reply.execution_id, "conversation_id": reply.conversation_id})
         return reply
+
+    async def _with_llm(self, question: str, focus: dict[str, Any], caller: Caller, reply: ChatReply) -> None:
+        """Let the LLM plan tool calls from the rules' answer and write the answer; on any failure the
+        rules' answer stands, with a note."""
+        assert self.llm is not None
+        known = await self.secrets.all() if self.secrets is not None else frozenset()
+        tools = ChatTools(self.executions, self.catalog, self.policies, diagnose=self.diagnose,
+                          similar=self.similar, actor=caller.actor, role=caller.role)
+        planner = ChatPlanner(self.llm, secrets=known)
+        try:
+            planned = await planner.plan(question, focus, reply.as_json(), tools)
+        finally:
+            await planner.close()
+        if isinstance(planned, str):
+            reply.answer += f"\n(Not refined by the LLM: {planned}; this is the rules' answer.)"
+            return
+        reply.answer, reply.references, reply.answered_by = planned.answer, planned.references, "rules+llm"
+        reply.tools = planned.calls
+        if planned.execution_id and planned.execution_id != reply.execution_id:
+            try:
+                execution = await self.executions.get(planned.execution_id)
+            except NotFoundError:
+                execution = None
+            if execution is not None:
+                reply.execution_id, reply.playbook_path = execution.execution_id, execution.playbook_path
+        if tools.diagnoses:
+            reply.diagnosis = tools.diagnoses[-1]
+            reply.similar = list(tools.diagnoses[-1].get("similar_failures") or [])
+        reply.proposals = [*tools.proposals, *[p for p in reply.proposals
+                                               if p["id"] not in {q["id"] for q in tools.proposals}]]
 
     async def history(self, conversation_id: str, *, actor: Actor) -> list[Any]:
         """The asker's conversation, oldest question first (NotFoundError for another's or an unknown one)."""

@@ -34,6 +34,9 @@ class ChatAnswer(BaseModel):
     intent: str | None = Field(default=None, description="what the question was read as: why, fix, "
                                "transient, similar, propose, proposals, status, list (null: by the run's "
                                "state)")
+    answered_by: str = Field(default="rules", description="rules, or rules+llm when an LLM wrote the answer "
+                             "from tool calls")
+    tools: list[str] = Field(default_factory=list, description="the tools the LLM called, in order")
 
 
 class ChatTurn(BaseModel):

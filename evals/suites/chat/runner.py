@@ -15,7 +15,8 @@ them, and asks every question of cases.yaml through the same ChatService that `P
   root-cause type and the answer's text names it.
 
 Targets: 90 % each. Latency per answer p50/p95. A conversation with `clock: +1d` is asked a day after the
-history ran, so "yesterday" is the history's day.
+history ran, so "yesterday" is the history's day. With an LLM configured (NOETL_LLM_*, unless --no-llm)
+both the diagnoses and the chat's answers use it (`answered_by` per result).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Asked:
         diagnosis = reply.get("diagnosis") or {}
         return {"conversation": self.conversation, "question": self.question, "expected": self.expected,
                 "got": {"execution_id": reply.get("execution_id"), "intent": reply.get("intent"),
+                        "answered_by": reply.get("answered_by"),
                         "root_cause_type": diagnosis.get("root_cause_type")},
                 "execution_resolved": self.resolved, "root_cause_named": self.root_cause,
                 "misses": self.misses, "latency_ms": self.latency_ms, "error": self.error,
@@ -222,6 +224,8 @@ async def run_suite(*, llm: LlmSettings | None = None, similar: bool = True,
                     chat = ChatService(stack.executions, CatalogService(stack.store),
                                        PolicyService(stack.store), ConversationService(stack.store),
                                        diagnose=diagnosis.diagnose,
+                                       similar=embeddings.similar if embeddings is not None else None,
+                                       llm=llm, secrets=SecretValues(stack.store),
                                        clock=lambda shift=shift: datetime.now(UTC) + shift)
                     conversation_id: str | None = None
                     for entry in conversation["questions"]:
