@@ -1,8 +1,8 @@
 """The control plane's REST API (docs/api.md) as a FastAPI application over the services.
 
 `create_app(ApiServices.from_stack(stack))` builds it; control_plane.server serves it beside the
-orchestrator. Layers: api (routes, auth, problem+json) -> services -> store; the API never touches the
-store itself.
+orchestrator, with the web console (control_plane.console, /ui) over the same services. Layers: api
+(routes, auth, problem+json) -> services -> store; the API never touches the store itself.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from control_plane.api import pools as pools_api
 from control_plane.api import similar as similar_api
 from control_plane.api.auth import required_role
 from control_plane.api.middleware import MAX_BODY_BYTES, BodyLimit, Guard, RejectNul
+from control_plane.console import ROUTERS as CONSOLE_ROUTERS
 from control_plane.schemas.problems import Problem
 from control_plane.services.auth import AuthService
 from control_plane.services.catalog import CatalogService
@@ -34,6 +35,7 @@ from control_plane.services.executions import ExecutionService
 from control_plane.services.metrics import MetricsService
 from control_plane.services.policies import PolicyService, PolicySettings
 from control_plane.services.pools import PoolsService
+from control_plane.services.sessions import SessionService
 
 if TYPE_CHECKING:
     from control_plane.stack import Stack
@@ -65,6 +67,7 @@ class ApiServices:
     health: Callable[[], Awaitable[HealthReport]]
     policies: PolicyService | None = None  # proposals and overlays (docs/policies.md)
     pools: PoolsService | None = None  # the worker pools as they are now
+    sessions: SessionService | None = None  # the web console's sign-ins (docs/console.md)
 
     async def close(self) -> None:
         if self.pools is not None:
@@ -90,7 +93,8 @@ class ApiServices:
         return cls(auth=AuthService(store), catalog=CatalogService(store), executions=executions_service,
                    credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
                    policies=PolicyService(store, PolicySettings(pools=stack.pool_names)),
-                   pools=PoolsService(bus, stack.config.pools, tuple(stack.config.workers)))
+                   pools=PoolsService(bus, stack.config.pools, tuple(stack.config.workers)),
+                   sessions=SessionService(store))
 
 
 class Mounted(Protocol):
@@ -119,7 +123,7 @@ def create_app(services: ApiServices, *, keepalive_s: float = executions.KEEPALI
     app.state.keepalive_s = keepalive_s
     for name, value in (state or {}).items():
         setattr(app.state, name, value)
-    for router in _ROUTERS:
+    for router in (*_ROUTERS, *CONSOLE_ROUTERS):  # the web console (/ui) over the same services
         app.include_router(router)
     for mounted in mounts:  # their own auth; not in the OpenAPI document
         # Starlette's Route serves an endpoint that is not a function or method as an ASGI app;

@@ -315,6 +315,12 @@ class NoetlClient:
         return await self._json("POST", f"/api/proposals/{_segment(proposal_id)}/{decision}",
                                 json_body={"reason": reason})
 
+    # ------------------------------------------------------------------ the web console
+    async def ui_link(self, path: str | None = None) -> dict[str, Any]:
+        """A one-time sign-in link to the web console as this client's token: `{"url", "expires_at"}`
+        (`path`: a console path such as /ui/proposals to land on)."""
+        return await self._json("POST", "/api/ui/links", json_body={"path": path} if path else {})
+
     async def policies(self, path: str, step: str | None = None) -> dict[str, Any]:
         """The active overlay of the path's steps and every version of it."""
         return await self._json("GET", "/api/policies", params={"path": path, "step": step})

@@ -40,6 +40,7 @@ def build_app() -> typer.Typer:
         similar,
         stack,
         tokens,
+        ui,
         why,
     )
     from noetl.commands import mcp as mcp_commands
@@ -67,6 +68,7 @@ def build_app() -> typer.Typer:
     similar.register(app)
     proposals_commands.register(app)
     mcp_commands.register(app)
+    ui.register(app)
     return app
 
 

@@ -7,7 +7,7 @@ from control_plane.roles import ROLES
 from control_plane.store import Store
 from control_plane.store.tokens import TokenInfo
 
-__all__ = ["ROLES", "AuthService", "TokenInfo", "role_allows"]
+__all__ = ["ROLES", "AuthService", "TokenInfo", "check_role", "role_allows"]
 
 
 def role_allows(role: str, needed: str) -> bool:
@@ -15,6 +15,14 @@ def role_allows(role: str, needed: str) -> bool:
     if needed not in ROLES:
         raise InvalidArgumentError(f"unknown role '{needed}'", where="auth", fix=f"one of {', '.join(ROLES)}")
     return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+def check_role(info: TokenInfo, needed: str) -> TokenInfo:
+    """`info` when its role includes `needed`, else ForbiddenError (the API's and the console's check)."""
+    if not role_allows(info.role, needed):
+        raise ForbiddenError(f"token '{info.name}' has role '{info.role}'; this needs '{needed}'",
+                             where="role", fix=f"use a token with role '{needed}' or higher")
+    return info
 
 
 class AuthService:
@@ -35,11 +43,7 @@ class AuthService:
 
     async def authorize(self, token: str | None, needed: str) -> TokenInfo:
         """The token's info when its role includes `needed`; else UnauthorizedError or ForbiddenError."""
-        info = await self.authenticate(token)
-        if not role_allows(info.role, needed):
-            raise ForbiddenError(f"token '{info.name}' has role '{info.role}'; this needs '{needed}'",
-                                 where="role", fix=f"use a token with role '{needed}' or higher")
-        return info
+        return check_role(await self.authenticate(token), needed)
 
     async def create_token(self, name: str, role: str) -> tuple[TokenInfo, str]:
         return await self.store.tokens.create(name, role)

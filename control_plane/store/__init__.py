@@ -16,12 +16,13 @@ from control_plane.store.metrics import MetricsStore
 from control_plane.store.migrate import migrate
 from control_plane.store.policies import PolicyStore
 from control_plane.store.secret_key import SecretKey
+from control_plane.store.sessions import SessionStore
 from control_plane.store.timings import TimingStore
 from control_plane.store.tokens import TokenStore
 
 __all__ = ["CatalogStore", "ChatStore", "CredentialStore", "CursorStore", "Database", "EventStore",
-           "ExecutionStore", "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "Store",
-           "TimingStore", "TokenStore", "open_store"]
+           "ExecutionStore", "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "SessionStore",
+           "Store", "TimingStore", "TokenStore", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Store:
     metrics: MetricsStore
     timings: TimingStore
     chat: ChatStore
+    sessions: SessionStore  # the web console's sessions and sign-in links
 
     async def close(self) -> None:
         await self.db.close()
@@ -67,4 +69,4 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
                  credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
                  cursors=CursorStore(db), policies=PolicyStore(db),
                  indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db),
-                 chat=ChatStore(db))
+                 chat=ChatStore(db), sessions=SessionStore(db))

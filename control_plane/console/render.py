@@ -1,0 +1,54 @@
+"""The one module that renders the console's HTML: Jinja2 templates (autoescaped) into responses with the
+console's security headers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.responses import HTMLResponse
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+# no inline script or style: scripts and styles come only from /ui/static (with the page's forms posting
+# only to this origin, and no framing)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def when(value: datetime | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(("html",), default=True),
+                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+# the pages of the navigation, in order: (key, URL, label); catalog, pools and chat join here
+_env.globals["nav"] = (("executions", "/ui/executions", "Executions"),
+                      ("proposals", "/ui/proposals", "Proposals"))
+_env.filters["when"] = when
+_env.filters["as_json"] = as_json
+
+
+def page(template: str, context: Mapping[str, Any], *, status: int = 200,
+         headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    """`template` rendered with `context` as an HTML response of `status`."""
+    html = _env.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
