@@ -117,8 +117,10 @@ class ChatService:
         self.secrets = secrets
         self.clock = clock
 
-    async def ask(self, message: str, conversation_id: str | None, *, actor: Actor, role: str) -> ChatReply:
-        """Answer `message` in the asker's conversation (a new one without an id) and store both."""
+    async def ask(self, message: str, conversation_id: str | None, *, actor: Actor, role: str,
+                  about: str | None = None) -> ChatReply:
+        """Answer `message` in the asker's conversation (a new one without an id) and store both.
+        `about` is the execution the asker is looking at (the console's page): what "it" means then."""
         caller = Caller(actor, role)
         text = message.strip()
         if not text:
@@ -126,6 +128,12 @@ class ChatService:
                                        "\"why did the last run of examples/flaky fail?\"")
         conversation = await self.conversations.open(conversation_id, caller.actor.id)
         focus = dict(conversation.focus)
+        if about:
+            try:
+                seen = await self.executions.get(about)
+                focus.update(execution_id=seen.execution_id, playbook_path=seen.playbook_path)
+            except NotFoundError:
+                pass
         playbooks = [Playbook(p.path, p.name) for p in await self.catalog.list()]
         question = read_question(text, playbooks, self.clock())
         reply = ChatReply(conversation_id=conversation.conversation_id, answer="", intent=question.intent)

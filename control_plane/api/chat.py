@@ -29,7 +29,8 @@ ConversationId = Annotated[str, Path(min_length=1, max_length=200, description="
 class Chat(Protocol):
     """What the routes call (agents.chat.service.ChatService satisfies it)."""
 
-    async def ask(self, message: str, conversation_id: str | None, *, actor: Actor, role: str) -> Any: ...
+    async def ask(self, message: str, conversation_id: str | None, *, actor: Actor, role: str,
+                  about: str | None = None) -> Any: ...
 
     async def history(self, conversation_id: str, *, actor: Actor) -> list[Any]: ...
 

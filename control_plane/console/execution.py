@@ -52,10 +52,12 @@ def _short(value: Any) -> str | None:
 
 def _event_row(event: Event) -> dict[str, Any]:
     error = event.result.error if event.result is not None else None
-    detail = error.message if error is not None else event.payload.get("reason") or event.payload.get("task")
-    return {"seq": event.seq, "at": event.timestamp, "type": event.type, "step": event.step,
-            "loop_index": event.loop_index, "attempt": event.attempt, "worker": event.worker,
-            "duration_ms": event.duration_ms, "failed": error is not None or event.type.endswith("failed"),
+    detail = (error.message if error is not None
+              else event.payload.get("reason") or event.payload.get("task"))
+    return {"event_id": event.event_id, "seq": event.seq, "at": event.timestamp, "type": event.type,
+            "step": event.step, "loop_index": event.loop_index, "attempt": event.attempt,
+            "worker": event.worker, "duration_ms": event.duration_ms,
+            "failed": error is not None or event.type.endswith("failed"),
             "detail": str(detail)[:300] if detail else None}
 
 

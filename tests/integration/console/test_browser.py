@@ -158,3 +158,24 @@ async def test_the_executions_list_shows_a_status_change_without_a_reload(browse
     finally:
         release.write_text("go")
         await page.context.close()
+
+
+async def test_ask_the_chat_on_a_failed_execution_and_follow_a_cited_event_to_its_row(
+        browser: Browser, api: Api, shots: Path) -> None:
+    _, execution_id = await failed_execution(api)
+    page = await _signed_in_page(browser, api, "viewer")
+    try:
+        await page.goto(f"{api.url}/ui/executions/{execution_id}")
+        await page.get_by_label("Ask", exact=True).fill("why did it fail?")
+        await page.get_by_role("button", name="Ask", exact=True).click()
+        await page.wait_for_url("**/ui/chat?conversation=*")
+        answer = page.locator("#latest .answer-text")
+        assert "root cause is a" in await answer.inner_text()
+        await _screenshot(page, shots, "console-chat", docs=True)
+        cite = answer.locator("a.cite").first
+        target = (await cite.get_attribute("href") or "").split("#")[1]
+        await cite.click()
+        await page.wait_for_url(f"{api.url}/ui/executions/{execution_id}#{target}")
+        assert await page.locator(f"#{target}").count() == 1
+    finally:
+        await page.context.close()
