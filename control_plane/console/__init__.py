@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from control_plane.console import execution, executions, links, proposals, signin, static
+from control_plane.console import catalog, execution, executions, links, pools, proposals, signin, static
 
 # the live list before the detail page: /ui/executions/live is not an execution id
 ROUTERS: tuple[APIRouter, ...] = (links.router, signin.router, static.router, executions.router,
-                                  execution.router, proposals.router)
+                                  execution.router, proposals.router, catalog.router, pools.router)
 
 __all__ = ["ROUTERS"]
