@@ -59,10 +59,10 @@ async def playbook(request: Request, path: CatalogPath,
     entry = await service.get(path, version)
     versions = list(reversed(await service.versions(path)))
     planning = planning_of(request)
-    checked = planning.validate(entry.text, path)
+    checked = await planning.validate(entry.text, path)
     drawn = graph.layout(graph.arcs_of(checked.playbook), kinds_of(checked.playbook)) \
         if checked.playbook is not None else None
-    outcome = await planning.plan(path, entry.text)
+    outcome = await planning.plan(path, checked)
     chart = gantt.build(gantt.planned_tasks(outcome.plan), outcome.pools.names) if outcome.plan else None
     return page("playbook.html", {
         "viewer": viewer, "active": "catalog", "entry": entry, "versions": versions, "graph": drawn,
@@ -94,4 +94,4 @@ async def validate(request: Request) -> Response:
         raise InvalidArgumentError(f"the pasted playbook has {len(text)} characters, more than {MAX_PASTED}",
                                    where="playbook field",
                                    fix="validate a larger file with `noetl validate FILE`")
-    return _validate_page(viewer, text, planning_of(request).validate(text, PASTED_FILE))
+    return _validate_page(viewer, text, await planning_of(request).validate(text, PASTED_FILE))

@@ -38,11 +38,11 @@ class PlanningService:
     def pools(self) -> PoolSet:
         return self.declared or PoolSet.default()
 
-    def validate(self, text: str, file: str = "<pasted>") -> Validation:
+    async def validate(self, text: str, file: str = "<pasted>") -> Validation:
         """Every problem of `text` located as FILE:LINE:COL PATH: MESSAGE (errors and warnings, with the
         unrunnable-step warnings when the deployment declares pools), as `noetl validate`; registers
-        nothing."""
-        return validate_text_with_pools(text, file, self.declared)
+        nothing. Parsing a large paste takes a while: off the event loop."""
+        return await asyncio.to_thread(validate_text_with_pools, text, file, self.declared)
 
     async def durations(self, path: str) -> tuple[dict[str, float], str]:
         """(step -> median ms of its past successful runs, a sentence saying where durations come from)."""
@@ -52,10 +52,10 @@ class PlanningService:
         return medians, ("durations: medians of past successful runs from the event log "
                          f"({len(medians)} steps)")
 
-    async def plan(self, path: str, text: str, *, max_solve_s: float = PLAN_SOLVE_S) -> PlanOutcome:
-        """The plan of one execution of the playbook `text` (stored at catalog `path`) on the pools."""
+    async def plan(self, path: str, checked: Validation, *, max_solve_s: float = PLAN_SOLVE_S) -> PlanOutcome:
+        """The plan of one execution of the playbook stored at catalog `path` (as `validate` checked it)
+        on the pools."""
         pools = self.pools
-        checked = validate_text_with_pools(text, path, self.declared)
         if checked.net is None:
             errors = "; ".join(d.format() for d in checked.errors) or "it does not compile"
             return PlanOutcome(pools, problem=f"the playbook does not validate: {errors}")

@@ -86,7 +86,12 @@
   source.addEventListener("pools", function (message) {
     var data = JSON.parse(message.data);
     var changes = [];
-    data.pools.forEach(function (pool) { update(pool, changes); });
+    var names = {};
+    data.pools.forEach(function (pool) { names[pool.name] = true; update(pool, changes); });
+    Array.prototype.forEach.call(root.querySelectorAll("section.pool"), function (section) {
+      var name = section.getAttribute("data-pool");
+      if (!names[name]) { section.remove(); changes.push("Pool " + name + " is gone: no worker serves it."); }
+    });
     setText(at, data.at);
     if (changes.length) { note.textContent = changes.join(" "); }
   });
