@@ -33,6 +33,7 @@ from control_plane.services.catalog import CatalogService
 from control_plane.services.credentials import CredentialService
 from control_plane.services.executions import ExecutionService
 from control_plane.services.metrics import MetricsService
+from control_plane.services.planning import PlanningService
 from control_plane.services.policies import PolicyService, PolicySettings
 from control_plane.services.pools import PoolsService
 from control_plane.services.sessions import SessionService
@@ -67,6 +68,7 @@ class ApiServices:
     health: Callable[[], Awaitable[HealthReport]]
     policies: PolicyService | None = None  # proposals and overlays (docs/policies.md)
     pools: PoolsService | None = None  # the worker pools as they are now
+    planning: PlanningService | None = None  # validate and plan as the CLI does (the console's catalog)
     sessions: SessionService | None = None  # the web console's sign-ins (docs/console.md)
 
     async def close(self) -> None:
@@ -94,6 +96,7 @@ class ApiServices:
                    credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
                    policies=PolicyService(store, PolicySettings(pools=stack.pool_names)),
                    pools=PoolsService(bus, stack.config.pools, tuple(stack.config.workers)),
+                   planning=PlanningService(store, stack.config.pools),
                    sessions=SessionService(store))
 
 

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from control_plane.console import chat, execution, executions, links, proposals, signin, static
+from control_plane.console import (
+    catalog,
+    chat,
+    execution,
+    executions,
+    links,
+    pools,
+    proposals,
+    signin,
+    static,
+)
 
 # the live list before the detail page: /ui/executions/live is not an execution id
 ROUTERS: tuple[APIRouter, ...] = (links.router, signin.router, static.router, executions.router,
-                                  execution.router, proposals.router, chat.router)
+                                  execution.router, proposals.router, catalog.router, pools.router,
+                                  chat.router)
 
 __all__ = ["ROUTERS"]

@@ -57,8 +57,10 @@ def as_json(value: Any) -> str:
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(("html",), default=True),
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-# the pages of the navigation, in order: (key, URL, label); catalog, pools and chat join here
+# the pages of the navigation, in order: (key, URL, label); chat joins here
 _env.globals["nav"] = (("executions", "/ui/executions", "Executions"),
+                      ("catalog", "/ui/catalog", "Catalog"),
+                      ("pools", "/ui/pools", "Pools"),
                       ("proposals", "/ui/proposals", "Proposals"),
                       ("chat", "/ui/chat", "Ask"))
 _env.filters["when"] = when

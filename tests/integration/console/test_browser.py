@@ -1,7 +1,8 @@
 """The console in a real browser (Playwright driving the system's chromium): sign in with the form, find
 a failed execution and read its diagnosis, approve a proposal as an approver, and see no approve button as
-an operator. Screenshots go to the test's directory; with NOETL_DOCS_SCREENSHOTS=1 two of them are copied
-to docs/images/ for the README."""
+an operator; see a playbook's plan chart, validate pasted YAML, and watch the pools live. Screenshots go
+to the test's directory; with NOETL_DOCS_SCREENSHOTS=1 two of them are copied to docs/images/ for the
+README."""
 
 from __future__ import annotations
 
@@ -177,5 +178,74 @@ async def test_ask_the_chat_on_a_failed_execution_and_follow_a_cited_event_to_it
         await cite.click()
         await page.wait_for_url(f"{api.url}/ui/executions/{execution_id}#{target}")
         assert await page.locator(f"#{target}").count() == 1
+    finally:
+        await page.context.close()
+
+
+SQUARES = """\
+workflow:
+  - step: square
+    loop: {in: [1, 2, 3], iterator: x, spec: {mode: parallel, max_in_flight: 2}}
+    tool: {kind: python, code: "result = x * x"}
+"""
+BROKEN = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: browser_broken}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next: {arcs: [{step: nowhere}]}
+"""
+
+
+async def test_the_catalog_shows_a_playbooks_plan_as_a_gantt_chart_and_validate_locates_an_error(
+        browser: Browser, api: Api, shots: Path) -> None:
+    name = unique("console_browser_plan")
+    async with api.client("admin") as admin:
+        await register(admin, playbook(name, SQUARES))
+    page = await _signed_in_page(browser, api, "viewer")
+    try:
+        await page.get_by_role("navigation", name="Main").get_by_role("link", name="Catalog").click()
+        await page.wait_for_url(f"{api.url}/ui/catalog")
+        await page.get_by_role("link", name=name, exact=True).click()
+        await page.wait_for_url(f"**/ui/catalog/playbook?path={name}")
+        chart = page.locator("#plan svg.gantt")
+        await expect(chart).to_be_visible()
+        assert await chart.locator("g.task").count() == 3  # a bar per loop item
+        titles = await chart.locator("g.task > title").all_text_contents()
+        assert sorted(t.split(" on ")[0] for t in titles) == ["square [0]", "square [1]", "square [2]"]
+        lanes = await chart.locator("text.lane-label").all_text_contents()
+        assert lanes and all(lane.startswith("default") for lane in lanes)  # the default pool's slots
+        await _screenshot(page, shots, "console-playbook-plan")
+        await page.get_by_role("navigation", name="Main").get_by_role("link", name="Catalog").click()
+        await page.get_by_role("link", name="Validate a playbook").click()
+        await page.get_by_label("Playbook YAML").fill(BROKEN)
+        await page.get_by_role("button", name="Validate").click()
+        await page.wait_for_url(f"{api.url}/ui/catalog/validate")
+        assert (await page.locator("#verdict").inner_text()).startswith("Not valid: 1 error")
+        problem = await page.locator("ul.diagnostics li").first.inner_text()
+        assert problem.startswith("pasted.yaml:7:") and "workflow[0].next.arcs[0].step" in problem
+        assert "nowhere" in problem
+        await _screenshot(page, shots, "console-validate")
+    finally:
+        await page.context.close()
+
+
+async def test_the_pools_page_shows_the_live_worker_and_keeps_it_live(browser: Browser, api: Api,
+                                                                      shots: Path) -> None:
+    page = await _signed_in_page(browser, api, "viewer")
+    try:
+        await page.get_by_role("navigation", name="Main").get_by_role("link", name="Pools").click()
+        await page.wait_for_url(f"{api.url}/ui/pools")
+        pool = page.get_by_role("region", name="Pool default")
+        worker = pool.locator("tr[data-worker]")
+        await expect(worker).to_have_count(1, timeout=TIMEOUT_MS)  # live: appears without a reload
+        await expect(page.locator("#live-status")).not_to_have_text("")  # the stream is open
+        assert await worker.locator(".w-concurrency").inner_text() == "2"
+        first_read = await page.locator("#pools-at").inner_text()
+        await expect(page.locator("#pools-at")).not_to_have_text(first_read, timeout=TIMEOUT_MS)  # read again
+        await expect(worker.locator(".w-heard")).to_have_text(re.compile(r"^\d+\.\d s ago$"))
+        await _screenshot(page, shots, "console-pools")
     finally:
         await page.context.close()

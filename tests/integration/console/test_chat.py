@@ -23,7 +23,7 @@ async def test_every_page_has_the_question_box_and_the_execution_page_s_box_is_a
             assert 'action="/ui/chat"' in html and 'id="ask-message"' in html, path
         page = (await client.get(f"/ui/executions/{execution_id}")).text
         assert f'name="about" value="{execution_id}"' in page
-        assert f'id="event-' in page
+        assert 'id="event-' in page
 
 
 async def test_asking_on_an_execution_s_page_answers_about_it_with_links_to_its_events(api: Api) -> None:
