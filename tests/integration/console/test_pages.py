@@ -59,7 +59,8 @@ async def test_an_execution_page_shows_its_graph_timeline_events_and_diagnosis(a
     # the timeline: a bar per step that ran, failed in red
     assert re.search(r'class="bar bar-failed">\s*<title>divide: failed', html)
     # the events table: one row per stored event
-    assert html.count("<tr><td>") + html.count('<tr class="failed"><td>') >= len(events["items"])
+    assert html.count('<tr id="event-') >= len(events["items"])
+    assert all(f'<tr id="event-{e["event_id"]}"' in html for e in events["items"])  # chat citations land
     for event in events["items"]:
         assert f"<td>{event['type']}</td>" in html
     assert "similar-failure search is not enabled" in html  # no indexer in this server
