@@ -1,9 +1,12 @@
-"""The tools the chat's LLM planner may call: the MCP server's reading tools and `propose_change`, by the
-same names and arguments, run over the control plane's services with the asker's role checked per call.
+"""The tools the chat's LLM planner may call: the MCP server's tools, by the same names and arguments, run
+over the control plane's services with the asker's role checked per call (reading: viewer; registering,
+executing, cancelling and proposing: operator).
 
-The chat never approves, rejects or rolls back (those tools are not offered), nor executes, cancels or
-registers anything: it answers questions and proposes. A call the asker's role does not allow, an unknown
-tool or bad arguments come back as `{"error": ...}` for the model to read, never as an exception.
+Like the MCP server, the chat cannot approve, reject or apply a change (people decide, in the console or
+with `noetl proposals approve`). Not offered: `wait_ended` (the chat answers at once), `compiled`,
+`explain_playbook` and `plan_playbook` (a playbook's structure and schedule are in the console's catalog
+and in `noetl plan`). A call the asker's role does not allow, an unknown tool or bad arguments come back
+as `{"error": ...}` for the model to read, never as an exception.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from control_plane.services.auth import role_allows
+from control_plane.services.catalog import PlaybookInvalidError
 from engine.errors import NoetlError
+from engine.net.validate import validate_text
 from policies.model import Actor
 
 if TYPE_CHECKING:
@@ -52,14 +57,30 @@ SPECS: tuple[ToolSpec, ...] = (
              {"execution_id": "string, required", "limit": "integer 1-20, default 5"}, "viewer"),
     ToolSpec("search_failures", "past failures nearest to a free text (an error message)",
              {"text": "string, required", "limit": "integer 1-20, default 5"}, "viewer"),
+    ToolSpec("get_playbook", "a registered playbook's YAML (the latest version, or `version`)",
+             {"path": "string, required", "version": "integer, optional"}, "viewer"),
+    ToolSpec("validate_playbook", "check a playbook text without registering it: every problem located",
+             {"content": "string, required: the playbook's YAML"}, "viewer"),
+    ToolSpec("register_playbook", "register a playbook text as the next version of its path",
+             {"content": "string, required: the playbook's YAML"}, "operator"),
+    ToolSpec("execute_playbook", "start an execution of a registered playbook (answers at once with its id)",
+             {"path": "string, required", "version": "integer, optional", "payload": "object, optional"},
+             "operator"),
+    ToolSpec("cancel_execution", "cancel a running execution", {"execution_id": "string, required",
+                                                                 "reason": "string, optional"}, "operator"),
     ToolSpec("list_proposals", "configuration-change proposals newest first",
              {"state": "string, optional, e.g. proposed", "path": "string, optional"}, "viewer"),
+    ToolSpec("get_proposal", "one proposal: change, rationale, risk, state, measured effect, transitions",
+             {"proposal_id": "string, required"}, "viewer"),
     ToolSpec("propose_change", "propose a guarded change of one step's runtime overlay, for a person to "
              "approve (operator role)",
              {"path": "string, required", "step": "string, required", "change": "object, required: any of "
               "retry (a task policy rule {when, then: {do: retry, attempts, backoff, delay}}), timeout_s, "
               "pool, prefer, require, max_in_flight", "rationale": "string, required",
               "transience": "string, optional: transient, intermittent or permanent"}, "operator"),
+    ToolSpec("propose_rollback", "propose to undo an applied change, for a person to approve",
+             {"proposal_id": "string, required: the applied change", "rationale": "string, required"},
+             "operator"),
 )
 BY_NAME = {spec.name: spec for spec in SPECS}
 
@@ -88,6 +109,7 @@ class ChatTools:
         self.seen_events: set[str] = set()  # event ids a result showed (what the answer may cite)
         self.diagnoses: list[dict[str, Any]] = []
         self.proposals: list[dict[str, Any]] = []
+        self.started: list[str] = []  # executions it started
 
     async def call(self, name: str, arguments: Any) -> dict[str, Any]:
         """The tool's result, or {"error": ...}."""
@@ -158,6 +180,49 @@ class ChatTools:
         found = await self.similar.search(str(args["text"]),
                                           limit=max(1, min(int(args.get("limit") or 5), 20)))
         return [item.to_dict() for item in found]
+
+    async def _get_playbook(self, args: dict[str, Any]) -> Any:
+        version = int(args["version"]) if args.get("version") else None
+        found = await self.catalog.get(str(args["path"]), version)
+        return {"path": found.path, "version": found.version, "content": found.text}
+
+    async def _validate_playbook(self, args: dict[str, Any]) -> Any:
+        result = validate_text(str(args["content"]), "<chat>")
+        return {"valid": not result.errors, "errors": [d.format() for d in result.errors],
+                "warnings": [d.format() for d in result.warnings]}
+
+    async def _register_playbook(self, args: dict[str, Any]) -> Any:
+        try:
+            registered = await self.catalog.register(str(args["content"]), "<chat>")
+        except PlaybookInvalidError as exc:
+            return {"registered": False, "errors": [d.format() for d in exc.diagnostics]}
+        return {"registered": True, "path": registered.path, "version": registered.version,
+                "warnings": [w.format() for w in registered.warnings]}
+
+    async def _execute_playbook(self, args: dict[str, Any]) -> Any:
+        payload = args.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise ValueError("payload must be a JSON object")
+        version = int(args["version"]) if args.get("version") else None
+        execution_id = await self.executions.start(str(args["path"]), payload=payload, version=version)
+        self.started.append(execution_id)
+        return {"execution_id": execution_id, "status": "started"}
+
+    async def _cancel_execution(self, args: dict[str, Any]) -> Any:
+        execution_id = str(args["execution_id"])
+        reason = str(args.get("reason") or f"cancelled by {self.actor.name} through the chat")
+        await self.executions.cancel(execution_id, reason)
+        return {"execution_id": execution_id, "status": "cancelling"}
+
+    async def _get_proposal(self, args: dict[str, Any]) -> Any:
+        return (await self.policies.get(str(args["proposal_id"]))).model_dump(mode="json")
+
+    async def _propose_rollback(self, args: dict[str, Any]) -> Any:
+        proposal = (await self.policies.propose_rollback(str(args["proposal_id"]), self.actor,
+                                                         str(args["rationale"]))).model_dump(
+            mode="json", exclude={"transitions", "diagnosis"})
+        self.proposals.append(proposal)
+        return proposal
 
     async def _list_proposals(self, args: dict[str, Any]) -> Any:
         found = await self.policies.list(state=args.get("state"), path=args.get("path"), limit=20)

@@ -135,3 +135,25 @@ workflow:
                                            role="operator")
         sent = llm.recorded_text()
     assert secret not in sent and "refused" in sent
+
+
+async def test_the_llm_runs_what_the_mcp_server_offers_with_the_asker_s_role(chat_api: ChatApi) -> None:
+    name = unique("llm_rerun")
+    text = playbook(name, RESET)
+    final = json.dumps({"answer": "Started it again.", "execution_id": None, "references": []})
+    script = [call("validate_playbook", content=text), call("register_playbook", content=text),
+              call("execute_playbook", path=f"chat/{name}"), final]
+    with FakeLlm(script) as llm:
+        reply = await chat_with(chat_api, llm).ask("run a fresh copy of the orders feed", None, actor=OPERATOR,
+                                                   role="operator")
+        results = [json.loads(r["body"]["messages"][-1]["content"].split(": ", 1)[1]) for r in llm.requests[1:]]
+    assert reply.tools == ["validate_playbook", "register_playbook", "execute_playbook"]
+    assert results[0]["result"]["valid"] is True and results[1]["result"]["registered"] is True
+    started = results[2]["result"]["execution_id"]
+    assert chat_api.stack.executions is not None
+    assert (await chat_api.stack.executions.get(started)).playbook_path == f"chat/{name}"
+    with FakeLlm([call("execute_playbook", path=f"chat/{name}"), final]) as llm:
+        await chat_with(chat_api, llm).ask("run it again", None, actor=Actor(id="token:v", name="v"),
+                                           role="viewer")
+        refused = llm.requests[1]["body"]["messages"][-1]["content"]
+    assert "forbidden: execute_playbook needs the operator role" in refused
