@@ -144,9 +144,10 @@ async def test_the_llm_runs_what_the_mcp_server_offers_with_the_asker_s_role(cha
     script = [call("validate_playbook", content=text), call("register_playbook", content=text),
               call("execute_playbook", path=f"chat/{name}"), final]
     with FakeLlm(script) as llm:
-        reply = await chat_with(chat_api, llm).ask("run a fresh copy of the orders feed", None, actor=OPERATOR,
-                                                   role="operator")
-        results = [json.loads(r["body"]["messages"][-1]["content"].split(": ", 1)[1]) for r in llm.requests[1:]]
+        reply = await chat_with(chat_api, llm).ask("run a fresh copy of the orders feed", None,
+                                                   actor=OPERATOR, role="operator")
+        results = [json.loads(r["body"]["messages"][-1]["content"].split(": ", 1)[1])
+                   for r in llm.requests[1:]]
     assert reply.tools == ["validate_playbook", "register_playbook", "execute_playbook"]
     assert results[0]["result"]["valid"] is True and results[1]["result"]["registered"] is True
     started = results[2]["result"]["execution_id"]
