@@ -20,7 +20,7 @@ Intent = Literal["why", "fix", "transient", "similar", "propose", "proposals", "
 INTENTS: tuple[str, ...] = ("why", "fix", "transient", "similar", "propose", "proposals", "status", "list",
                             "decide")
 
-EXECUTION_ID = re.compile(r"(?<![\w/.-])(\d{6,20})(?![\w/.-])")
+EXECUTION_ID = re.compile(r"(?<![\w/.-])(\d{10,20})(?![\w/.-])")  # 64-bit ids: 19 digits as made
 _WORD = re.compile(r"[a-z0-9]+")
 
 # the first pattern that matches decides (order matters: "propose that retry" is not "is a retry safe?")
@@ -67,6 +67,7 @@ class Window:
 class PlaybookRef:
     path: str
     said: str  # the words of the question that named it
+    by_word: bool = False  # named only by one of its words (weaker than its path or whole name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +178,20 @@ def match_playbook(low: str, playbooks: Iterable[Playbook]) -> tuple[PlaybookRef
     winners = sorted(path for path, (score, _) in scored.items() if score == top)
     if len(winners) > 1 or top == 5:
         return None, tuple(winners)
-    return PlaybookRef(path=winners[0], said=scored[winners[0]][1]), ()
+    return PlaybookRef(path=winners[0], said=scored[winners[0]][1], by_word=top < 100), ()
 
 
-# words too common in questions to pick a playbook by themselves
-_COMMON = frozenset({"last", "night", "run", "runs", "failed", "fail", "what", "why", "that", "this", "show",
-                     "step", "steps", "data", "test", "tests", "with", "from", "today", "yesterday", "daily",
-                     "nightly", "hourly", "job", "jobs", "flow", "workflow", "playbook", "execution", "time"})
+# words too common in questions to pick a playbook by themselves: the questions' own vocabulary ("propose
+# that retry" is not about a playbook named http_retry_on_status)
+_COMMON = frozenset({
+    "last", "night", "run", "runs", "failed", "fail", "fails", "failure", "failures", "what", "why", "that",
+    "this", "show", "step", "steps", "data", "test", "tests", "with", "from", "today", "yesterday", "daily",
+    "nightly", "hourly", "job", "jobs", "flow", "workflow", "playbook", "execution", "executions", "time",
+    "retry", "retries", "propose", "proposal", "proposals", "similar", "transient", "flaky", "permanent",
+    "intermittent", "status", "change", "changes", "error", "errors", "root", "cause", "happened", "before",
+    "succeed", "success", "approve", "reject", "rollback", "pending", "approval", "latest", "recent",
+    "recently", "timeout", "again", "help", "should", "would", "could", "will", "does", "done", "went",
+    "wrong", "broke", "broken", "next", "same", "ones", "other", "others", "week", "hours", "morning"})
 
 
 def read_window(low: str, now: datetime) -> Window | None:

@@ -200,6 +200,9 @@ class ChatService:
             return _Target(note="Several playbooks match that: " + ", ".join(q.ambiguous)
                            + ". Which one? (name its path)")
         path = q.playbook.path if q.playbook else None
+        weak = q.playbook is not None and q.playbook.by_word
+        if weak and q.follow_up and focus.get("execution_id"):
+            path = None  # one word of some playbook's name, in a follow-up ("that"): the conversation wins
         explicit = bool(path or q.window or (q.newest and not q.follow_up) or q.intent == "list")
         if not explicit and q.follow_up and focus.get("execution_id"):
             try:

@@ -93,3 +93,23 @@ def test_what_failed_most_recently_asks_for_the_newest_failure_not_a_list() -> N
 def test_asking_about_failures_is_told_apart_from_asking_about_runs() -> None:
     assert read("did the flaky run fail?").failures
     assert not read("how did the flaky run go?").failures
+
+
+def test_the_question_s_own_words_never_name_a_playbook_that_happens_to_contain_them() -> None:
+    catalog = [*CATALOG, Playbook("e2e/http_retry_on_status", "http_retry_on_status"),
+               Playbook("ops/similar_users", "similar_users")]
+    for text in ("propose that retry", "show similar ones", "is it transient?"):
+        q = read_question(text, catalog, NOW)
+        assert q.playbook is None and q.follow_up, text
+
+
+def test_a_playbook_named_by_one_word_is_marked_weaker_than_by_its_name() -> None:
+    assert read("why did last night's payments run fail?").playbook.by_word
+    assert not read("why did payments nightly fail?").playbook.by_word
+
+
+def test_a_short_number_in_a_playbook_s_name_is_not_taken_for_an_execution_id() -> None:
+    catalog = [*CATALOG, Playbook("chat/orders_sync_12345678", "orders_sync_12345678")]
+    q = read_question("why did the last run of orders sync 12345678 fail?", catalog, NOW)
+    assert q.execution_id is None and q.playbook is not None
+    assert q.playbook.path == "chat/orders_sync_12345678"
