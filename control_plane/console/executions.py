@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
 from control_plane.api.context import services_of
+from control_plane.console.live import stream as live_stream
 from control_plane.console.render import page, when
-from control_plane.console.session import ConsoleRoute, sessions_of, viewer_of
-from control_plane.errors import UnauthorizedError
+from control_plane.console.session import ConsoleRoute, viewer_of
 from control_plane.services.executions import STATUSES
 from control_plane.services.sessions import CONSOLE_ROOT
 from control_plane.store.executions import Execution
@@ -57,34 +55,23 @@ async def live(request: Request, status: Status = None, path: PathFilter = None)
     viewer = await viewer_of(request)
     service = services_of(request).executions
     await service.list(status=status or None, limit=1)  # an unknown status: refused before the stream
-    stopping: asyncio.Event = request.app.state.stopping
+    seen: dict[str, tuple[str, str | None]] = {}
+    quiet = 0
 
-    async def body() -> AsyncIterator[bytes]:
-        seen: dict[str, tuple[str, str | None]] = {}
-        quiet = 0
-        while not stopping.is_set():
-            try:
-                await sessions_of(request).current(viewer.session_id)
-            except UnauthorizedError:
-                yield b"event: signed-out\ndata: {}\n\n"
-                return
-            listed = await service.list(path=path or None, status=status or None, limit=PAGE_SIZE)
-            changed = False
-            for execution in reversed(listed.items):
-                item = row(execution)
-                state = (item["status"], item["ended_at"])
-                if seen.get(item["execution_id"]) != state:
-                    seen[item["execution_id"]] = state
-                    changed = True
-                    yield f"event: execution\ndata: {json.dumps(item)}\n\n".encode()
-            quiet = 0 if changed else quiet + 1
-            if quiet >= KEEPALIVE_EVERY:
-                quiet = 0
-                yield b": keepalive\n\n"
-            try:
-                await asyncio.wait_for(stopping.wait(), LIVE_POLL_S)
-            except TimeoutError:
-                pass
+    async def read() -> AsyncIterator[bytes]:
+        nonlocal quiet
+        listed = await service.list(path=path or None, status=status or None, limit=PAGE_SIZE)
+        changed = False
+        for execution in reversed(listed.items):
+            item = row(execution)
+            state = (item["status"], item["ended_at"])
+            if seen.get(item["execution_id"]) != state:
+                seen[item["execution_id"]] = state
+                changed = True
+                yield f"event: execution\ndata: {json.dumps(item)}\n\n".encode()
+        quiet = 0 if changed else quiet + 1
+        if quiet >= KEEPALIVE_EVERY:
+            quiet = 0
+            yield b": keepalive\n\n"
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return live_stream(request, viewer, LIVE_POLL_S, read)

@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
 from control_plane.api.context import services_of
+from control_plane.console.live import stream as live_stream
 from control_plane.console.render import page
-from control_plane.console.session import ConsoleRoute, sessions_of, viewer_of
-from control_plane.errors import ControlPlaneError, UnauthorizedError
+from control_plane.console.session import ConsoleRoute, viewer_of
+from control_plane.errors import ControlPlaneError
 from control_plane.services.pools import PoolsService, PoolView
 from control_plane.services.sessions import CONSOLE_ROOT
 
@@ -63,22 +62,10 @@ async def live(request: Request) -> Response:
     the session ended."""
     viewer = await viewer_of(request)
     service = pools_of(request)
-    stopping: asyncio.Event = request.app.state.stopping
 
-    async def body() -> AsyncIterator[bytes]:
-        while not stopping.is_set():
-            try:
-                await sessions_of(request).current(viewer.session_id)
-            except UnauthorizedError:
-                yield b"event: signed-out\ndata: {}\n\n"
-                return
-            rows = [pool_row(v) for v in await service.pools()]
-            at = datetime.now().astimezone().strftime("%H:%M:%S")
-            yield f"event: pools\ndata: {json.dumps({'pools': rows, 'at': at})}\n\n".encode()
-            try:
-                await asyncio.wait_for(stopping.wait(), LIVE_POLL_S)
-            except TimeoutError:
-                pass
+    async def read() -> AsyncIterator[bytes]:
+        rows = [pool_row(v) for v in await service.pools()]
+        at = datetime.now().astimezone().strftime("%H:%M:%S")
+        yield f"event: pools\ndata: {json.dumps({'pools': rows, 'at': at})}\n\n".encode()
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return live_stream(request, viewer, LIVE_POLL_S, read)

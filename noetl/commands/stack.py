@@ -17,6 +17,13 @@ import typer
 from noetl.devstack import components_file, dev_state_file, running_dev_stack
 from noetl.settings import DEFAULT_API_PORT, api_port, noetl_home, stack_config
 
+IndexerOption = Annotated[bool, typer.Option(
+    "--indexer/--no-indexer", help="Embed ended executions in the serving process (similar failures in the "
+                                   "API and in diagnoses); else run `noetl indexer start`.")]
+AgentOption = Annotated[bool, typer.Option(
+    "--agent/--no-agent", help="Run the proposals agent in the serving process (new failures -> guarded "
+                               "proposals awaiting approval -> measured); else `noetl proposals watch`.")]
+
 dev_app = typer.Typer(help="A local NoETL (NATS, Postgres, orchestrator, a worker pool) in the background.",
                       no_args_is_help=True)
 server_app = typer.Typer(help="The orchestrator and the REST API as a long-running process.",
@@ -47,13 +54,8 @@ def dev_up(
         "--api-port", min=0, max=65535, show_default=False,
         help=f"Serve the REST API on 127.0.0.1 at this port (NOETL_API_PORT; default {DEFAULT_API_PORT}; "
              "0 = a free port).")] = None,
-    indexer: Annotated[bool, typer.Option(
-        "--indexer/--no-indexer", help="Embed ended executions in the stack's process (similar failures "
-                                       "in the API and in diagnoses), as `noetl server start` does.")] = True,
-    agent: Annotated[bool, typer.Option(
-        "--agent/--no-agent", help="Run the proposals agent in the stack's process (new failures -> "
-                                   "guarded proposals awaiting approval), as `noetl server start` does.")]
-    = True,
+    indexer: IndexerOption = True,
+    agent: AgentOption = True,
 ) -> None:
     """Start the local stack and its REST API in the background (or report the one already running);
     prints where they are and a fresh admin token for the API (shown only here). It runs what
@@ -213,13 +215,8 @@ def server_start(
     host: Annotated[str, typer.Option(help="The address the REST API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="The REST API's port (0 = a free port).")]
     = DEFAULT_API_PORT,
-    indexer: Annotated[bool, typer.Option(
-        "--indexer/--no-indexer", help="Embed ended executions in this process (similar failures in the "
-                                       "API and in diagnoses); else run `noetl indexer start`.")] = True,
-    agent: Annotated[bool, typer.Option(
-        "--agent/--no-agent", help="Run the proposals agent in this process (new failures -> guarded "
-                                   "proposals awaiting approval -> measured); else `noetl proposals watch`.")]
-    = True,
+    indexer: IndexerOption = True,
+    agent: AgentOption = True,
 ) -> None:
     """Run the orchestrator and the REST API (docs/api.md) against NOETL_NATS_URL / NOETL_PG_DSN
     (embedded ones when unset)."""
