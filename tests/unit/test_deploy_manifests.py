@@ -52,8 +52,14 @@ def workloads(objects: list[Manifest]) -> Iterator[Manifest]:
     return (o for o in objects if o["kind"] in WORKLOADS)
 
 
+def spec_of(obj: Manifest) -> dict[str, Any]:
+    spec = pod_spec(obj)
+    assert spec is not None, f"{obj['kind']} {obj['metadata']['name']} has no pod template"
+    return spec
+
+
 def containers(obj: Manifest) -> list[dict[str, Any]]:
-    spec = pod_spec(obj) or {}
+    spec = spec_of(obj)
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 
 
@@ -131,14 +137,15 @@ def test_checkov_finds_no_failed_check_and_skips_only_with_a_reason(overlay: str
     report = json.loads(run.stdout)
     report = report[0] if isinstance(report, list) else report
     assert report["check_type"] == "kubernetes"
-    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
+    results = report["results"]
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in results["failed_checks"]]
     assert failed == []
     assert report["summary"]["parsing_errors"] == 0
-    passed = {c["check_id"] for c in report["results"]["passed_checks"]}
+    passed = {c["check_id"] for c in results["passed_checks"]}
     # the rules this deployment is here to meet actually ran, and passed
     assert {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_11", "CKV_K8S_13", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_23",
             "CKV_K8S_28", "CKV_K8S_31", "CKV_K8S_37", "CKV_K8S_38", "CKV_K8S_40", "CKV2_K8S_6"} <= passed
-    for skipped in report["results"]["skipped_checks"]:
+    for skipped in results["skipped_checks"]:
         assert skipped["check_id"] in ALLOWED_SKIPS, skipped["check_id"]
         assert len(skipped["check_result"].get("suppress_comment") or "") > 20, "a skip says why"
 
@@ -147,7 +154,7 @@ def test_the_server_runs_two_or_more_replicas_behind_a_service_and_a_disruption_
     objects = objects_of(overlay)
     server = find(objects, "Deployment", "noetl-server")
     assert server["spec"]["replicas"] >= 2
-    (container,) = pod_spec(server)["containers"]  # type: ignore[index]
+    (container,) = spec_of(server)["containers"]
     assert [*container["command"], *container["args"]][:3] == ["noetl", "server", "start"]
     assert arg_after(container["args"], "--host") == "0.0.0.0"
     port = int(arg_after(container["args"], "--port") or 0)
@@ -162,18 +169,20 @@ def test_the_server_runs_two_or_more_replicas_behind_a_service_and_a_disruption_
     assert 1 <= budget["spec"]["minAvailable"] < server["spec"]["replicas"]
 
 
-def test_the_server_is_probed_on_health_and_scraped_on_metrics_where_the_api_serves_them(overlay: str) -> None:
+def test_the_server_is_probed_on_health_and_scraped_on_metrics_where_the_api_has_them(overlay: str) -> None:
     from control_plane.api import health, metrics
 
     routes = {route.path for router in (health.router, metrics.router) for route in router.routes}  # type: ignore[attr-defined]
     assert {"/health", "/metrics"} <= routes
     server = find(objects_of(overlay), "Deployment", "noetl-server")
-    (container,) = pod_spec(server)["containers"]  # type: ignore[index]
+    (container,) = spec_of(server)["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
     # /health answers 503 during a Postgres or NATS outage: liveness waits it out longer than readiness
-    live, ready = container["livenessProbe"], container["readinessProbe"]
-    assert live["periodSeconds"] * live["failureThreshold"] > ready["periodSeconds"] * ready["failureThreshold"]
+    def patience(probe: dict[str, int]) -> int:
+        return probe["periodSeconds"] * probe["failureThreshold"]
+
+    assert patience(container["livenessProbe"]) > patience(container["readinessProbe"])
     annotations = server["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
@@ -184,21 +193,22 @@ def test_every_workload_is_probed_for_readiness_and_liveness(overlay: str) -> No
     objects = objects_of(overlay)
     script = settings(objects)["nats-connected.py"]
     for obj in workloads(objects):
-        for container in pod_spec(obj)["containers"]:  # type: ignore[index]
+        for container in spec_of(obj)["containers"]:
             for probe in ("readinessProbe", "livenessProbe"):
                 assert probe in container, f"{obj['metadata']['name']}: no {probe}"
             if obj["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "worker":
                 # a worker serves no HTTP: the probe script of the ConfigMap, mounted where it is run
                 command = container["livenessProbe"]["exec"]["command"]
                 assert command == container["readinessProbe"]["exec"]["command"]
-                mount = next(m for m in container["volumeMounts"] if command[1].startswith(m["mountPath"] + "/"))
-                volume = next(v for v in pod_spec(obj)["volumes"] if v["name"] == mount["name"])  # type: ignore[index]
+                mount = next(m for m in container["volumeMounts"]
+                             if command[1].startswith(m["mountPath"] + "/"))
+                volume = next(v for v in spec_of(obj)["volumes"] if v["name"] == mount["name"])
                 assert volume["configMap"]["name"] == "noetl-settings"
                 item = next(i for i in volume["configMap"]["items"] if i["path"] == Path(command[1]).name)
                 assert settings(objects)[item["key"]] == script
 
 
-def test_the_worker_probe_passes_only_while_a_connection_to_the_nats_port_is_established(tmp_path: Path) -> None:
+def test_the_worker_probe_passes_only_while_a_connection_to_the_nats_port_is_open(tmp_path: Path) -> None:
     script = tmp_path / "nats-connected.py"
     script.write_text(settings(objects_of("dev"))["nats-connected.py"])
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -220,8 +230,7 @@ def test_the_worker_probe_passes_only_while_a_connection_to_the_nats_port_is_est
 
 def test_every_pod_runs_as_non_root_without_privileges_on_a_read_only_root(overlay: str) -> None:
     for obj in workloads(objects_of(overlay)):
-        name, spec = obj["metadata"]["name"], pod_spec(obj)
-        assert spec is not None
+        name, spec = obj["metadata"]["name"], spec_of(obj)
         assert spec["automountServiceAccountToken"] is False, name
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
@@ -250,7 +259,7 @@ def test_noetl_home_and_tmp_are_scratch_volumes_in_every_noetl_pod(overlay: str)
     for obj in workloads(objects):
         if obj["metadata"]["labels"]["app.kubernetes.io/name"] != "noetl":
             continue
-        volumes = {v["name"]: v for v in pod_spec(obj)["volumes"]}  # type: ignore[index]
+        volumes = {v["name"]: v for v in spec_of(obj)["volumes"]}
         for container in containers(obj):
             mounted = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
             assert "emptyDir" in mounted[home] and "emptyDir" in mounted["/tmp"], obj["metadata"]["name"]
@@ -292,7 +301,7 @@ def test_worker_pools_match_the_pools_file_and_their_hardware(overlay: str) -> N
     for obj in workloads(objects):
         if obj["metadata"]["labels"].get("app.kubernetes.io/component") != "worker":
             continue
-        (container,) = pod_spec(obj)["containers"]  # type: ignore[index]
+        (container,) = spec_of(obj)["containers"]
         args = container["args"]
         assert args[:2] == ["worker", "start"]
         pool = pools.get(str(arg_after(args, "--pool")))
@@ -311,8 +320,7 @@ def test_worker_pools_match_the_pools_file_and_their_hardware(overlay: str) -> N
         labels = set(filter(None, str(arg_after(args, "--labels") or "").split(",")))
         assert labels <= set(pool.labels)
     assert {"default", "gpu"} <= set(served)
-    gpu = pod_spec(served["gpu"])
-    assert gpu is not None
+    gpu = spec_of(served["gpu"])
     assert gpu["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["tolerations"]
     assert arg_after(gpu["containers"][0]["args"], "--labels") == "gpu"
@@ -335,12 +343,13 @@ def test_nats_is_a_three_node_jetstream_cluster_with_a_route_to_each_pod(overlay
     assert jetstream is not None
     store_dir = re.search(r"store_dir:\s*(\S+)", jetstream.group(1))
     assert store_dir is not None and re.search(r"sync_interval:\s*\S+", jetstream.group(1))
-    (container,) = pod_spec(nats)["containers"]  # type: ignore[index]
+    (container,) = spec_of(nats)["containers"]
     data_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == store_dir.group(1))
     (claim,) = nats["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == data_mount["name"]  # JetStream's files on a persistent volume
     assert "server_name: $SERVER_NAME" in conf
-    assert {"name": "SERVER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    pod_name = {"name": "SERVER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    assert pod_name in container["env"]
     # the bus NoETL connects to is this cluster
     url = settings(objects)["NOETL_NATS_URL"]
     host, port = re.fullmatch(r"nats://([\w-]+):(\d+)", url).groups()  # type: ignore[union-attr]
@@ -382,7 +391,7 @@ def test_the_service_account_mounts_no_token(overlay: str) -> None:
     objects = objects_of(overlay)
     account = find(objects, "ServiceAccount", "noetl")
     assert account["automountServiceAccountToken"] is False
-    assert {pod_spec(o)["serviceAccountName"] for o in workloads(objects)} == {"noetl"}  # type: ignore[index]
+    assert {spec_of(o)["serviceAccountName"] for o in workloads(objects)} == {"noetl"}
 
 
 def test_every_noetl_setting_in_the_configmap_is_one_noetl_reads() -> None:
@@ -395,7 +404,8 @@ def test_every_noetl_setting_in_the_configmap_is_one_noetl_reads() -> None:
 
 def test_the_renderer_applies_json6902_patches_and_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
     document = {"spec": {"replicas": 1, "items": ["a", "c"]}}
-    document = apply_json_patch_operation(document, {"op": "replace", "path": "/spec/replicas", "value": 3}, "t")
+    replace = {"op": "replace", "path": "/spec/replicas", "value": 3}
+    document = apply_json_patch_operation(document, replace, "t")
     document = apply_json_patch_operation(document, {"op": "add", "path": "/spec/items/1", "value": "b"}, "t")
     document = apply_json_patch_operation(document, {"op": "add", "path": "/spec/items/-", "value": "d"}, "t")
     document = apply_json_patch_operation(document, {"op": "remove", "path": "/spec/items/0"}, "t")
