@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -87,6 +88,20 @@ def overlay(request: pytest.FixtureRequest) -> str:
 
 def test_the_overlays_are_dev_and_production() -> None:
     assert {"dev", "production"} <= set(OVERLAYS)
+
+
+def test_the_renderer_agrees_with_kubectl_kustomize_where_kubectl_is_installed(overlay: str) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no kubectl on PATH: the renderer is not compared with `kubectl kustomize` here")
+    run = subprocess.run([kubectl, "kustomize", str(DEPLOY / "overlays" / overlay)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+    def by_name(objects: list[Manifest]) -> dict[tuple[str, str], Manifest]:
+        return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+    assert by_name(objects_of(overlay)) == by_name([d for d in yaml.safe_load_all(run.stdout) if d])
 
 
 def test_every_rendered_object_is_valid_against_the_kubernetes_schemas(overlay: str) -> None:
