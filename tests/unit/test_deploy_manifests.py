@@ -268,17 +268,39 @@ def test_every_pod_runs_as_non_root_without_privileges_on_a_read_only_root(overl
                 assert writable or mount.get("readOnly") is True, f"{name}: {mount['mountPath']}"
 
 
+def noetl_home_of(container: dict[str, Any], objects: list[Manifest]) -> str:
+    """NOETL_HOME as the process sees it: the container's own `env` wins over the ConfigMap's."""
+    env = {e["name"]: e for e in container.get("env", [])}
+    home = env["NOETL_HOME"]["value"] if "NOETL_HOME" in env else settings(objects)["NOETL_HOME"]
+    return re.sub(r"\$\((\w+)\)", lambda m: "{" + m.group(1) + "}", str(home))
+
+
 def test_noetl_home_and_tmp_are_scratch_volumes_in_every_noetl_pod(overlay: str) -> None:
     objects = objects_of(overlay)
-    home = settings(objects)["NOETL_HOME"]
     for obj in workloads(objects):
         if obj["metadata"]["labels"]["app.kubernetes.io/name"] != "noetl":
             continue
         volumes = {v["name"]: v for v in spec_of(obj)["volumes"]}
         for container in containers(obj):
             mounted = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
-            assert "emptyDir" in mounted[home] and "emptyDir" in mounted["/tmp"], obj["metadata"]["name"]
-            assert "sizeLimit" in mounted[home]["emptyDir"]
+            home = noetl_home_of(container, objects)
+            under = [path for path in mounted if home == path or home.startswith(path + "/")]
+            assert len(under) == 1 and "emptyDir" in mounted[under[0]], f"{obj['metadata']['name']}: {home}"
+            assert "sizeLimit" in mounted[under[0]]["emptyDir"]
+            assert "emptyDir" in mounted["/tmp"], obj["metadata"]["name"]
+
+
+def test_each_server_replica_keeps_its_own_embedded_index_unless_qdrant_is_shared(overlay: str) -> None:
+    # the indexer's cursor in Postgres is named after the index's path (agents/embeddings/runtime.py):
+    # replicas sharing one path would split the ended executions between their embedded indexes
+    objects = objects_of(overlay)
+    assert "NOETL_QDRANT_URL" not in settings(objects)
+    (container,) = spec_of(find(objects, "Deployment", "noetl-server"))["containers"]
+    assert "{POD_NAME}" in noetl_home_of(container, objects)
+    env = [e["name"] for e in container["env"]]
+    assert env.index("POD_NAME") < env.index("NOETL_HOME")  # $(POD_NAME) expands only if defined before
+    pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    assert pod_name in container["env"]
 
 
 def test_every_container_requests_and_limits_cpu_and_memory(overlay: str) -> None:
