@@ -173,12 +173,15 @@ def test_the_server_runs_two_or_more_replicas_behind_a_service_and_a_disruption_
     assert [*container["command"], *container["args"]][:3] == ["noetl", "server", "start"]
     assert arg_after(container["args"], "--host") == "0.0.0.0"
     port = int(arg_after(container["args"], "--port") or 0)
-    assert port == int(settings(objects)["NOETL_API_PORT"])
-    assert {"name": "http", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    assert port > 0 and {"name": "http", "containerPort": port, "protocol": "TCP"} in container["ports"]
     labels = server["spec"]["template"]["metadata"]["labels"]
     service = find(objects, "Service", "noetl-server")
     assert selects(service["spec"]["selector"], labels)
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+    policy = find(objects, "NetworkPolicy", "noetl-server")
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], labels)
+    allowed = [p for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert {"port": port, "protocol": "TCP"} in allowed
     budget = find(objects, "PodDisruptionBudget", "noetl-server")
     assert selects(budget["spec"]["selector"]["matchLabels"], labels)
     assert 1 <= budget["spec"]["minAvailable"] < server["spec"]["replicas"]
