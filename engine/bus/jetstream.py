@@ -366,11 +366,11 @@ class Bus:
     # ------------------------------------------------------------------------------------------ streams
 
     async def ensure_streams(self, *, duplicate_window_s: float = DUPLICATE_WINDOW_S,
-                             event_max_age_s: float | None = None, replicas: int | None = None) -> int:
+                             event_max_age_s: float | None = None, replicas: int | None = None) -> None:
         """Create (or bring up to date) the command stream (work queue: a command is gone once acked)
         and the event stream (limits: kept for replays, optionally for `event_max_age_s` seconds), each
         with `replicas` copies; None: 3 on a cluster of 3 or more JetStream servers, else 1
-        (docs/reliability.md). Returns the replicas the streams have."""
+        (docs/reliability.md). `self.replicas` says then how many they have."""
         explicit = replicas is not None
         wanted = (check_replicas(replicas, "Bus.ensure_streams") if replicas is not None
                   else default_replicas(self._server_info()))
@@ -387,7 +387,6 @@ class Bus:
         self.replicas = min(got, got_events)
         logger.info("streams %s and %s have %d replica(s) (on %s)", self.command_stream, self.event_stream,
                     self.replicas, self.server)
-        return self.replicas
 
     async def _ensure_stream(self, config: StreamConfig, *, explicit: bool) -> int:
         """Create or update the stream; the replicas it has then."""
