@@ -394,7 +394,7 @@ class Bus:
         try:
             info = await self._js.add_stream(config)
             return int(info.config.num_replicas or 1)
-        except nats.js.errors.BadRequestError as exc:
+        except nats.js.errors.APIError as exc:  # 10074 comes as a ServerError, 10005 and 10058 as BadRequest
             if exc.err_code in _REPLICA_REFUSALS and wanted > 1:
                 if explicit:
                     raise BusError(f"cannot create stream {config.name} with {wanted} replicas: "

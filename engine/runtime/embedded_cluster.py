@@ -161,7 +161,8 @@ class EmbeddedNatsCluster:
                                    pid=process.pid, state_dir=node.state_dir, started=True, _process=process)
 
     def healthy(self) -> bool:
-        """Every node runs, answers /healthz with ok, and sees a meta leader and all the cluster's peers."""
+        """Every node runs, answers /healthz with ok, sees a meta leader and all the cluster's peers, and
+        advertises every server to its clients."""
         return all(self._node_healthy(node) for node in self.nodes)
 
     def _node_healthy(self, node: ClusterNode) -> bool:
@@ -171,8 +172,12 @@ class EmbeddedNatsCluster:
         if health is None or health.get("status") != "ok":
             return False
         meta = node.meta()
-        return (meta is not None and bool(meta.get("leader")) and meta.get("cluster_size") == len(self.nodes)
-                and len(meta.get("replicas") or ()) == len(self.nodes) - 1)
+        if not (meta is not None and bool(meta.get("leader")) and meta.get("cluster_size") == len(self.nodes)
+                and len(meta.get("replicas") or ()) == len(self.nodes) - 1):
+            return False
+        # what it tells a client connecting now (INFO connect_urls): every server, once routes are gossiped
+        varz = _get_json(f"{node.monitor_url}/varz")
+        return varz is not None and len(set(varz.get("connect_urls") or ())) == len(self.nodes)
 
     def wait_healthy(self, timeout_s: float = 30.0) -> None:
         """Return once `healthy()`; EmbeddedError naming the nodes that are not, after `timeout_s`."""
