@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Bus", "BusError", "Consumer", "CoreSubscription", "Delivery", "EventReader", "Failover",
            "PublishResult", "stream_names"]
 
+ENSURE_STREAMS_WITHIN_S = 20.0  # how long creating the streams is tried while JetStream does not answer
 DUPLICATE_WINDOW_S = 120.0  # JetStream drops a second message with the same Nats-Msg-Id within this window
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _NAME_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -369,17 +370,20 @@ class Bus:
                              event_max_age_s: float | None = None, replicas: int | None = None) -> None:
         """Create (or bring up to date) the command stream (work queue: a command is gone once acked)
         and the event stream (limits: kept for replays, optionally for `event_max_age_s` seconds), each
-        with `replicas` copies; None: 3 on a cluster of 3 or more JetStream servers, else 1
-        (docs/reliability.md). `self.replicas` says then how many they have."""
+        with `replicas` copies; None: 3 on a cluster of 3 or more JetStream servers, else 1, and never fewer
+        than the streams have already (docs/reliability.md). `self.replicas` says then how many they have."""
         explicit = replicas is not None
         wanted = (check_replicas(replicas, "Bus.ensure_streams") if replicas is not None
                   else default_replicas(self._server_info()))
-        got = await self._ensure_stream(StreamConfig(
+        if not explicit:  # never scale down by itself (a server of the cluster may be down just now)
+            for name in (self.command_stream, self.event_stream):
+                wanted = max(wanted, await self._replicas_of(name) or 1)
+        got = await self._ensure_retrying(StreamConfig(
             name=self.command_stream, subjects=[subjects.command_subjects(self.prefix)],
             retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
             duplicate_window=duplicate_window_s, num_replicas=wanted,
             description="noetl commands, one work queue per pool"), explicit=explicit)
-        got_events = await self._ensure_stream(StreamConfig(
+        got_events = await self._ensure_retrying(StreamConfig(
             name=self.event_stream, subjects=[subjects.event_subjects(self.prefix)],
             retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
             max_age=event_max_age_s, duplicate_window=duplicate_window_s, num_replicas=wanted,
@@ -387,6 +391,22 @@ class Bus:
         self.replicas = min(got, got_events)
         logger.info("streams %s and %s have %d replica(s) (on %s)", self.command_stream, self.event_stream,
                     self.replicas, self.server)
+
+    async def _ensure_retrying(self, config: StreamConfig, *, explicit: bool,
+                               within_s: float = ENSURE_STREAMS_WITHIN_S) -> int:
+        """`_ensure_stream`, again while JetStream does not answer (a cluster electing a leader after a
+        server's restart takes a few seconds), for up to `within_s` seconds."""
+        deadline = time.monotonic() + within_s
+        wait_s = 0.25
+        while True:
+            try:
+                return await self._ensure_stream(config, explicit=explicit)
+            except BusError as exc:
+                if not exc.transient or time.monotonic() + wait_s > deadline:
+                    raise
+                logger.info("stream %s: %s; trying again in %.2f s", config.name, exc.message, wait_s)
+            await asyncio.sleep(wait_s)
+            wait_s = min(2.0, wait_s * 2)
 
     async def _ensure_stream(self, config: StreamConfig, *, explicit: bool) -> int:
         """Create or update the stream; the replicas it has then."""
@@ -407,6 +427,11 @@ class Bus:
             if exc.err_code != _STREAM_CONFIG_MISMATCH:
                 raise BusError(f"cannot create stream {config.name}: {exc.description}",
                                where=f"stream {config.name}", fix="check the nats-server log") from exc
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise BusError(f"cannot create stream {config.name}: JetStream did not answer ({exc!r})",
+                           where=f"stream {config.name}", transient=True,
+                           fix="is JetStream enabled on the server (nats-server -js)? A cluster electing "
+                               "its leader answers again within seconds") from exc
         except nats.errors.Error as exc:
             raise BusError(f"cannot create stream {config.name}: {exc!r}", where=f"stream {config.name}",
                            fix="is JetStream enabled on the server (nats-server -js)?") from exc

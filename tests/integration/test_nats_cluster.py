@@ -32,9 +32,30 @@ def node_of(cluster: EmbeddedNatsCluster, bus: Bus) -> ClusterNode:
     return next(node for node in cluster.nodes if bus.server.startswith(f"127.0.0.1:{node.port}"))
 
 
-def replicas_on(monitor_url: str, prefix: str) -> list[int]:
-    seen = streams_seen(monitor_url)
-    return [seen[name]["config"]["num_replicas"] for name in stream_names(prefix)]
+async def replicas_on(monitor_urls: list[str], prefix: str) -> list[int]:
+    """The replicas of the prefix's (command, event) streams as the servers at `monitor_urls` report
+    the streams they hold, once one of them holds each (a server learns of a stream the meta leader
+    placed on it a moment later)."""
+    names = stream_names(prefix)
+
+    def both() -> dict[str, dict[str, Any]] | None:
+        found = {name: stream for url in monitor_urls for name, stream in streams_seen(url).items()}
+        return found if all(name in found for name in names) else None
+    seen = await poll(both, timeout_s=10, what=f"{monitor_urls} to hold the streams {names}")
+    return [seen[name]["config"]["num_replicas"] for name in names]
+
+
+async def publish(bus: Bus, msg_id: str) -> None:
+    """Publish an event, again while NATS says "not now" (a stream electing a new leader): as the
+    orchestrator does, with the same message id."""
+    async def published() -> bool:
+        try:
+            await bus.publish_event("ex-1", msg_id, b"{}")
+        except BusError as exc:
+            assert exc.transient, exc  # refused for good would be a bug: only "not yet"
+            return False
+        return True
+    await poll(published, timeout_s=20, what=f"the publish of {msg_id} to be stored")
 
 
 async def test_the_bus_on_a_three_server_cluster_creates_its_streams_with_three_replicas(
@@ -42,8 +63,8 @@ async def test_the_bus_on_a_three_server_cluster_creates_its_streams_with_three_
     async with await Bus.connect(nats_cluster.url, prefix=nats_prefix) as bus:
         await bus.ensure_streams()
         assert bus.replicas == 3
-    for node in nats_cluster.nodes:  # every server knows them as R3, each placed on all three
-        assert replicas_on(node.monitor_url, nats_prefix) == [3, 3]
+    for node in nats_cluster.nodes:  # each server holds a copy of both
+        assert await replicas_on([node.monitor_url], nats_prefix) == [3, 3]
     placed = streams_seen(nats_cluster.nodes[0].monitor_url)[stream_names(nats_prefix)[1]]["cluster"]
     assert len(placed["replicas"]) + 1 == 3 and placed["leader"]
 
@@ -53,16 +74,17 @@ async def test_the_bus_on_a_single_server_creates_its_streams_with_one_replica(
     async with await Bus.connect(nats_server.url, prefix=nats_prefix) as bus:
         await bus.ensure_streams()
         assert bus.replicas == 1
-    assert replicas_on(nats_server.monitor_url, nats_prefix) == [1, 1]
+    assert await replicas_on([nats_server.monitor_url], nats_prefix) == [1, 1]
 
 
 async def test_an_explicit_replica_count_wins_and_an_existing_stream_is_scaled_to_the_cluster_default(
         nats_cluster: EmbeddedNatsCluster, nats_prefix: str) -> None:
     async with await Bus.connect(nats_cluster.url, prefix=nats_prefix) as bus:
         await bus.ensure_streams(replicas=1)
-        assert bus.replicas == 1 and replicas_on(nats_cluster.nodes[0].monitor_url, nats_prefix) == [1, 1]
+        monitor = [node.monitor_url for node in nats_cluster.nodes]
+        assert bus.replicas == 1 and await replicas_on(monitor, nats_prefix) == [1, 1]
         await bus.ensure_streams()  # the cluster's default: the existing R1 streams are updated to R3
-        assert bus.replicas == 3 and replicas_on(nats_cluster.nodes[0].monitor_url, nats_prefix) == [3, 3]
+        assert bus.replicas == 3 and await replicas_on(monitor, nats_prefix) == [3, 3]
 
 
 async def test_asking_for_three_replicas_on_a_single_server_fails_saying_how_to_fix_it(
@@ -73,7 +95,7 @@ async def test_asking_for_three_replicas_on_a_single_server_fails_saying_how_to_
     assert "3 replicas" in str(raised.value) and "NOETL_NATS_REPLICAS=1" in str(raised.value)
 
 
-async def test_a_bus_given_the_server_list_fails_over_when_its_server_is_killed_and_keeps_publishing(
+async def test_a_bus_given_the_server_list_fails_over_when_its_server_dies_and_streams_keep_3_replicas(
         nats_cluster: EmbeddedNatsCluster, nats_prefix: str) -> None:
     async with await Bus.connect(nats_cluster.url, prefix=nats_prefix, publish_timeout_s=1.0) as bus:
         await bus.ensure_streams()
@@ -81,14 +103,10 @@ async def test_a_bus_given_the_server_list_fails_over_when_its_server_is_killed_
         killed = node_of(nats_cluster, bus)
         nats_cluster.kill(killed.index)
         try:
-            async def published() -> bool:
-                try:
-                    await bus.publish_event("ex-1", "after-the-kill", b"{}")
-                except BusError as exc:
-                    assert exc.transient, exc  # refused for good would be a bug: only "not yet"
-                    return False
-                return True
-            await poll(published, timeout_s=20, what="a publish to succeed on another server")
+            await publish(bus, "after-the-kill")
+            async with await Bus.connect(nats_cluster.url, prefix=nats_prefix) as late:
+                await late.ensure_streams()  # a process starting now sees two servers: it keeps R3
+                assert late.replicas == 3
             assert bus.failovers and bus.failovers[-1].moved and bus.failovers[-1].lost == before
             assert not bus.server.startswith(f"127.0.0.1:{killed.port}")
         finally:
@@ -101,9 +119,11 @@ async def test_a_killed_server_restarted_rejoins_the_cluster_and_catches_up_on_w
         await bus.ensure_streams()
         victim = next(node for node in nats_cluster.nodes if node is not node_of(nats_cluster, bus))
         nats_cluster.kill(victim.index)
-        for i in range(20):  # stored by the two others while it is down
-            await bus.publish_event("ex-1", f"missed-{i}", b"{}")
-        await asyncio.to_thread(nats_cluster.restart, victim.index)
+        try:
+            for i in range(20):  # stored by the two others while it is down
+                await publish(bus, f"missed-{i}")
+        finally:
+            await asyncio.to_thread(nats_cluster.restart, victim.index)
         assert nats_cluster.healthy()
         events = stream_names(nats_prefix)[1]
 
@@ -159,7 +179,8 @@ async def test_a_parallel_loop_finishes_with_every_result_once_and_in_order_when
             events = await store.events(execution_id)
             indexes = [e.loop_index for e in events if e.type == "loop.item.succeeded"]
             assert sorted(indexes) == list(range(ITEMS))  # each item's outcome stored exactly once
-            assert any(f.moved and f.lost.startswith(f"127.0.0.1:{victim.port}") for f in stack.nats_failovers)
+            lost = f"127.0.0.1:{victim.port}"
+            assert any(f.moved and f.lost.startswith(lost) for f in stack.nats_failovers)
             recovery = timeline[1][0] if len(timeline) > 1 else float("nan")
             stall = max(b[0] - a[0] for a, b in zip(timeline, timeline[1:], strict=False))
             log.warning("nats failover: %d of %d items stored at the kill; the next stored %.2f s after it, "
