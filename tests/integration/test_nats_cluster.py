@@ -162,6 +162,8 @@ async def test_a_parallel_loop_finishes_with_every_result_once_and_in_order_when
             return sum(1 for e in await store.events(execution_id) if e.type == "loop.item.succeeded")
         await poll(lambda: items_done_at_least(items_done, 20), timeout_s=60, what="the loop to be under way")
         victim = node_of(nats_cluster, stack.bus)
+        leaders = {name: stream["cluster"]["leader"] for name, stream in
+                   streams_seen(victim.monitor_url).items() if name in stream_names(nats_prefix)}
         nats_cluster.kill(victim.index)
         killed_at = time.monotonic()
         try:
@@ -188,8 +190,9 @@ async def test_a_parallel_loop_finishes_with_every_result_once_and_in_order_when
             log.warning("nats failover: %d of %d items stored at the kill; the next stored %.2f s after it, "
                         "the longest stall %.2f s, all %d after %.2f s", at_kill, ITEMS, recovery, stall,
                         ITEMS, timeline[-1][0])
+            led = sorted(name for name, leader in leaders.items() if leader == victim.name)
             print(f"RECOVERY at_kill={at_kill} first={recovery:.2f}s stall={stall:.2f}s "
-                  f"end={timeline[-1][0]:.2f}s")
+                  f"end={timeline[-1][0]:.2f}s killed_led={led}")
         finally:
             await asyncio.to_thread(nats_cluster.restart, victim.index)
     await asyncio.to_thread(nats_cluster.wait_healthy, 20)  # all three in the cluster again
