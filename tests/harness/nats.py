@@ -34,9 +34,10 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedN
 
 
 def streams_seen(monitor_url: str) -> dict[str, dict[str, Any]]:
-    """Each stream as the server at `monitor_url` reports it (/jsz): its config (`num_replicas`, ...)
-    and, in a cluster, its leader and replicas."""
-    with urllib.request.urlopen(f"{monitor_url}/jsz?streams=true&config=true", timeout=5) as response:
+    """Each stream as the server at `monitor_url` reports it (/jsz): its config (`num_replicas`, ...),
+    its consumers (`consumer_detail`) and, in a cluster, its leader and replicas."""
+    with urllib.request.urlopen(f"{monitor_url}/jsz?streams=true&config=true&consumers=true",
+                                timeout=5) as response:
         doc = json.loads(response.read())
     return {stream["name"]: stream for account in doc.get("account_details") or ()
             for stream in account.get("stream_detail") or ()}
