@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.bus.cluster import NatsUrlError, check_replicas, cluster_size, default_replicas, server_list
@@ -45,3 +47,28 @@ def test_a_replica_count_outside_one_to_five_is_refused() -> None:
     assert check_replicas(3, "here") == 3
     with pytest.raises(NatsUrlError, match="1 to 5, not 7"):
         check_replicas(7, "here")
+
+
+def test_noetl_nats_replicas_reaches_the_stack_config_and_unset_leaves_the_choice_to_the_cluster(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from noetl.settings import stack_config
+
+    monkeypatch.setenv("NOETL_HOME", str(tmp_path))
+    monkeypatch.setenv("NOETL_NATS_URL", "nats://a:4222,nats://b:4222,nats://c:4222")
+    monkeypatch.delenv("NOETL_NATS_REPLICAS", raising=False)
+    monkeypatch.delenv("NOETL_POOLS", raising=False)
+    assert stack_config().nats_replicas is None
+    monkeypatch.setenv("NOETL_NATS_REPLICAS", "3")
+    config = stack_config()
+    assert config.nats_replicas == 3 and config.nats_url == "nats://a:4222,nats://b:4222,nats://c:4222"
+
+
+@pytest.mark.parametrize("value", ["0", "7", "three"])
+def test_a_noetl_nats_replicas_that_is_not_1_to_5_is_refused_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from control_plane.errors import InvalidArgumentError
+    from noetl.settings import nats_replicas
+
+    monkeypatch.setenv("NOETL_NATS_REPLICAS", value)
+    with pytest.raises(InvalidArgumentError, match="NOETL_NATS_REPLICAS"):
+        nats_replicas()
