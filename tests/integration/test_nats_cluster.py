@@ -15,6 +15,7 @@ import pytest
 
 from control_plane.stack import Stack, StackConfig
 from engine.bus.jetstream import Bus, BusError, stream_names
+from engine.bus.nats_ops import NatsEndpoint, NatsOps
 from engine.runtime.embedded import EmbeddedNats
 from engine.runtime.embedded_cluster import ClusterNode, EmbeddedNatsCluster
 from tests.harness.nats import streams_seen
@@ -205,3 +206,15 @@ async def test_a_parallel_loop_finishes_with_every_result_once_and_in_order_when
 
 async def items_done_at_least(count: Any, at_least: int) -> bool:
     return bool(await count() >= at_least)
+
+
+async def test_the_nats_tool_connection_takes_the_cluster_server_list_and_reads_back_what_it_stored(
+        nats_cluster: EmbeddedNatsCluster, nats_prefix: str) -> None:
+    ops = NatsOps()
+    endpoint = NatsEndpoint(nats_cluster.url)  # the deployment's NOETL_NATS_URL, as the tool gets it
+    try:
+        revision = await ops.kv_put(endpoint, f"{nats_prefix}_kv", "key", b"value")
+        got = await ops.kv_get(endpoint, f"{nats_prefix}_kv", "key")
+        assert got.data == b"value" and got.revision == revision
+    finally:
+        await ops.close()
