@@ -18,6 +18,7 @@ from engine.bus.jetstream import Bus, BusError, stream_names
 from engine.bus.nats_ops import NatsEndpoint, NatsOps
 from engine.runtime.embedded import EmbeddedNats
 from engine.runtime.embedded_cluster import ClusterNode, EmbeddedNatsCluster
+from engine.runtime.processes import pid_alive
 from tests.harness.nats import streams_seen
 from tests.harness.polling import poll
 
@@ -218,3 +219,17 @@ async def test_the_nats_tool_connection_takes_the_cluster_server_list_and_reads_
         assert got.data == b"value" and got.revision == revision
     finally:
         await ops.close()
+
+
+def test_a_local_cluster_forms_with_one_meta_leader_and_stop_leaves_none_of_its_servers_running(
+        tmp_path: Path) -> None:
+    cluster = EmbeddedNatsCluster(tmp_path, size=3, name="stopping").start()
+    try:
+        leaders = {(node.meta() or {}).get("leader") for node in cluster.nodes}
+        assert len(leaders) == 1 and leaders <= {node.name for node in cluster.nodes}
+        pids = [node.server.pid for node in cluster.nodes if node.server is not None]
+        assert len(pids) == 3 and len({node.state_dir for node in cluster.nodes}) == 3
+    finally:
+        cluster.stop()
+    assert not any(pid_alive(pid) for pid in pids)
+    assert not any(node.is_running() for node in cluster.nodes)
