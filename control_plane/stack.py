@@ -22,7 +22,7 @@ from control_plane.errors import ControlPlaneError
 from control_plane.services.executions import ExecutionService
 from control_plane.store import Store, open_store
 from control_plane.store.secret_key import SecretKey, load_secret_key
-from engine.bus.jetstream import Bus
+from engine.bus.jetstream import Bus, Failover
 from engine.bus.result_objects import ResultObjects, object_reader
 from engine.runtime.heap import freeze_startup_heap
 
@@ -41,7 +41,8 @@ PYTHON_WARM = 4  # python interpreters a worker starts with (its pool grows to i
 @dataclass(frozen=True)
 class StackConfig:
     home: Path
-    nats_url: str | None = None  # None: start (or reuse) an embedded nats-server under home
+    nats_url: str | None = None  # None: start (or reuse) an embedded nats-server under home; may list the
+    # servers of a cluster, comma-separated (the bus fails over between them)
     pg_dsn: str | None = None  # None: start (or reuse) an embedded PostgreSQL under home
     secret_key: str | None = None  # NOETL_SECRET_KEY; None: the key file under home
     prefix: str = "noetl"
@@ -53,6 +54,7 @@ class StackConfig:
     worker_labels: tuple[str, ...] = ()  # hardware labels the workers started here report
     worker_capacity: dict[str, float] | None = None  # what each worker adds; None: its pool's, or cpu
     google_token_url: str | None = None  # NOETL_GOOGLE_TOKEN_URL: where google_id_token entries are minted
+    nats_replicas: int | None = None  # NOETL_NATS_REPLICAS: the streams' replicas; None: 3 on a cluster of 3+
 
 
 @functools.lru_cache(maxsize=64)
@@ -150,7 +152,7 @@ class Stack:
         self.key = load_secret_key(home, self.config.secret_key)
         self.store = await open_store(self.pg_dsn, self.key)
         self.bus = await Bus.connect(self.nats_url, self.config.prefix)
-        await self.bus.ensure_streams()
+        await self.bus.ensure_streams(replicas=self.config.nats_replicas)
         object_reader.configure(self.nats_url)  # large results kept in NATS are read back through it
         self.executions = ExecutionService(self.store, self.bus, resolve_ref=resolve_ref)
         ready: list[asyncio.Event] = []
@@ -220,6 +222,12 @@ class Stack:
         elif name == "postgres":
             self.postgres = server
 
+    @property
+    def nats_failovers(self) -> list[Failover]:
+        """Each time the bus's connection came back after a loss; `moved`: onto another server of the
+        cluster (engine.bus.jetstream.Failover)."""
+        return list(self.bus.failovers) if self.bus is not None else []
+
     def components(self) -> list[dict[str, Any]]:
         """Each part of this stack with its pid and state (`noetl dev status`)."""
         found = self.supervisor.states() if self.supervisor is not None else []
@@ -255,6 +263,8 @@ class Stack:
                "NOETL_PARENT_PID": str(os.getpid())}  # the worker exits by itself if this process dies
         if self.config.secret_key:
             env["NOETL_SECRET_KEY"] = self.config.secret_key
+        if self.config.nats_replicas is not None:  # else the worker's bus could choose other replicas
+            env["NOETL_NATS_REPLICAS"] = str(self.config.nats_replicas)
         if self.config.google_token_url:
             env["NOETL_GOOGLE_TOKEN_URL"] = self.config.google_token_url
         if self.config.pools is not None:

@@ -53,7 +53,9 @@ async def serve(pool: str, concurrency: int) -> int:
         watch_parent(parent, on_orphaned)
     pools = os.environ.get("NOETL_POOLS")
     capacity = os.environ.get("NOETL_WORKER_CAPACITY")
+    replicas = os.environ.get("NOETL_NATS_REPLICAS")  # set by the parent when it was given
     config = StackConfig(home=Path(os.environ["NOETL_HOME"]), nats_url=os.environ["NOETL_NATS_URL"],
+                         nats_replicas=int(replicas) if replicas else None,
                          pg_dsn=os.environ["NOETL_PG_DSN"], secret_key=os.environ.get("NOETL_SECRET_KEY"),
                          prefix=os.environ.get("NOETL_BUS_PREFIX", "noetl"), orchestrator=False,
                          workers={pool: concurrency},

@@ -37,11 +37,28 @@ def stack_config(**overrides: object) -> StackConfig:
         # where google_id_token keychain entries are minted (default: the key's token_uri, Google's)
         "google_token_url": os.environ.get("NOETL_GOOGLE_TOKEN_URL") or None,
     }
+    config["nats_replicas"] = nats_replicas()
     if os.environ.get("NOETL_ACK_WAIT_S"):  # how long a silent worker keeps a command (default 30 s)
         config["ack_wait_s"] = float(os.environ["NOETL_ACK_WAIT_S"])
     config["pools"] = configured_pools()
     config.update(overrides)
     return StackConfig(**config)  # type: ignore[arg-type]
+
+
+def nats_replicas() -> int | None:
+    """NOETL_NATS_REPLICAS: the replicas of the bus's streams (1 to 5); unset: 3 when NOETL_NATS_URL's
+    cluster has 3 or more servers, else 1 (docs/reliability.md)."""
+    value = os.environ.get("NOETL_NATS_REPLICAS", "").strip()
+    if not value:
+        return None
+    if not (value.isdigit() and 1 <= int(value) <= 5):
+        from control_plane.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"NOETL_NATS_REPLICAS is '{value}', not a replica count",
+                                   where="NOETL_NATS_REPLICAS",
+                                   fix="1 to 5: 1 on a single server, 3 on a cluster of three or more; unset "
+                                       "to choose by the cluster's size")
+    return int(value)
 
 
 def qdrant_target(home: Path) -> dict[str, Any]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import ParseResult, urlsplit
 
 import nats
 import nats.errors
@@ -28,6 +31,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from engine.bus.cluster import check_replicas, default_replicas, server_list, server_name
 from engine.bus.pull import PullFeed
 from engine.bus.reports import Report, ReportInbox, ReportLine
 from engine.errors import EngineError
@@ -35,13 +39,17 @@ from engine.protocol import subjects
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Bus", "BusError", "Consumer", "CoreSubscription", "Delivery", "EventReader", "PublishResult",
-           "stream_names"]
+__all__ = ["Bus", "BusError", "Consumer", "CoreSubscription", "Delivery", "EventReader", "Failover",
+           "PublishResult", "stream_names"]
 
+ENSURE_STREAMS_WITHIN_S = 20.0  # how long creating the streams is tried while JetStream does not answer
 DUPLICATE_WINDOW_S = 120.0  # JetStream drops a second message with the same Nats-Msg-Id within this window
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _NAME_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 _STREAM_CONFIG_MISMATCH = 10058  # "stream name already in use with a different configuration"
+_NO_PEERS = 10005  # "no suitable peers for placement": fewer JetStream servers than replicas
+_NOT_CLUSTERED = 10074  # "replicas > 1 not supported in non-clustered mode"
+_REPLICA_REFUSALS = (_NO_PEERS, _NOT_CLUSTERED)
 
 DataCallback = Callable[[bytes], Awaitable[None]]
 
@@ -58,6 +66,16 @@ class BusError(EngineError):
         self.transient = transient
 
 
+def _host_port(url: str | ParseResult) -> str:
+    """`host:port` of a server URL, without its credentials (for logs)."""
+    split = urlsplit(url) if isinstance(url, str) else url
+    return f"{split.hostname or '?'}:{split.port or 4222}"
+
+
+def _with_replicas(config: StreamConfig, replicas: int) -> StreamConfig:
+    return dataclasses.replace(config, num_replicas=replicas)
+
+
 def stream_names(prefix: str = subjects.PREFIX) -> tuple[str, str]:
     """(command stream, event stream) of one subject prefix: the protocol's names for the default prefix,
     suffixed by the prefix otherwise, so that several prefixes share one server without colliding."""
@@ -65,6 +83,20 @@ def stream_names(prefix: str = subjects.PREFIX) -> tuple[str, str]:
         return subjects.COMMAND_STREAM, subjects.EVENT_STREAM
     suffix = _NAME_UNSAFE.sub("_", prefix).upper()
     return f"{subjects.COMMAND_STREAM}_{suffix}", f"{subjects.EVENT_STREAM}_{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """The connection came back after a loss: on `server` (`host:port (name)`), having been on `lost`.
+    `moved`: on another server than before (a cluster's failover), not the same one restarted."""
+
+    at: float  # time.time() of the reconnection
+    lost: str
+    server: str
+
+    @property
+    def moved(self) -> bool:
+        return self.lost != self.server
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +265,9 @@ class CoreSubscription:
 
 
 class Bus:
-    """One connection to NATS for one subject prefix. Create it with `await Bus.connect(url)`."""
+    """One connection to NATS for one subject prefix. Create it with `await Bus.connect(url)`; `url` may
+    list the servers of a cluster (`nats://a:4222,nats://b:4222`): the connection moves to another one
+    when its server goes away (`failovers`)."""
 
     def __init__(self, nc: Client, prefix: str, *, ack_timeout_s: float = 5.0,
                  publish_timeout_s: float = 5.0) -> None:
@@ -245,43 +279,82 @@ class Bus:
         self._publish_timeout_s = publish_timeout_s
         self._reconnected: list[Callable[[], None]] = []
         self._reports: ReportLine | None = None  # a worker's reports and their answers, once it sends one
+        self.server = self._current_server()  # `host:port (name)` of the server the connection is on
+        self.failovers: list[Failover] = []  # each reconnection, oldest first
+        self.replicas: int | None = None  # the streams' replicas, once ensure_streams ran
 
     @classmethod
-    async def connect(cls, url: str, prefix: str = subjects.PREFIX, *, name: str | None = None,
-                      connect_timeout_s: float = 5.0, ack_timeout_s: float = 5.0,
+    async def connect(cls, url: str | Sequence[str], prefix: str = subjects.PREFIX, *,
+                      name: str | None = None, connect_timeout_s: float = 5.0, ack_timeout_s: float = 5.0,
                       publish_timeout_s: float = 5.0) -> Bus:
+        """Connect to the server `url` names, or to one of the servers of a comma-separated list (or a
+        sequence): nats-py tries them in a random order and, once connected, reconnects to any of them
+        (and to the cluster's other servers it learns of) for ever."""
+        servers = server_list(url)
+        shown = ",".join(_host_port(s) for s in servers)  # without credentials
+        buses: list[Bus] = []  # the bus, once made: the callbacks below are registered before it exists
+
         async def on_error(exc: Exception) -> None:
-            logger.debug("nats error on %s: %r", url, exc)
+            logger.debug("nats error on %s: %r", shown, exc)
 
         async def on_disconnect() -> None:
-            logger.info("disconnected from nats %s", url)
+            logger.info("disconnected from nats %s", buses[0].server if buses else shown)
 
         reconnected: list[Callable[[], None]] = []
 
         async def on_reconnect() -> None:
-            logger.info("reconnected to nats %s", url)
+            if buses:
+                buses[0]._record_reconnection()
             for callback in reconnected:
                 callback()
 
         # the first connection is retried for about connect_timeout_s, then fails; once connected, the
-        # client reconnects forever, so a restarted nats-server is picked up again
+        # client reconnects forever, so a restarted nats-server (or another server of the cluster) is
+        # picked up again. With several servers, pings every 10 s notice a server that stopped answering
+        # without closing the connection (a partition) within about 30 s, not the default 6 minutes.
         wait_s = 0.25
+        options: dict[str, Any] = {}
+        if len(servers) > 1:
+            options.update(ping_interval=10, max_outstanding_pings=2)
         try:
-            nc = await nats.connect(url, name=name or f"noetl-{prefix}", connect_timeout=connect_timeout_s,
+            nc = await nats.connect(servers[0] if len(servers) == 1 else servers,
+                                    name=name or f"noetl-{prefix}", connect_timeout=connect_timeout_s,
                                     allow_reconnect=True, reconnect_time_wait=wait_s,
                                     max_reconnect_attempts=max(1, int(connect_timeout_s / wait_s)),
                                     error_cb=on_error, disconnected_cb=on_disconnect,
-                                    reconnected_cb=on_reconnect)
+                                    reconnected_cb=on_reconnect, **options)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            raise BusError(f"cannot connect to nats at {url} within {connect_timeout_s} s: {exc!r}",
+            raise BusError(f"cannot connect to nats at {shown} within {connect_timeout_s} s: {exc!r}",
                            where="Bus.connect", transient=True,
                            fix="start the embedded server (engine.runtime.embedded.start_nats) or set "
-                               "NOETL_NATS_URL to a running nats-server with JetStream") from exc
+                               "NOETL_NATS_URL to running nats-servers with JetStream (several separated "
+                               "by commas)") from exc
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
         bus = cls(nc, prefix, ack_timeout_s=ack_timeout_s, publish_timeout_s=publish_timeout_s)
         bus._reconnected = reconnected
+        buses.append(bus)
+        logger.info("connected to nats %s (servers: %s)", bus.server, shown)
         return bus
+
+    def _server_info(self) -> dict[str, Any]:
+        """The INFO the server the connection is on sent (nats-py keeps it, without a public accessor)."""
+        info = getattr(self._nc, "_server_info", None)
+        return info if isinstance(info, dict) else {}
+
+    def _current_server(self) -> str:
+        connected = self._nc.connected_url
+        where = _host_port(connected) if connected is not None else "?"
+        return server_name(self._server_info(), where)
+
+    def _record_reconnection(self) -> None:
+        lost, self.server = self.server, self._current_server()
+        failover = Failover(at=time.time(), lost=lost, server=self.server)
+        self.failovers.append(failover)
+        if failover.moved:
+            logger.warning("nats failover: the connection moved from %s to %s", lost, self.server)
+        else:
+            logger.info("reconnected to nats %s", self.server)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call `callback()` each time the connection comes back after a loss (a restarted server)."""
@@ -294,37 +367,100 @@ class Bus:
     # ------------------------------------------------------------------------------------------ streams
 
     async def ensure_streams(self, *, duplicate_window_s: float = DUPLICATE_WINDOW_S,
-                             event_max_age_s: float | None = None) -> None:
+                             event_max_age_s: float | None = None, replicas: int | None = None) -> None:
         """Create (or bring up to date) the command stream (work queue: a command is gone once acked)
-        and the event stream (limits: kept for replays, optionally for `event_max_age_s` seconds)."""
-        await self._ensure_stream(StreamConfig(
+        and the event stream (limits: kept for replays, optionally for `event_max_age_s` seconds), each
+        with `replicas` copies; None: 3 on a cluster of 3 or more JetStream servers, else 1, and never fewer
+        than the streams have already (docs/reliability.md). `self.replicas` says then how many they have."""
+        explicit = replicas is not None
+        wanted = (check_replicas(replicas, "Bus.ensure_streams") if replicas is not None
+                  else default_replicas(self._server_info()))
+        if not explicit:  # never scale down by itself (a server of the cluster may be down just now)
+            for name in (self.command_stream, self.event_stream):
+                wanted = max(wanted, await self._replicas_of(name) or 1)
+        got = await self._ensure_retrying(StreamConfig(
             name=self.command_stream, subjects=[subjects.command_subjects(self.prefix)],
             retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
-            duplicate_window=duplicate_window_s, description="noetl commands, one work queue per pool"))
-        await self._ensure_stream(StreamConfig(
+            duplicate_window=duplicate_window_s, num_replicas=wanted,
+            description="noetl commands, one work queue per pool"), explicit=explicit)
+        got_events = await self._ensure_retrying(StreamConfig(
             name=self.event_stream, subjects=[subjects.event_subjects(self.prefix)],
             retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
-            max_age=event_max_age_s, duplicate_window=duplicate_window_s,
-            description="noetl execution events"))
+            max_age=event_max_age_s, duplicate_window=duplicate_window_s, num_replicas=wanted,
+            description="noetl execution events"), explicit=explicit)
+        self.replicas = min(got, got_events)
+        logger.info("streams %s and %s have %d replica(s) (on %s)", self.command_stream, self.event_stream,
+                    self.replicas, self.server)
 
-    async def _ensure_stream(self, config: StreamConfig) -> None:
+    async def _ensure_retrying(self, config: StreamConfig, *, explicit: bool,
+                               within_s: float = ENSURE_STREAMS_WITHIN_S) -> int:
+        """`_ensure_stream`, again while JetStream does not answer (a cluster electing a leader after a
+        server's restart takes a few seconds), for up to `within_s` seconds."""
+        deadline = time.monotonic() + within_s
+        wait_s = 0.25
+        while True:
+            try:
+                return await self._ensure_stream(config, explicit=explicit)
+            except BusError as exc:
+                if not exc.transient or time.monotonic() + wait_s > deadline:
+                    raise
+                logger.info("stream %s: %s; trying again in %.2f s", config.name, exc.message, wait_s)
+            await asyncio.sleep(wait_s)
+            wait_s = min(2.0, wait_s * 2)
+
+    async def _ensure_stream(self, config: StreamConfig, *, explicit: bool) -> int:
+        """Create or update the stream; the replicas it has then."""
+        wanted = int(config.num_replicas or 1)
         try:
-            await self._js.add_stream(config)
-            return
-        except nats.js.errors.BadRequestError as exc:
+            info = await self._js.add_stream(config)
+            return int(info.config.num_replicas or 1)
+        except nats.js.errors.APIError as exc:  # 10074 comes as a ServerError, 10005 and 10058 as BadRequest
+            if exc.err_code in _REPLICA_REFUSALS and wanted > 1:
+                if explicit:
+                    raise BusError(f"cannot create stream {config.name} with {wanted} replicas: "
+                                   f"{exc.description}", where=f"stream {config.name}",
+                                   fix="start enough nats-servers with JetStream in the cluster, or set "
+                                       "NOETL_NATS_REPLICAS=1") from exc
+                logger.warning("stream %s: the server refused %d replicas (%s); creating it with 1",
+                               config.name, wanted, exc.description)
+                return await self._ensure_stream(_with_replicas(config, 1), explicit=True)
             if exc.err_code != _STREAM_CONFIG_MISMATCH:
                 raise BusError(f"cannot create stream {config.name}: {exc.description}",
                                where=f"stream {config.name}", fix="check the nats-server log") from exc
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise BusError(f"cannot create stream {config.name}: JetStream did not answer ({exc!r})",
+                           where=f"stream {config.name}", transient=True,
+                           fix="is JetStream enabled on the server (nats-server -js)? A cluster electing "
+                               "its leader answers again within seconds") from exc
         except nats.errors.Error as exc:
             raise BusError(f"cannot create stream {config.name}: {exc!r}", where=f"stream {config.name}",
                            fix="is JetStream enabled on the server (nats-server -js)?") from exc
         try:
-            await self._js.update_stream(config)
+            info = await self._js.update_stream(config)
             logger.info("updated the configuration of stream %s", config.name)
+            return int(info.config.num_replicas or 1)
         except nats.errors.Error as exc:
-            raise BusError(f"stream {config.name} exists with a configuration that cannot be changed: {exc}",
-                           where=f"stream {config.name}",
-                           fix="delete the stream (nats stream rm) or use another prefix") from exc
+            refused = exc
+        current = await self._replicas_of(str(config.name))
+        if current is not None and current != wanted:  # the replicas could not change: keep them
+            logger.warning("stream %s keeps its %d replica(s): the server refused %d (%s); to change them, "
+                           "move its data to a new stream or delete it (nats stream rm %s)", config.name,
+                           current, wanted, refused, config.name)
+            try:
+                info = await self._js.update_stream(_with_replicas(config, current))
+                return int(info.config.num_replicas or 1)
+            except nats.errors.Error as exc:
+                refused = exc
+        raise BusError(f"stream {config.name} exists with a configuration that cannot be changed: {refused}",
+                       where=f"stream {config.name}",
+                       fix="delete the stream (nats stream rm) or use another prefix") from refused
+
+    async def _replicas_of(self, stream: str) -> int | None:
+        try:
+            info = await self._js.stream_info(stream)
+        except nats.errors.Error:
+            return None
+        return int(info.config.num_replicas or 1)
 
     async def delete_streams(self) -> None:
         """Remove both streams of this prefix and everything in them (tests, resets)."""

@@ -101,8 +101,10 @@ class NatsOps:
         async def quiet(exc: Exception) -> None:
             log.debug("nats tool connection to %s: %r", endpoint.url, exc)
 
+        servers = [part.strip() for part in endpoint.url.split(",") if part.strip()]  # a cluster's list
+        target: str | list[str] = servers if len(servers) > 1 else servers[0] if servers else endpoint.url
         try:
-            nc = await asyncio.wait_for(nats.connect(endpoint.url, error_cb=quiet, **options),
+            nc = await asyncio.wait_for(nats.connect(target, error_cb=quiet, **options),
                                         3 * self.connect_timeout_s + 1)
         except (nats.errors.NoServersError, OSError, TimeoutError, nats.errors.TimeoutError) as exc:
             raise NatsOpError("connection", f"NATS at {endpoint.url} could not be reached within "
