@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import ParseResult, urlsplit
+from urllib.parse import ParseResult, SplitResult, urlsplit
 
 import nats
 import nats.errors
@@ -66,10 +66,16 @@ class BusError(EngineError):
         self.transient = transient
 
 
-def _host_port(url: str | ParseResult) -> str:
+def _host_port(url: str | ParseResult | SplitResult) -> str:
     """`host:port` of a server URL, without its credentials (for logs)."""
     split = urlsplit(url) if isinstance(url, str) else url
     return f"{split.hostname or '?'}:{split.port or 4222}"
+
+
+def _without_credentials(url: str) -> str:
+    """A server URL as given, less any user and password (for messages that name it)."""
+    split = urlsplit(url)
+    return f"{split.scheme}://{_host_port(split)}" if split.scheme else _host_port(split)
 
 
 def _with_replicas(config: StreamConfig, replicas: int) -> StreamConfig:
@@ -291,7 +297,7 @@ class Bus:
         sequence): nats-py tries them in a random order and, once connected, reconnects to any of them
         (and to the cluster's other servers it learns of) for ever."""
         servers = server_list(url)
-        shown = ",".join(_host_port(s) for s in servers)  # without credentials
+        shown = ",".join(_without_credentials(s) for s in servers)
         buses: list[Bus] = []  # the bus, once made: the callbacks below are registered before it exists
 
         async def on_error(exc: Exception) -> None:
