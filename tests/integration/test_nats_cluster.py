@@ -67,8 +67,8 @@ async def test_the_bus_on_a_three_server_cluster_creates_its_streams_with_three_
         assert bus.replicas == 3
     for node in nats_cluster.nodes:  # each server holds a copy of both
         assert await replicas_on([node.monitor_url], nats_prefix) == [3, 3]
-    placed = streams_seen(nats_cluster.nodes[0].monitor_url)[stream_names(nats_prefix)[1]]["cluster"]
-    assert len(placed["replicas"]) + 1 == 3 and placed["leader"]
+    # (which servers a monitor lists as the stream's leader and followers is left out: a server's view of
+    # the other peers lags behind, listing two, three or the leader twice)
 
 
 async def test_the_bus_on_a_single_server_creates_its_streams_with_one_replica(
