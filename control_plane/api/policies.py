@@ -8,10 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from control_plane.api.auth import require
-from control_plane.api.context import services_of
+from control_plane.api.context import built_with, services_of
 from control_plane.api.problems import responses
 from control_plane.api.routing import AuthorizedRoute
-from control_plane.errors import ControlPlaneError
 from control_plane.schemas.policies import (
     DecisionRequest,
     PolicyView,
@@ -34,11 +33,7 @@ def actor_of(info: TokenInfo) -> Actor:
 
 
 def _service(request: Request) -> PolicyService:
-    service = services_of(request).policies
-    if service is None:
-        raise ControlPlaneError("this server was built without the policies service",
-                                where="control_plane.app", fix="build ApiServices with policies=...")
-    return service
+    return built_with(services_of(request).policies, "policies")
 
 
 @router.get("/api/proposals", response_model=ProposalList, summary="Proposals, newest first",

@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from control_plane.api.context import services_of
+from control_plane.api.context import built_with, services_of
 from control_plane.console import gantt, graph
 from control_plane.console.render import page
 from control_plane.console.session import ConsoleRoute, Viewer, checked_form, viewer_of
-from control_plane.errors import ControlPlaneError, InvalidArgumentError
+from control_plane.errors import InvalidArgumentError
 from control_plane.services.planning import PlanningService
 from control_plane.services.sessions import CONSOLE_ROOT
 from engine.dsl.model import Playbook
@@ -27,11 +27,7 @@ CatalogPath = Annotated[str, Query(min_length=1, max_length=1000)]
 
 
 def planning_of(request: Request) -> PlanningService:
-    service = services_of(request).planning
-    if service is None:
-        raise ControlPlaneError("this server was built without the planning service",
-                                where="control_plane.app", fix="build ApiServices with planning=...")
-    return service
+    return built_with(services_of(request).planning, "planning")
 
 
 def kinds_of(playbook: Playbook) -> dict[str, str]:

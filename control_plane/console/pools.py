@@ -10,11 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from control_plane.api.context import services_of
+from control_plane.api.context import built_with, services_of
 from control_plane.console.live import stream as live_stream
 from control_plane.console.render import page
 from control_plane.console.session import ConsoleRoute, viewer_of
-from control_plane.errors import ControlPlaneError
 from control_plane.services.pools import PoolsService, PoolView
 from control_plane.services.sessions import CONSOLE_ROOT
 
@@ -24,11 +23,7 @@ LIVE_POLL_S = 2.0  # how often the live page reads the pools again
 
 
 def pools_of(request: Request) -> PoolsService:
-    service = services_of(request).pools
-    if service is None:
-        raise ControlPlaneError("this server was built without the pools service",
-                                where="control_plane.app", fix="build ApiServices with pools=...")
-    return service
+    return built_with(services_of(request).pools, "pools")
 
 
 def amounts(units: Mapping[str, float]) -> str:

@@ -9,12 +9,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.responses import RedirectResponse
 
-from control_plane.api.context import services_of
+from control_plane.api.context import built_with, services_of
 from control_plane.api.policies import actor_of
 from control_plane.console.diff import overlay_diff, overlays_of
 from control_plane.console.render import page
 from control_plane.console.session import ConsoleRoute, Viewer, checked_form, viewer_of
-from control_plane.errors import ControlPlaneError, InvalidArgumentError, NotFoundError
+from control_plane.errors import InvalidArgumentError, NotFoundError
 from control_plane.services.auth import check_role
 from control_plane.services.policies import PolicyService
 from control_plane.services.sessions import CONSOLE_ROOT
@@ -29,11 +29,7 @@ ProposalId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 def policies_of(request: Request) -> PolicyService:
-    service = services_of(request).policies
-    if service is None:
-        raise ControlPlaneError("this server was built without the policies service",
-                                where="control_plane.app", fix="build ApiServices with policies=...")
-    return service
+    return built_with(services_of(request).policies, "policies")
 
 
 async def _view(service: PolicyService, proposal: Proposal, viewer: Viewer,

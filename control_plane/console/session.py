@@ -14,11 +14,11 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.responses import RedirectResponse
 
-from control_plane.api.context import services_of
+from control_plane.api.context import built_with, services_of
 from control_plane.api.problems import status_of
 from control_plane.api.routing import media_type
 from control_plane.console.render import page
-from control_plane.errors import ControlPlaneError, ForbiddenError, InvalidArgumentError, UnauthorizedError
+from control_plane.errors import ForbiddenError, InvalidArgumentError, UnauthorizedError
 from control_plane.services.auth import check_role, role_allows
 from control_plane.services.sessions import (
     CONSOLE_ROOT,
@@ -49,11 +49,7 @@ class Viewer:
 
 
 def sessions_of(request: Request) -> SessionService:
-    service = services_of(request).sessions
-    if service is None:
-        raise ControlPlaneError("this server was built without the console's session service",
-                                where="control_plane.app", fix="build ApiServices with sessions=...")
-    return service
+    return built_with(services_of(request).sessions, "sessions")
 
 
 async def viewer_of(request: Request, role: str = "viewer") -> Viewer:
