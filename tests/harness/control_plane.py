@@ -52,3 +52,24 @@ async def serving_api(stack: Stack, state: Mapping[str, Any] | None = None) -> A
     finally:
         stop.set()
         await asyncio.wait_for(server, 15)
+
+
+@asynccontextmanager
+async def served_as_server_start(config: StackConfig) -> AsyncIterator[tuple[Stack, str]]:
+    """A Stack and its REST API on a free port as `noetl server start` serves them (the MCP server at /mcp,
+    the diagnosis, the similar-failure search with its indexer, the chat): (stack, base URL)."""
+    from noetl.insights import open_insights
+    from noetl.serving import start_api
+
+    async with Stack(config) as stack:
+        stop = asyncio.Event()
+        insights = await open_insights(stack, indexer=True)
+        try:
+            server, url = await start_api(stack, "127.0.0.1", 0, stop, insights.state)
+            try:
+                yield stack, url
+            finally:
+                stop.set()
+                await asyncio.wait_for(server, 15)
+        finally:
+            await insights.close()

@@ -4,7 +4,6 @@ similar-failure search with its indexer, the chat), and a token of every role.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +12,8 @@ import httpx
 import pytest
 
 from control_plane.stack import Stack, StackConfig
-from noetl.insights import open_insights
-from noetl.serving import start_api
 from tests.harness import control_plane
-from tests.harness.control_plane import bootstrap_tokens
+from tests.harness.control_plane import bootstrap_tokens, served_as_server_start
 
 anyio_backend = control_plane.anyio_backend  # the harness's fixtures, for this package
 module_stack_config = control_plane.module_stack_config
@@ -52,15 +49,5 @@ class ChatApi:
 
 @pytest.fixture(scope="module")
 async def chat_api(module_stack_config: StackConfig) -> AsyncIterator[ChatApi]:
-    async with Stack(module_stack_config) as stack:
-        stop = asyncio.Event()
-        insights = await open_insights(stack, indexer=True)  # as `noetl server start` serves the API
-        try:
-            server, url = await start_api(stack, "127.0.0.1", 0, stop, insights.state)
-            try:
-                yield ChatApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack))
-            finally:
-                stop.set()
-                await asyncio.wait_for(server, 15)
-        finally:
-            await insights.close()
+    async with served_as_server_start(module_stack_config) as (stack, url):
+        yield ChatApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack))

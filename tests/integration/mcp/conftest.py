@@ -6,7 +6,6 @@ over stdio (`python -m noetl.cli mcp` with NOETL_SERVER_URL and NOETL_TOKEN)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -15,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.stack import Stack, StackConfig
-from noetl.insights import open_insights
-from noetl.serving import start_api
+from control_plane.stack import StackConfig
 from tests.harness import control_plane
-from tests.harness.control_plane import bootstrap_tokens
+from tests.harness.control_plane import bootstrap_tokens, served_as_server_start
 from tests.integration.mcp.helpers import McpApi, http_session, stdio_session
 
 REPO = Path(__file__).resolve().parents[3]
@@ -30,19 +27,9 @@ module_stack_config = control_plane.module_stack_config
 
 @pytest.fixture(scope="module")
 async def mcp_api(module_stack_config: StackConfig) -> AsyncIterator[McpApi]:
-    async with Stack(module_stack_config) as stack:
-        stop = asyncio.Event()
-        insights = await open_insights(stack, indexer=True)  # as `noetl server start` serves the API
-        try:
-            server, url = await start_api(stack, "127.0.0.1", 0, stop, insights.state)
-            try:
-                yield McpApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack),
-                             home=module_stack_config.home)
-            finally:
-                stop.set()
-                await asyncio.wait_for(server, 15)
-        finally:
-            await insights.close()
+    async with served_as_server_start(module_stack_config) as (stack, url):
+        yield McpApi(url=url, stack=stack, tokens=await bootstrap_tokens(stack),
+                     home=module_stack_config.home)
 
 
 @pytest.fixture(params=["http", "stdio"])
