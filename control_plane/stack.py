@@ -24,10 +24,11 @@ from control_plane.store import Store, open_store
 from control_plane.store.secret_key import SecretKey, load_secret_key
 from engine.bus.jetstream import Bus, Failover
 from engine.bus.result_objects import ResultObjects, object_reader
+from engine.protocol.partitions import PARTITIONS
 from engine.runtime.heap import freeze_startup_heap
 
 if TYPE_CHECKING:
-    from control_plane.store.leader import Leadership
+    from control_plane.store.partitions import PartitionLeaseStore
     from control_plane.supervisor import ServerSupervisor
     from engine.plan.pools import PoolSet
     from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres
@@ -73,17 +74,6 @@ def resolve_ref(ref: dict[str, Any]) -> Any:
     return _resolve_cached(str(ref.get("uri")), json.dumps(ref, sort_keys=True, default=str))
 
 
-async def _first_of(stop: asyncio.Event, lost: asyncio.Event, stopping: asyncio.Event) -> None:
-    """Set `stopping` when `stop` or `lost` is set."""
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        stopping.set()
-    finally:
-        for wait in waits:
-            wait.cancel()
-
-
 @dataclass
 class _Process:
     """A worker process as the supervisor sees it."""
@@ -113,7 +103,8 @@ class Stack:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._registries: list[ToolRegistry] = []
-        self.leadership: Leadership | None = None
+        self.leases: PartitionLeaseStore | None = None  # this process's share of the orchestration
+        self.orchestrator: Orchestrator | None = None
         self._processes: list[subprocess.Popen[bytes]] = []
         self.result_objects: ResultObjects | None = None
         self.supervisor: ServerSupervisor | None = None
@@ -157,13 +148,11 @@ class Stack:
         self.executions = ExecutionService(self.store, self.bus, resolve_ref=resolve_ref)
         ready: list[asyncio.Event] = []
         if self.config.orchestrator:
-            from control_plane.store.leader import Leadership
+            from control_plane.store.partitions import PartitionLeaseStore
 
-            self.leadership = Leadership(self.pg_dsn)
-            leading = await self.leadership.try_acquire()
-            started = self._spawn(functools.partial(self._orchestrate, leading))
-            if leading:  # else another process orchestrates; this one takes over if it goes away
-                ready.append(started)
+            self.leases = PartitionLeaseStore(self.pg_dsn)
+            self.orchestrator = self._orchestrator(self.leases)
+            ready.append(self._spawn(self.orchestrator.run))
         if self.config.worker_processes:
             for pool, concurrency in self.config.workers.items():
                 await self._start_worker_process(pool, concurrency)
@@ -231,10 +220,10 @@ class Stack:
     def components(self) -> list[dict[str, Any]]:
         """Each part of this stack with its pid and state (`noetl dev status`)."""
         found = self.supervisor.states() if self.supervisor is not None else []
-        if self.config.orchestrator:
-            leading = self.leadership is not None and self.leadership.held
-            found.append({"name": "orchestrator", "pid": os.getpid(),
-                          "status": "up" if leading else "standby", "restarts": 0, "detail": None})
+        if self.orchestrator is not None:
+            owned = len(self.orchestrator.partitions)
+            found.append({"name": "orchestrator", "pid": os.getpid(), "status": "up" if owned else "standby",
+                          "restarts": 0, "detail": f"{owned} of {PARTITIONS} partitions"})
         return found
 
     @property
@@ -290,40 +279,13 @@ class Stack:
         ready.unlink(missing_ok=True)
         return self._worker_processes[pool]
 
-    def _orchestrator(self) -> Orchestrator:
+    def _orchestrator(self, leases: PartitionLeaseStore) -> Orchestrator:
         from engine.runtime.orchestrator import Orchestrator
 
         assert self.bus is not None and self.store is not None
         return Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref, children=self.executions,
                             work_dir=self.config.home / "work", ack_wait_s=self.config.ack_wait_s,
-                            pools=self.config.pools)
-
-    async def _orchestrate(self, leading: bool, stop: asyncio.Event, ready: asyncio.Event) -> None:
-        """Orchestrate while this process holds the leader lock; wait for it otherwise. The lock lives on a
-        Postgres connection: when Postgres restarts, it is taken again; should another process have taken
-        it meanwhile, this one stops orchestrating and waits (one orchestrator at a time)."""
-        leadership = self.leadership
-        assert leadership is not None
-        if not leading:
-            ready.set()
-        while not stop.is_set():
-            if not leading and not await leadership.acquire(stop):
-                return
-            leading = False
-            lost = asyncio.Event()
-            watching = asyncio.create_task(leadership.keep(stop, lost))
-            stopping = asyncio.Event()
-            relay = asyncio.create_task(_first_of(stop, lost, stopping))
-            try:
-                await self._orchestrator().run(stopping, ready)
-            finally:
-                relay.cancel()
-                watching.cancel()
-            ready.set()
-            if not lost.is_set():
-                return
-            log.error("another process took the orchestrator's leader lock while this one had lost its "
-                      "connection to Postgres: this process stops orchestrating and waits")
+                            pools=self.config.pools, leases=leases)
 
     def _spawn(self, run: Any) -> asyncio.Event:
         ready = asyncio.Event()
@@ -356,8 +318,9 @@ class Stack:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
-        if self.leadership is not None:
-            await self.leadership.release()
+        if self.leases is not None:  # the orchestrator left already, unless it was stopped by force
+            with contextlib.suppress(Exception):
+                await self.leases.leave()
         for registry in self._registries:
             with contextlib.suppress(Exception):
                 await registry.close()

@@ -26,6 +26,8 @@ from control_plane.errors import ConflictError, NotFoundError
 from control_plane.store.db import Database
 from control_plane.store.executions import ExecutionStore
 from engine.protocol.events import Event
+from engine.protocol.partitions import partition_of
+from engine.runtime.partitions import Fence, PartitionFencedError
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,28 @@ SELECT r.stored_key AS idempotency_key, r.stored_seq AS seq
 FROM batch, LATERAL noetl_append_events(batch.ord, batch.execution_id, batch.event_id, batch.key,
                                         batch.type, batch.step, batch.loop_index, batch.derived,
                                         batch.occurred_at, batch.body) AS r"""
+# the same, for an orchestrator that owns partitions: nothing is stored unless it still holds each
+# partition of the batch at the epoch it took it with (migration 0008); the check share-locks the leases
+_APPEND_FENCED: LiteralString = (
+    _APPEND.replace("WITH batch AS (", "WITH fence AS MATERIALIZED (SELECT noetl_check_fence("
+                    "%(owner)s, %(parts)s::integer[], %(epochs)s::bigint[]) AS ok),\nbatch AS (", 1)
+    .replace("FROM batch, LATERAL", "FROM fence, batch, LATERAL", 1)
+    + "\nWHERE fence.ok")
 _RACED = "NE001"  # SQLSTATEs raised by noetl_append_events
 _UNKNOWN_EXECUTION = "NE002"
+_FENCED = "NE003"  # raised by noetl_check_fence
 _ATTEMPTS = 5
+
+
+def _fence_params(events: Sequence[Event], fence: Fence) -> dict[str, Any]:
+    """The fence's owner and, for each partition of the events, the epoch it holds it at."""
+    parts = sorted({partition_of(event.execution_id) for event in events})
+    missing = [p for p in parts if p not in fence.epochs]
+    if missing:
+        raise PartitionFencedError(f"orchestrator {fence.owner} does not own partitions {missing} of this "
+                                   "append", where="events.append",
+                                   fix="another orchestrator owns them; it records their events")
+    return {"owner": fence.owner, "parts": parts, "epochs": [fence.epochs[p] for p in parts]}
 
 
 class _Raced(Exception):
@@ -89,11 +110,14 @@ class EventStore:
         return [e.model_copy(update={"seq": seqs[e.idempotency_key]})
                 for e in unique if e.idempotency_key in seqs]
 
-    async def record(self, events: Sequence[Event]) -> int:
-        """`append` without the copies: how many of the events were stored now."""
-        return len((await self._store(events))[1])
+    async def record(self, events: Sequence[Event], *, fence: Fence | None = None) -> int:
+        """`append` without the copies: how many of the events were stored now. With a `fence`, nothing is
+        stored (PartitionFencedError) unless its owner still holds each partition of the events at the
+        fence's epoch."""
+        return len((await self._store(events, _fence_params(events, fence) if fence else None))[1])
 
-    async def _store(self, events: Sequence[Event]) -> tuple[list[Event], dict[str, int]]:
+    async def _store(self, events: Sequence[Event],
+                     fence: dict[str, Any] | None = None) -> tuple[list[Event], dict[str, int]]:
         """(the batch without repeated keys, idempotency key -> seq of each event stored now)."""
         batch: dict[str, Event] = {}
         for event in events:
@@ -103,7 +127,7 @@ class EventStore:
         unique = list(batch.values())
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                seqs = await self._append_once(unique)
+                seqs = await self._append_once(unique, fence)
             except _Raced:
                 log.debug("append raced a concurrent writer of the same key (attempt %d)", attempt)
                 continue
@@ -114,13 +138,20 @@ class EventStore:
                             "idempotency keys", where="events.append",
                             fix="idempotency keys must be unique per event; include the execution id")
 
-    async def _append_once(self, events: list[Event]) -> dict[str, int]:
+    async def _append_once(self, events: list[Event], fence: dict[str, Any] | None) -> dict[str, int]:
+        body = "[" + ",".join(event_body(e) for e in events) + "]"
         try:
-            rows = await self._db.fetch_all(_APPEND, {
-                "events": "[" + ",".join(event_body(e) for e in events) + "]"})
+            if fence is None:
+                rows = await self._db.fetch_all(_APPEND, {"events": body})
+            else:
+                rows = await self._db.fetch_all(_APPEND_FENCED, {"events": body, **fence})
         except psycopg.Error as exc:
             if exc.sqlstate == _RACED:
                 raise _Raced() from exc
+            if exc.sqlstate == _FENCED:
+                raise PartitionFencedError(str(exc.diag.message_primary or exc), where="events.append",
+                                           fix="another orchestrator owns the partition now; this one "
+                                               "takes its state again from the log") from exc
             if exc.sqlstate == _UNKNOWN_EXECUTION:
                 raise NotFoundError(str(exc.diag.message_primary or exc), where="events.append",
                                     fix="create the execution (create_execution) before its events") from exc

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import ParseResult, SplitResult, urlsplit
@@ -32,10 +32,12 @@ from nats.js.api import (
 )
 
 from engine.bus.cluster import check_replicas, default_replicas, server_list, server_name
+from engine.bus.event_reader import EventReader
 from engine.bus.pull import PullFeed
-from engine.bus.reports import Report, ReportInbox, ReportLine
+from engine.bus.reports import ReportInbox, ReportLine
 from engine.errors import EngineError
 from engine.protocol import subjects
+from engine.protocol.partitions import ALL_PARTITIONS, partition_of
 
 logger = logging.getLogger(__name__)
 
@@ -218,43 +220,6 @@ class Consumer:
             await self._feed.close()
         except nats.errors.Error as exc:  # already closed with the connection
             logger.debug("closing the reader of %s: %s", self.durable, exc)
-
-
-class EventReader:
-    """The orchestrator's input: the event stream's messages (the API's, the orchestrator's own) and the
-    workers' reports (engine/bus/reports.py), read as one; reports first, they end steps."""
-
-    def __init__(self, consumer: Consumer, reports: ReportInbox, arrived: asyncio.Event) -> None:
-        self._consumer = consumer
-        self._reports = reports
-        self._arrived = arrived  # set by both sources
-
-    async def fetch(self, batch: int = 1, timeout: float = 5.0) -> list[Delivery | Report]:
-        """Up to `batch` messages of both sources; waits at most `timeout` seconds for the first."""
-        self._arrived.clear()  # before looking: whatever arrives from now on wakes the wait below
-        found = await self._take(batch)
-        if found or timeout <= 0:
-            return found
-        try:
-            await asyncio.wait_for(self._arrived.wait(), timeout)
-        except TimeoutError:
-            return []
-        return await self._take(batch)
-
-    @property
-    def reports_waiting(self) -> int:
-        """Reports received and not taken yet."""
-        return self._reports.waiting
-
-    async def _take(self, batch: int) -> list[Delivery | Report]:
-        found: list[Delivery | Report] = list(self._reports.take(batch))
-        if len(found) < batch:
-            found.extend(await self._consumer.fetch(batch - len(found), timeout=0))
-        return found
-
-    async def close(self) -> None:
-        await self._reports.close()
-        await self._consumer.close()
 
 
 class CoreSubscription:
@@ -510,9 +475,13 @@ class Bus:
 
     async def _consumer(self, stream: str, durable: str, filter_subject: str, *, ack_wait_s: float,
                         max_deliver: int, max_ack_pending: int | None,
-                        arrived: asyncio.Event | None = None) -> Consumer:
+                        arrived: asyncio.Event | None = None, start_seq: int = 0) -> Consumer:
+        """`arrived`: set when a message comes; `start_seq`: a new consumer
+        starts at this stream sequence (0: at the first message)."""
         config = ConsumerConfig(durable_name=durable, name=durable, filter_subject=filter_subject,
-                                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                                ack_policy=AckPolicy.EXPLICIT,
+                                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1
+                                else DeliverPolicy.ALL, opt_start_seq=start_seq if start_seq > 1 else None,
                                 ack_wait=ack_wait_s, max_deliver=max_deliver,
                                 max_ack_pending=max_ack_pending)
         try:
@@ -560,32 +529,77 @@ class Bus:
                            fix="check the connection to nats-server") from exc
         return int(info.state.last_seq or 0)
 
-    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0) -> EventReader:
-        """The orchestrator's reader: the event stream through the durable consumer `durable`, and the
-        workers' reports (one orchestrator of the queue group takes each). Close it when it stops."""
-        arrived = asyncio.Event()
-        consumer = await self.event_consumer(durable, ack_wait_s=ack_wait_s, arrived=arrived)
-        reports = ReportInbox(self._nc, subjects.report_subject(self.prefix), arrived)
-        try:
-            await reports.start()
-            await self._server_has_it()
-        except (TimeoutError, nats.errors.Error) as exc:
-            await consumer.close()
-            raise BusError(f"cannot subscribe to workers' reports: {exc!r}",
-                           where=subjects.report_subject(self.prefix), transient=True,
-                           fix="check the connection to nats-server") from exc
-        return EventReader(consumer, reports, arrived)
+    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0,
+                           partitions: Iterable[int] = ALL_PARTITIONS) -> EventReader:
+        """The orchestrator's reader of `partitions` (engine/bus/event_reader.py: more are adopted and
+        released as ownership changes): each partition's events through the durable consumer
+        `<durable>-pNN`, and the workers' reports on it (one orchestrator of the queue group takes each).
+        Close it when it stops."""
+        if not _NAME_SAFE.match(durable):
+            raise BusError(f"consumer name '{durable}' may use only letters, digits, '_' and '-'",
+                           where="Bus.event_reader", fix="pick a name like 'orchestrator'")
 
-    async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
-        """Send a worker's report (events as `encode_events` makes them) to the orchestrator; returns once
-        it is on its way, with a future of the answer (engine/bus/reports.py: ok, drop, retry:<s>,
-        absent). Await it with a timeout: an orchestrator that died never answers."""
-        if self._reports is None:
-            self._reports = ReportLine(self._nc, subjects.report_subject(self.prefix))
+        async def open_consumer(partition: int, arrived: asyncio.Event) -> Consumer:
+            return await self._partition_consumer(durable, partition, ack_wait_s=ack_wait_s, arrived=arrived)
+
+        async def open_inbox(partition: int, arrived: asyncio.Event) -> ReportInbox:
+            subject = subjects.report_subject(partition, self.prefix)
+            inbox = ReportInbox(self._nc, subject, arrived)
+            try:
+                await inbox.start()
+            except nats.errors.Error as exc:
+                raise BusError(f"cannot subscribe to workers' reports: {exc!r}", where=subject,
+                               transient=True, fix="check the connection to nats-server") from exc
+            return inbox
+
+        async def settle() -> None:
+            try:
+                await self._server_has_it()
+            except (TimeoutError, nats.errors.Error) as exc:
+                raise BusError(f"the server did not confirm the orchestrator's subscriptions: {exc!r}",
+                               where="Bus.event_reader", transient=True,
+                               fix="check the connection to nats-server") from exc
+
+        reader = EventReader(open_consumer, open_inbox, settle)
         try:
-            return await self._reports.send(data, attempt)
+            await reader.adopt(partitions)
+        except BaseException:
+            await reader.close()
+            raise
+        return reader
+
+    async def _partition_consumer(self, durable: str, partition: int, *, ack_wait_s: float,
+                                  arrived: asyncio.Event) -> Consumer:
+        """The durable consumer of one partition's events, started again from its ack floor: what it had
+        delivered and nobody acked comes again now (a former owner died or stalled holding it)."""
+        name = f"{durable}-p{partition:02d}"
+        start = 0
+        try:
+            info = await self._js.consumer_info(self.event_stream, name)
+            start = int(info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else 0
+            await self._js.delete_consumer(self.event_stream, name)
+        except nats.js.errors.NotFoundError:
+            pass
         except nats.errors.Error as exc:
-            raise BusError(f"sending a report failed: {exc!r}", where=subjects.report_subject(self.prefix),
+            raise BusError(f"cannot read consumer {name} on {self.event_stream}: {exc!r}", where=name,
+                           transient=True, fix="check the connection to nats-server") from exc
+        return await self._consumer(self.event_stream, name,
+                                    subjects.partition_event_subjects(partition, self.prefix),
+                                    ack_wait_s=ack_wait_s, max_deliver=-1, max_ack_pending=None,
+                                    arrived=arrived, start_seq=start)
+
+    async def report(self, data: bytes, *, execution_id: str, attempt: int = 1) -> asyncio.Future[str]:
+        """Send a worker's report (events of `execution_id` as `encode_events` makes them) to the
+        orchestrator that owns its partition; returns once it is on its way, with a future of the answer
+        (engine/bus/reports.py: ok, drop, retry:<s>, absent). Await it with a timeout: an orchestrator
+        that died never answers."""
+        subject = subjects.report_subject(partition_of(execution_id), self.prefix)
+        if self._reports is None:
+            self._reports = ReportLine(self._nc)
+        try:
+            return await self._reports.send(subject, data, attempt)
+        except nats.errors.Error as exc:
+            raise BusError(f"sending a report failed: {exc!r}", where=subject,
                            transient=True, fix="check the connection to nats-server") from exc
 
     async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0, max_deliver: int = -1,

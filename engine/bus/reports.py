@@ -57,16 +57,15 @@ class ReportLine:
     """A worker's reports and their answers: one inbox subscription; `send` publishes at once (reports
     leave in the order of the calls) and returns a future of the answer."""
 
-    def __init__(self, nc: Client, subject: str) -> None:
+    def __init__(self, nc: Client) -> None:
         self._nc = nc
-        self._subject = subject
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self._starting: asyncio.Lock = asyncio.Lock()
 
-    async def send(self, data: bytes, attempt: int = 1) -> asyncio.Future[str]:
+    async def send(self, subject: str, data: bytes, attempt: int = 1) -> asyncio.Future[str]:
         if self._sub is None:
             async with self._starting:
                 if self._sub is None:
@@ -76,7 +75,7 @@ class ReportLine:
         self._waiting[token] = answer
         answer.add_done_callback(lambda _: self._waiting.pop(token, None))  # answered, timed out, cancelled
         try:
-            await self._nc.publish(self._subject, data, reply=f"{self._inbox}.{token}",
+            await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}",
                                    headers={ATTEMPT_HEADER: str(attempt)})
         except BaseException:
             answer.cancel()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from engine.protocol.partitions import partition_of, partition_token
+
 PREFIX = "noetl"
 COMMAND_STREAM = "NOETL_COMMANDS"
 EVENT_STREAM = "NOETL_EVENTS"
@@ -27,18 +29,24 @@ def command_subjects(prefix: str = PREFIX) -> str:
 
 
 def event_subject(execution_id: str, prefix: str = PREFIX) -> str:
-    """Events of one execution, from workers and the API to the orchestrator."""
-    return f"{prefix}.evt.{_token(execution_id, 'execution id')}"
+    """Events of one execution, from workers and the API to the orchestrator that owns its partition."""
+    token = _token(execution_id, "execution id")
+    return f"{prefix}.evt.{partition_token(partition_of(execution_id))}.{token}"
 
 
 def event_subjects(prefix: str = PREFIX) -> str:
     return f"{prefix}.evt.>"
 
 
-def report_subject(prefix: str = PREFIX) -> str:
-    """Core NATS requests: workers' outcomes to the orchestrator, answered once stored
-    (engine/bus/reports.py)."""
-    return f"{prefix}.rpt"
+def partition_event_subjects(partition: int, prefix: str = PREFIX) -> str:
+    """The events of one partition's executions (its durable consumer's filter)."""
+    return f"{prefix}.evt.{partition_token(partition)}.>"
+
+
+def report_subject(partition: int, prefix: str = PREFIX) -> str:
+    """Core NATS requests: workers' outcomes of one partition's executions to the orchestrator that owns
+    it, answered once stored (engine/bus/reports.py)."""
+    return f"{prefix}.rpt.{partition_token(partition)}"
 
 
 def cancel_subject(prefix: str = PREFIX) -> str:

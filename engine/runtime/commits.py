@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from engine.protocol.events import Event
+from engine.runtime.partitions import Fence, PartitionFencedError
 from engine.runtime.ports import EventLog, Message
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ class CommitPipeline:
     """Appends handled batches in submission order, several per transaction, off the handler's path."""
 
     def __init__(self, events: EventLog, *, max_queued: int = MAX_QUEUED,
-                 group_window_s: float = GROUP_WINDOW_S) -> None:
+                 group_window_s: float = GROUP_WINDOW_S, fence: Callable[[], Fence] | None = None) -> None:
         self._events = events
+        self._fence = fence  # an orchestrator that owns partitions by lease: its appends carry them
         self._max_queued = max_queued
         self._group_window_s = group_window_s
         self._queue: deque[Handled] = deque()
@@ -65,6 +67,7 @@ class CommitPipeline:
         self._task: asyncio.Task[None] | None = None
         self._flushing = 0  # callers waiting in `flush`: no group window while there are any
         self.broken = False
+        self.fenced = False  # an append was refused: the leases are looked at again before anything else
 
     # ------------------------------------------------------------------ the handler's side
     def start(self) -> None:
@@ -159,7 +162,16 @@ class CommitPipeline:
             return
         events = [event for handled in group for event in handled.events]
         try:
-            await self._events.record(events)
+            if self._fence is None:
+                await self._events.record(events)
+            else:
+                await self._events.record(events, fence=self._fence())
+        except PartitionFencedError as exc:
+            log.warning("appending %d events was refused: %s; they go to the partition's owner", len(events),
+                        exc)
+            self.broken = self.fenced = True
+            await self._give_back(group)
+            return
         except Exception:
             log.exception("appending %d events of %d batches failed; they will be delivered again",
                           len(events), len(group))

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -50,12 +50,14 @@ from engine.protocol.events import (
 )
 from engine.protocol.outcomes import event_key, outcome_event
 from engine.protocol.packing import pack
+from engine.protocol.partitions import ALL_PARTITIONS, partition_of
 from engine.protocol.results import ResultEnvelope
 from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
 from engine.runtime.children import ChildCalls
 from engine.runtime.commits import CommitPipeline, Handled
-from engine.runtime.ports import ChildStarter, EventLog, Message, RuntimeBus
+from engine.runtime.partitions import Fence, plan
+from engine.runtime.ports import ChildStarter, EventLog, EventReader, Message, PartitionLeases, RuntimeBus
 from engine.tools.artifacts import externalize, json_size
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ EARLY_MAX_S = 600.0  # ... until this long: then it is recorded (as a stale repo
 RECONNECT_POLL_S = 0.25  # after a failed read of the event stream (NATS away), before the next one
 REBUILD_BACKOFF_S = 0.25  # a failed rebuild (NATS or Postgres away) is tried again after this, doubling
 REBUILD_BACKOFF_MAX_S = 2.0
+LEASE_TICK_S = 1.0  # how often the partitions' leases are renewed and the members looked at
+LEASE_CALL_TIMEOUT_S = 3.0  # a lease call that takes longer is given up (tried again next tick)
 OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
                       "loop.claimer.stopped"})
 
@@ -151,6 +155,8 @@ class Orchestrator:
     ack_wait_s: float = 30.0
     durable: str = "orchestrator"
     pools: PoolSet | None = None  # the deployment's pools file; None: live workers only (docs/runtime.md)
+    # None: this orchestrator owns every partition; else its share, by lease (docs/runtime.md "Partitions")
+    leases: PartitionLeases | None = None
     _live: dict[str, _Execution] = field(default_factory=dict)
     _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
@@ -163,11 +169,19 @@ class Orchestrator:
     _resync: bool = False  # something was not published: rebuild from the log and publish what pends
     _resync_at: float = 0.0  # ... not before this (loop time): backing off while NATS or Postgres is away
     _resync_backoff: float = 0.0
+    _owned: frozenset[int] = ALL_PARTITIONS  # the partitions whose executions this orchestrator runs
+    _epochs: dict[int, int] = field(default_factory=dict)  # ... and the epoch of each lease held
+    _leases_at: float = 0.0  # loop time of the next look at the leases
 
     def __post_init__(self) -> None:
         self._capacity = LiveCapacity(self.pools)
         self._admission = Admission(self._capacity)
-        self._commits = CommitPipeline(self.events)
+        fence = None
+        if self.leases is not None:
+            leases = self.leases
+            self._owned = frozenset()
+            fence = partial(self._fence, leases.member_id)
+        self._commits = CommitPipeline(self.events, fence=fence)
         self._calls = ChildCalls(self._publish_event, self.events, self.children, self.resolve_ref,
                                  self.work_dir)
 
@@ -176,7 +190,8 @@ class Orchestrator:
         await self.bus.ensure_streams()
         # the event stream and the workers' reports (their outcomes, answered once stored: one stored hop
         # per step, the command's; engine/bus/reports.py)
-        consumer = await self.bus.event_reader(self.durable, ack_wait_s=self.ack_wait_s)
+        consumer = await self.bus.event_reader(self.durable, ack_wait_s=self.ack_wait_s,
+                                               partitions=self._owned)
         # a server that restarted may have lost commands it had not synced to disk: every pending command
         # is published again from the log (JetStream and the workers drop the copies they already have)
         self.bus.on_reconnect(self._after_reconnect)
@@ -188,6 +203,8 @@ class Orchestrator:
         except Exception as exc:  # NATS or Postgres went away meanwhile: taken again from the log soon
             log.warning("resuming the running executions failed (%s); trying again", exc)
             self._resync = True
+        if self.leases is not None:
+            await self._sync_leases(consumer)
         if ready is not None:
             ready.set()
         loop = asyncio.get_running_loop()
@@ -195,6 +212,8 @@ class Orchestrator:
         held_since = 0.0
         resent_at = loop.time()
         while not stop.is_set():
+            if self.leases is not None and (loop.time() >= self._leases_at or self._commits.fenced):
+                await self._sync_leases(consumer)
             if (self._commits.broken or self._resync) and loop.time() >= self._resync_at:
                 await self._rebuild()
             if self._cancels and loop.time() - resent_at > CANCEL_RESEND_S:
@@ -234,6 +253,68 @@ class Orchestrator:
         await self._commits.close()
         self._calls.close()
         await workers.unsubscribe()
+        if self.leases is not None:  # what it decided is stored: another orchestrator may take over now
+            with contextlib.suppress(Exception):
+                await self.leases.leave()
+
+    # ------------------------------------------------------------------ partitions
+    @property
+    def partitions(self) -> frozenset[int]:
+        """The partitions whose executions this orchestrator runs now."""
+        return self._owned
+
+    def _fence(self, member_id: str) -> Fence:
+        return Fence(member_id, dict(self._epochs))
+
+    async def _sync_leases(self, reader: EventReader) -> None:
+        """Renew the leases; stop running the partitions lost (expired, or taken by another process after
+        this one stalled) or wanted by another member (once what was decided for them is stored); take
+        those wanted here that nobody owns, and run their executions from the log."""
+        leases = self.leases
+        assert leases is not None
+        loop = asyncio.get_running_loop()
+        self._leases_at = loop.time() + LEASE_TICK_S
+        self._commits.fenced = False
+        try:
+            view = await asyncio.wait_for(leases.view(), LEASE_CALL_TIMEOUT_S)
+            held = await leases.held()
+        except Exception as exc:  # Postgres away: the leases expire unless renewed in time; appends tell
+            log.warning("renewing the orchestration leases failed (%r); trying again", exc)
+            return
+        lost = self._owned - held.keys()
+        if lost:
+            log.warning("this orchestrator lost partitions %s (another process owns them now)", sorted(lost))
+        given = plan(view).give & self._owned - lost
+        gone = lost | given
+        if gone:
+            await reader.release(gone)
+            if given:
+                await self._commits.flush()
+                await leases.give(given)
+            self._owned -= gone
+            for partition in gone:
+                self._epochs.pop(partition, None)
+            self._resync, self._resync_at = True, 0.0  # its executions are dropped from memory
+        self._epochs.update({p: e for p, e in held.items() if p in self._owned})
+        wanted = plan(view).take
+        if not wanted:
+            return
+        try:
+            taken = await asyncio.wait_for(leases.take(wanted), LEASE_CALL_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("taking orchestration partitions failed (%r); trying again", exc)
+            return
+        if not taken:
+            return
+        self._epochs.update(taken)
+        self._owned |= taken.keys()
+        try:
+            await reader.adopt(taken)
+            if not self._resync:
+                await self.resume(taken.keys())
+        except Exception as exc:  # NATS or Postgres away: taken again from the log soon
+            log.warning("starting partitions %s failed (%s); trying again", sorted(taken), exc)
+            self._resync, self._resync_at = True, 0.0
 
     def _after_reconnect(self) -> None:
         self._resync, self._resync_at = True, 0.0
@@ -270,9 +351,13 @@ class Orchestrator:
         self._resync_backoff = 0.0
         self._commits.repair()
 
-    async def resume(self) -> None:
-        """Rebuild every execution that has no terminal event and re-publish its pending commands."""
+    async def resume(self, partitions: Iterable[int] | None = None) -> None:
+        """Rebuild every execution of the partitions owned (or of `partitions`) that has no terminal
+        event and re-publish its pending commands."""
+        resumed = self._owned if partitions is None else frozenset(partitions)
         for execution_id in await self.events.active_executions():
+            if partition_of(execution_id) not in resumed:
+                continue
             try:
                 execution = await self._load(execution_id)
             except Exception:  # one broken execution must not stop the others

@@ -8,15 +8,17 @@ and the server wire them in. The engine never imports the control plane. The tes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from engine.protocol.commands import StartChild
 from engine.protocol.events import Event
+from engine.protocol.partitions import ALL_PARTITIONS
+from engine.runtime.partitions import Fence, LeaseView
 from engine.tools.base import CredentialResolver
 
 __all__ = ["ChildStarter", "CredentialResolver", "EventLog", "EventReader", "ExecutionRecord", "Message",
-           "Reader", "RuntimeBus", "Subscription"]
+           "PartitionLeases", "Reader", "RuntimeBus", "Subscription"]
 
 
 class ExecutionRecord(Protocol):
@@ -35,8 +37,10 @@ class EventLog(Protocol):
         skipped. Returns the events actually stored, with their `seq`."""
         ...
 
-    async def record(self, events: Sequence[Event]) -> int:
-        """`append` for a writer that needs no copies back: returns how many were stored."""
+    async def record(self, events: Sequence[Event], *, fence: Fence | None = None) -> int:
+        """`append` for a writer that needs no copies back: returns how many were stored. With a
+        `fence`, nothing is stored (PartitionFencedError) unless its owner still holds each partition of
+        the events at the fence's epoch."""
         ...
 
     async def events(self, execution_id: str, *, after_seq: int = 0,
@@ -55,6 +59,33 @@ class EventLog(Protocol):
 
     async def active_executions(self) -> list[str]:
         """Executions without a terminal event (to resume after an orchestrator restart)."""
+        ...
+
+
+class PartitionLeases(Protocol):
+    """The orchestrator's leases on partitions (control_plane/store/partitions.py; the pure part is
+    engine/runtime/partitions.py). One instance per orchestrator process, which is one member."""
+
+    member_id: str
+
+    async def view(self) -> LeaseView:
+        """Heartbeat as a live member, renew the leases held, and return the live members and owners."""
+        ...
+
+    async def held(self) -> dict[int, int]:
+        """The partitions this member holds now, with their epochs (renewed by `view`)."""
+        ...
+
+    async def take(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Take the partitions nobody owns among these; returns those taken, with their new epochs."""
+        ...
+
+    async def give(self, partitions: Iterable[int]) -> None:
+        """Release these partitions (once what was decided for them is stored)."""
+        ...
+
+    async def leave(self) -> None:
+        """Release every partition and stop being a member."""
         ...
 
 
@@ -105,8 +136,19 @@ class Reader(Protocol):
 
 
 class EventReader(Reader, Protocol):
-    """The orchestrator's input (engine.bus.jetstream.EventReader): the event stream's messages and the
-    workers' reports as Messages (acking a report answers it: stored)."""
+    """The orchestrator's input (engine.bus.event_reader.EventReader): the event stream's messages and
+    the workers' reports of the partitions it reads, as Messages (acking a report answers it: stored)."""
+
+    @property
+    def partitions(self) -> frozenset[int]: ...
+
+    async def adopt(self, partitions: Iterable[int]) -> None:
+        """Start reading these partitions too (each from its first unacked message)."""
+        ...
+
+    async def release(self, partitions: Iterable[int]) -> None:
+        """Stop reading these partitions; what was not taken goes to their next owner."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -130,16 +172,19 @@ class RuntimeBus(Protocol):
 
     async def event_consumer(self, durable: str, *, ack_wait_s: float = 30.0) -> Reader: ...
 
-    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0) -> EventReader:
-        """The event stream (durable consumer `durable`) and the workers' reports, read as one."""
+    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0,
+                           partitions: Iterable[int] = ALL_PARTITIONS) -> EventReader:
+        """The event stream and the workers' reports of `partitions` (engine/protocol/partitions.py), read
+        as one; each partition's events through the durable consumer `<durable>-pNN`."""
         ...
 
     async def round_trip(self) -> None:
         """Return once the server has processed everything sent so far on this connection."""
         ...
 
-    async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
-        """Send a report now; the future's answer: ok, drop, retry:<seconds> or absent (reports.py)."""
+    async def report(self, data: bytes, *, execution_id: str, attempt: int = 1) -> asyncio.Future[str]:
+        """Send a report on events of `execution_id` now, to the orchestrator owning its partition; the
+        future's answer: ok, drop, retry:<seconds> or absent (reports.py)."""
         ...
 
     async def command_consumer(self, pool: str, *, ack_wait_s: float = 30.0,

@@ -300,7 +300,7 @@ class Worker:
         if chunk[0].command.cursor is not None:
             return None
         try:
-            return await self.bus.report(data)
+            return await self.bus.report(data, execution_id=chunk[0].command.execution_id)
         except BusError:
             return None  # sent again by `_deliver`
 
@@ -364,7 +364,7 @@ class Worker:
             wait = 0.0
             try:
                 if sent is None:
-                    sent = await self.bus.report(data, attempt=attempt)
+                    sent = await self.bus.report(data, execution_id=execution_id, attempt=attempt)
                 answer = await asyncio.wait_for(sent, patience)
             except TimeoutError:  # taken by an orchestrator that did not answer in time: again
                 answer = None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.stack import Stack, StackConfig
+from engine.protocol.partitions import PARTITIONS
 from engine.runtime import eventloop
 from engine.tools.base import ToolCall
 from engine.tools.python_pool import PythonPool
@@ -106,9 +107,9 @@ async def _loops(servers: Any, home: Path, *, items: int, repetitions: int, conc
     timeout = 60.0 + items * 0.1
     try:
         await stack.start()
-        if stack.leadership is None or not stack.leadership.held:
-            raise EngineBenchmarkError("another process holds the orchestrator lock on this database; "
-                                       "point NOETL_PG_DSN at a database of its own")
+        if stack.orchestrator is None or len(stack.orchestrator.partitions) < PARTITIONS:
+            raise EngineBenchmarkError("other orchestrator processes share this database; point "
+                                       "NOETL_PG_DSN at a database of its own")
         assert stack.executions is not None
         registered: dict[str, tuple[str, int]] = {}
         for kind in ("noop", "python"):

@@ -37,12 +37,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from engine.bus.jetstream import BusError, PublishResult, stream_names
 from engine.bus.reports import ABSENT, DROP, OK, retry_answer
 from engine.protocol import subjects
+from engine.protocol.partitions import ALL_PARTITIONS, partition_of
 
 log = logging.getLogger(__name__)
 
@@ -275,10 +276,23 @@ class FakeReport:
 class FakeEventReader:
     """An orchestrator's reader (engine.runtime.ports.EventReader): reports first, then the stream."""
 
-    def __init__(self, bus: FakeBus, stream: FakeReader) -> None:
+    def __init__(self, bus: FakeBus, stream: FakeReader, partitions: Iterable[int]) -> None:
         self._bus = bus
         self._stream = stream
         self.inbox: deque[FakeReport] = deque()
+        self._partitions = set(partitions)
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        """The partitions whose reports come here (the stream is read whole: the unit tests' orchestrator
+        owns every partition)."""
+        return frozenset(self._partitions)
+
+    async def adopt(self, partitions: Iterable[int]) -> None:
+        self._partitions.update(partitions)
+
+    async def release(self, partitions: Iterable[int]) -> None:
+        self._partitions.difference_update(partitions)
 
     def arrived(self) -> None:
         self._stream.durable.interrupt()  # a fetch waiting on the stream returns, and takes the report
@@ -382,20 +396,23 @@ class FakeBus:
             self.event_stream, durable, subjects.event_subjects(self.prefix), ack_wait_s=ack_wait_s,
             max_deliver=max_deliver, max_ack_pending=max_ack_pending))
 
-    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0) -> FakeEventReader:
-        self.reader = FakeEventReader(self, await self.event_consumer(durable, ack_wait_s=ack_wait_s))
+    async def event_reader(self, durable: str, *, ack_wait_s: float = 30.0,
+                           partitions: Iterable[int] = ALL_PARTITIONS) -> FakeEventReader:
+        self.reader = FakeEventReader(self, await self.event_consumer(durable, ack_wait_s=ack_wait_s),
+                                      partitions)
         return self.reader
 
     async def round_trip(self) -> None:
         await asyncio.sleep(0)  # nothing is in flight in memory: one turn of the loop
 
-    async def report(self, data: bytes, *, attempt: int = 1) -> asyncio.Future[str]:
-        self._refuse(subjects.report_subject(self.prefix))
+    async def report(self, data: bytes, *, execution_id: str, attempt: int = 1) -> asyncio.Future[str]:
+        partition = partition_of(execution_id)
+        self._refuse(subjects.report_subject(partition, self.prefix))
         self.reports.append((data, attempt))
         answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         if self.answer_reports is not None:
             answer.set_result(self.answer_reports)
-        elif self.reader is None:
+        elif self.reader is None or partition not in self.reader.partitions:
             answer.set_result(ABSENT)
         else:
             self.reader.inbox.append(FakeReport(data, attempt, answer))

@@ -24,6 +24,7 @@ from typing import Any
 
 from control_plane.errors import ConflictError, InvalidArgumentError, NotFoundError
 from engine.protocol.events import TERMINAL_EVENTS, Event
+from engine.runtime.partitions import Fence
 
 
 @dataclass
@@ -80,7 +81,8 @@ class FakeEventLog:
                 execution.status = "running"
         return stored
 
-    async def record(self, events: Sequence[Event]) -> int:
+    async def record(self, events: Sequence[Event], *, fence: Fence | None = None) -> int:
+        """(A fence is not checked here: the unit tests' orchestrator owns every partition without leases.)"""
         return len(await self.append(events))
 
     async def events(self, execution_id: str, *, after_seq: int = 0,

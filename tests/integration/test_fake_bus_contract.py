@@ -103,14 +103,14 @@ async def test_a_core_broadcast_reaches_each_subscriber_of_its_subject(bus: Any)
 
 
 async def test_a_report_nobody_reads_is_answered_absent(bus: Any) -> None:
-    answer = await bus.report(b'{"a": 1}')
+    answer = await bus.report(b'{"a": 1}', execution_id="x1")
     assert await asyncio.wait_for(answer, 10) == "absent"
 
 
 async def test_a_report_is_read_with_its_attempt_and_answered_by_how_it_is_settled(bus: Any) -> None:
     reader = await bus.event_reader("orchestrator")
     try:
-        answers = [await bus.report(f"r{i}".encode(), attempt=i + 1) for i in range(3)]
+        answers = [await bus.report(f"r{i}".encode(), execution_id="x1", attempt=i + 1) for i in range(3)]
         taken = await fetch_all(reader, 3)
         assert [(r.data, r.num_delivered) for r in taken] == [(b"r0", 1), (b"r1", 2), (b"r2", 3)]
         await taken[0].ack_nowait()
@@ -126,12 +126,12 @@ async def test_the_event_reader_gives_reports_and_stream_events_and_a_report_wak
     reader = await bus.event_reader("orchestrator")
     try:
         await bus.publish_event("x1", "e1", b"stored")
-        answer = await bus.report(b"reported")
+        answer = await bus.report(b"reported", execution_id="x1")
         got = await fetch_all(reader, 2)
         assert sorted(d.data for d in got) == [b"reported", b"stored"]
         waiting = asyncio.ensure_future(reader.fetch(batch=8, timeout=60))
         await asyncio.sleep(0)  # the fetch waits now
-        second = await bus.report(b"late")
+        second = await bus.report(b"late", execution_id="x1")
         [late] = await asyncio.wait_for(waiting, 10)  # woken by the report, not by the 60 s timeout
         assert late.data == b"late"
         for delivery in [*got, late]:
@@ -143,8 +143,8 @@ async def test_the_event_reader_gives_reports_and_stream_events_and_a_report_wak
 
 async def test_a_closed_reader_answers_its_unread_reports_retry_and_later_ones_find_nobody(bus: Any) -> None:
     reader = await bus.event_reader("orchestrator")
-    unread = await bus.report(b"unread")
+    unread = await bus.report(b"unread", execution_id="x1")
     await poll(lambda: reader.reports_waiting == 1, timeout_s=10, what="the report to reach the reader")
     await reader.close()
     assert (await asyncio.wait_for(unread, 10)).startswith("retry:")
-    assert await asyncio.wait_for(await bus.report(b"after"), 10) == "absent"
+    assert await asyncio.wait_for(await bus.report(b"after", execution_id="x1"), 10) == "absent"

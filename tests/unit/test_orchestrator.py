@@ -214,15 +214,17 @@ async def test_a_reported_outcome_is_answered_ok_only_once_its_events_are_in_the
         reader = await bus.command_consumer("default")
         [first] = await take(reader, 1)
         stored_when_answered: list[bool] = []
-        answer = await bus.report(encode_events([outcome(first, ResultEnvelope.ok("one"))]))
+        report = encode_events([outcome(first, ResultEnvelope.ok("one"))])
+        answer = await bus.report(report, execution_id=execution_id)
         answer.add_done_callback(lambda _: stored_when_answered.append(
             ("step.succeeded", "first") in log.types(execution_id)))
         assert await asyncio.wait_for(answer, 10) == "ok"
         assert stored_when_answered == [True]
         [second] = await take(reader, 1)  # the next step went out on the report, like on a stream event
-        again = await bus.report(encode_events([outcome(first, ResultEnvelope.ok("one"))]), attempt=2)
+        again = await bus.report(report, execution_id=execution_id, attempt=2)
         assert await asyncio.wait_for(again, 10) == "ok"  # sent again (its answer was lost): stored once
-        await bus.report(encode_events([outcome(second, ResultEnvelope.ok("two"))]))
+        await bus.report(encode_events([outcome(second, ResultEnvelope.ok("two"))]),
+                         execution_id=execution_id)
         assert await ended(log, execution_id) == "completed"
     assert [t for t in log.types(execution_id) if t == ("step.succeeded", "first")] == [
         ("step.succeeded", "first")]
@@ -234,7 +236,8 @@ async def test_a_report_on_a_command_not_issued_yet_is_answered_retry() -> None:
         execution_id = await start_execution(log, bus, TWO_STEPS)
         [first] = await take(await bus.command_consumer("default"), 1)
         stranger = first.model_copy(update={"command_id": "not-issued"})
-        answer = await bus.report(encode_events([outcome(stranger, ResultEnvelope.ok("?"))]))
+        answer = await bus.report(encode_events([outcome(stranger, ResultEnvelope.ok("?"))]),
+                                  execution_id=execution_id)
         assert (await asyncio.wait_for(answer, 10)).startswith("retry:")
     assert ("step.succeeded", "first") not in log.types(execution_id)
 
