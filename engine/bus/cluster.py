@@ -9,10 +9,13 @@ from urllib.parse import urlsplit
 
 from engine.errors import EngineError
 
-__all__ = ["CLUSTER_REPLICAS", "NatsUrlError", "check_replicas", "cluster_size", "default_replicas",
-           "server_list", "server_name"]
+__all__ = ["CLUSTER_REPLICAS", "REPLICA_REFUSALS", "NatsUrlError", "check_replicas", "cluster_size",
+           "default_replicas", "server_list", "server_name"]
 
 CLUSTER_REPLICAS = 3  # streams on a cluster of 3 or more JetStream servers survive the loss of one
+# JetStream's refusals of a replica count: "no suitable peers for placement" (fewer JetStream servers than
+# replicas) and "replicas > 1 not supported in non-clustered mode"
+REPLICA_REFUSALS = (10005, 10074)
 
 
 class NatsUrlError(EngineError):

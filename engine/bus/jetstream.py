@@ -31,7 +31,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from engine.bus.cluster import check_replicas, default_replicas, server_list, server_name
+from engine.bus.cluster import REPLICA_REFUSALS, check_replicas, default_replicas, server_list, server_name
 from engine.bus.event_reader import EventReader
 from engine.bus.pull import PullFeed
 from engine.bus.reports import ReportInbox, ReportLine
@@ -49,9 +49,6 @@ DUPLICATE_WINDOW_S = 120.0  # JetStream drops a second message with the same Nat
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _NAME_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 _STREAM_CONFIG_MISMATCH = 10058  # "stream name already in use with a different configuration"
-_NO_PEERS = 10005  # "no suitable peers for placement": fewer JetStream servers than replicas
-_NOT_CLUSTERED = 10074  # "replicas > 1 not supported in non-clustered mode"
-_REPLICA_REFUSALS = (_NO_PEERS, _NOT_CLUSTERED)
 
 DataCallback = Callable[[bytes], Awaitable[None]]
 
@@ -386,7 +383,7 @@ class Bus:
             info = await self._js.add_stream(config)
             return int(info.config.num_replicas or 1)
         except nats.js.errors.APIError as exc:  # 10074 comes as a ServerError, 10005 and 10058 as BadRequest
-            if exc.err_code in _REPLICA_REFUSALS and wanted > 1:
+            if exc.err_code in REPLICA_REFUSALS and wanted > 1:
                 if explicit:
                     raise BusError(f"cannot create stream {config.name} with {wanted} replicas: "
                                    f"{exc.description}", where=f"stream {config.name}",

@@ -21,6 +21,7 @@ import nats.js.errors
 from nats.aio.client import Client, RawCredentials
 from nats.js import JetStreamContext
 
+from engine.bus.cluster import REPLICA_REFUSALS, default_replicas
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,13 @@ class NatsOps:
         try:
             return await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            return await js.create_key_value(bucket=bucket)
+            replicas = await self._replicas(endpoint)
+            try:
+                return await js.create_key_value(bucket=bucket, replicas=replicas)
+            except nats.js.errors.APIError as exc:
+                if replicas == 1 or exc.err_code not in REPLICA_REFUSALS:
+                    raise
+                return await js.create_key_value(bucket=bucket, replicas=1)
 
     # ---------------------------------------------------------------------------------- objects
     async def object_put(self, endpoint: NatsEndpoint, bucket: str, name: str,
@@ -188,7 +195,19 @@ class NatsOps:
         try:
             return await js.object_store(bucket)
         except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
-            return await js.create_object_store(bucket)
+            replicas = await self._replicas(endpoint)
+            try:
+                return await js.create_object_store(bucket, replicas=replicas)
+            except nats.js.errors.APIError as exc:
+                if replicas == 1 or exc.err_code not in REPLICA_REFUSALS:
+                    raise
+                return await js.create_object_store(bucket, replicas=1)
+
+    async def _replicas(self, endpoint: NatsEndpoint) -> int:
+        """A new bucket's replicas: 3 on a cluster of 3 or more JetStream servers, else 1 (as the streams);
+        a server that finds no peers for 3 gets 1."""
+        info = getattr(await self._client(endpoint), "_server_info", None)
+        return default_replicas(info) if isinstance(info, dict) else 1
 
     # ---------------------------------------------------------------------------------- publishing
     async def publish(self, endpoint: NatsEndpoint, subject: str, data: bytes,

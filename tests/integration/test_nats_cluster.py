@@ -209,7 +209,7 @@ async def items_done_at_least(count: Any, at_least: int) -> bool:
     return bool(await count() >= at_least)
 
 
-async def test_the_nats_tool_connection_takes_the_cluster_server_list_and_reads_back_what_it_stored(
+async def test_the_nats_tool_on_the_cluster_reads_back_what_it_stored_in_buckets_of_three_replicas(
         nats_cluster: EmbeddedNatsCluster, nats_prefix: str) -> None:
     ops = NatsOps()
     endpoint = NatsEndpoint(nats_cluster.url)  # the deployment's NOETL_NATS_URL, as the tool gets it
@@ -217,8 +217,18 @@ async def test_the_nats_tool_connection_takes_the_cluster_server_list_and_reads_
         revision = await ops.kv_put(endpoint, f"{nats_prefix}_kv", "key", b"value")
         got = await ops.kv_get(endpoint, f"{nats_prefix}_kv", "key")
         assert got.data == b"value" and got.revision == revision
+        await ops.object_put(endpoint, f"{nats_prefix}_obj", "name", b"bytes")
+        assert (await ops.object_get(endpoint, f"{nats_prefix}_obj", "name")).data == b"bytes"
     finally:
         await ops.close()
+    wanted = (f"KV_{nats_prefix}_kv", f"OBJ_{nats_prefix}_obj")  # the buckets' streams
+
+    def buckets() -> dict[str, dict[str, Any]] | None:
+        found = {name: stream for node in nats_cluster.nodes
+                 for name, stream in streams_seen(node.monitor_url).items() if name in wanted}
+        return found if len(found) == len(wanted) else None
+    seen = await poll(buckets, timeout_s=10, what=f"the cluster to hold the buckets' streams {wanted}")
+    assert [seen[name]["config"]["num_replicas"] for name in wanted] == [3, 3]
 
 
 def test_a_local_cluster_forms_with_one_meta_leader_and_stop_leaves_none_of_its_servers_running(
