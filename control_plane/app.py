@@ -21,6 +21,7 @@ from fastapi.routing import iter_route_contexts
 from control_plane.api import catalog, credentials, docs, executions, health, metrics, problems, tokens
 from control_plane.api import chat as chat_api
 from control_plane.api import diagnosis as diagnosis_api
+from control_plane.api import orchestrators as orchestrators_api
 from control_plane.api import policies as policies_api
 from control_plane.api import pools as pools_api
 from control_plane.api import similar as similar_api
@@ -33,6 +34,7 @@ from control_plane.services.catalog import CatalogService
 from control_plane.services.credentials import CredentialService
 from control_plane.services.executions import ExecutionService
 from control_plane.services.metrics import MetricsService
+from control_plane.services.orchestrators import OrchestratorsService
 from control_plane.services.planning import PlanningService
 from control_plane.services.policies import PolicyService, PolicySettings
 from control_plane.services.pools import PoolsService
@@ -47,7 +49,7 @@ API_VERSION = "1"
 HEALTH_TIMEOUT_S = 2.0
 _ROUTERS = (health.router, metrics.router, docs.router, catalog.router, executions.router,
             credentials.router, tokens.router, policies_api.router, diagnosis_api.router, similar_api.router,
-            chat_api.router, pools_api.router)
+            chat_api.router, pools_api.router, orchestrators_api.router)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class ApiServices:
     pools: PoolsService | None = None  # the worker pools as they are now
     planning: PlanningService | None = None  # validate and plan as the CLI does (the console's catalog)
     sessions: SessionService | None = None  # the web console's sign-ins (docs/console.md)
+    orchestrators: OrchestratorsService | None = None  # the orchestrator processes and their partitions
 
     async def close(self) -> None:
         if self.pools is not None:
@@ -97,7 +100,7 @@ class ApiServices:
                    policies=PolicyService(store, PolicySettings(pools=stack.pool_names)),
                    pools=PoolsService(bus, stack.config.pools, tuple(stack.config.workers)),
                    planning=PlanningService(store, stack.config.pools),
-                   sessions=SessionService(store))
+                   sessions=SessionService(store), orchestrators=OrchestratorsService(store))
 
 
 class Mounted(Protocol):

@@ -14,6 +14,7 @@ from control_plane.store.executions import ExecutionStore
 from control_plane.store.indexing import IndexingStore
 from control_plane.store.metrics import MetricsStore
 from control_plane.store.migrate import migrate
+from control_plane.store.partitions import PartitionTable
 from control_plane.store.policies import PolicyStore
 from control_plane.store.secret_key import SecretKey
 from control_plane.store.sessions import SessionStore
@@ -42,6 +43,7 @@ class Store:
     timings: TimingStore
     chat: ChatStore
     sessions: SessionStore  # the web console's sessions and sign-in links
+    partitions: PartitionTable  # the orchestrators and their partitions' leases (read-only here)
 
     async def close(self) -> None:
         await self.db.close()
@@ -69,4 +71,4 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
                  credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
                  cursors=CursorStore(db), policies=PolicyStore(db),
                  indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db),
-                 chat=ChatStore(db), sessions=SessionStore(db))
+                 chat=ChatStore(db), sessions=SessionStore(db), partitions=PartitionTable(db))

@@ -22,6 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from control_plane.errors import DatabaseUnavailableError
+from control_plane.store.db import Database
 from engine.protocol.partitions import PARTITIONS
 from engine.runtime.partitions import LeaseView
 
@@ -186,3 +187,23 @@ class PartitionLeaseStore:
                                  "expires_at > clock_timestamp() AS current FROM orchestration_partitions "
                                  "ORDER BY partition")
         return {row["partition"]: dict(row) for row in await cur.fetchall()}
+
+
+class PartitionTable:
+    """The members and the partitions' leases as they are now, read through the store's pool (the API)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def members(self, ttl_s: float = LEASE_TTL_S) -> list[dict[str, Any]]:
+        """Each member heard of within a day: id, host, pid, when it started, seconds since its last
+        heartbeat, whether it is live, and the partitions it holds by a current lease."""
+        rows = await self._db.fetch_all(
+            "SELECT o.member_id, o.host, o.pid, o.started_at, "
+            "extract(epoch FROM clock_timestamp() - o.seen_at)::float8 AS seen_s_ago, "
+            "coalesce(array_agg(p.partition ORDER BY p.partition) FILTER (WHERE p.partition IS NOT NULL), "
+            "'{}') AS partitions "
+            "FROM orchestrators o LEFT JOIN orchestration_partitions p "
+            "ON p.owner = o.member_id AND p.expires_at > clock_timestamp() "
+            "GROUP BY o.member_id ORDER BY o.started_at, o.member_id")
+        return [{**row, "live": row["seen_s_ago"] < ttl_s} for row in rows]

@@ -79,6 +79,7 @@ TABLE: list[Endpoint] = [
     Endpoint("POST", "/api/chat", "viewer", "/api/chat", {"message": "what failed most recently?"}),
     Endpoint("GET", "/api/chat/{conversation_id}", "viewer", "/api/chat/{conversation}"),
     Endpoint("GET", "/api/pools", "viewer", "/api/pools"),
+    Endpoint("GET", "/api/orchestrators", "viewer", "/api/orchestrators"),
     Endpoint("POST", "/api/ui/links", "viewer", "/api/ui/links", {}),
 ]
 # the web console's pages (/ui) take a session cookie, not a bearer token: tests/integration/console

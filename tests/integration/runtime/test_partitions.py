@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from control_plane.services.orchestrators import OrchestratorsService
 from control_plane.stack import Stack
 from control_plane.store.partitions import PartitionLeaseStore
 from engine.protocol.events import Event
@@ -71,6 +72,10 @@ async def test_two_servers_share_the_partitions_and_run_executions_of_every_part
     spawn("worker", "start", "--concurrency", "4")
     shares = await split_between(runtime_env["NOETL_PG_DSN"], 2)
     assert all(shares.values()) and not set.intersection(*shares.values())
+    assert client.store is not None
+    view = await OrchestratorsService(client.store).view()  # what GET /api/orchestrators answers
+    live = {m["member_id"]: set(m["partitions"]) for m in view["members"] if m["live"]}
+    assert live == shares and view["unowned"] == [] and view["partitions"] == PARTITIONS
     text = playbook(f"shared_{uuid.uuid4().hex[:8]}", CHAIN)
     started = [await start(client, text, {}) for _ in range(12)]
     owner_of = {p: member for member, parts in shares.items() for p in parts}
