@@ -151,8 +151,9 @@ class EmbeddedNatsCluster:
         node.state_dir.mkdir(parents=True, exist_ok=True)
         routes = ",".join(other.route for other in self.nodes if other is not node)
         args = [str(exe), "-js", "-a", node.host, "-p", str(node.port), "-m", str(node.monitor_port),
-                "-n", node.name, "-sd", str(node.state_dir / "store"), "--cluster_name", self.name,
-                "--cluster", node.route, "--routes", routes]
+                "-n", node.name, "-sd", str(node.state_dir / "store")]
+        if len(self.nodes) > 1:  # JetStream refuses a cluster of one (no routes): a lone server then
+            args += ["--cluster_name", self.name, "--cluster", node.route, "--routes", routes]
         logger.info("starting %s", " ".join(args))
         with node.log_path.open("ab") as log:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -172,6 +173,8 @@ class EmbeddedNatsCluster:
         health = node.health()
         if health is None or health.get("status") != "ok":
             return False
+        if len(self.nodes) == 1:
+            return True
         meta = node.meta()
         if not (meta is not None and bool(meta.get("leader")) and meta.get("cluster_size") == len(self.nodes)
                 and len(meta.get("replicas") or ()) == len(self.nodes) - 1):

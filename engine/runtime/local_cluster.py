@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,7 +239,9 @@ class LocalCluster:
         self._wait_ready(state, wait_s)
 
     def _start_nats(self, state: ClusterState, spec: ClusterSpec, bind: str) -> None:
-        cluster = EmbeddedNatsCluster(self.home / "nats", spec.nats, name=f"noetl-{state.id}", host=bind)
+        data_dir = self.home / "nats"
+        _forget_other_topology(data_dir, spec.nats)
+        cluster = EmbeddedNatsCluster(data_dir, spec.nats, name="noetl", host=bind)
         for node in cluster.nodes:  # recorded before they start: a failed start is still taken down
             state.members.append(Member(kind="nats", name=f"nats-{node.index}", address=bind,
                                         ports={"client": node.port, "cluster": node.cluster_port,
@@ -406,6 +409,22 @@ class LocalCluster:
         self.state_path.unlink(missing_ok=True)
         return {"status": "down", "home": str(self.home), "id": state.id, "stopped": stopped,
                 "removed": removed}
+
+
+def _forget_other_topology(data_dir: Path, size: int) -> None:
+    """The NATS stores of the last cluster in this home are kept (the streams and the result objects
+    survive `down` and `up`, as they survive a restart) while the cluster has as many nodes; with another
+    number of nodes its streams could not be recovered (their replicas live on nodes that are gone), so
+    the stores are removed and the new cluster starts with empty streams (the executions' history is in
+    Postgres)."""
+    marker = data_dir / "size"
+    with contextlib.suppress(OSError, ValueError):
+        if int(marker.read_text()) != size:
+            logger.warning("the NATS cluster in %s had %s nodes, now %d: starting with empty stores",
+                           data_dir, marker.read_text().strip(), size)
+            shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(size))
 
 
 def _ready(member: Member) -> bool:
