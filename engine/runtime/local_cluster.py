@@ -401,8 +401,16 @@ class LocalCluster:
             pg = state.member("postgres")
             if pg.alive():
                 stopped += _stop_all([pg])
+        strays = _processes_of(self.home)  # e.g. python runners of a killed worker (they would exit soon)
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while any(pid_alive(pid) for pid in strays) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        stopped += [f"stray pid {pid}" for pid in strays]
         removed = netns.remove_all(state.id) if state.isolate else []
-        left = [m.name for m in state.members if m.alive()]
+        left = [m.name for m in state.members if m.alive()] + [f"pid {p}" for p in strays if pid_alive(p)]
         if left:
             raise ClusterError(f"{', '.join(left)} still run after being stopped", where=str(self.state_path),
                                fix="kill them by pid (`noetl dev cluster status --json`), then `down` again")
@@ -439,6 +447,19 @@ def _ready(member: Member) -> bool:
             return _SERVING_LINE in log.read()
     except OSError:
         return False
+
+
+def _processes_of(home: Path) -> list[int]:
+    """Live processes (other than this one) whose NOETL_HOME is in `home`: what the members started."""
+    prefix = f"NOETL_HOME={home}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if any(var.startswith(prefix) for var in (entry / "environ").read_bytes().split(b"\0")) \
+                        and pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+    return found
 
 
 def _group_members(leader: int, ticks: int | None) -> list[int]:

@@ -104,6 +104,10 @@ def cluster_up(
     NOETL_PG_DSN is set); prints every member and a fresh admin token for the APIs (shown only here)."""
     from engine.runtime.local_cluster import ClusterSpec, LocalCluster, MemberCommands
 
+    from engine.runtime.netns import require_netns
+
+    if isolate:  # before anything is made
+        _run(require_netns)
     home = cluster_home()
     key = _run(lambda: _secret_key(home))
     tokens: list[str] = []

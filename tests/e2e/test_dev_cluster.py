@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from engine.runtime.local_cluster import _processes_of
 from engine.runtime.processes import pid_alive
 from tests.e2e.helpers import Noetl, make_playbook
 from tests.harness.polling import wait_for
@@ -78,6 +79,7 @@ class Cluster:
 def leftovers(doc: dict[str, Any]) -> list[str]:
     """What of the cluster `doc` describes still exists: processes by pid, namespaces, links, addresses."""
     found = [f"{c['name']} (pid {c['pid']})" for c in doc["components"] if c["pid"] and pid_alive(c["pid"])]
+    found += [f"pid {pid} of {doc['home']}" for pid in _processes_of(Path(doc["home"]))]
     if shutil.which("ip") is not None:
         cid = doc["id"]
         namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -145,12 +147,13 @@ def test_a_cluster_of_three_nats_nodes_two_servers_and_two_worker_hosts_runs_a_p
     refused = cluster.cli("dev", "cluster", "cut", "worker-0")
     assert refused.returncode == 2 and "no network link of its own" in refused.stderr, refused.stderr
 
-    # a crash of a NATS node and of a server: status says so, and down still removes everything
-    for name in ("nats-2", "server-0"):
+    # a crash of a NATS node, a server and a worker host: status says so, and down still removes
+    # everything (the worker's python runners included)
+    for name in ("nats-2", "server-0", "worker-0"):
         os.kill(cluster.component(name)["pid"], 9)
     wait_for(lambda: cluster.status()[0] == 3, timeout_s=10, what="status to report the killed members")
     dead = sorted(c["name"] for c in cluster.status()[1]["components"] if not c["alive"])
-    assert dead == ["nats-2", "server-0"], dead
+    assert dead == ["nats-2", "server-0", "worker-0"], dead
 
     down = cluster.cli("dev", "cluster", "down", "--json", timeout=120)
     assert down.returncode == 0, down.stderr

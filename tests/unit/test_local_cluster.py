@@ -147,3 +147,29 @@ def test_postgres_trusts_the_clusters_block_in_lines_rewritten_at_each_start(tmp
     text = hba.read_text()
     assert "10.213.9.0/24" not in text and text.count("host all all 10.213.10.0/24 trust") == 1
     assert text.startswith("local all all trust\nhost all all 127.0.0.1/32 trust\n# noetl")
+
+
+def test_isolate_without_root_or_cap_net_admin_says_what_is_missing_and_how_to_fix_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns, "_has_net_admin", lambda: False)
+    monkeypatch.setattr(netns.sys, "platform", "linux")
+    with pytest.raises(NetnsError, match="needs root or the CAP_NET_ADMIN capability") as caught:
+        netns.require_netns()
+    assert "sudo -E noetl dev cluster up --isolate" in str(caught.value)
+    monkeypatch.setattr(netns.shutil, "which", lambda name: None)
+    with pytest.raises(NetnsError, match="needs the `ip` command"):
+        netns.require_netns()
+    monkeypatch.setattr(netns.sys, "platform", "darwin")
+    with pytest.raises(NetnsError, match="Linux network namespaces; this is darwin"):
+        netns.require_netns()
+
+
+def test_a_process_without_cap_net_admin_is_told_so_by_its_effective_capabilities(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    status = tmp_path / "status"
+    monkeypatch.setattr(netns, "Path", lambda _: status)
+    status.write_text("Name:\tpython\nCapEff:\t0000000000000000\n")
+    assert not netns._has_net_admin()
+    status.write_text("Name:\tpython\nCapEff:\t0000000000001000\n")
+    assert netns._has_net_admin()
