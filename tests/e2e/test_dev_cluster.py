@@ -200,6 +200,12 @@ def test_isolated_worker_hosts_run_playbooks_and_one_cut_off_leaves_the_cluster_
     assert cluster.status()[1]["cut"] == []
     wait_for(lambda: cluster.live_workers() == 2, timeout_s=60, what="the restored worker host to heartbeat")
 
+    # cut for a while: the link comes back by itself
+    timed = cluster.cli("dev", "cluster", "cut", "worker-1", "--for", "1", "--json")
+    assert timed.returncode == 0 and json.loads(timed.stdout)["link"]["state"] == "cut", timed.stderr
+    wait_for(lambda: cluster.component("worker-1")["link"]["state"] == "up", timeout_s=15,
+             what="the link cut --for 1 s to come back")
+
     down = cluster.cli("dev", "cluster", "down", "--json", timeout=120)
     assert down.returncode == 0, down.stderr
     assert leftovers(doc) == []
