@@ -45,7 +45,7 @@ STATE_FILE = "cluster.json"
 STOP_WAIT_S = 15.0  # how long a member may take to stop after SIGTERM before it is killed
 _POLL_S = 0.1
 _ENV_DROPPED = ("NOETL_HOME", "NOETL_NATS_URL", "NOETL_PG_DSN", "NOETL_SECRET_KEY", "NOETL_SERVER_URL",
-                "NOETL_TOKEN", "NOETL_API_PORT", "NOETL_NATS_REPLICAS")
+                "NOETL_TOKEN", "NOETL_API_PORT")
 _SERVING_LINE = b"serving: nats"  # what `serve` prints once its stack runs (noetl.serving)
 
 
@@ -61,7 +61,6 @@ class ClusterSpec:
     servers: int = 2
     workers: int = 3
     isolate: bool = False
-    concurrency: int = 4  # steps each worker host runs at once
 
     def check(self) -> None:
         for what, count, least in (("--nats", self.nats, 1), ("--servers", self.servers, 1),

@@ -103,7 +103,6 @@ def cluster_up(
     """Start the cluster in the background under NOETL_HOME/cluster (Postgres embedded there unless
     NOETL_PG_DSN is set); prints every member and a fresh admin token for the APIs (shown only here)."""
     from engine.runtime.local_cluster import ClusterSpec, LocalCluster, MemberCommands
-
     from engine.runtime.netns import require_netns
 
     if isolate:  # before anything is made
@@ -124,7 +123,7 @@ def cluster_up(
                 "--concurrency", str(concurrency)]
 
     commands = MemberCommands(server=server, worker=worker, env={"NOETL_SECRET_KEY": key}, on_store=on_store)
-    spec = ClusterSpec(nats=nats, servers=servers, workers=workers, isolate=isolate, concurrency=concurrency)
+    spec = ClusterSpec(nats=nats, servers=servers, workers=workers, isolate=isolate)
     cluster = LocalCluster(home)
     pg_dsn = os.environ.get("NOETL_PG_DSN", "").strip() or None
     _run(lambda: cluster.up(spec, commands, pg_dsn=pg_dsn, wait_s=wait_s))
