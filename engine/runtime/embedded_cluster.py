@@ -76,18 +76,19 @@ class ClusterNode:
     monitor_port: int
     state_dir: Path
     server: EmbeddedNats | None = field(default=None, repr=False)  # None while it is not running
+    host: str = "127.0.0.1"  # the address it listens on (clients, routes, monitoring)
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.monitor_port}"
+        return f"http://{self.host}:{self.monitor_port}"
 
     @property
     def route(self) -> str:
-        return f"nats://127.0.0.1:{self.cluster_port}"
+        return f"nats://{self.host}:{self.cluster_port}"
 
     @property
     def log_path(self) -> Path:
@@ -110,11 +111,11 @@ class ClusterNode:
 
 
 class EmbeddedNatsCluster:
-    """`size` nats-servers with JetStream on 127.0.0.1, one cluster (`name`), stores under
-    `data_dir/node-<i>`. `start()` returns once every node is healthy and agrees on a meta leader."""
+    """`size` nats-servers with JetStream on `host` (127.0.0.1 unless told), one cluster (`name`), stores
+    under `data_dir/node-<i>`. `start()` returns once every node is healthy and agrees on a meta leader."""
 
     def __init__(self, data_dir: Path, size: int = 3, *, name: str = "noetl",
-                 binary: Path | str | None = None) -> None:
+                 binary: Path | str | None = None, host: str = "127.0.0.1") -> None:
         if size < 1:
             raise EmbeddedError(f"a cluster needs at least 1 server, not {size}", where="EmbeddedNatsCluster",
                                 fix="use size=3 for a cluster that survives the loss of one server")
@@ -124,7 +125,7 @@ class EmbeddedNatsCluster:
         ports = free_ports(3 * size)
         self.nodes = [ClusterNode(index=i, name=f"{name}-{i}", port=ports[3 * i],
                                   cluster_port=ports[3 * i + 1], monitor_port=ports[3 * i + 2],
-                                  state_dir=self.data_dir / f"node-{i}") for i in range(size)]
+                                  state_dir=self.data_dir / f"node-{i}", host=host) for i in range(size)]
 
     @property
     def url(self) -> str:
@@ -149,9 +150,10 @@ class EmbeddedNatsCluster:
     def _launch(self, exe: Path, node: ClusterNode) -> None:
         node.state_dir.mkdir(parents=True, exist_ok=True)
         routes = ",".join(other.route for other in self.nodes if other is not node)
-        args = [str(exe), "-js", "-a", "127.0.0.1", "-p", str(node.port), "-m", str(node.monitor_port),
-                "-n", node.name, "-sd", str(node.state_dir / "store"), "--cluster_name", self.name,
-                "--cluster", node.route, "--routes", routes]
+        args = [str(exe), "-js", "-a", node.host, "-p", str(node.port), "-m", str(node.monitor_port),
+                "-n", node.name, "-sd", str(node.state_dir / "store")]
+        if len(self.nodes) > 1:  # JetStream refuses a cluster of one (no routes): a lone server then
+            args += ["--cluster_name", self.name, "--cluster", node.route, "--routes", routes]
         logger.info("starting %s", " ".join(args))
         with node.log_path.open("ab") as log:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -171,6 +173,8 @@ class EmbeddedNatsCluster:
         health = node.health()
         if health is None or health.get("status") != "ok":
             return False
+        if len(self.nodes) == 1:
+            return True
         meta = node.meta()
         if not (meta is not None and bool(meta.get("leader")) and meta.get("cluster_size") == len(self.nodes)
                 and len(meta.get("replicas") or ()) == len(self.nodes) - 1):

@@ -254,6 +254,9 @@ def worker_start(
 
 
 def register(app: typer.Typer) -> None:
+    from noetl.commands import cluster
+
+    cluster.register(dev_app)
     app.add_typer(dev_app, name="dev")
     app.add_typer(server_app, name="server")
     app.add_typer(worker_app, name="worker")
