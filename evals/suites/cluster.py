@@ -4,7 +4,7 @@ Each fault round starts its own cluster (`noetl dev cluster up --nats 3 --server
 --isolate`: three NATS nodes, two servers sharing the orchestration partitions, three worker hosts, each
 in a network namespace of its own), registers a playbook whose parallel loop appends one line per item to
 a file (its side effect) and returns the item, starts it through a server's API and, once a quarter of
-the items are stored, injects one fault:
+the items ran, injects one fault:
 
 - `nats`: SIGKILL of one NATS node;
 - `orchestrator`: SIGKILL of the server whose orchestrator owns the execution's partition (from
@@ -53,6 +53,7 @@ WORKER_SLOTS = 4  # `noetl worker start`'s default concurrency, per worker host
 ROUND_TIMEOUT_S = 300.0
 UP_TIMEOUT_S = 240.0
 POLL_S = 0.1
+ITEM_PAUSE_S = 0.05  # each fault round's item takes this long: 1,000 items last ~4 s on 12 slots
 PATH = "eval/cluster_loop"
 
 PLAYBOOK = """\
@@ -92,6 +93,7 @@ class Round:
     status: str = "not started"
     victim: str | None = None
     fault_after_items: int = 0  # items stored when the fault came
+    ran_at_fault: int = 0  # items run (side effects written) when the fault had been done
     in_result: int = 0
     lost: int = 0  # not in the result at their place, or never run
     repeated: int = 0  # run more than once
@@ -99,12 +101,13 @@ class Round:
     recovery_s: float | None = None  # the fault -> the next item stored
     longest_stall_s: float | None = None  # the longest wait between stored items after the fault
     finish_s: float | None = None  # the fault -> the execution ended
+    rejoined_s: float | None = None  # a cut host: the fault -> heard from again (after the restore)
     note: str | None = None
 
     @property
     def ok(self) -> bool:
         return (self.status == "completed" and self.lost == 0 and self.in_result == self.items
-                and self.repeated_not_in_flight == 0)
+                and self.repeated_not_in_flight == 0 and self.ran_at_fault < self.items)
 
 
 @dataclass
@@ -238,6 +241,13 @@ class Progress:
         return None
 
 
+def _live_workers(api: Api) -> int:
+    try:
+        return sum(len(pool["workers"]) for pool in api.get("/api/pools")["items"])
+    except ClusterEvalError:
+        return 0
+
+
 def _marks(path: Path) -> list[int]:
     try:
         return [int(line) for line in path.read_text().split()]
@@ -289,17 +299,15 @@ def play_fault(cli: Cli, fault: str, items: int, rng: random.Random, scratch: Pa
         api = Api(cluster["api_urls"], cluster["admin_token"])
         api.register(PLAYBOOK)
         marks = scratch / f"marks-{fault}-{rng.randrange(1 << 30)}.txt"
-        played.execution_id = api.start({"items": items, "marks": str(marks), "pause": 0.005})
+        played.execution_id = api.start({"items": items, "marks": str(marks), "pause": ITEM_PAUSE_S})
         progress = Progress(api, played.execution_id)
-
-        def quarter() -> bool:
-            progress.poll()
-            return len(progress.stored_at) >= items // 4 or progress.ended() is not None
-        _wait(quarter, ROUND_TIMEOUT_S, "a quarter of the items to be stored")
+        _wait(lambda: len(_marks(marks)) >= items // 4, ROUND_TIMEOUT_S, "a quarter of the items to run")
+        progress.poll()
         played.fault_after_items = len(progress.stored_at)
-        written_at_fault = len(_marks(marks))
+        at = time.monotonic()  # (a cut goes through the command line: its second counts in the recovery)
         played.victim = _inject(fault, cluster, api, cli, played.execution_id, rng)
-        at = time.monotonic()
+        written_at_fault = len(_marks(marks))  # a cut takes effect when the command line is done with it
+        played.ran_at_fault = written_at_fault
         seen = len(progress.stored_at)
         _wait(lambda: progress.poll() or progress.ended() is not None, ROUND_TIMEOUT_S,
               "the execution to end")
@@ -310,6 +318,8 @@ def play_fault(cli: Cli, fault: str, items: int, rng: random.Random, scratch: Pa
             gaps = [b - a for a, b in zip([at, *after], after, strict=False)]
             played.longest_stall_s = round(max(gaps), 2)
         played.status = progress.ended() or "unknown"
+        if played.ran_at_fault >= items:
+            played.note = "the fault came after every item had run: use more --items"
         doc = api.get(f"/api/executions/{played.execution_id}")
         result = (doc.get("steps", {}).get("each") or {}).get("result") or []
         played.in_result = len(result)
@@ -321,6 +331,10 @@ def play_fault(cli: Cli, fault: str, items: int, rng: random.Random, scratch: Pa
         first_run = {item: index for index, item in reversed(list(enumerate(ran)))}
         played.repeated_not_in_flight = sum(1 for item, c in counts.items()
                                             if c > 1 and first_run[item] >= window)
+        if fault == "network":  # restored after CUT_S: the host is heard from again
+            hosts = sum(1 for c in cluster["components"] if c["kind"] == "worker")
+            _wait(lambda: _live_workers(api) >= hosts, CUT_S + 60, "the cut host to be heard from again")
+            played.rejoined_s = round(time.monotonic() - at, 2)
     except (ClusterEvalError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
         played.note = str(exc)[-1000:]
         if played.status == "not started" and played.execution_id:
@@ -347,8 +361,7 @@ def play_scaling(cli: Cli, hosts: int, items: int) -> list[Scaling]:
         cluster = cli.up("--nats", "1", "--servers", "1", "--workers", str(hosts))
         api = Api(cluster["api_urls"], cluster["admin_token"])
         api.register(PLAYBOOK)
-        _wait(lambda: sum(len(p["workers"]) for p in api.get("/api/pools")["items"]) >= hosts, 60,
-              f"{hosts} worker host(s) to be heard from")
+        _wait(lambda: _live_workers(api) >= hosts, 60, f"{hosts} worker host(s) to be heard from")
         for entry, pause in zip(found, (0.0, 0.02), strict=True):
             progress = Progress(api, api.start({"items": items, "pause": pause}))
             _wait(lambda progress=progress: progress.poll() or progress.ended() is not None,

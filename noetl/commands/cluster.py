@@ -72,6 +72,46 @@ def _admin_token(pg_dsn: str, key: str, name: str) -> str:
     return asyncio.run(create())
 
 
+def _orchestration(pg_dsn: str, key: str) -> dict[str, Any]:
+    """GET /api/orchestrators' document, read from the cluster's store: the orchestrator processes and the
+    partitions each holds now (docs/runtime.md "Partitions")."""
+    import asyncio
+
+    from control_plane.services.orchestrators import OrchestratorsService
+    from control_plane.store import open_store
+    from control_plane.store.secret_key import SecretKey
+
+    async def read() -> dict[str, Any]:
+        store = await open_store(pg_dsn, SecretKey.parse(key, "NOETL_SECRET_KEY"), run_migrations=False)
+        try:
+            return await OrchestratorsService(store).view()
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def _with_partitions(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """The status document with each server's partitions (`partitions`: null when its orchestrator is not
+    live) and the partitions nobody holds (`unowned`)."""
+    if not doc.get("pg_dsn") or doc.get("status") == "down":
+        return doc
+    try:
+        view = _orchestration(doc["pg_dsn"], key)
+    except Exception as exc:  # Postgres down: the rest of the status still says so
+        return {**doc, "orchestration_error": str(exc)}
+    by_pid = {m["pid"]: m["partitions"] for m in view["members"] if m["live"]}
+    components = [{**c, "partitions": by_pid.get(c.get("pid"))} if c["kind"] == "server" else c
+                  for c in doc["components"]]
+    return {**doc, "components": components, "unowned": view["unowned"]}
+
+
+def _balanced(doc: dict[str, Any]) -> bool:
+    """Every partition held, and every live server holding some: the orchestration is spread."""
+    servers = [c for c in doc["components"] if c["kind"] == "server"]
+    return doc.get("unowned") == [] and all(c["alive"] and c.get("partitions") for c in servers)
+
+
 def _print(doc: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(doc, indent=2))
@@ -127,7 +167,27 @@ def cluster_up(
     cluster = LocalCluster(home)
     pg_dsn = os.environ.get("NOETL_PG_DSN", "").strip() or None
     _run(lambda: cluster.up(spec, commands, pg_dsn=pg_dsn, wait_s=wait_s))
-    _print({**cluster.status(), "admin_token": tokens[0] if tokens else None}, as_json)
+    doc = _await_balanced(cluster, key, wait_s)
+    _print({**doc, "admin_token": tokens[0] if tokens else None}, as_json)
+
+
+def _await_balanced(cluster: Any, key: str, wait_s: float) -> dict[str, Any]:
+    """The status once the servers share the partitions (a server joining takes its share from the others
+    within seconds: an execution started before may pause while its partition moves)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        doc = _with_partitions(cluster.status(), key)
+        if _balanced(doc):
+            return doc
+        if time.monotonic() > deadline:
+            print(f"noetl dev cluster: the servers did not share the orchestration partitions within "
+                  f"{wait_s:g} s (unowned: {doc.get('unowned')}); read the servers' logs under "
+                  f"{cluster.home}",
+                  file=sys.stderr)
+            raise typer.Exit(2)
+        time.sleep(0.2)
 
 
 @cluster_app.command("status")
@@ -136,7 +196,10 @@ def cluster_status(as_json: JsonOption = False) -> None:
     urls; exit 0 when all are alive, 1 when no cluster runs, 3 when a member is not alive."""
     from engine.runtime.local_cluster import LocalCluster
 
-    doc = _run(lambda: LocalCluster(cluster_home()).status())
+    home = cluster_home()
+    doc = _run(lambda: LocalCluster(home).status())
+    if doc.get("status") != "down":
+        doc = _with_partitions(doc, _run(lambda: _secret_key(home)))
     _print(doc, as_json)
     raise typer.Exit({"up": 0, "down": 1}.get(doc["status"], 3))
 
