@@ -112,6 +112,9 @@ class PartitionLeaseStore:
             raise DatabaseUnavailableError(f"reading the orchestration leases failed: {exc}",
                                            where="orchestration_partitions", transient=True,
                                            fix="check that Postgres runs") from exc
+        except BaseException:  # cancelled mid-transaction (a timeout): the connection's state is unknown
+            await self._drop_connection()
+            raise
 
     async def _view(self) -> LeaseView:
         conn = await self._connection()
@@ -151,6 +154,9 @@ class PartitionLeaseStore:
             raise DatabaseUnavailableError(f"taking orchestration partitions failed: {exc}",
                                            where="orchestration_partitions", transient=True,
                                            fix="check that Postgres runs") from exc
+        except BaseException:  # cancelled (a timeout): whether the update committed is unknown; the
+            await self._drop_connection()  # partitions, if taken, expire unrenewed (renewal needs the epoch)
+            raise
         self._held.update(taken)
         if taken:
             log.info("this orchestrator (%s) took partitions %s", self.member_id, sorted(taken))
