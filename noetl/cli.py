@@ -35,6 +35,7 @@ def build_app() -> typer.Typer:
         dsl,
         evals,
         executions,
+        insights,
         plan,
         run,
         similar,
@@ -64,6 +65,7 @@ def build_app() -> typer.Typer:
     evals.register(app)
     plan.register(app)
     why.register(app)
+    insights.register(app)
     chat.register(app)
     similar.register(app)
     proposals_commands.register(app)

@@ -65,6 +65,7 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
     diagnosis = DiagnosisService(stack.executions, secrets=SecretValues(stack.store), similar=similar,
                                  llm=llm_settings())
     insights.state["diagnosis"] = diagnosis
+    insights.state["insights"] = insights_service(stack)
     insights.state["chat"] = chat_service(stack, diagnosis, similar)
     if agent:
         try:
@@ -73,6 +74,15 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
             await insights.close()
             raise
     return insights
+
+
+def insights_service(stack: Stack) -> Any:
+    """Durations, bottlenecks, anomalies and failure clusters over the stack's event log."""
+    from agents.insights.service import InsightsService
+    from control_plane.services.insights import InsightsHistory
+
+    assert stack.store is not None
+    return InsightsService(InsightsHistory(stack.store))
 
 
 def chat_service(stack: Stack, diagnosis: Any, similar: Any = None) -> Any:
