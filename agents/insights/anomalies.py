@@ -14,7 +14,8 @@ from agents.insights.stats import MAD_SCALE, mad, median, robust_z
 Z_LIMIT = 4.0  # this many scaled MADs above the median is out of the history
 MIN_HISTORY = 8  # fewer earlier runs than this: no judgement
 MIN_SPREAD_MS = 5.0  # durations closer than this are the same (timer noise on a step of a few ms)
-MIN_RATIO = 1.5  # and an anomaly is at least this many times the median
+MIN_RATIO = 2.0  # and an anomaly is at least this many times the median (a 3-sigma run of a step varying
+# by 20 % is 1.8x: one in a thousand runs, a false alarm a day on a busy deployment)
 RARE_FAILURE = 0.05  # a failure is an anomaly where at most this share of the history failed
 
 

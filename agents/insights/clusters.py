@@ -55,8 +55,10 @@ class Cluster:
     introduced_in: str | None = None  # the first release with it, after a release that ran without it
     example: str | None = None
 
-    def as_json(self) -> dict[str, object]:
-        return {"signature": self.signature, "kind": self.kind, "count": self.count,
+    def as_json(self, *, detail: bool = False) -> dict[str, object]:
+        """`detail`: with the ids of the executions it failed in."""
+        ids = {"execution_ids": sorted(self.executions)} if detail else {}
+        return {**ids, "signature": self.signature, "kind": self.kind, "count": self.count,
                 "executions": len(self.executions), "paths": sorted(self.paths), "steps": sorted(self.steps),
                 "first_seen": self.first_seen.isoformat() if self.first_seen else None,
                 "last_seen": self.last_seen.isoformat() if self.last_seen else None,

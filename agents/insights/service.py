@@ -43,8 +43,9 @@ class InsightsService:
         self._similarity = similarity
 
     async def report(self, path: str | None = None, since: str | None = None, *,
-                     limit: int = 20) -> dict[str, Any]:
-        """The report of the window from `since` (default 7 days) to now, of `path` or every playbook."""
+                     limit: int = 20, detail: bool = False) -> dict[str, Any]:
+        """The report of the window from `since` (default 7 days) to now, of `path` or every playbook;
+        `detail`: each cluster with the ids of its executions."""
         now = self._clock()
         start = since_time(since, now)
         executions = fold(await self._history.history(since=start, until=now, path=path))
@@ -59,5 +60,5 @@ class InsightsService:
             "steps": _json(durations.step_figures(executions)),
             "bottlenecks": _json(durations.bottlenecks(executions, top=limit)),
             "anomalies": _json(found[:limit]),
-            "clusters": [c.as_json() for c in problems[:limit]],
+            "clusters": [c.as_json(detail=detail) for c in problems[:limit]],
         }

@@ -70,6 +70,15 @@ def test_a_step_that_got_slower_shows_its_trend_and_one_that_did_not_does_not() 
     assert figures["load"].queue_p50_ms == 5 and figures["load"].failure_rate == 0
 
 
+def test_a_slowdown_a_third_of_the_way_in_is_found_with_when_it_began_despite_a_lone_spike_before() -> None:
+    durations = [100, 96, 104, 900, 101, 99, 98, 103] + [250, 240, 262, 255, 248, 251, 259, 244, 247, 252,
+                                                          246, 249, 253, 241, 250, 258]
+    rows = history(len(durations), lambda i: [("load", 5, durations[i], None, None)])
+    [load] = step_figures(fold(rows))
+    assert load.slower and load.trend == pytest.approx(2.5, rel=0.05)
+    assert load.slower_since == T0 + timedelta(hours=8)
+
+
 def test_the_step_that_dominates_the_critical_path_is_the_first_bottleneck() -> None:
     executions = fold(history(3, lambda i: [("a", 1, 10, None, None), ("b", 1, 500, None, None),
                                             ("c", 1, 10, None, None)]))
