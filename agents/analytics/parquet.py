@@ -1,5 +1,5 @@
 """The Parquet sink (the one agents module that imports pyarrow): the three tables as directories of
-Parquet files, hive-style by day: <dir>/<table>/date=YYYY-MM-DD/<batch id>.parquet.
+Parquet files, hive-style by day (UTC): <dir>/<table>/date=YYYY-MM-DD/<batch id>.parquet.
 
 A batch's file is named by the batch id (deterministic per cursor range) and written atomically (a
 temporary file, then a rename): a batch written again after a restart replaces its own files, never adds
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import defaultdict
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ class ParquetSink:
         for table, records in rows.tables.items():
             by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for record in records:
-                by_day[record[TIME_COLUMN[table]].date().isoformat()].append(record)
+                by_day[record[TIME_COLUMN[table]].astimezone(UTC).date().isoformat()].append(record)
             for day, day_rows in by_day.items():
                 folder = self.directory / table / f"date={day}"
                 folder.mkdir(parents=True, exist_ok=True)
