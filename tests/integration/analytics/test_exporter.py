@@ -308,3 +308,25 @@ async def test_an_unreachable_clickhouse_keeps_the_cursor_and_status_shows_the_e
     status = await feed.status("retrying")
     assert status.last_error is not None and "s3cr3t-pw" not in status.last_error
     assert status.position["pending"] is not None and status.rows_exported == {}
+
+
+async def test_events_appended_before_migration_0010_are_exported_first_and_once(
+        stack: Stack, runtime_env: dict[str, str], tmp_path: Path) -> None:
+    assert stack.store is not None
+    dsn = runtime_env["NOETL_PG_DSN"]
+    old = await run(stack, dividing(f"old_{uuid.uuid4().hex[:8]}"))
+    new = await run(stack, steps(f"new_{uuid.uuid4().hex[:8]}"))
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the old run's rows as the migration found them
+        conn.execute("SET session_replication_role = replica")  # past the append-only guard, here only
+        conn.execute("UPDATE events SET txid = NULL WHERE execution_id = %s", (old,))
+    feed = ExportFeed(stack.store)
+    assert (await feed.status("legacy")).lag_events == len(logged(dsn))
+    exporter = Exporter(feed, [ParquetSink(tmp_path / "export")], name="legacy")
+    await exporter.run_once(limit=2)
+    first = parquet_rows(tmp_path / "export", "events")
+    assert {r["execution_id"] for r in first} == {old} and len(first) == 2
+    await exporter.catch_up(limit=2)
+    pairs = [(r["execution_id"], r["seq"]) for r in parquet_rows(tmp_path / "export", "events")]
+    assert len(pairs) == len(set(pairs)) and set(pairs) == logged(dsn)
+    assert {r["execution_id"] for r in parquet_rows(tmp_path / "export", "executions")} == {old, new}
+    assert (await feed.status("legacy")).lag_events == 0
