@@ -7,7 +7,9 @@ sink took it. After a crash the same batch (the same rows: everything below `hi`
 again under the same batch id: ClickHouse's ReplacingMergeTree tables and the Parquet files named by
 the batch id replace what the first attempt wrote, so delivery is at least once and rows are never
 doubled. A failing sink keeps the batch pending; the exporter retries with backoff and records the
-error (passwords masked) for `noetl export status`.
+error (passwords masked) for `noetl export status`. The cursor only moves from the position its writer
+read (compare and set), so two exporters of the same name (a server and `noetl export run`) never
+choose overlapping batches: the one that loses the race waits for its next round.
 """
 
 from __future__ import annotations
@@ -79,8 +81,13 @@ class Exporter:
                 self.last_batch = 0
                 return 0
             upto = events[-1].key
-            await self.feed.save_position(self.name, {"key": list(after), "pending": {
-                "after": list(after), "upto": list(upto), "hi": hi}}, self.descriptions)
+            chosen = {"key": list(after), "pending": {"after": list(after), "upto": list(upto), "hi": hi}}
+            if not await self.feed.save_position(self.name, chosen, self.descriptions, position):
+                log.info("exporter '%s': another exporter of this name moved the cursor; skipping a round",
+                         self.name)
+                self.last_batch = 0
+                return 0
+            position = chosen
         self.last_batch = len(events)
         started = time.perf_counter()
         rows = batch_rows(events, await self.feed.ended(ended_in(events), hi))
@@ -88,7 +95,8 @@ class Exporter:
         for sink in self.sinks:
             await asyncio.to_thread(sink.write, ident, rows)
         counts = rows.counts()
-        await self.feed.save_done(self.name, {"key": list(upto)}, self.descriptions, counts)
+        if not await self.feed.save_done(self.name, {"key": list(upto)}, self.descriptions, counts, position):
+            return 0  # another exporter of this name finished the same batch first (the same rows and ids)
         for table, n in counts.items():
             self.exported[table] = self.exported.get(table, 0) + n
         log.info("exported batch %s: %s in %.0f ms", ident, counts, (time.perf_counter() - started) * 1000)

@@ -129,12 +129,15 @@ class ExportFeed:
         row = await self._q.state(name)
         return {} if row is None else dict(row["position"])
 
-    async def save_position(self, name: str, position: Mapping[str, Any], sinks: Sequence[str]) -> None:
-        await self._q.save_position(name, position, sinks)
+    async def save_position(self, name: str, position: Mapping[str, Any], sinks: Sequence[str],
+                            expected: Mapping[str, Any]) -> bool:
+        """Move the cursor from `expected` (what the caller read) to `position`; False: another exporter of
+        the same name moved it first (nothing stored)."""
+        return await self._q.save_position(name, position, sinks, expected)
 
     async def save_done(self, name: str, position: Mapping[str, Any], sinks: Sequence[str],
-                        rows: Mapping[str, int]) -> None:
-        await self._q.save_done(name, position, sinks, rows)
+                        rows: Mapping[str, int], expected: Mapping[str, Any]) -> bool:
+        return await self._q.save_done(name, position, sinks, rows, expected)
 
     async def save_error(self, name: str, error: str, sinks: Sequence[str]) -> None:
         await self._q.save_error(name, error, sinks)

@@ -42,10 +42,13 @@ _PENDING = ("SELECT count(*) AS n, min(recorded_at) AS oldest FROM events WHERE 
             "AND (txid, execution_id, seq) > (%s::text::xid8, %s, %s)")
 _STATE = ("SELECT name, position, rows_exported, sinks, last_export_at, last_error, last_error_at, "
           "updated_at, clock_timestamp() AS now FROM export_cursors WHERE name = %s")
+# the position moves only from the one its writer read (compare and set): two exporters of the same name
+# never interleave their batches, the second one finds the position moved and waits for its next round
 _SAVE = """
 INSERT INTO export_cursors (name, position, sinks) VALUES (%(name)s, %(position)s, %(sinks)s)
 ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, sinks = EXCLUDED.sinks,
-    updated_at = clock_timestamp()"""
+    updated_at = clock_timestamp()
+WHERE export_cursors.position = %(expected)s"""
 _DONE = """
 INSERT INTO export_cursors (name, position, sinks, rows_exported, last_export_at, last_error, last_error_at)
 VALUES (%(name)s, %(position)s, %(sinks)s, %(rows)s, clock_timestamp(), NULL, NULL)
@@ -55,7 +58,8 @@ ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, sinks = EXCLUDED.
                                             + COALESCE((EXCLUDED.rows_exported->>k)::bigint, 0)), '{}'::jsonb)
         FROM (SELECT jsonb_object_keys(export_cursors.rows_exported || EXCLUDED.rows_exported) AS k) ks),
     last_export_at = clock_timestamp(), last_error = NULL, last_error_at = NULL,
-    updated_at = clock_timestamp()"""
+    updated_at = clock_timestamp()
+WHERE export_cursors.position = %(expected)s"""
 _ERROR = """
 INSERT INTO export_cursors (name, position, sinks, last_error, last_error_at)
 VALUES (%(name)s, '{}'::jsonb, %(sinks)s, %(error)s, clock_timestamp())
@@ -121,13 +125,18 @@ class ExportStore:
     async def state(self, name: str) -> DictRow | None:
         return await self._db.fetch_one(_STATE, (name,))
 
-    async def save_position(self, name: str, position: Mapping[str, Any], sinks: Sequence[str]) -> None:
-        await self._db.execute(_SAVE, {"name": name, "position": Jsonb(dict(position)), "sinks": list(sinks)})
+    async def save_position(self, name: str, position: Mapping[str, Any], sinks: Sequence[str],
+                            expected: Mapping[str, Any]) -> bool:
+        """Store `position` if the stored one is still `expected` ({} for none); whether it was."""
+        return await self._db.execute(_SAVE, {"name": name, "position": Jsonb(dict(position)),
+                                              "sinks": list(sinks), "expected": Jsonb(dict(expected))}) == 1
 
     async def save_done(self, name: str, position: Mapping[str, Any], sinks: Sequence[str],
-                        rows: Mapping[str, int]) -> None:
-        await self._db.execute(_DONE, {"name": name, "position": Jsonb(dict(position)), "sinks": list(sinks),
-                                       "rows": Jsonb(dict(rows))})
+                        rows: Mapping[str, int], expected: Mapping[str, Any]) -> bool:
+        """`save_position` after a batch was written, adding `rows` to the counts; whether it was stored."""
+        return await self._db.execute(_DONE, {"name": name, "position": Jsonb(dict(position)),
+                                              "sinks": list(sinks), "rows": Jsonb(dict(rows)),
+                                              "expected": Jsonb(dict(expected))}) == 1
 
     async def save_error(self, name: str, error: str, sinks: Sequence[str]) -> None:
         await self._db.execute(_ERROR, {"name": name, "error": error, "sinks": list(sinks)})

@@ -330,3 +330,27 @@ async def test_events_appended_before_migration_0010_are_exported_first_and_once
     assert len(pairs) == len(set(pairs)) and set(pairs) == logged(dsn)
     assert {r["execution_id"] for r in parquet_rows(tmp_path / "export", "executions")} == {old, new}
     assert (await feed.status("legacy")).lag_events == 0
+
+
+async def test_two_exporters_of_the_same_name_never_write_a_row_twice(
+        stack: Stack, runtime_env: dict[str, str], tmp_path: Path) -> None:
+    """A server's exporter and `noetl export run` at once: the cursor moves by compare and set, so their
+    batches never overlap (different batch sizes would otherwise write the same rows under two ids)."""
+    assert stack.store is not None
+    await three_runs(stack, tmp_path)
+    sink = ParquetSink(tmp_path / "export")
+    one = Exporter(ExportFeed(stack.store), [sink], name="shared")
+    two = Exporter(ExportFeed(stack.store), [sink], name="shared")
+
+    async def until_done(exporter: Exporter, limit: int) -> None:
+        for _ in range(500):
+            await exporter.run_once(limit)
+            if (await exporter.feed.status("shared")).lag_events == 0:
+                return
+        raise AssertionError("the exporters did not finish within 500 rounds")
+
+    await asyncio.gather(until_done(one, 2), until_done(two, 3))
+    pairs = [(r["execution_id"], r["seq"]) for r in parquet_rows(tmp_path / "export", "events")]
+    assert len(pairs) == len(set(pairs)) and set(pairs) == logged(runtime_env["NOETL_PG_DSN"])
+    executions = [r["execution_id"] for r in parquet_rows(tmp_path / "export", "executions")]
+    assert len(executions) == len(set(executions)) == 3
