@@ -35,6 +35,7 @@ def build_app() -> typer.Typer:
         dsl,
         evals,
         executions,
+        export,
         insights,
         plan,
         run,
@@ -71,6 +72,7 @@ def build_app() -> typer.Typer:
     proposals_commands.register(app)
     mcp_commands.register(app)
     ui.register(app)
+    export.register(app)
     return app
 
 
