@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+from agents.insights.clusters import signature as error_signature
 
 # column kinds: str (never null, '' for none), int, int? (nullable), float?, bool, ts, ts? (UTC, in µs)
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -43,8 +44,6 @@ TIME_COLUMN = {"events": "occurred_at", "step_runs": "at", "executions": "create
 _ENDS = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
                    "loop.claimer.stopped", "step.skipped"})
 _TERMINAL = frozenset({"execution.completed", "execution.failed", "execution.cancelled"})
-_NUMBER = re.compile(r"\b(0x)?[0-9a-f]{8,}\b|\d+(\.\d+)?", re.IGNORECASE)
-_QUOTED = re.compile(r"'[^']{0,200}'|\"[^\"]{0,200}\"")
 
 
 class Event(Protocol):
@@ -100,12 +99,11 @@ def error_of(body: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def signature(kind: str, message: str) -> str:
-    """An error's signature: its kind and the first line of its message with numbers, ids and quoted values
-    replaced, so that the same failure with other values groups together ('' when there is no error)."""
+    """An error's signature, as `noetl insights` groups failures by (agents.insights.clusters.signature):
+    its kind and the first line of its message with what varies taken out ('' when there is no error)."""
     if not kind and not message:
         return ""
-    first = message.strip().splitlines()[0] if message.strip() else ""
-    return f"{kind}: {_NUMBER.sub('N', _QUOTED.sub('?', first))}"[:200]
+    return error_signature(kind or None, message)[:200]
 
 
 def event_row(event: Event) -> dict[str, Any]:
