@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -44,6 +45,15 @@ _COMMAND_OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succe
                                "loop.claimer.stopped"})
 
 
+def random_event_id() -> str:
+    """A random event id in `uuid.uuid4().hex`'s form (32 hex digits, version 4), made at a quarter of
+    its cost (the worker makes two per step)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
 def derived_id(*parts: object) -> str:
     """A deterministic id: the same decision on replay gets the same id (and is deduplicated)."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
@@ -78,6 +88,14 @@ def encode_events(events: list[Event]) -> bytes:
     if len(events) == 1:
         return events[0].model_dump_json().encode()
     return b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+
+
+def join_events(encoded: list[bytes]) -> bytes:
+    """One bus message of the events of several messages made by `encode_events`, in their order: the
+    same bytes as `encode_events` of all their events, without encoding any of them again."""
+    if len(encoded) == 1:
+        return encoded[0]
+    return b"[" + b",".join(data[1:-1] if data[:1] == b"[" else data for data in encoded) + b"]"
 
 
 def decode_events(data: bytes) -> list[Event]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from engine.protocol.commands import RunStep
-from engine.protocol.events import Event, decode_events, encode_events
+from engine.protocol.events import Event, decode_events, encode_events, join_events
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.step_runner import StepRunner
 from engine.tools.base import Tool, ToolCall
@@ -74,3 +74,12 @@ def test_one_message_carries_one_event_as_an_object_and_several_as_an_array_in_o
     assert decode_events(encode_events([first, second])) == [first, second]
     with pytest.raises(ValueError):
         decode_events(b'[{"type": "step.started"}]')
+
+
+def test_messages_joined_are_the_bytes_of_all_their_events_encoded_together() -> None:
+    events = [Event(event_id=str(i), idempotency_key=f"c{i}:outcome", execution_id="x", type="step.succeeded")
+              for i in range(4)]
+    parts = [encode_events(events[:2]), encode_events([events[2]]), encode_events([events[3]])]
+    assert join_events(parts) == encode_events(events)
+    assert join_events([parts[1]]) == parts[1]
+    assert decode_events(join_events(parts)) == events
