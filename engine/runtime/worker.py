@@ -31,15 +31,17 @@ import asyncio
 import contextlib
 import logging
 import time
+import types
 from collections import OrderedDict, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.bus.jetstream import BusError
 from engine.bus.reports import ABSENT, DROP, OK, retry_delay
 from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, decode_runs
-from engine.protocol.events import Event, derived_id, encode_events
+from engine.protocol.events import Event, derived_id, encode_events, join_events
 from engine.protocol.packing import pack
 from engine.protocol.workers import HEARTBEAT_S, WorkerHeartbeat
 from engine.runtime.ports import Message, RuntimeBus
@@ -61,10 +63,11 @@ PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, 
 class _Message:
     """A delivered message and how many of its commands are not settled yet."""
 
-    __slots__ = ("beaten", "delivery", "every", "failed", "received", "unsettled")
+    __slots__ = ("beaten", "delivery", "every", "failed", "num_delivered", "received", "unsettled")
 
     def __init__(self, delivery: Message, commands: int, every: float | None = None) -> None:
         self.delivery = delivery
+        self.num_delivered = delivery.num_delivered  # read once: nats-py parses it from the subject
         self.unsettled = commands
         self.failed = False
         self.received = self.beaten = time.monotonic()
@@ -90,7 +93,8 @@ class Worker:
     capacity: dict[str, float] | None = None  # what this worker adds to its pool; None: cpu = concurrency
     ack_wait_s: float = 30.0
     drain_s: float = 10.0
-    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # command id -> its task
+    # command id -> its task (None while it runs in the worker's own task, see `_start`)
+    _running: dict[str, asyncio.Task[None] | None] = field(default_factory=dict)
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
     # commands whose outcome is stored -> (execution id, message id, the outcome's bytes) while kept
     _published: OrderedDict[str, tuple[str, str, bytes] | None] = field(default_factory=OrderedDict)
@@ -103,6 +107,7 @@ class Worker:
     _reporting: set[asyncio.Task[None]] = field(default_factory=set)  # outcomes waiting to be stored
     _chores: set[asyncio.Task[None]] = field(default_factory=set)  # acks on their way (held: not collected)
     _abandoned: set[str] = field(default_factory=set)  # stopping: steps still running after the drain
+    _launching: bool = False  # a step is being started in the worker's own task (`_start`)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         self._abandoned.clear()  # a worker run again takes its steps as new
@@ -116,6 +121,7 @@ class Worker:
         progress = asyncio.create_task(self._in_progress())
         running: set[asyncio.Task[None]] = set()  # commands in a slot: their step running
         backlog: deque[tuple[RunStep, _Message]] = deque()  # delivered in a batch, waiting for a slot
+        held: set[str] = set()  # the ids of the commands in `backlog`
         if ready is not None:
             ready.set()
         try:
@@ -132,12 +138,14 @@ class Worker:
                         await asyncio.sleep(RECONNECT_POLL_S)
                         continue
                     for delivery in deliveries:
-                        self._receive(delivery, backlog)
+                        self._receive(delivery, backlog, held)
                 while backlog and len(running) < self.concurrency:
                     command, message = backlog.popleft()
-                    task = asyncio.create_task(self._serve(command, message))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                    held.discard(command.command_id)
+                    task = self._start(command, message)
+                    if task is not None:
+                        running.add(task)
+                        task.add_done_callback(running.discard)
         finally:
             if running:  # drain: let running steps finish for a while, hand the rest back
                 await asyncio.wait(running, timeout=self.drain_s)
@@ -161,14 +169,15 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._beat(stopping=True)
 
-    def _receive(self, delivery: Message, backlog: deque[tuple[RunStep, _Message]]) -> None:
+    def _receive(self, delivery: Message, backlog: deque[tuple[RunStep, _Message]],
+                 held: set[str]) -> None:
+        """Take a delivered message's commands into `backlog` (`held`: the ids of those there already)."""
         try:
             commands = decode_runs(delivery.data)
         except ValueError:
             log.error("dropping a malformed command message (%d bytes)", len(delivery.data))
             self._later(delivery.term())
             return
-        held = {command.command_id for command, _ in backlog}
         fresh = []
         for command in commands:
             if command.command_id in self._published:  # sent again (an orchestrator rebuild): its outcome
@@ -184,6 +193,7 @@ class Worker:
         message = _Message(delivery, len(fresh), min(heartbeats) if heartbeats else None)
         self._messages.add(message)
         backlog.extend((command, message) for command in fresh)
+        held.update(command.command_id for command in fresh)
 
     def _later(self, settling: Awaitable[None]) -> None:
         """Settle a message without waiting for it (its failure only means it comes again)."""
@@ -220,11 +230,37 @@ class Worker:
         if task is not None:
             task.cancel()
 
+    def _start(self, command: RunStep, message: _Message) -> asyncio.Task[None] | None:
+        """Serve a command in a task of its own; None when it was served at once.
+
+        A step of noop tasks only never waits (no I/O, no credentials): it runs in the caller's task
+        until it first has to wait, which it usually never does (one task per command costs a loop
+        item a tenth of the worker's CPU); if it does wait (a retry's delay, a progress event), a task
+        takes it on from there. Other tools may bind the current task on the way to their first wait
+        (`asyncio.timeout`), so they always get a task of their own."""
+        serving = self._serve(command, message)
+        if not _never_waits(command):
+            return asyncio.create_task(serving)
+        self._launching = True
+        try:
+            yielded = serving.send(None)
+        except StopIteration:
+            return None
+        except Exception:  # `_serve` settles every failure itself: never here
+            log.exception("serving a command failed", extra={"execution_id": command.execution_id})
+            return None
+        finally:
+            self._launching = False
+        task = asyncio.ensure_future(_resumed(serving, yielded))
+        if command.command_id in self._running and self._running[command.command_id] is None:
+            self._running[command.command_id] = task  # a CancelStep now cancels that task
+        return task
+
     async def _serve(self, command: RunStep, message: _Message) -> None:
         """Run one command's step in a slot; its outcome joins the outbox, published after the slot is
         given back (`concurrency` bounds the steps running, not the messages being settled)."""
         try:
-            outcome = await self._execute(command, message.delivery.num_delivered)
+            outcome = await self._execute(command, message.num_delivered)
             if command.command_id in self._abandoned and command.command_id not in self._cancelled:
                 await self._give_back(message)  # this worker stops: another runs the step, not "cancelled"
                 return
@@ -293,7 +329,7 @@ class Worker:
         if len(chunk) == 1:
             return first.outcome.event.idempotency_key, first.data
         return ("outcomes:" + derived_id(*(item.outcome.event.idempotency_key for item in chunk)),
-                encode_events([event for item in chunk for event in item.events]))
+                join_events([item.data for item in chunk]))
 
     async def _send(self, chunk: list[_Ran], data: bytes) -> asyncio.Future[str] | None:
         """A chunk's first report, sent now (None for a claimer's end, or when NATS is away)."""
@@ -441,7 +477,7 @@ class Worker:
             return self.runner.cancelled_outcome(command, self._cancelled[command.command_id])
         task = asyncio.current_task()
         assert task is not None
-        self._running[command.command_id] = task
+        self._running[command.command_id] = None if self._launching else task  # `_start` sets it then
         try:
             return await self.runner.run(command, report, delivery=delivery)
         finally:
@@ -463,6 +499,44 @@ class Worker:
                         await message.delivery.in_progress()
                     except Exception:  # a missed heartbeat only risks a redelivery
                         log.warning("in_progress heartbeat failed", exc_info=True)
+
+
+def _never_waits(command: RunStep) -> bool:
+    """Whether the command's step runs without waiting for anything, as far as can be told before:
+    noop tasks only, no credentials to resolve, not a cursor loop's claimer."""
+    if command.cursor is not None or command.keychain:
+        return False
+    for task in command.tasks:
+        if task.get("kind") != "noop":
+            return False
+    return True
+
+
+@types.coroutine
+def _continued(coro: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any, None]:
+    """Drive on a coroutine that was started outside a task and first waited for `yielded`: what it
+    waits for passes through to the task that runs this, what the task sends or throws (a
+    cancellation) passes back to it."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown in by the task: a cancellation
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration:
+                return
+
+
+async def _resumed(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    await _continued(coro, yielded)
 
 
 async def _quietly(settling: Awaitable[None]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.protocol.commands import RunStep, encode_runs
+from engine.protocol.commands import CancelStep, RunStep, encode_runs
 from engine.protocol.events import Event, decode_events
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.step_runner import StepRunner
@@ -202,3 +202,45 @@ async def test_an_outcome_the_orchestrator_drops_is_not_sent_again_and_its_comma
         await bus.publish_command("default", "c1", data)
         await poll(lambda: queue.settled, timeout_s=10, what="the command to be settled")
     assert queue.settled == [("ack", "c1", 1)] and len(bus.reports) == 1
+
+
+async def test_noop_steps_run_in_the_workers_own_task_and_each_is_still_reported_before_its_ack() -> None:
+    bus = FakeBus(answer_reports="ok")
+    runs = [command(f"c{i}", {"kind": "noop", "result": i}, loop_index=i).model_dump_json().encode()
+            for i in range(5)]
+    worker = new_worker(bus, concurrency=2)
+    async with running(bus, worker.run):
+        await bus.publish_command("default", "packed", encode_runs(runs))
+        queue = await work_queue(bus)
+        await poll(lambda: queue.settled, timeout_s=10, what="the message to be settled")
+    assert sorted(outcomes(bus)) == [f"c{i}" for i in range(5)]
+    assert queue.settled == [("ack", "packed", 1)]
+    assert worker._running == {}
+
+
+async def test_a_noop_step_that_waits_goes_on_in_a_task_of_its_own_which_a_cancel_step_cancels() -> None:
+    bus = FakeBus(answer_reports="ok")
+    waiting = asyncio.Event()
+
+    async def sleep(_: float) -> None:  # a retry's delay that lasts until the step is cancelled
+        waiting.set()
+        await asyncio.Event().wait()
+
+    retry = {"kind": "noop", "spec": {"policy": {"rules": [
+        {"when": True, "then": {"do": "retry", "attempts": 3, "delay": 60}}]}}}
+    worker = Worker(bus=bus, runner=StepRunner(Tools(), sleep=sleep), pool="default")
+    async with running(bus, worker.run):
+        await bus.publish_command("default", "c1",
+                                  encode_runs([command("c1", retry).model_dump_json().encode()]))
+        queue = await work_queue(bus)
+        await asyncio.wait_for(waiting.wait(), 10)
+        assert isinstance(worker._running.get("c1"), asyncio.Task)  # the task it went on in
+        cancel = CancelStep(command_id="c1", execution_id="x1", reason="stop")
+        await bus.publish_cancel(cancel.model_dump_json().encode())
+        await poll(lambda: queue.settled, timeout_s=10, what="the cancelled command to be settled")
+    outcome = outcomes(bus)["c1"]
+    assert outcome.type == "step.failed"
+    assert outcome.result is not None and outcome.result.error is not None
+    assert outcome.result.error.kind == "cancelled"
+    assert [e.type for e in published(bus)][-2:] == ["step.retrying", "step.failed"]
+    assert queue.settled == [("ack", "c1", 1)] and worker._running == {}
