@@ -58,6 +58,8 @@ OUTCOMES_KEPT_BYTES = 16 * 1024 * 1024  # published outcomes kept to offer again
 # messages held unacked at once: running, and finished with their outcomes waiting for the commit
 MIN_ACK_PENDING = 256
 PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, to not run them twice
+# an ack waits this long for company (the next report, other acks), to leave in one socket write with it
+ACK_HOLD_S = 0.002
 
 
 class _Message:
@@ -106,6 +108,8 @@ class Worker:
     _sending: asyncio.Task[None] | None = None
     _reporting: set[asyncio.Task[None]] = field(default_factory=set)  # outcomes waiting to be stored
     _chores: set[asyncio.Task[None]] = field(default_factory=set)  # acks on their way (held: not collected)
+    _acks: list[Message] = field(default_factory=list)  # deliveries to ack, held up to ACK_HOLD_S
+    _acks_due: asyncio.TimerHandle | None = None
     _abandoned: set[str] = field(default_factory=set)  # stopping: steps still running after the drain
     _launching: bool = False  # a step is being started in the worker's own task (`_start`)
 
@@ -162,6 +166,7 @@ class Worker:
                 for task in list(self._reporting):
                     task.cancel()
                 await asyncio.gather(*self._reporting, return_exceptions=True)
+            self._send_acks()
             await subscription.unsubscribe()
             await pinged.unsubscribe()
             beating.cancel()
@@ -186,7 +191,7 @@ class Worker:
                     and command.command_id not in self._finishing:  # ran, its outcome on its way
                 fresh.append(command)
         if not fresh:  # every command of it ran or runs here: the copy is not needed
-            self._later(delivery.ack_nowait())
+            self._ack(delivery)
             return
         heartbeats = [max(c.cursor.heartbeat_s, 0.2)  # a cursor loop's claimers
                       for c in fresh if c.cursor is not None]
@@ -194,6 +199,30 @@ class Worker:
         self._messages.add(message)
         backlog.extend((command, message) for command in fresh)
         held.update(command.command_id for command in fresh)
+
+    def _ack(self, delivery: Message) -> None:
+        """Ack a delivery, unconfirmed (a lost ack only means the message comes again), with the next
+        report or within ACK_HOLD_S: a chain's ack then leaves in the same write as the next step's
+        report, not in one of its own (each write wakes nats-server)."""
+        self._acks.append(delivery)
+        if self._acks_due is None:
+            self._acks_due = asyncio.get_running_loop().call_later(ACK_HOLD_S, self._send_acks)
+
+    def _send_acks(self) -> None:
+        """Publish the acks held (queued on the connection at once: nats-py needs no wait for that)."""
+        if self._acks_due is not None:
+            self._acks_due.cancel()
+            self._acks_due = None
+        acks, self._acks = self._acks, []
+        for delivery in acks:
+            acking = delivery.ack_nowait()
+            try:
+                yielded = acking.send(None)
+            except StopIteration:
+                continue
+            except Exception:  # as in `_later`: the message comes again
+                continue
+            self._later(_resumed(acking, yielded))
 
     def _later(self, settling: Awaitable[None]) -> None:
         """Settle a message without waiting for it (its failure only means it comes again)."""
@@ -299,6 +328,7 @@ class Worker:
         with the next round."""
         try:
             while self._outbox:
+                self._send_acks()  # in the same write as this round's first report
                 ran, self._outbox = self._outbox, []
                 groups: dict[tuple[str, bool], list[_Ran]] = {}
                 for item in ran:  # a claimer's end goes on the event stream, behind its rows
@@ -454,8 +484,8 @@ class Worker:
         if message.unsettled > 0:
             return
         self._messages.discard(message)
-        if not message.failed:  # unconfirmed: a lost ack only means the message comes again
-            self._later(message.delivery.ack_nowait())
+        if not message.failed:
+            self._ack(message.delivery)
 
     async def _give_back(self, message: _Message) -> None:
         message.failed = True  # whatever of it still settles must not ack it

@@ -244,3 +244,15 @@ async def test_a_noop_step_that_waits_goes_on_in_a_task_of_its_own_which_a_cance
     assert outcome.result.error.kind == "cancelled"
     assert [e.type for e in published(bus)][-2:] == ["step.retrying", "step.failed"]
     assert queue.settled == [("ack", "c1", 1)] and worker._running == {}
+
+
+async def test_an_ack_held_for_company_is_still_sent_when_the_worker_stops(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.runtime.worker.ACK_HOLD_S", 60.0)  # no company comes: held till the stop
+    bus = FakeBus(answer_reports="ok")
+    async with running(bus, new_worker(bus).run):
+        await bus.publish_command("default", "c1", encode_runs([
+            command("c1", {"kind": "noop"}).model_dump_json().encode()]))
+        await poll(lambda: bus.reports, timeout_s=10, what="the outcome to be reported")
+    queue = await work_queue(bus)
+    assert queue.settled == [("ack", "c1", 1)]
