@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from engine.protocol.commands import RunStep
-from engine.protocol.events import Event, decode_events, encode_events, join_events
+from engine.protocol.events import Event, decode_events, encode_events, join_events, random_event_id
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.step_runner import StepRunner
 from engine.tools.base import Tool, ToolCall
@@ -83,3 +83,13 @@ def test_messages_joined_are_the_bytes_of_all_their_events_encoded_together() ->
     assert join_events(parts) == encode_events(events)
     assert join_events([parts[1]]) == parts[1]
     assert decode_events(join_events(parts)) == events
+
+
+def test_random_event_ids_have_uuid4_hex_form_and_do_not_repeat() -> None:
+    import uuid
+
+    ids = [random_event_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids[:200]:
+        parsed = uuid.UUID(value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
