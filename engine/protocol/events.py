@@ -54,7 +54,9 @@ def random_event_id() -> str:
     return f"{bits:032x}"
 
 
-_IDS = random.Random(os.urandom(32))  # reseeded in a forked child (random registers that at fork)
+_IDS = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=lambda: _IDS.seed(os.urandom(32)))
 _UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))  # the version nibble, the variant's two bits
 _UUID4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, variant RFC 4122
 

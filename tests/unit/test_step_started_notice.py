@@ -93,3 +93,17 @@ def test_random_event_ids_have_uuid4_hex_form_and_do_not_repeat() -> None:
     for value in ids[:200]:
         parsed = uuid.UUID(value)
         assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
+
+
+def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, random_event_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child != random_event_id()
