@@ -45,6 +45,7 @@ class PullFeed:
         # shared with another source when a reader merges them (engine.bus.jetstream.EventReader)
         self._arrived = arrived if arrived is not None else asyncio.Event()
         self._requests: deque[list[float]] = deque()  # [expires at (monotonic), messages still owed]
+        self._waiter: asyncio.Future[None] | None = None  # a take waiting for the first message
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
@@ -67,11 +68,17 @@ class PullFeed:
         if have <= batch // 2:
             await self._request(batch - have)
         if not self._buffer and timeout > 0:
+            # a future the next message resolves (not wait_for on the event: a task and two more turns
+            # of the event loop between a message's arrival and its taker)
             self._arrived.clear()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
-            except TimeoutError:
-                pass
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         taken = [self._buffer.popleft() for _ in range(min(batch, len(self._buffer)))]
         return taken
 
@@ -98,6 +105,7 @@ class PullFeed:
                         self._requests.remove(request)
                     break
             self._arrived.set()
+            _wake(self._waiter)
             return
         if status == "100":  # idle heartbeat / flow control: nothing owed changes
             return
@@ -113,3 +121,8 @@ class PullFeed:
         if status == "409":
             logger.debug("a pull request on %s ended: %s", self._api,
                          (msg.headers or {}).get("Description", ""))
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -44,6 +46,21 @@ _COMMAND_OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succe
                                "loop.claimer.stopped"})
 
 
+def random_event_id() -> str:
+    """A random event id in `uuid.uuid4().hex`'s form (32 hex digits, version 4) at a fifth of its cost
+    (the worker makes two per step): from a generator seeded by the OS, not a system call each. An event
+    id only names an event (the idempotency key is what deduplicates), and is no secret."""
+    bits = _IDS.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET
+    return f"{bits:032x}"
+
+
+_IDS = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=lambda: _IDS.seed(os.urandom(32)))
+_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))  # the version nibble, the variant's two bits
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, variant RFC 4122
+
+
 def derived_id(*parts: object) -> str:
     """A deterministic id: the same decision on replay gets the same id (and is deduplicated)."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
@@ -78,6 +95,14 @@ def encode_events(events: list[Event]) -> bytes:
     if len(events) == 1:
         return events[0].model_dump_json().encode()
     return b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+
+
+def join_events(encoded: list[bytes]) -> bytes:
+    """One bus message of the events of several messages made by `encode_events`, in their order: the
+    same bytes as `encode_events` of all their events, without encoding any of them again."""
+    if len(encoded) == 1:
+        return encoded[0]
+    return b"[" + b",".join(data[1:-1] if data[:1] == b"[" else data for data in encoded) + b"]"
 
 
 def decode_events(data: bytes) -> list[Event]:

@@ -28,7 +28,7 @@ from engine.errors import TemplateError
 from engine.net.contracts import check_expects, check_returns
 from engine.net.state import StepResult
 from engine.protocol.commands import RunStep
-from engine.protocol.events import Event, EventType
+from engine.protocol.events import Event, EventType, random_event_id
 from engine.protocol.ids import template_value
 from engine.protocol.outcomes import event_key, outcome_type
 from engine.protocol.results import ResultEnvelope, fold_body_alias
@@ -96,7 +96,10 @@ class _RecordingCredentials:
         values already), not dumped first: a step's result can be large, and it rarely holds a secret."""
         if result is None:
             return False
-        parts: list[Any] = [result.data, result.meta.model_dump()]
+        meta = result.meta  # its fields' names name no secret, and only worker and pool are text
+        parts: list[Any] = [result.data, meta.model_extra or {}]
+        if self.secrets:
+            parts.append((meta.worker or "", meta.pool or ""))
         if result.error is not None:
             parts.append(result.error.model_dump())
         if result.ref is not None:
@@ -139,12 +142,15 @@ class _StartedNotice:
         self.event = event
         self._send = send
         self._sent: asyncio.Future[None] | None = None
+        self._taken = False  # by the caller, to send it itself: never sent from here
         self._timer = asyncio.get_running_loop().call_later(delay_s, self.send_now) if delay_s > 0 else None
         if self._timer is None:
             self.send_now()
 
     def send_now(self) -> asyncio.Future[None]:
         """Send it now unless sent (or taken) already; await the result to know it was published."""
+        if self._sent is None and self._taken:
+            self._sent = _done()
         if self._sent is None:
             if self._timer is not None:
                 self._timer.cancel()
@@ -153,13 +159,11 @@ class _StartedNotice:
 
     def take(self) -> Event | None:
         """The event when it was not sent yet (the caller sends it); None when it is on its way."""
-        if self._sent is not None:
+        if self._sent is not None or self._taken:
             return None
         if self._timer is not None:
             self._timer.cancel()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        self._sent = done
+        self._taken = True
         return self.event
 
 
@@ -184,7 +188,7 @@ class StepRunner:
         self.work_dir = work_dir
         self.keychain = keychain or KeychainResolver(self.credentials)
         self.inline_max_bytes = inline_max_bytes
-        self._dirs: dict[str, None] = {}  # execution directories made (insertion-ordered, bounded)
+        self._dirs: dict[str, Path] = {}  # execution directories made (insertion-ordered, bounded)
 
     def _render(self, value: Any, context: Mapping[str, Any], where: str, pipe: _Pipeline, *,
                 condition: bool = False) -> Any:
@@ -200,7 +204,7 @@ class StepRunner:
                attempt: int | None = None, duration_ms: float | None = None,
                payload: dict[str, Any] | None = None, loop_index: int | None = None) -> Event:
         return Event(
-            event_id=uuid.uuid4().hex, idempotency_key=event_key(cmd.command_id, key),
+            event_id=random_event_id(), idempotency_key=event_key(cmd.command_id, key),
             execution_id=cmd.execution_id, type=type_, step=cmd.step, command_id=cmd.command_id,
             run=cmd.run, attempt=attempt, loop_index=cmd.loop_index if loop_index is None else loop_index,
             worker=self.identity.worker, pool=self.identity.pool, duration_ms=duration_ms, result=result,
@@ -265,12 +269,18 @@ class StepRunner:
         # scrubbed last: secrets resolved while the step ran are masked in its start event too
         return StepOutcome(outcome, (recorder.scrub(unsent),) if unsent is not None else ())
 
-    def _work_dir_of(self, cmd: RunStep) -> None:
-        if self.work_dir is not None and cmd.execution_id not in self._dirs:
-            (self.work_dir / cmd.execution_id).mkdir(parents=True, exist_ok=True)
-            self._dirs[cmd.execution_id] = None
+    def _work_dir_of(self, cmd: RunStep) -> Path | None:
+        """The execution's directory under `work_dir`, made once (None without a work_dir)."""
+        if self.work_dir is None:
+            return None
+        made = self._dirs.get(cmd.execution_id)
+        if made is None:
+            made = self.work_dir / cmd.execution_id
+            made.mkdir(parents=True, exist_ok=True)
+            self._dirs[cmd.execution_id] = made
             while len(self._dirs) > 1024:
                 self._dirs.pop(next(iter(self._dirs)))
+        return made
 
     def _stamped(self, cmd: RunStep, envelope: ResultEnvelope, pipe: _Pipeline, duration: float, *,
                  task_results: bool = True) -> ResultEnvelope:
@@ -439,8 +449,8 @@ class StepRunner:
         if isinstance(selected, dict):  # {strategy: size_threshold, threshold_kb}
             threshold, selected = int(float(selected.get("threshold_kb", 0)) * 1024), None
         data = envelope.data
-        if not selected and threshold > 0 and json_size(data) <= threshold:
-            return envelope  # small: stays inline
+        if not selected and threshold > 0 and ((not data and threshold >= 8) or json_size(data) <= threshold):
+            return envelope  # small (an empty or false value is at most 5 bytes of JSON): stays inline
         if store in ("kv", "object") and self.objects is None:
             pipe.warnings.append(f"step '{cmd.step}': output.store.kind '{store}' needs a worker connected "
                                  "to NATS; the result was stored as a file")
@@ -467,7 +477,7 @@ class StepRunner:
     async def _secrets(self, cmd: RunStep, pipe: _Pipeline,
                        recorder: _RecordingCredentials) -> ResultEnvelope | None:
         """Resolve the keychain and token() calls; an error envelope when that fails."""
-        if not cmd.keychain and "token(" not in json.dumps(cmd.tasks):
+        if not cmd.keychain and not _mentions(cmd.tasks, "token("):
             return None
         context = self._context(cmd, pipe, cmd.input)
         resolved: dict[str, Any] = {}
@@ -672,7 +682,7 @@ class StepRunner:
         call = ToolCall(kind=kind, config=config, input=tool_input, context=_PlainView(context),
                         credentials=pipe.credentials, timeout_s=timeout, execution_id=cmd.execution_id,
                         step=cmd.step, task=name, attempt=attempt, loop_index=cmd.loop_index,
-                        work_dir=self.work_dir / cmd.execution_id if self.work_dir else None)
+                        work_dir=self._work_dir_of(cmd))
         try:
             tool = self.tools.get(kind)
         except Exception as exc:  # an unknown or uninstalled tool is the error
@@ -717,6 +727,28 @@ class StepRunner:
                                         inner, _no_report, merged_input)
         pipe.ctx_writes.update(inner.ctx_writes)
         return check_returns(contract, envelope, step=cmd.step, workbook=target) or envelope
+
+
+def _mentions(value: Any, text: str) -> bool:
+    """Whether `text` is in a string of `value` (JSON values: keys and strings), as `text in
+    json.dumps(value)` tells for any `text` JSON writes unescaped, without writing the JSON."""
+    if isinstance(value, str):
+        return text in value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (isinstance(key, str) and text in key) or _mentions(item, text):
+                return True
+    elif isinstance(value, list):
+        for item in value:
+            if _mentions(item, text):
+                return True
+    return False
+
+
+def _done() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 async def _no_report(event: Event) -> None:

@@ -31,15 +31,17 @@ import asyncio
 import contextlib
 import logging
 import time
+import types
 from collections import OrderedDict, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.bus.jetstream import BusError
 from engine.bus.reports import ABSENT, DROP, OK, retry_delay
 from engine.protocol import subjects
 from engine.protocol.commands import CancelStep, RunStep, decode_runs
-from engine.protocol.events import Event, derived_id, encode_events
+from engine.protocol.events import Event, derived_id, encode_events, join_events
 from engine.protocol.packing import pack
 from engine.protocol.workers import HEARTBEAT_S, WorkerHeartbeat
 from engine.runtime.ports import Message, RuntimeBus
@@ -56,15 +58,18 @@ OUTCOMES_KEPT_BYTES = 16 * 1024 * 1024  # published outcomes kept to offer again
 # messages held unacked at once: running, and finished with their outcomes waiting for the commit
 MIN_ACK_PENDING = 256
 PUBLISHED_KEPT = 10_000  # ids of commands whose outcome this worker published, to not run them twice
+# an ack waits this long for company (the next report, other acks), to leave in one socket write with it
+ACK_HOLD_S = 0.002
 
 
 class _Message:
     """A delivered message and how many of its commands are not settled yet."""
 
-    __slots__ = ("beaten", "delivery", "every", "failed", "received", "unsettled")
+    __slots__ = ("beaten", "delivery", "every", "failed", "num_delivered", "received", "unsettled")
 
     def __init__(self, delivery: Message, commands: int, every: float | None = None) -> None:
         self.delivery = delivery
+        self.num_delivered = delivery.num_delivered  # read once: nats-py parses it from the subject
         self.unsettled = commands
         self.failed = False
         self.received = self.beaten = time.monotonic()
@@ -90,7 +95,8 @@ class Worker:
     capacity: dict[str, float] | None = None  # what this worker adds to its pool; None: cpu = concurrency
     ack_wait_s: float = 30.0
     drain_s: float = 10.0
-    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # command id -> its task
+    # command id -> its task
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
     # commands whose outcome is stored -> (execution id, message id, the outcome's bytes) while kept
     _published: OrderedDict[str, tuple[str, str, bytes] | None] = field(default_factory=OrderedDict)
@@ -102,6 +108,8 @@ class Worker:
     _sending: asyncio.Task[None] | None = None
     _reporting: set[asyncio.Task[None]] = field(default_factory=set)  # outcomes waiting to be stored
     _chores: set[asyncio.Task[None]] = field(default_factory=set)  # acks on their way (held: not collected)
+    _acks: list[Message] = field(default_factory=list)  # deliveries to ack, held up to ACK_HOLD_S
+    _acks_due: asyncio.TimerHandle | None = None
     _abandoned: set[str] = field(default_factory=set)  # stopping: steps still running after the drain
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -116,6 +124,7 @@ class Worker:
         progress = asyncio.create_task(self._in_progress())
         running: set[asyncio.Task[None]] = set()  # commands in a slot: their step running
         backlog: deque[tuple[RunStep, _Message]] = deque()  # delivered in a batch, waiting for a slot
+        held: set[str] = set()  # the ids of the commands in `backlog`
         if ready is not None:
             ready.set()
         try:
@@ -132,10 +141,11 @@ class Worker:
                         await asyncio.sleep(RECONNECT_POLL_S)
                         continue
                     for delivery in deliveries:
-                        self._receive(delivery, backlog)
+                        self._receive(delivery, backlog, held)
                 while backlog and len(running) < self.concurrency:
                     command, message = backlog.popleft()
-                    task = asyncio.create_task(self._serve(command, message))
+                    held.discard(command.command_id)
+                    task = self._start(command, message)
                     running.add(task)
                     task.add_done_callback(running.discard)
         finally:
@@ -154,6 +164,7 @@ class Worker:
                 for task in list(self._reporting):
                     task.cancel()
                 await asyncio.gather(*self._reporting, return_exceptions=True)
+            self._send_acks()
             await subscription.unsubscribe()
             await pinged.unsubscribe()
             beating.cancel()
@@ -161,14 +172,15 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._beat(stopping=True)
 
-    def _receive(self, delivery: Message, backlog: deque[tuple[RunStep, _Message]]) -> None:
+    def _receive(self, delivery: Message, backlog: deque[tuple[RunStep, _Message]],
+                 held: set[str]) -> None:
+        """Take a delivered message's commands into `backlog` (`held`: the ids of those there already)."""
         try:
             commands = decode_runs(delivery.data)
         except ValueError:
             log.error("dropping a malformed command message (%d bytes)", len(delivery.data))
             self._later(delivery.term())
             return
-        held = {command.command_id for command, _ in backlog}
         fresh = []
         for command in commands:
             if command.command_id in self._published:  # sent again (an orchestrator rebuild): its outcome
@@ -177,13 +189,38 @@ class Worker:
                     and command.command_id not in self._finishing:  # ran, its outcome on its way
                 fresh.append(command)
         if not fresh:  # every command of it ran or runs here: the copy is not needed
-            self._later(delivery.ack_nowait())
+            self._ack(delivery)
             return
         heartbeats = [max(c.cursor.heartbeat_s, 0.2)  # a cursor loop's claimers
                       for c in fresh if c.cursor is not None]
         message = _Message(delivery, len(fresh), min(heartbeats) if heartbeats else None)
         self._messages.add(message)
         backlog.extend((command, message) for command in fresh)
+        held.update(command.command_id for command in fresh)
+
+    def _ack(self, delivery: Message) -> None:
+        """Ack a delivery, unconfirmed (a lost ack only means the message comes again), with the next
+        report or within ACK_HOLD_S: a chain's ack then leaves in the same write as the next step's
+        report, not in one of its own (each write wakes nats-server)."""
+        self._acks.append(delivery)
+        if self._acks_due is None:
+            self._acks_due = asyncio.get_running_loop().call_later(ACK_HOLD_S, self._send_acks)
+
+    def _send_acks(self) -> None:
+        """Publish the acks held (queued on the connection at once: nats-py needs no wait for that)."""
+        if self._acks_due is not None:
+            self._acks_due.cancel()
+            self._acks_due = None
+        acks, self._acks = self._acks, []
+        for delivery in acks:
+            acking = delivery.ack_nowait()
+            try:
+                yielded = acking.send(None)
+            except StopIteration:
+                continue
+            except Exception:  # as in `_later`: the message comes again
+                continue
+            self._later(_resumed(acking, yielded))
 
     def _later(self, settling: Awaitable[None]) -> None:
         """Settle a message without waiting for it (its failure only means it comes again)."""
@@ -220,11 +257,15 @@ class Worker:
         if task is not None:
             task.cancel()
 
+    def _start(self, command: RunStep, message: _Message) -> asyncio.Task[None]:
+        """Serve a command in a task of its own (a CancelStep cancels it; a step's timeout binds it)."""
+        return asyncio.create_task(self._serve(command, message))
+
     async def _serve(self, command: RunStep, message: _Message) -> None:
         """Run one command's step in a slot; its outcome joins the outbox, published after the slot is
         given back (`concurrency` bounds the steps running, not the messages being settled)."""
         try:
-            outcome = await self._execute(command, message.delivery.num_delivered)
+            outcome = await self._execute(command, message.num_delivered)
             if command.command_id in self._abandoned and command.command_id not in self._cancelled:
                 await self._give_back(message)  # this worker stops: another runs the step, not "cancelled"
                 return
@@ -263,6 +304,7 @@ class Worker:
         with the next round."""
         try:
             while self._outbox:
+                self._send_acks()  # in the same write as this round's first report
                 ran, self._outbox = self._outbox, []
                 groups: dict[tuple[str, bool], list[_Ran]] = {}
                 for item in ran:  # a claimer's end goes on the event stream, behind its rows
@@ -293,7 +335,7 @@ class Worker:
         if len(chunk) == 1:
             return first.outcome.event.idempotency_key, first.data
         return ("outcomes:" + derived_id(*(item.outcome.event.idempotency_key for item in chunk)),
-                encode_events([event for item in chunk for event in item.events]))
+                join_events([item.data for item in chunk]))
 
     async def _send(self, chunk: list[_Ran], data: bytes) -> asyncio.Future[str] | None:
         """A chunk's first report, sent now (None for a claimer's end, or when NATS is away)."""
@@ -418,8 +460,8 @@ class Worker:
         if message.unsettled > 0:
             return
         self._messages.discard(message)
-        if not message.failed:  # unconfirmed: a lost ack only means the message comes again
-            self._later(message.delivery.ack_nowait())
+        if not message.failed:
+            self._ack(message.delivery)
 
     async def _give_back(self, message: _Message) -> None:
         message.failed = True  # whatever of it still settles must not ack it
@@ -463,6 +505,33 @@ class Worker:
                         await message.delivery.in_progress()
                     except Exception:  # a missed heartbeat only risks a redelivery
                         log.warning("in_progress heartbeat failed", exc_info=True)
+
+
+@types.coroutine
+def _continued(coro: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any, None]:
+    """Drive on a coroutine that was started outside a task and first waited for `yielded`: what it
+    waits for passes through to the task that runs this, what the task sends or throws (a
+    cancellation) passes back to it."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown in by the task: a cancellation
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration:
+                return
+
+
+async def _resumed(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    await _continued(coro, yielded)
 
 
 async def _quietly(settling: Awaitable[None]) -> None:

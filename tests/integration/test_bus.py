@@ -350,3 +350,27 @@ def test_the_dispatch_floor_benchmark_reports_positive_figures(nats_url: str) ->
         assert result[key] > 0, key
     assert result["floor_rtt_min_ms"] <= result["floor_rtt_ms"] <= result["floor_rtt_p95_ms"]
     assert (result["round_trips"], result["consumers"], result["messages"]) == (30, 2, 200)
+
+
+def test_round_trips_return_with_publishes_pending_and_from_several_tasks_at_once(nats_url: str,
+                                                                                  nats_prefix: str) -> None:
+    """The worker's pacing: a PING queued behind pending publishes; every round trip gets its PONG."""
+    async def scenario() -> None:
+        bus = await _bus(nats_url, nats_prefix)
+        seen: list[bytes] = []
+
+        async def got(data: bytes) -> None:
+            seen.append(data)
+
+        try:
+            await bus.subscribe_core(f"{nats_prefix}.pings", got)
+            for index in range(20):
+                await bus.publish_core_nowait(f"{nats_prefix}.pings", b"%d" % index)
+                await bus.round_trip()
+            await asyncio.gather(*(bus.round_trip() for _ in range(10)))
+            await poll(lambda: len(seen) == 20, timeout_s=10, what="the messages sent before the round trips")
+            assert seen == [b"%d" % index for index in range(20)]
+            assert bus._nc._pongs == []  # every PONG answered its own PING
+        finally:
+            await bus.close()
+    run(scenario())

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.anyio
 
-ITEMS = 500
+ITEMS = 2000  # long enough to be under way at the kill (500 noop items could all be done by then)
 
 
 def node_of(cluster: EmbeddedNatsCluster, bus: Bus) -> ClusterNode:

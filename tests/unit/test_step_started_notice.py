@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from engine.protocol.commands import RunStep
-from engine.protocol.events import Event, decode_events, encode_events
+from engine.protocol.events import Event, decode_events, encode_events, join_events, random_event_id
 from engine.protocol.results import ResultEnvelope
 from engine.runtime.step_runner import StepRunner
 from engine.tools.base import Tool, ToolCall
@@ -74,3 +74,36 @@ def test_one_message_carries_one_event_as_an_object_and_several_as_an_array_in_o
     assert decode_events(encode_events([first, second])) == [first, second]
     with pytest.raises(ValueError):
         decode_events(b'[{"type": "step.started"}]')
+
+
+def test_messages_joined_are_the_bytes_of_all_their_events_encoded_together() -> None:
+    events = [Event(event_id=str(i), idempotency_key=f"c{i}:outcome", execution_id="x", type="step.succeeded")
+              for i in range(4)]
+    parts = [encode_events(events[:2]), encode_events([events[2]]), encode_events([events[3]])]
+    assert join_events(parts) == encode_events(events)
+    assert join_events([parts[1]]) == parts[1]
+    assert decode_events(join_events(parts)) == events
+
+
+def test_random_event_ids_have_uuid4_hex_form_and_do_not_repeat() -> None:
+    import uuid
+
+    ids = [random_event_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids[:200]:
+        parsed = uuid.UUID(value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
+
+
+def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, random_event_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child != random_event_id()

@@ -202,3 +202,15 @@ async def test_an_outcome_the_orchestrator_drops_is_not_sent_again_and_its_comma
         await bus.publish_command("default", "c1", data)
         await poll(lambda: queue.settled, timeout_s=10, what="the command to be settled")
     assert queue.settled == [("ack", "c1", 1)] and len(bus.reports) == 1
+
+
+async def test_an_ack_held_for_company_is_still_sent_when_the_worker_stops(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.runtime.worker.ACK_HOLD_S", 60.0)  # no company comes: held till the stop
+    bus = FakeBus(answer_reports="ok")
+    async with running(bus, new_worker(bus).run):
+        await bus.publish_command("default", "c1", encode_runs([
+            command("c1", {"kind": "noop"}).model_dump_json().encode()]))
+        await poll(lambda: bus.reports, timeout_s=10, what="the outcome to be reported")
+    queue = await work_queue(bus)
+    assert queue.settled == [("ack", "c1", 1)]

@@ -41,9 +41,9 @@ def worker(ack_wait_s: float) -> Worker:
 def test_a_message_with_a_claimer_takes_its_frames_heartbeat() -> None:
     w = worker(30.0)
     backlog: deque[Any] = deque()
-    w._receive(FakeDelivery(claimer_command(0.5).model_dump_json().encode()), backlog)  # type: ignore[arg-type]
+    w._receive(FakeDelivery(claimer_command(0.5).model_dump_json().encode()), backlog, set())  # type: ignore[arg-type]
     ordinary = claimer_command(1.0).model_copy(update={"cursor": None, "command_id": "c2"})
-    w._receive(FakeDelivery(ordinary.model_dump_json().encode()), backlog)  # type: ignore[arg-type]
+    w._receive(FakeDelivery(ordinary.model_dump_json().encode()), backlog, set())  # type: ignore[arg-type]
     assert sorted((m.every is None, m.every) for m in w._messages) == [(False, 0.5), (True, None)]
 
 
