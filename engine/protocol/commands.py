@@ -94,6 +94,9 @@ class RunStep(WireModel):
     keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
     output: dict[str, Any] | None = None  # the step's `output` hints (spec 16): store, select, size
     cursor: CursorClaim | None = None
+    # W3C trace context (engine.protocol.tracecontext): the command's span, parent of its tool calls; set
+    # only when tracing exports, absent from older messages
+    traceparent: str | None = None
 
 
 class CancelStep(WireModel):
