@@ -25,6 +25,8 @@ from engine.protocol.tracecontext import (
 )
 from engine.runtime.spans import AttributeValue, SpanRecord, SpanSink
 
+MAX_TRACES = 10_000  # executions followed at once: one whose end this orchestrator never sees (its
+# partition moved) is forgotten, oldest first, beyond that
 _OUTCOMES = frozenset({"step.succeeded", "step.failed", "loop.item.succeeded", "loop.item.failed",
                        "loop.claimer.stopped"})
 
@@ -59,15 +61,18 @@ class TraceRecorder:
             if handler is not None:
                 handler(self, event, now)
 
-    def forget(self, execution_id: str) -> None:
-        self._traces.pop(execution_id, None)
-
     # ------------------------------------------------------------------ handlers
     def _trace(self, event: Event, now: int) -> _Trace:
         trace = self._traces.get(event.execution_id)
         if trace is None:  # taken over: the execution started elsewhere
-            trace = self._traces[event.execution_id] = _Trace(
-                trace_id_for(event.execution_id), now, {"noetl.execution.id": event.execution_id})
+            trace = self._open(event.execution_id, _Trace(
+                trace_id_for(event.execution_id), now, {"noetl.execution.id": event.execution_id}))
+        return trace
+
+    def _open(self, execution_id: str, trace: _Trace) -> _Trace:
+        if len(self._traces) >= MAX_TRACES and execution_id not in self._traces:
+            del self._traces[next(iter(self._traces))]
+        self._traces[execution_id] = trace
         return trace
 
     def _started(self, event: Event, now: int) -> None:
@@ -79,7 +84,7 @@ class TraceRecorder:
             attributes["noetl.playbook.version"] = int(payload["version"])
         if payload.get("parent_execution_id"):
             attributes["noetl.parent_execution.id"] = str(payload["parent_execution_id"])
-        self._traces[event.execution_id] = _Trace(trace_id_for(event.execution_id), now, attributes)
+        self._open(event.execution_id, _Trace(trace_id_for(event.execution_id), now, attributes))
 
     def _ended(self, event: Event, now: int) -> None:
         trace = self._traces.pop(event.execution_id, None)

@@ -3,6 +3,7 @@ orchestrator builds from events, the OTLP encoding and the OTEL_* settings."""
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from engine.protocol.commands import RunStep, decode_runs
@@ -18,6 +19,7 @@ from engine.protocol.tracecontext import (
     trace_id_for,
     wait_span_id,
 )
+from engine.runtime import traces
 from engine.runtime.spans import SpanRecord, otlp_endpoint
 from engine.runtime.traces import TraceRecorder
 from engine.runtime.tracing import encode_spans, exporter_from_env
@@ -115,6 +117,23 @@ def test_an_outcome_of_a_command_scheduled_before_a_takeover_gets_a_span_all_the
     [span] = spans
     assert span.span_id == command_span_id("e1", "ca") and span.parent_id == execution_span_id("e1")
     assert span.start_ns == 4_000_000_000
+
+
+def test_the_executions_followed_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(traces, "MAX_TRACES", 3)
+    recorder = TraceRecorder(_ListSink(), clock=lambda: 1)
+    for n in range(5):
+        recorder.observe([Event(event_id=f"s{n}", idempotency_key=f"s{n}", execution_id=f"e{n}",
+                                type="execution.started")])
+    assert list(recorder._traces) == ["e2", "e3", "e4"]
+
+
+class _ListSink:
+    def __init__(self) -> None:
+        self.spans: list[SpanRecord] = []
+
+    def emit(self, span: SpanRecord) -> None:
+        self.spans.append(span)
 
 
 def test_otlp_encoding_decodes_with_opentelemetry_proto() -> None:
