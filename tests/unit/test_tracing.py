@@ -54,6 +54,7 @@ def test_a_command_without_traceparent_still_decodes() -> None:
            b'"tasks":[]}')
     [command] = decode_runs(old)
     assert command.traceparent is None
+    assert b"traceparent" not in command.model_dump_json().encode()  # off: the wire is what it was
     traced = command.model_copy(update={"traceparent": command_traceparent("e", "c")})
     assert RunStep.model_validate_json(traced.model_dump_json()).traceparent == command_traceparent("e", "c")
 

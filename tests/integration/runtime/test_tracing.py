@@ -5,10 +5,12 @@ endpoint configured nothing is exported and the run works the same."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -118,7 +120,7 @@ async def test_an_execution_s_spans_reach_the_collector_with_its_structure(
 
 @pytest.mark.parametrize("otel", [{}, {"OTEL_TRACES_EXPORTER": "none"}], ids=["unset", "exporter-none"])
 async def test_without_an_endpoint_nothing_is_exported_and_the_run_works(
-        runtime_env: dict[str, str], collector: Collector, otel: dict[str, str], tmp_path: Path) -> None:
+        runtime_env: dict[str, str], collector: Collector, otel: dict[str, str]) -> None:
     if otel:  # an endpoint is named, but the exporter is turned off
         otel = {**otel, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
     async with Stack(stack_config_of(runtime_env, workers={"default": 4}, otel=otel)) as stack:
@@ -128,3 +130,7 @@ async def test_without_an_endpoint_nothing_is_exported_and_the_run_works(
     assert summary["status"] == "completed", summary
     assert summary["trace_id"] == trace_id_for(execution_id)  # the trace id is known all the same
     assert collector.requests == 0 and collector.spans == []
+    if not otel:  # the CLI shows it
+        shown = subprocess.run([sys.executable, "-m", "noetl.cli", "status", execution_id, "--json"],
+                               env=runtime_env, capture_output=True, timeout=60, check=True)
+        assert json.loads(shown.stdout)["trace_id"] == trace_id_for(execution_id)
