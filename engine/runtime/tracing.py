@@ -24,11 +24,10 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from engine.runtime.spans import AttributeValue, SpanRecord, otlp_endpoint
 
@@ -39,33 +38,43 @@ SCOPE = "noetl"
 
 def encode_spans(spans: Sequence[SpanRecord], resource: Mapping[str, AttributeValue]) -> bytes:
     """An OTLP ExportTraceServiceRequest (protobuf) with the spans under one resource and scope."""
-    out = [Span(trace_id=bytes.fromhex(s.trace_id), span_id=bytes.fromhex(s.span_id),
-                parent_span_id=bytes.fromhex(s.parent_id) if s.parent_id else b"", name=s.name,
-                kind=s.kind,  # type: ignore[arg-type]
-                start_time_unix_nano=s.start_ns, end_time_unix_nano=max(s.end_ns, s.start_ns),
-                attributes=_attributes(s.attributes),
-                status=Status(code=Status.STATUS_CODE_ERROR, message=s.error) if s.error is not None
-                else Status(code=Status.STATUS_CODE_OK))
-           for s in spans]
-    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
-        resource=Resource(attributes=_attributes(resource)),
-        scope_spans=[ScopeSpans(scope=InstrumentationScope(name=SCOPE), spans=out)])])
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    _set_attributes(resource_spans.resource.attributes, resource)
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = SCOPE
+    ok, error = Status.STATUS_CODE_OK, Status.STATUS_CODE_ERROR
+    for record in spans:
+        span = scope_spans.spans.add()
+        span.trace_id = bytes.fromhex(record.trace_id)
+        span.span_id = bytes.fromhex(record.span_id)
+        if record.parent_id:
+            span.parent_span_id = bytes.fromhex(record.parent_id)
+        span.name = record.name
+        span.kind = record.kind
+        span.start_time_unix_nano = record.start_ns
+        span.end_time_unix_nano = max(record.end_ns, record.start_ns)
+        _set_attributes(span.attributes, record.attributes)
+        if record.error is not None:
+            span.status.code = error
+            span.status.message = record.error
+        else:
+            span.status.code = ok
     return request.SerializeToString()
 
 
-def _attributes(values: Mapping[str, AttributeValue]) -> list[KeyValue]:
-    out = []
+def _set_attributes(out: Any, values: Mapping[str, AttributeValue]) -> None:
     for key, value in values.items():
+        pair = out.add()
+        pair.key = key
         if isinstance(value, bool):
-            any_value = AnyValue(bool_value=value)
+            pair.value.bool_value = value
         elif isinstance(value, int):
-            any_value = AnyValue(int_value=value)
+            pair.value.int_value = value
         elif isinstance(value, float):
-            any_value = AnyValue(double_value=value)
+            pair.value.double_value = value
         else:
-            any_value = AnyValue(string_value=str(value))
-        out.append(KeyValue(key=key, value=any_value))
-    return out
+            pair.value.string_value = str(value)
 
 
 class OtlpExporter:
