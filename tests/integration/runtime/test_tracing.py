@@ -11,6 +11,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,61 @@ async def test_without_an_endpoint_nothing_is_exported_and_the_run_works(
         shown = subprocess.run([sys.executable, "-m", "noetl.cli", "status", execution_id, "--json"],
                                env=runtime_env, capture_output=True, timeout=60, check=True)
         assert json.loads(shown.stdout)["trace_id"] == trace_id_for(execution_id)
+
+
+async def test_an_orchestrator_that_takes_an_execution_over_continues_its_trace(
+        runtime_env: dict[str, str], collector: Collector, tmp_path: Path) -> None:
+    """The ids are derived, not remembered: the orchestrator that resumes an execution after another
+    stopped names the same trace, and the step that was running when it took over gets the span its
+    tool call (on a worker that kept running) already names as its parent."""
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    go = tmp_path / "go"
+    name = f"takeover_{uuid.uuid4().hex[:8]}"
+    text = textwrap.dedent(f"""\
+        apiVersion: noetl.io/v2
+        kind: Playbook
+        metadata: {{name: {name}, path: tests/{name}}}
+        workflow:
+          - step: slow
+            tool:
+              kind: python
+              code: |
+                import os, time
+                while not os.path.exists({str(go)!r}):
+                    time.sleep(0.02)
+                result = 1
+            next: after
+          - step: after
+            tool: {{kind: python, code: "result = 2"}}
+        """)
+    async with Stack(stack_config_of(runtime_env, orchestrator=False, workers={"default": 2},
+                                     otel=otel)) as workers:
+        assert workers.executions is not None and workers.store is not None
+        store = workers.store
+        async with Stack(stack_config_of(runtime_env, workers={}, otel=otel)) as first:
+            assert first.executions is not None
+            execution_id = await first.executions.start((await first.executions.register(text)).path)
+
+            async def running() -> bool:
+                return any(e.type == "step.started" for e in await store.events.events(execution_id))
+            await poll(running, timeout_s=30, what="the slow step running")
+        async with Stack(stack_config_of(runtime_env, workers={}, otel=otel)) as second:
+            assert second.executions is not None
+            go.touch()
+            summary = await second.executions.wait(execution_id, timeout_s=60)
+            assert summary["status"] == "completed", summary
+
+            def ended() -> bool:
+                names = [s.name for s in collector.of_execution(execution_id)]
+                return any(n.startswith("execution ") for n in names) and \
+                    sum(n.startswith("tool ") for n in names) >= 2
+            await poll(ended, timeout_s=30, what="the execution's spans at the collector")
+    spans = collector.of_execution(execution_id)
+    assert {s.trace_id for s in spans} == {trace_id_for(execution_id)}
+    [root] = [s for s in spans if s.parent_id is None]
+    assert root.span_id == execution_span_id(execution_id)
+    steps = {s.attributes["noetl.step"]: s for s in spans if s.name.startswith("step ")}
+    assert set(steps) == {"slow", "after"} and all(s.parent_id == root.span_id for s in steps.values())
+    for step in steps.values():  # the tool call, made under the first orchestrator's command for `slow`
+        [tool] = [s for s in spans if s.name.startswith("tool ") and s.parent_id == step.span_id]
+        assert tool.attributes["noetl.step"] == step.attributes["noetl.step"]
