@@ -21,6 +21,7 @@ from fastapi.routing import iter_route_contexts
 from control_plane.api import catalog, credentials, docs, executions, health, metrics, problems, tokens
 from control_plane.api import chat as chat_api
 from control_plane.api import diagnosis as diagnosis_api
+from control_plane.api import insights as insights_api
 from control_plane.api import orchestrators as orchestrators_api
 from control_plane.api import policies as policies_api
 from control_plane.api import pools as pools_api
@@ -49,7 +50,7 @@ API_VERSION = "1"
 HEALTH_TIMEOUT_S = 2.0
 _ROUTERS = (health.router, metrics.router, docs.router, catalog.router, executions.router,
             credentials.router, tokens.router, policies_api.router, diagnosis_api.router, similar_api.router,
-            chat_api.router, pools_api.router, orchestrators_api.router)
+            chat_api.router, pools_api.router, orchestrators_api.router, insights_api.router)
 
 
 @dataclass(frozen=True, slots=True)

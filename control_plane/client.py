@@ -284,6 +284,11 @@ class NoetlClient:
         """`{"items": [...]}`: past failures nearest to a free text, best first."""
         return await self._json("GET", "/api/search", params={"q": text, "limit": limit})
 
+    async def insights(self, path: str | None = None, since: str | None = None,
+                       limit: int = 20) -> dict[str, Any]:
+        """Step durations and trends, bottlenecks, anomalies and failure clusters (docs/insights.md)."""
+        return await self._json("GET", "/api/insights", params={"path": path, "since": since, "limit": limit})
+
     # ------------------------------------------------------------------ proposals and policies
     async def proposals(self, *, state: str | None = None, path: str | None = None, step: str | None = None,
                         limit: int = 100) -> dict[str, Any]:

@@ -89,6 +89,9 @@ class Backend(Protocol):
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]: ...
 
+    # insights
+    async def insights(self, path: str | None, since: str | None, limit: int) -> dict[str, Any]: ...
+
 
 def open_backend() -> Backend:
     """The REST backend when NOETL_SERVER_URL is set (with NOETL_TOKEN), else the local one."""

@@ -35,6 +35,8 @@ def build_app() -> typer.Typer:
         dsl,
         evals,
         executions,
+        export,
+        insights,
         plan,
         run,
         similar,
@@ -64,11 +66,13 @@ def build_app() -> typer.Typer:
     evals.register(app)
     plan.register(app)
     why.register(app)
+    insights.register(app)
     chat.register(app)
     similar.register(app)
     proposals_commands.register(app)
     mcp_commands.register(app)
     ui.register(app)
+    export.register(app)
     return app
 
 

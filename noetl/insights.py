@@ -19,7 +19,7 @@ from typing import Any
 
 from control_plane.stack import Stack
 from noetl.llm_settings import llm_settings
-from noetl.settings import qdrant_target
+from noetl.settings import export_targets, qdrant_target
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,20 @@ class Insights:
     state: dict[str, Any] = field(default_factory=dict)  # for serve_api(state=...)
     _embeddings: Any = None
     _agent: contextlib.AsyncExitStack | None = None
+    _exporter: Any = None  # agents.analytics.runtime.ExportRuntime when run here
 
     def components(self, pid: int) -> list[dict[str, Any]]:
         """The indexer and the proposals agent as `noetl dev status` shows them (`off` when not run here)."""
         return [{"name": name, "pid": pid if on else None, "status": "up" if on else "off", "restarts": 0,
                  "detail": None if on else f"not run by this process (`{fix}`)"}
                 for name, on, fix in (("indexer", self._embeddings is not None, "noetl indexer start"),
-                                      ("agent", self._agent is not None, "noetl proposals watch"))]
+                                      ("agent", self._agent is not None, "noetl proposals watch"),
+                                      ("exporter", self._exporter is not None, "noetl export run"))]
 
     async def close(self) -> None:
+        if self._exporter is not None:
+            await self._exporter.close()
+            self._exporter = None
         if self._agent is not None:
             await self._agent.aclose()
             self._agent = None
@@ -46,7 +51,8 @@ class Insights:
             self._embeddings = None
 
 
-async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> Insights:
+async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False,
+                        exporter: bool = False) -> Insights:
     from agents.diagnosis.service import DiagnosisService
     from control_plane.services.secrets import SecretValues
 
@@ -65,6 +71,7 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
     diagnosis = DiagnosisService(stack.executions, secrets=SecretValues(stack.store), similar=similar,
                                  llm=llm_settings())
     insights.state["diagnosis"] = diagnosis
+    insights.state["insights"] = insights_service(stack)
     insights.state["chat"] = chat_service(stack, diagnosis, similar)
     if agent:
         try:
@@ -72,7 +79,33 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False) -> 
         except BaseException:
             await insights.close()
             raise
+    if exporter:
+        insights._exporter = start_exporter(stack)
     return insights
+
+
+def insights_service(stack: Stack) -> Any:
+    """Durations, bottlenecks, anomalies and failure clusters over the stack's event log."""
+    from agents.insights.service import InsightsService
+    from control_plane.services.insights import InsightsHistory
+
+    assert stack.store is not None
+    return InsightsService(InsightsHistory(stack.store))
+
+
+def start_exporter(stack: Stack) -> Any:
+    """The analytics exporter (agents.analytics) as a task of this process when NOETL_CLICKHOUSE_URL or
+    NOETL_EXPORT_DIR is set (its runtime, to close), else None."""
+    clickhouse_url, export_dir = export_targets()
+    if not clickhouse_url and not export_dir:
+        return None
+    from agents.analytics.runtime import ExportRuntime, open_sinks
+    from control_plane.services.exports import ExportFeed
+
+    assert stack.store is not None
+    runtime = ExportRuntime.open(ExportFeed(stack.store), open_sinks(clickhouse_url, export_dir))
+    runtime.start()
+    return runtime
 
 
 def chat_service(stack: Stack, diagnosis: Any, similar: Any = None) -> Any:

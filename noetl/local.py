@@ -309,6 +309,20 @@ class LocalBackend:
 
         return await _search(found)
 
+    # ------------------------------------------------------------------ insights
+    async def insights(self, path: str | None, since: str | None, limit: int) -> dict[str, Any]:
+        from agents.insights.service import InsightsService
+        from control_plane.services.insights import InsightsHistory
+        from engine.errors import NoetlError
+
+        try:
+            async with _store() as store:
+                return await InsightsService(InsightsHistory(store)).report(path, since, limit=limit)
+        except ControlPlaneError as exc:
+            raise _refused(exc, EXIT_UNAVAILABLE) from None
+        except NoetlError as exc:
+            raise _refused(exc, EXIT_INVALID) from None
+
 
 async def _execute(path: str, version: int | None, payload: dict[str, Any] | None, wait: bool,
                    quiet: bool, timeout: float | None, rider: Rider

@@ -201,3 +201,6 @@ class RestBackend:
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
         return list((await self._ask(lambda client: client.search(text, limit=limit))).get("items") or [])
+
+    async def insights(self, path: str | None, since: str | None, limit: int) -> dict[str, Any]:
+        return await self._ask(lambda client: client.insights(path, since, limit))

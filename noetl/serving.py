@@ -97,7 +97,8 @@ async def start_api(stack: Stack, host: str, port: int, stop: asyncio.Event,
 
 
 async def serve(config_overrides: dict[str, Any], state_file: Path | None,
-                 api: tuple[str, int] | None = None, indexer: bool = False, agent: bool = False) -> None:
+                 api: tuple[str, int] | None = None, indexer: bool = False, agent: bool = False,
+                 exporter: bool = False) -> None:
     """Host the stack (and the REST API on `api` = (host, port)) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,7 +109,7 @@ async def serve(config_overrides: dict[str, Any], state_file: Path | None,
     with idle_watchdog.lease(config.home) if embedded else contextlib.nullcontext():
         if state_file is not None:  # the dev stack keeps its servers until `noetl dev down`
             idle_watchdog.cancel(config.home)
-        failure = await _serve_stack(config, stop, state_file, api, indexer, agent)
+        failure = await _serve_stack(config, stop, state_file, api, indexer, agent, exporter)
     if state_file is not None:
         with contextlib.suppress(OSError):
             state_file.unlink()
@@ -117,7 +118,8 @@ async def serve(config_overrides: dict[str, Any], state_file: Path | None,
 
 
 async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Path | None,
-                       api: tuple[str, int] | None, indexer: bool, agent: bool) -> BaseException | None:
+                       api: tuple[str, int] | None, indexer: bool, agent: bool,
+                       exporter: bool = False) -> BaseException | None:
     """Start the stack (and the API), write the state file, and serve until `stop`; the API's error."""
     failure: BaseException | None = None
     async with Stack(config) as stack:
@@ -125,7 +127,7 @@ async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Pat
         api_url: str | None = None
         insights = None
         if api is not None:
-            insights = await open_insights(stack, indexer=indexer, agent=agent)
+            insights = await open_insights(stack, indexer=indexer, agent=agent, exporter=exporter)
             api_task, api_url = await start_api(stack, api[0], api[1], stop, insights.state)
         cli_token_id: str | None = None
         try:

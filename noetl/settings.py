@@ -163,3 +163,9 @@ def configured_pools(pools_file: Path | None = None) -> PoolSet | None:
             return parse_pools(value, "NOETL_POOLS")
         return load_pools_file(value)
     return load_pools_file(default)
+
+
+def export_targets() -> tuple[str | None, str | None]:
+    """(NOETL_CLICKHOUSE_URL, NOETL_EXPORT_DIR): where the analytics exporter writes (None: not set)."""
+    return (os.environ.get("NOETL_CLICKHOUSE_URL", "").strip() or None,
+            os.environ.get("NOETL_EXPORT_DIR", "").strip() or None)

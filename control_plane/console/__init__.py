@@ -10,6 +10,7 @@ from control_plane.console import (
     chat,
     execution,
     executions,
+    insights,
     links,
     pools,
     proposals,
@@ -20,6 +21,6 @@ from control_plane.console import (
 # the live list before the detail page: /ui/executions/live is not an execution id
 ROUTERS: tuple[APIRouter, ...] = (links.router, signin.router, static.router, executions.router,
                                   execution.router, proposals.router, catalog.router, pools.router,
-                                  chat.router)
+                                  chat.router, insights.router)
 
 __all__ = ["ROUTERS"]

@@ -61,6 +61,7 @@ _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoesc
 _env.globals["nav"] = (("executions", "/ui/executions", "Executions"),
                       ("catalog", "/ui/catalog", "Catalog"),
                       ("pools", "/ui/pools", "Pools"),
+                      ("insights", "/ui/insights", "Insights"),
                       ("proposals", "/ui/proposals", "Proposals"),
                       ("chat", "/ui/chat", "Ask"))
 _env.filters["when"] = when

@@ -12,6 +12,7 @@ from control_plane.store.db import Database
 from control_plane.store.events import EventStore
 from control_plane.store.executions import ExecutionStore
 from control_plane.store.indexing import IndexingStore
+from control_plane.store.insights import InsightsStore
 from control_plane.store.metrics import MetricsStore
 from control_plane.store.migrate import migrate
 from control_plane.store.partitions import PartitionTable
@@ -44,6 +45,7 @@ class Store:
     chat: ChatStore
     sessions: SessionStore  # the web console's sessions and sign-in links
     partitions: PartitionTable  # the orchestrators and their partitions' leases (read-only here)
+    insights: InsightsStore  # the step runs of recent executions, for the insights
 
     async def close(self) -> None:
         await self.db.close()
@@ -71,4 +73,5 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
                  credentials=CredentialStore(db, secret_key), tokens=TokenStore(db),
                  cursors=CursorStore(db), policies=PolicyStore(db),
                  indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db),
-                 chat=ChatStore(db), sessions=SessionStore(db), partitions=PartitionTable(db))
+                 chat=ChatStore(db), sessions=SessionStore(db), partitions=PartitionTable(db),
+                 insights=InsightsStore(db))

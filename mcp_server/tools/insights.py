@@ -62,6 +62,21 @@ class FailureMatches(Out):
     items: list[FailureMatch]
 
 
+class InsightsReport(Out):
+    """Per playbook and step over a window: durations and trends, queueing, retry and failure rates; the
+    bottlenecks; anomalies with their reasons; failure clusters with the release they came in."""
+
+    path: str | None = None
+    since: str
+    until: str
+    executions: int
+    outcomes: dict[str, int]
+    steps: list[dict[str, Any]]
+    bottlenecks: list[dict[str, Any]]
+    anomalies: list[dict[str, Any]]
+    clusters: list[dict[str, Any]]
+
+
 def register(server: MCPServer, api: Api) -> None:
     @server.tool(annotations=READ)
     async def why_failed(ctx: Context, execution_id: ExecutionId) -> Diagnosis:
@@ -89,3 +104,17 @@ def register(server: MCPServer, api: Api) -> None:
         """Past failures nearest to a free text (an error message, a description), best first."""
         async with api.tool(ctx) as client:
             return FailureMatches.model_validate(await client.search(text, limit=limit))
+
+    @server.tool(annotations=READ)
+    async def insights(
+            ctx: Context,
+            path: Annotated[str | None, Field(description="one playbook's catalog path (default: all)")]
+            = None,
+            since: Annotated[str | None, Field(description="a span such as 7d, 24h, 90m, or an ISO 8601 "
+                                                           "time (default: 7d)")] = None,
+            limit: Annotated[int, Field(ge=1, le=200)] = 20) -> InsightsReport:
+        """Which steps got slower, which dominate their executions (bottlenecks), which runs are out of
+        their own history (anomalies, with the reason) and which failures are one problem seen many
+        times (clusters, with the playbook version or policy change after which each first appeared)."""
+        async with api.tool(ctx) as client:
+            return InsightsReport.model_validate(await client.insights(path, since, limit))

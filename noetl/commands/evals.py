@@ -127,6 +127,36 @@ def eval_chaos(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@eval_app.command("insights")
+def eval_insights(
+    seed: Annotated[int, typer.Option(help="Random seed of the planted history.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (default: one line per finding).")]
+    = False,
+) -> None:
+    """Seeded histories with planted slowdowns, anomalies and failure clusters (one coming with a new
+    playbook version, one with a policy change), written to a real Postgres event log (NOETL_PG_DSN's
+    server, else an embedded one) and read back by `noetl insights`' service: precision and recall of
+    each finding. Exit 1 when a target (0.9) is missed."""
+    import asyncio
+    import os
+
+    from evals.suites import insights
+
+    result = asyncio.run(insights.run_suite(seed_value=seed, dsn=os.environ.get("NOETL_PG_DSN") or None,
+                                            say=(lambda _: None) if as_json else print))
+    doc = result.as_json()
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for name in ("slowdowns", "duration_anomalies", "outcome_anomalies", "clusters"):
+            part = doc[name]
+            print(f"{name:<20} precision {part['precision']:.3f}  recall {part['recall']:.3f}  "
+                  f"({part['hits']} of {part['planted']} planted, {part['found']} reported)")
+        print(f"{'introduced_in':<20} recall {doc['introduced_in']['recall']:.3f}")
+        print("targets met" if result.passed else "targets NOT met")
+    raise typer.Exit(0 if result.passed else 1)
+
+
 @eval_app.command("cluster")
 def eval_cluster(
     items: Annotated[int, typer.Option(min=40, help="Items of the loop in each fault round.")] = 1000,

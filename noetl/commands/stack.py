@@ -23,6 +23,10 @@ IndexerOption = Annotated[bool, typer.Option(
 AgentOption = Annotated[bool, typer.Option(
     "--agent/--no-agent", help="Run the proposals agent in the serving process (new failures -> guarded "
                                "proposals awaiting approval -> measured); else `noetl proposals watch`.")]
+ExporterOption = Annotated[bool, typer.Option(
+    "--exporter/--no-exporter", help="Export the event log to ClickHouse (NOETL_CLICKHOUSE_URL) and/or "
+                                     "Parquet (NOETL_EXPORT_DIR) in the serving process when either is "
+                                     "set; else `noetl export run`.")]
 
 dev_app = typer.Typer(help="A local NoETL (NATS, Postgres, orchestrator, a worker pool) in the background.",
                       no_args_is_help=True)
@@ -56,6 +60,7 @@ def dev_up(
              "0 = a free port).")] = None,
     indexer: IndexerOption = True,
     agent: AgentOption = True,
+    exporter: ExporterOption = True,
 ) -> None:
     """Start the local stack and its REST API in the background (or report the one already running);
     prints where they are and a fresh admin token for the API (shown only here). It runs what
@@ -72,7 +77,7 @@ def dev_up(
             process = subprocess.Popen(
                 [sys.executable, "-m", "noetl.cli", "dev", "serve", "--concurrency", str(concurrency),
                  "--api-port", str(port), "--indexer" if indexer else "--no-indexer",
-                 "--agent" if agent else "--no-agent"],
+                 "--agent" if agent else "--no-agent", "--exporter" if exporter else "--no-exporter"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + wait_s
         while state is None:
@@ -144,13 +149,15 @@ def devserve(
     port: Annotated[int, typer.Option("--api-port")] = DEFAULT_API_PORT,
     indexer: Annotated[bool, typer.Option("--indexer/--no-indexer")] = True,
     agent: Annotated[bool, typer.Option("--agent/--no-agent")] = True,
+    exporter: Annotated[bool, typer.Option("--exporter/--no-exporter")] = True,
 ) -> None:
     """Run the dev stack in the foreground (what `dev up` starts in the background)."""
     from engine.runtime import eventloop
     from noetl.serving import serve
 
     eventloop.run(serve({"workers": {"default": concurrency}, "worker_processes": True},
-                         dev_state_file(), api=("127.0.0.1", port), indexer=indexer, agent=agent))
+                         dev_state_file(), api=("127.0.0.1", port), indexer=indexer, agent=agent,
+                         exporter=exporter))
 
 
 @dev_app.command("down")
@@ -217,13 +224,15 @@ def server_start(
     = DEFAULT_API_PORT,
     indexer: IndexerOption = True,
     agent: AgentOption = True,
+    exporter: ExporterOption = True,
 ) -> None:
     """Run the orchestrator and the REST API (docs/api.md) against NOETL_NATS_URL / NOETL_PG_DSN
     (embedded ones when unset)."""
     from engine.runtime import eventloop
     from noetl.serving import serve
 
-    eventloop.run(serve({"workers": {}}, None, api=(host, port), indexer=indexer, agent=agent))
+    eventloop.run(serve({"workers": {}}, None, api=(host, port), indexer=indexer, agent=agent,
+                        exporter=exporter))
 
 
 @worker_app.command("start")

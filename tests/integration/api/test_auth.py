@@ -80,6 +80,7 @@ TABLE: list[Endpoint] = [
     Endpoint("GET", "/api/chat/{conversation_id}", "viewer", "/api/chat/{conversation}"),
     Endpoint("GET", "/api/pools", "viewer", "/api/pools"),
     Endpoint("GET", "/api/orchestrators", "viewer", "/api/orchestrators"),
+    Endpoint("GET", "/api/insights", "viewer", "/api/insights?since=1d"),
     Endpoint("POST", "/api/ui/links", "viewer", "/api/ui/links", {}),
 ]
 # the web console's pages (/ui) take a session cookie, not a bearer token: tests/integration/console

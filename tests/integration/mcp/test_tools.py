@@ -28,7 +28,7 @@ TOOLS = {
     "list_playbooks", "get_playbook", "validate_playbook", "register_playbook", "execute_playbook",
     "get_execution", "list_executions", "list_events", "cancel_execution", "why_failed", "similar_failures",
     "search_failures", "list_proposals", "get_proposal", "propose_change", "propose_rollback",
-    "explain_playbook", "plan_playbook",
+    "explain_playbook", "plan_playbook", "insights",
 }
 WRITING = {"register_playbook", "execute_playbook", "cancel_execution", "propose_change", "propose_rollback"}
 TEMPLATES = {"playbooks://catalog{?prefix}", "playbook://{+path}{?version}", "playbook-versions://{+path}",

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,23 +89,41 @@ async def test_two_servers_share_the_partitions_and_run_executions_of_every_part
         assert [count(events, "step.succeeded", s) for s in ("first", "second")] == [1, 1]
 
 
-async def test_the_partition_of_a_killed_server_goes_to_the_other_and_its_execution_finishes_once(
-        client: Stack, spawn: Any, runtime_env: dict[str, str], tmp_path: Path) -> None:
-    dsn = runtime_env["NOETL_PG_DSN"]
+@dataclass
+class Waiting:
+    """An execution waiting in its middle step, on two servers; its partition and that one's lease."""
+
+    execution_id: str
+    marker: Path
+    release: Path
+    partition: int
+    lease: dict[str, Any]
+    owner: subprocess.Popen[bytes]  # the server process holding that lease
+
+
+async def waiting_on_two_servers(client: Stack, spawn: Any, dsn: str, tmp_path: Path, name: str) -> Waiting:
     servers = [spawn("server", "start", *SERVER), spawn("server", "start", *SERVER)]
     spawn("worker", "start", "--concurrency", "2")
     await split_between(dsn, 2)
     marker, release = tmp_path / "marker", tmp_path / "release"
-    text = playbook(f"handover_{uuid.uuid4().hex[:8]}", WAITING)
-    execution_id = await start(client, text, {"marker": str(marker), "release": str(release)})
+    execution_id = await start(client, playbook(f"{name}_{uuid.uuid4().hex[:8]}", WAITING),
+                               {"marker": str(marker), "release": str(release)})
     await poll(marker.exists, timeout_s=60, what="the waiting step to start")
     partition = partition_of(execution_id)
-    owner = (await owners(dsn))[partition]["owner"]
-    pid = (await members(dsn))[owner]
-    [victim] = [s for s in servers if s.pid == pid]
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=10)
-    release.touch()  # the step ends after its orchestrator died: the other server stores its outcome
+    lease = (await owners(dsn))[partition]
+    pid = (await members(dsn))[lease["owner"]]
+    [owner] = [s for s in servers if s.pid == pid]
+    return Waiting(execution_id, marker, release, partition, lease, owner)
+
+
+async def test_the_partition_of_a_killed_server_goes_to_the_other_and_its_execution_finishes_once(
+        client: Stack, spawn: Any, runtime_env: dict[str, str], tmp_path: Path) -> None:
+    dsn = runtime_env["NOETL_PG_DSN"]
+    waiting = await waiting_on_two_servers(client, spawn, dsn, tmp_path, "handover")
+    execution_id, partition, owner = waiting.execution_id, waiting.partition, waiting.lease["owner"]
+    os.killpg(waiting.owner.pid, signal.SIGKILL)
+    waiting.owner.wait(timeout=10)
+    waiting.release.touch()  # the step ends after its orchestrator died: the other server stores it
 
     async def taken_over() -> bool:
         lease = (await owners(dsn))[partition]
@@ -116,25 +136,18 @@ async def test_the_partition_of_a_killed_server_goes_to_the_other_and_its_execut
     for step in ("first", "wait", "last"):
         assert count(events, "step.scheduled", step) == 1, step
         assert count(events, "step.succeeded", step) == 1, step
-    assert marker.read_text() == "x"  # the step ran once
+    assert waiting.marker.read_text() == "x"  # the step ran once
 
 
 async def test_a_server_that_stalled_past_its_lease_cannot_write_and_its_execution_finishes_once(
         client: Stack, spawn: Any, runtime_env: dict[str, str], tmp_path: Path) -> None:
     dsn = runtime_env["NOETL_PG_DSN"]
-    servers = [spawn("server", "start", *SERVER), spawn("server", "start", *SERVER)]
-    spawn("worker", "start", "--concurrency", "2")
-    await split_between(dsn, 2)
-    marker, release = tmp_path / "marker", tmp_path / "release"
-    text = playbook(f"stall_{uuid.uuid4().hex[:8]}", WAITING)
-    execution_id = await start(client, text, {"marker": str(marker), "release": str(release)})
-    await poll(marker.exists, timeout_s=60, what="the waiting step to start")
-    partition = partition_of(execution_id)
-    before = (await owners(dsn))[partition]
-    [stalled] = [s for s in servers if s.pid == (await members(dsn))[before["owner"]]]
+    waiting = await waiting_on_two_servers(client, spawn, dsn, tmp_path, "stall")
+    execution_id, partition, before, stalled = (waiting.execution_id, waiting.partition, waiting.lease,
+                                                waiting.owner)
     os.killpg(stalled.pid, signal.SIGSTOP)  # alive for Postgres and NATS, silent: its lease runs out
     try:
-        release.touch()
+        waiting.release.touch()
 
         async def taken_over() -> bool:
             lease = (await owners(dsn))[partition]
@@ -156,7 +169,7 @@ async def test_a_server_that_stalled_past_its_lease_cannot_write_and_its_executi
     assert stale.idempotency_key not in {e.idempotency_key for e in events}
     for step in ("first", "wait", "last"):
         assert count(events, "step.succeeded", step) == 1, step
-    assert marker.read_text() == "x"
+    assert waiting.marker.read_text() == "x"
 
     async def rejoined() -> bool:  # woken, it finds its lease gone, drops the partition and asks again
         return len(await split_between(dsn, 2)) == 2

@@ -1,0 +1,1 @@
+"""Insights from the event log: durations and their trends, bottlenecks, anomalies, failure clusters."""
