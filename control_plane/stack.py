@@ -26,6 +26,7 @@ from engine.bus.jetstream import Bus, Failover
 from engine.bus.result_objects import ResultObjects, object_reader
 from engine.protocol.partitions import PARTITIONS
 from engine.runtime.heap import freeze_startup_heap
+from engine.runtime.spans import otlp_endpoint
 
 if TYPE_CHECKING:
     from control_plane.store.partitions import PartitionLeaseStore
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from engine.plan.pools import PoolSet
     from engine.runtime.embedded import EmbeddedNats, EmbeddedPostgres
     from engine.runtime.orchestrator import Orchestrator
+    from engine.runtime.tracing import OtlpExporter
     from engine.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,9 @@ class StackConfig:
     worker_capacity: dict[str, float] | None = None  # what each worker adds; None: its pool's, or cpu
     google_token_url: str | None = None  # NOETL_GOOGLE_TOKEN_URL: where google_id_token entries are minted
     nats_replicas: int | None = None  # NOETL_NATS_REPLICAS: the streams' replicas; None: 3 on a cluster of 3+
+    # the OTEL_* variables (docs/insights.md "Tracing"): spans are exported over OTLP/HTTP when they name
+    # an endpoint (OTEL_EXPORTER_OTLP_ENDPOINT); empty: no tracing
+    otel: dict[str, str] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=64)
@@ -108,6 +113,7 @@ class Stack:
         self._processes: list[subprocess.Popen[bytes]] = []
         self.result_objects: ResultObjects | None = None
         self.supervisor: ServerSupervisor | None = None
+        self.tracer: OtlpExporter | None = None  # the span exporter, when tracing (config.otel)
         self._worker_processes: dict[str, _Process] = {}
 
     @property
@@ -146,6 +152,10 @@ class Stack:
         await self.bus.ensure_streams(replicas=self.config.nats_replicas)
         object_reader.configure(self.nats_url)  # large results kept in NATS are read back through it
         self.executions = ExecutionService(self.store, self.bus, resolve_ref=resolve_ref)
+        if otlp_endpoint(self.config.otel) is not None and (self.config.orchestrator or self.config.workers):
+            from engine.runtime.tracing import exporter_from_env  # opentelemetry: only when tracing
+
+            self.tracer = exporter_from_env(self.config.otel)
         ready: list[asyncio.Event] = []
         if self.config.orchestrator:
             from control_plane.store.partitions import PartitionLeaseStore
@@ -174,7 +184,7 @@ class Stack:
                 self.result_objects = ResultObjects(self.nats_url, self.config.prefix)
             runner = StepRunner(registry, credentials=self.store.credentials, resolve_ref=resolve_ref,
                                 identity=WorkerIdentity(pool=pool), work_dir=home / "work", keychain=keychain,
-                                objects=self.result_objects)
+                                objects=self.result_objects, tracer=self.tracer)
             worker = Worker(self.bus, runner, pool=pool, concurrency=concurrency,
                             labels=self._labels(pool), capacity=self._capacity(pool),
                             ack_wait_s=self.config.ack_wait_s)
@@ -246,10 +256,13 @@ class Stack:
     async def _start_worker_process(self, pool: str, concurrency: int, timeout_s: float = 60.0) -> _Process:
         ready = self.config.home / f"worker-{pool}-{os.getpid()}.ready"
         ready.unlink(missing_ok=True)
-        env = {**os.environ, "NOETL_HOME": str(self.config.home), "NOETL_NATS_URL": self.nats_url,
+        # the worker traces as this stack says (config.otel), not as this process's OTEL_* variables do
+        inherited = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+        env = {**inherited, "NOETL_HOME": str(self.config.home), "NOETL_NATS_URL": self.nats_url,
                "NOETL_PG_DSN": self.pg_dsn, "NOETL_BUS_PREFIX": self.config.prefix,
                "NOETL_ACK_WAIT_S": str(self.config.ack_wait_s), "NOETL_READY_FILE": str(ready),
-               "NOETL_PARENT_PID": str(os.getpid())}  # the worker exits by itself if this process dies
+               "NOETL_PARENT_PID": str(os.getpid()),  # the worker exits by itself if this process dies
+               **self.config.otel}
         if self.config.secret_key:
             env["NOETL_SECRET_KEY"] = self.config.secret_key
         if self.config.nats_replicas is not None:  # else the worker's bus could choose other replicas
@@ -285,7 +298,7 @@ class Stack:
         assert self.bus is not None and self.store is not None
         return Orchestrator(self.bus, self.store.events, resolve_ref=resolve_ref, children=self.executions,
                             work_dir=self.config.home / "work", ack_wait_s=self.config.ack_wait_s,
-                            pools=self.config.pools, leases=leases)
+                            pools=self.config.pools, leases=leases, tracer=self.tracer)
 
     def _spawn(self, run: Any) -> asyncio.Event:
         ready = asyncio.Event()
@@ -327,6 +340,8 @@ class Stack:
         if self.result_objects is not None:
             with contextlib.suppress(Exception):
                 await self.result_objects.close()
+        if self.tracer is not None:  # the spans still queued go out
+            await asyncio.to_thread(self.tracer.close)
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 await self.bus.close()

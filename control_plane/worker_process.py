@@ -20,6 +20,7 @@ from pathlib import Path
 from control_plane.stack import Stack, StackConfig
 from engine.plan.pools import parse_pools
 from engine.runtime import eventloop
+from engine.runtime.spans import otel_settings
 from engine.tools.lifeline import watch_parent
 
 MODULE = "control_plane.worker_process"  # how `noetl dev down` recognises leftover workers
@@ -64,7 +65,8 @@ async def serve(pool: str, concurrency: int) -> int:
                          worker_labels=tuple(x for x in os.environ.get("NOETL_WORKER_LABELS", "").split(",")
                                              if x),
                          worker_capacity=json.loads(capacity) if capacity else None,
-                         google_token_url=os.environ.get("NOETL_GOOGLE_TOKEN_URL") or None)
+                         google_token_url=os.environ.get("NOETL_GOOGLE_TOKEN_URL") or None,
+                         otel=otel_settings())
     async with Stack(config):
         ready = os.environ.get("NOETL_READY_FILE")
         if ready:

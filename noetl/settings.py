@@ -27,6 +27,7 @@ def noetl_home() -> Path:
 
 def stack_config(**overrides: object) -> StackConfig:
     from control_plane.stack import StackConfig
+    from engine.runtime.spans import otel_settings
 
     config: dict[str, object] = {
         "home": noetl_home(),
@@ -41,6 +42,7 @@ def stack_config(**overrides: object) -> StackConfig:
     if os.environ.get("NOETL_ACK_WAIT_S"):  # how long a silent worker keeps a command (default 30 s)
         config["ack_wait_s"] = float(os.environ["NOETL_ACK_WAIT_S"])
     config["pools"] = configured_pools()
+    config["otel"] = otel_settings()  # OTEL_EXPORTER_OTLP_ENDPOINT &c.: tracing (docs/insights.md)
     config.update(overrides)
     return StackConfig(**config)  # type: ignore[arg-type]
 

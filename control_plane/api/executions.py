@@ -100,7 +100,8 @@ async def get_execution(request: Request, _: Annotated[Any, require("viewer")],
         info["status"] = summary["status"]
     steps = {name: StepState(**{k: v for k, v in state.items() if k in StepState.model_fields})
              for name, state in (summary.get("steps") or {}).items()}
-    return ExecutionDetail(**info, result=summary.get("result"), error=summary.get("error"), steps=steps)
+    return ExecutionDetail(**info, trace_id=summary.get("trace_id"), result=summary.get("result"),
+                           error=summary.get("error"), steps=steps)
 
 
 @router.get("/api/executions/{id}/events", response_model=EventPage,

@@ -79,6 +79,8 @@ class StepState(BaseModel):
 
 
 class ExecutionDetail(ExecutionInfo):
+    trace_id: str | None = Field(default=None, description="the execution's OpenTelemetry trace id "
+                                 "(docs/insights.md, Tracing): derived from its id")
     result: Any = None
     error: Any = None
     steps: dict[str, StepState]

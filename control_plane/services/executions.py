@@ -20,6 +20,7 @@ from engine.bus.jetstream import Bus
 from engine.protocol.commands import StartChild
 from engine.protocol.events import TERMINAL_EVENTS, Event
 from engine.protocol.ids import new_execution_id
+from engine.protocol.tracecontext import trace_id_for
 from engine.runtime.summary import summarize
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class ExecutionService:
                         payload={"playbook": entry.text, "path": entry.path, "version": entry.version,
                                  "payload": payload or {}, "parent_execution_id": parent_execution_id,
                                  "parent_step": parent_step, **(parent or {}),
+                                 # the execution's trace (docs/insights.md "Tracing"): derived, so the
+                                 # same whoever records or replays it
+                                 "trace_id": trace_id_for(execution_id),
                                  **({"overlays": overlays} if overlays else {})})
         await self.bus.publish_event(execution_id, started.idempotency_key,
                                      started.model_dump_json().encode())

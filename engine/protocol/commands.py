@@ -94,6 +94,10 @@ class RunStep(WireModel):
     keychain: list[dict[str, Any]] = Field(default_factory=list)  # entries, resolved by the worker
     output: dict[str, Any] | None = None  # the step's `output` hints (spec 16): store, select, size
     cursor: CursorClaim | None = None
+    # W3C trace context (engine.protocol.tracecontext): the command's span, parent of its tool calls; set
+    # only when tracing exports. Absent from older messages, and left out of the JSON when None: with
+    # tracing off a command is byte for byte what it was, so a worker that predates the field reads it
+    traceparent: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class CancelStep(WireModel):

@@ -52,12 +52,15 @@ from engine.protocol.outcomes import event_key, outcome_event
 from engine.protocol.packing import pack
 from engine.protocol.partitions import ALL_PARTITIONS, partition_of
 from engine.protocol.results import ResultEnvelope
+from engine.protocol.tracecontext import command_traceparent
 from engine.protocol.workers import WorkerHeartbeat
 from engine.runtime.admission import Admission, Decisions, LiveCapacity, step_priorities
 from engine.runtime.children import ChildCalls
 from engine.runtime.commits import CommitPipeline, Handled
 from engine.runtime.partitions import Fence, plan
 from engine.runtime.ports import ChildStarter, EventLog, EventReader, Message, PartitionLeases, RuntimeBus
+from engine.runtime.spans import SpanSink
+from engine.runtime.traces import TraceRecorder
 from engine.tools.artifacts import externalize, json_size
 
 log = logging.getLogger(__name__)
@@ -157,6 +160,7 @@ class Orchestrator:
     pools: PoolSet | None = None  # the deployment's pools file; None: live workers only (docs/runtime.md)
     # None: this orchestrator owns every partition; else its share, by lease (docs/runtime.md "Partitions")
     leases: PartitionLeases | None = None
+    tracer: SpanSink | None = None  # where spans go (engine.runtime.tracing); None: no tracing at all
     _live: dict[str, _Execution] = field(default_factory=dict)
     _cancels: dict[str, CancelStep] = field(default_factory=dict)  # sent, command still pending
     _nets: dict[str, Net] = field(default_factory=dict)
@@ -172,9 +176,12 @@ class Orchestrator:
     _owned: frozenset[int] = ALL_PARTITIONS  # the partitions whose executions this orchestrator runs
     _epochs: dict[int, int] = field(default_factory=dict)  # ... and the epoch of each lease held
     _leases_at: float = 0.0  # loop time of the next look at the leases
+    _traces: TraceRecorder | None = None  # the spans of the events handled, when tracing
 
     def __post_init__(self) -> None:
         self._capacity = LiveCapacity(self.pools)
+        if self.tracer is not None:
+            self._traces = TraceRecorder(self.tracer)
         self._admission = Admission(self._capacity)
         fence = None
         if self.leases is not None:
@@ -388,6 +395,8 @@ class Orchestrator:
         the commit; send the admitted commands (the bus messages are acked once stored)."""
         batch = await self._fold(deliveries)
         decisions = self._route(batch)
+        if self._traces is not None:
+            self._traces.observe(batch.handled.events)
         batch.handled.after.append(partial(self._after_commit, batch, decisions))
         batch.handled.urgent = bool(batch.terminal)
         # the commands go out while the events are appended: a worker starts at once, and an outcome
@@ -597,7 +606,10 @@ class Orchestrator:
         async def after_commit() -> None:
             await self._fail_impossible(decisions)
 
-        await self._commits.submit(Handled(self._admission_events(decisions), after=[after_commit]))
+        events = self._admission_events(decisions)
+        if self._traces is not None:
+            self._traces.observe(events)
+        await self._commits.submit(Handled(events, after=[after_commit]))
         await self._send_runs(decisions)
 
     async def _publish(self, command: RunStep | CancelStep | StartChild, execution: _Execution, *,
@@ -628,6 +640,9 @@ class Orchestrator:
     async def _encode_run(self, command: RunStep) -> tuple[RunStep, bytes] | None:
         """The command as it goes on the bus (large results slimmed to files); None when it cannot go
         (too large even so), after the step's failure is reported."""
+        if self._traces is not None:  # the worker's tool calls are children of the command's span
+            command = command.model_copy(update={
+                "traceparent": command_traceparent(command.execution_id, command.command_id)})
         data = command.model_dump_json().encode()
         if len(data) > COMMAND_MAX_BYTES and self.work_dir is not None:
             command = self._slim(command)

@@ -32,7 +32,9 @@ from engine.protocol.events import Event, EventType, random_event_id
 from engine.protocol.ids import template_value
 from engine.protocol.outcomes import event_key, outcome_type
 from engine.protocol.results import ResultEnvelope, fold_body_alias
+from engine.protocol.tracecontext import parse_traceparent, random_span_id
 from engine.runtime.keychain import KeychainError, KeychainResolver
+from engine.runtime.spans import AttributeValue, SpanRecord, SpanSink
 from engine.tools.artifacts import encode, externalize, json_size
 from engine.tools.base import Credential, CredentialResolver, NoCredentials, Tool, ToolCall
 from engine.tools.redact import needs_redaction, redact
@@ -176,8 +178,9 @@ class StepRunner:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  work_dir: Path | None = None, inline_max_bytes: int = 65536,
                  keychain: KeychainResolver | None = None, started_delay_s: float = STARTED_DELAY_S,
-                 objects: ResultObjects | None = None) -> None:
+                 objects: ResultObjects | None = None, tracer: SpanSink | None = None) -> None:
         self.tools = tools
+        self.tracer = tracer  # where tool call spans go (engine.runtime.tracing); None: no tracing
         self.objects = objects
         self.started_delay_s = started_delay_s
         self.credentials = credentials or NoCredentials()
@@ -688,6 +691,7 @@ class StepRunner:
         except Exception as exc:  # an unknown or uninstalled tool is the error
             return ResultEnvelope.fail("validation", str(exc), retryable=False)
         started = time.perf_counter()
+        started_ns = time.time_ns() if self.tracer is not None else 0
         try:
             if timeout is not None:
                 envelope = await asyncio.wait_for(tool.run(call), timeout + 5.0)
@@ -703,11 +707,35 @@ class StepRunner:
             envelope = ResultEnvelope.fail("internal", f"{where}: the {kind} tool crashed: "
                                                        f"{type(exc).__name__}: {exc}")
         envelope = check_returns(task, envelope, step=cmd.step, task=name) or envelope
+        if self.tracer is not None and cmd.traceparent:
+            self._tool_span(self.tracer, cmd, kind, name, attempt, started_ns, envelope)
         if "duration_ms" in envelope.meta.model_fields_set and envelope.meta.attempt == attempt:
             return envelope.with_source(kind)  # stamped by the tool (engine.tools.support.guarded)
         meta = dict(envelope.meta.model_extra or {})
         meta.update(duration_ms=round((time.perf_counter() - started) * 1000, 3), attempt=attempt)
         return envelope.with_source(kind).model_copy(update={"meta": envelope.meta.model_validate(meta)})
+
+    def _tool_span(self, tracer: SpanSink, cmd: RunStep, kind: str, name: str, attempt: int, started_ns: int,
+                   envelope: ResultEnvelope) -> None:
+        """A tool call's span, a child of the command's (its `traceparent`): ids, names and the outcome's
+        status and error kind only, never the call's input or result."""
+        parent = parse_traceparent(cmd.traceparent)
+        if parent is None or not parent[2]:
+            return
+        attributes: dict[str, AttributeValue] = {
+            "noetl.execution.id": cmd.execution_id, "noetl.step": cmd.step, "noetl.task": name,
+            "noetl.tool.kind": kind, "noetl.attempt": attempt, "noetl.command.id": cmd.command_id,
+            "noetl.worker": self.identity.worker, "noetl.pool": self.identity.pool,
+            "noetl.status": envelope.status}
+        if cmd.loop_index is not None:
+            attributes["noetl.loop.index"] = cmd.loop_index
+        if cmd.playbook_path:
+            attributes["noetl.playbook.path"] = cmd.playbook_path
+        error = None
+        if envelope.error is not None:
+            error = attributes["noetl.error.kind"] = envelope.error.kind
+        tracer.emit(SpanRecord(parent[0], random_span_id(), parent[1], f"tool {kind} {name}", started_ns,
+                               time.time_ns(), attributes, error))
 
     async def _workbook(self, cmd: RunStep, config: Mapping[str, Any], pipe: _Pipeline,
                         tool_input: Mapping[str, Any]) -> ResultEnvelope:

@@ -1,7 +1,9 @@
 """An execution's outcome read from its event log: status only from terminal events (spec 4.2).
 
 `summarize(events)` gives the document `noetl run --json` and `noetl status` print:
-{"execution_id", "status", "result", "error", "steps": {NAME: {"status", "result", "error", "attempts"}}}.
+{"execution_id", "trace_id", "status", "result", "error", "steps": {NAME: {"status", "result", "error",
+"attempts"}}}. `trace_id` is the execution's trace (docs/insights.md "Tracing"), as its `execution.started`
+event records it (derived from the execution id: engine.protocol.tracecontext).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.protocol.events import TERMINAL_EVENTS, Event, claim_key
+from engine.protocol.tracecontext import trace_id_for
 
 _STEP_OUTCOMES = {"step.succeeded": "succeeded", "step.failed": "failed", "step.skipped": "skipped"}
 
@@ -24,6 +27,7 @@ def summarize(execution_id: str, events: Iterable[Event],
     rows: dict[tuple[str, int | None], dict[Any, Any]] = {}  # cursor loop: (step, run) -> claim key -> result
     result_step: str | None = None
     started = False
+    trace_id = trace_id_for(execution_id)
 
     def resolved(envelope: Any) -> Any:
         if envelope.ref is not None and resolve_ref is not None:
@@ -33,6 +37,7 @@ def summarize(execution_id: str, events: Iterable[Event],
     for event in events:
         if event.type == "execution.started":
             started = True
+            trace_id = str(event.payload.get("trace_id") or trace_id)
         if event.type in TERMINAL_EVENTS:
             status = event.type.split(".", 1)[1]
             result = event.payload.get("result")
@@ -81,5 +86,6 @@ def summarize(execution_id: str, events: Iterable[Event],
         status = "unknown"
     if result is None and result_step and result_step in steps:
         result = steps[result_step]["result"]
-    return {"execution_id": execution_id, "status": status, "result": result, "error": error,
+    return {"execution_id": execution_id, "trace_id": trace_id, "status": status,
+            "result": result, "error": error,
             "steps": steps}
