@@ -71,7 +71,7 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False,
     diagnosis = DiagnosisService(stack.executions, secrets=SecretValues(stack.store), similar=similar,
                                  llm=llm_settings())
     insights.state["diagnosis"] = diagnosis
-    insights.state["insights"] = insights_service(stack)
+    insights.state["insights"] = insights_service(stack, similar)
     insights.state["chat"] = chat_service(stack, diagnosis, similar)
     if agent:
         try:
@@ -84,13 +84,15 @@ async def open_insights(stack: Stack, *, indexer: bool, agent: bool = False,
     return insights
 
 
-def insights_service(stack: Stack) -> Any:
-    """Durations, bottlenecks, anomalies and failure clusters over the stack's event log."""
+def insights_service(stack: Stack, similar: Any = None) -> Any:
+    """Durations, bottlenecks, anomalies and failure clusters over the stack's event log; with the
+    indexer's embeddings model (`similar`), failure signatures are merged by their embeddings."""
     from agents.insights.service import InsightsService
     from control_plane.services.insights import InsightsHistory
 
     assert stack.store is not None
-    return InsightsService(InsightsHistory(stack.store))
+    embedder = getattr(similar, "embedder", None)
+    return InsightsService(InsightsHistory(stack.store), embed=embedder.embed if embedder else None)
 
 
 def start_exporter(stack: Stack) -> Any:

@@ -311,6 +311,9 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ insights
     async def insights(self, path: str | None, since: str | None, limit: int) -> dict[str, Any]:
+        if (served := _dev_stack_api()) is not None:  # its indexer's model merges alike failures
+            async with served:
+                return await served.insights(path, since, limit)
         from agents.insights.service import InsightsService
         from control_plane.services.insights import InsightsHistory
         from engine.errors import NoetlError

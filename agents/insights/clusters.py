@@ -5,6 +5,7 @@ and the release after which it first appeared. Pure (the embedder is passed in).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,13 +13,16 @@ from datetime import datetime
 
 from agents.insights.history import ExecutionRun, StepRun
 
-SIMILAR = 0.6  # word-set (Jaccard) or cosine similarity above which two signatures are one problem
+SIMILAR = 0.6  # word-set (Jaccard) likeness at or above which two signatures are one problem
+SIMILAR_EMBEDDED = 0.85  # cosine of their embeddings (all-MiniLM-L6-v2) at or above which they are one
 Similarity = Callable[[str, str], float]
+Embed = Callable[[Sequence[str]], list[list[float]]]
 
 _NOISE = [
     (re.compile(r"'[^']*'|\"[^\"]*\""), "<v>"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<id>"),
     (re.compile(r"\b[0-9a-f]{16,}\b", re.I), "<id>"),
+    (re.compile(r"\b(?=[0-9a-z]*\d)(?=[0-9a-z]*[a-z])[0-9a-z]{8,}\b", re.I), "<id>"),  # a job's id: a3f09c2e
     (re.compile(r"(?:/[\w.-]+){2,}"), "<path>"),
     (re.compile(r"\d+(?:\.\d+)?"), "<n>"),  # also inside names: order_1234_total
     (re.compile(r"\s+"), " "),
@@ -38,6 +42,28 @@ def signature(kind: str | None, message: str | None) -> str:
 def words_alike(left: str, right: str) -> float:
     a, b = set(re.findall(r"[a-z<>]+", left.lower())), set(re.findall(r"[a-z<>]+", right.lower()))
     return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def embedding_similarity(embed: Embed, *, keep: int = 4096) -> Similarity:
+    """The cosine of two signatures' embeddings (the model that finds similar failures), each signature
+    embedded once: failures worded differently that mean the same (`connection refused by db-<n>`,
+    `could not connect to the database: refused`) fall into one cluster."""
+    vectors: dict[str, list[float]] = {}
+
+    def vector(text: str) -> list[float]:
+        found = vectors.get(text)
+        if found is None:
+            if len(vectors) >= keep:
+                vectors.clear()
+            found = vectors[text] = embed([text])[0]
+        return found
+
+    def similar(left: str, right: str) -> float:
+        a, b = vector(left), vector(right)
+        norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b, strict=True)) / norms if norms else 0.0
+
+    return similar
 
 
 @dataclass

@@ -8,6 +8,7 @@ came in). The history comes from the control plane's InsightsHistory; the figure
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,11 +37,19 @@ def _json(value: Any) -> Any:
 
 
 class InsightsService:
+    """`embed`: the embeddings model of similar failures, when this process has it loaded: failure
+    signatures are then merged by the cosine of their embeddings, else by their words."""
+
     def __init__(self, history: HistorySource, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 similarity: clusters.Similarity = clusters.words_alike) -> None:
+                 embed: clusters.Embed | None = None) -> None:
         self._history = history
         self._clock = clock
-        self._similarity = similarity
+        self._similarity: clusters.Similarity
+        if embed is None:
+            self._similarity, self._threshold = clusters.words_alike, clusters.SIMILAR
+        else:
+            self._similarity = clusters.embedding_similarity(embed)
+            self._threshold = clusters.SIMILAR_EMBEDDED
 
     async def report(self, path: str | None = None, since: str | None = None, *,
                      limit: int = 20, detail: bool = False) -> dict[str, Any]:
@@ -48,10 +57,16 @@ class InsightsService:
         `detail`: each cluster with the ids of its executions."""
         now = self._clock()
         start = since_time(since, now)
-        executions = fold(await self._history.history(since=start, until=now, path=path))
+        rows = await self._history.history(since=start, until=now, path=path)
+        # the figures are CPU work (and embedding signatures with the model): off the event loop
+        return await asyncio.to_thread(self._report, rows, path, start, now, limit, detail)
+
+    def _report(self, rows: list[dict[str, Any]], path: str | None, start: datetime, now: datetime,
+                limit: int, detail: bool) -> dict[str, Any]:
+        executions = fold(rows)
         ended = [e for e in executions if e.status != "running"]
         found = anomalies.anomalies(executions)
-        problems = clusters.clusters(executions, similarity=self._similarity)
+        problems = clusters.clusters(executions, similarity=self._similarity, threshold=self._threshold)
         return {
             "path": path, "since": start.isoformat(), "until": now.isoformat(),
             "executions": len(executions),

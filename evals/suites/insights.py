@@ -12,8 +12,10 @@ every run a queue time. Planted in it:
 - outcome anomalies: a lone failure of a step that otherwise always succeeds;
 - failure clusters: recurring problems whose messages differ in ids and numbers: one there from the
   start, one that comes with playbook version 2 (the playbook is changed midway), one that comes with an
-  approved policy change (an overlay of the step applied midway), and a second problem of another kind
-  on one of the same steps (it must stay apart).
+  approved policy change (an overlay of the step applied midway), a second problem of another kind on
+  one of the same steps (it must stay apart), and one worded four ways (`the warehouse refused the
+  connection`, `could not connect to the warehouse: connection refused`, ...): one problem by meaning,
+  which only the embeddings model sees (`--no-embeddings` merges by words and splits it).
 
 Scores: slowdowns (a step flagged `slower`), duration anomalies (by execution and step), outcome anomalies,
 clusters (a planted problem is found when exactly one cluster holds all its failures and nothing else),
@@ -89,7 +91,11 @@ def plan_history(seed: int, now: datetime, playbooks: int = PLAYBOOKS, runs: int
                  runs // 2, 2, "version"),
                 ("policy_change", 2, 0, "timeout", "timed out after {m} s waiting for job {id}", runs // 2, 2,
                  "policy"),
-                ("other_kind", 0, 1, "auth", "token {id} expired for user u{n}", 0, 5, None)]
+                ("other_kind", 0, 1, "auth", "token {id} expired for user u{n}", 0, 5, None),
+                ("paraphrased", 3, 1, "connection", "{paraphrase}", 0, 4, None)]
+    paraphrases = ["could not connect to the warehouse: connection refused",
+                   "the warehouse refused the connection", "connection to the warehouse was refused",
+                   "warehouse connection refused"]
     for p, (path, steps) in enumerate(shapes):
         for i in range(runs):
             started = start + timedelta(hours=i * 5 + p, minutes=rng.uniform(0, 50))
@@ -112,7 +118,8 @@ def plan_history(seed: int, now: datetime, playbooks: int = PLAYBOOKS, runs: int
                     if pb == p and si == index and i >= first and (i - first) % every == 0 and not failed:
                         kind = k
                         message = template.format(n=rng.randint(1, 999), m=rng.randint(1, 99),
-                                                  id=uuid.uuid4().hex[:12])
+                                                  id=uuid.uuid4().hex[:12],
+                                                  paraphrase=paraphrases[(i // every) % len(paraphrases)])
                         truth.problems.setdefault(name, set()).add(execution_id)
                         truth.introduced[name] = (f"v{version}" + (f"+{step}@2" if how == "policy" else "")
                                                   if how else None)
@@ -259,10 +266,16 @@ class Result:
                 "seconds": round(self.seconds, 2), **self.scores}
 
 
-async def run_suite(*, seed_value: int = 0, dsn: str | None = None,
+async def run_suite(*, seed_value: int = 0, dsn: str | None = None, embeddings: bool = True,
                     say: Callable[[str], None] = lambda _: None) -> Result:
     """Seed a fresh database (NOETL_PG_DSN's server, else an embedded Postgres in a temporary home) and
-    score the report of the last 8 days."""
+    score the report of the last 8 days; `embeddings`: failure signatures merged by the embeddings model
+    (all-MiniLM-L6-v2, as a server running the indexer does), else by their words."""
+    embed = None
+    if embeddings:
+        from agents.embeddings.embedder import MiniLMEmbedder
+
+        embed = MiniLMEmbedder().load().embed
     loop_start = asyncio.get_running_loop().time()
     home = Path(tempfile.mkdtemp(prefix="noetl-eval-insights-"))
     server = None
@@ -280,7 +293,7 @@ async def run_suite(*, seed_value: int = 0, dsn: str | None = None,
             await seed(store, planned)
             paths = sorted({p.path for p in planned})
             report: dict[str, Any] = {"steps": [], "anomalies": [], "clusters": []}
-            service = InsightsService(InsightsHistory(store), clock=lambda: datetime.now(UTC))
+            service = InsightsService(InsightsHistory(store), clock=lambda: datetime.now(UTC), embed=embed)
             for path in paths:  # per playbook, as a team reads it
                 part = await service.report(path, "8d", limit=200, detail=True)
                 for key in report:

@@ -130,6 +130,9 @@ def eval_chaos(
 @eval_app.command("insights")
 def eval_insights(
     seed: Annotated[int, typer.Option(help="Random seed of the planted history.")] = 0,
+    embeddings: Annotated[bool, typer.Option(help="Merge failure signatures by the embeddings model (as a "
+                                                  "server running the indexer does), or by their words.")]
+    = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (default: one line per finding).")]
     = False,
 ) -> None:
@@ -142,8 +145,9 @@ def eval_insights(
 
     from evals.suites import insights
 
+    say = (lambda _: None) if as_json else print
     result = asyncio.run(insights.run_suite(seed_value=seed, dsn=os.environ.get("NOETL_PG_DSN") or None,
-                                            say=(lambda _: None) if as_json else print))
+                                            embeddings=embeddings, say=say))
     doc = result.as_json()
     if as_json:
         print(json.dumps(doc, indent=2))

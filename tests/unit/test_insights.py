@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agents.insights.anomalies import anomalies
-from agents.insights.clusters import clusters, signature
+from agents.insights.clusters import SIMILAR_EMBEDDED, clusters, embedding_similarity, signature
 from agents.insights.durations import bottlenecks, critical_path, step_figures
 from agents.insights.errors import InsightsError
 from agents.insights.history import fold
@@ -114,6 +114,22 @@ def test_failures_differing_only_in_numbers_and_ids_are_one_cluster_apart_from_a
     found = {c.kind: c for c in clusters(fold(rows))}
     assert found["connection"].count == 3 and found["timeout"].count == 3
     assert found["connection"].first_seen == T0 + timedelta(hours=1, milliseconds=6)
+
+
+def test_signatures_worded_differently_join_one_cluster_when_their_embeddings_are_alike() -> None:
+    meanings = {"refused": [1.0, 0.1, 0.0], "database": [0.95, 0.2, 0.05], "disk": [0.0, 0.1, 1.0]}
+    embedded: list[str] = []
+
+    def embed(texts: Any) -> list[list[float]]:  # a stand-in model: the vector of the first word it knows
+        embedded.extend(texts)
+        return [next(v for word, v in meanings.items() if word in text.split(": ", 1)[1]) for text in texts]
+
+    messages = ["connection refused by db-1", "could not connect to the database", "disk full on /data/x"]
+    rows = history(6, lambda i: [("call", 1, 5, "connection", messages[i % 3])])
+    found = clusters(fold(rows), similarity=embedding_similarity(embed), threshold=SIMILAR_EMBEDDED)
+    assert sorted(c.count for c in found) == [2, 4]  # the two connection messages are one problem
+    assert len(embedded) == len(set(embedded)) == 3  # each signature embedded once
+    assert len(clusters(fold(rows))) == 3  # by their words they are three
 
 
 def test_a_cluster_that_came_with_a_new_playbook_version_names_that_version() -> None:
