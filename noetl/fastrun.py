@@ -154,8 +154,8 @@ def summary_of(execution_id: str, detail: dict[str, Any]) -> dict[str, Any]:
         if state.get("stats") is not None:
             entry["stats"] = state["stats"]
         steps[name] = entry
-    return {"execution_id": execution_id, "status": detail["status"], "result": detail.get("result"),
-            "error": detail.get("error"), "steps": steps}
+    return {"execution_id": execution_id, "trace_id": detail.get("trace_id"), "status": detail["status"],
+            "result": detail.get("result"), "error": detail.get("error"), "steps": steps}
 
 
 class StreamedEvent:

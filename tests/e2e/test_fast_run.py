@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from engine.protocol.tracecontext import trace_id_for
 from tests.conftest import REPO
 from tests.e2e.helpers import CLI_TIMEOUT_S, Noetl, make_playbook
 
@@ -66,7 +67,9 @@ def _paths(stderr: str) -> list[str]:
 def _document(done: Done) -> dict[str, object]:
     doc = json.loads(done.stdout)
     assert isinstance(doc, dict), done.stdout
-    assert ID.fullmatch(str(doc.pop("execution_id")))
+    execution_id = str(doc.pop("execution_id"))
+    assert ID.fullmatch(execution_id)
+    assert doc.pop("trace_id") == trace_id_for(execution_id)  # derived from the id, as the log has it
     return doc
 
 

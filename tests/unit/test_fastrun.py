@@ -40,12 +40,13 @@ def test_anything_else_is_left_to_the_full_path_which_says_what_is_wrong(args: l
 
 def test_the_summary_has_the_full_paths_keys_in_order_and_stats_only_when_a_step_has_some() -> None:
     detail = {"execution_id": "1", "path": "p", "status": "completed", "result": [1], "error": None,
-              "last_seq": 9, "steps": {
+              "trace_id": "0af7651916cd43dd8448eb211c80319c", "last_seq": 9, "steps": {
                   "a": {"status": "succeeded", "result": 1, "error": None, "attempts": 1, "stats": None},
                   "b": {"status": "succeeded", "result": [1], "error": None, "attempts": 2,
                         "stats": {"total": 1}}}}
     summary = fastrun.summary_of("2241043291894150228", detail)
-    assert list(summary) == ["execution_id", "status", "result", "error", "steps"]
+    assert list(summary) == ["execution_id", "trace_id", "status", "result", "error", "steps"]
+    assert summary["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert summary["execution_id"] == "2241043291894150228"
     assert summary["steps"] == {"a": {"status": "succeeded", "result": 1, "error": None, "attempts": 1},
                                 "b": {"status": "succeeded", "result": [1], "error": None, "attempts": 2,
