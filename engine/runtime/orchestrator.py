@@ -184,10 +184,9 @@ class Orchestrator:
             self._traces = TraceRecorder(self.tracer)
         self._admission = Admission(self._capacity)
         fence = None
-        if self.leases is not None:
-            leases = self.leases
+        if self.leases is not None:  # it owns what it takes, once it runs
             self._owned = frozenset()
-            fence = partial(self._fence, leases.member_id)
+            fence = partial(self._fence, self.leases.member_id)
         self._commits = CommitPipeline(self.events, fence=fence)
         self._calls = ChildCalls(self._publish_event, self.events, self.children, self.resolve_ref,
                                  self.work_dir)
@@ -291,7 +290,8 @@ class Orchestrator:
         lost = self._owned - held.keys()
         if lost:
             log.warning("this orchestrator lost partitions %s (another process owns them now)", sorted(lost))
-        given = plan(view).give & self._owned - lost
+        planned = plan(view)
+        given = planned.give & self._owned - lost
         gone = lost | given
         if gone:
             await reader.release(gone)
@@ -303,11 +303,10 @@ class Orchestrator:
                 self._epochs.pop(partition, None)
             self._resync, self._resync_at = True, 0.0  # its executions are dropped from memory
         self._epochs.update({p: e for p, e in held.items() if p in self._owned})
-        wanted = plan(view).take
-        if not wanted:
+        if not planned.take:
             return
         try:
-            taken = await asyncio.wait_for(leases.take(wanted), LEASE_CALL_TIMEOUT_S)
+            taken = await asyncio.wait_for(leases.take(planned.take), LEASE_CALL_TIMEOUT_S)
         except Exception as exc:
             log.warning("taking orchestration partitions failed (%r); trying again", exc)
             return

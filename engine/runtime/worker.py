@@ -95,8 +95,7 @@ class Worker:
     capacity: dict[str, float] | None = None  # what this worker adds to its pool; None: cpu = concurrency
     ack_wait_s: float = 30.0
     drain_s: float = 10.0
-    # command id -> its task
-    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # command id -> its task
     _cancelled: OrderedDict[str, str] = field(default_factory=OrderedDict)
     # commands whose outcome is stored -> (execution id, message id, the outcome's bytes) while kept
     _published: OrderedDict[str, tuple[str, str, bytes] | None] = field(default_factory=OrderedDict)
@@ -145,7 +144,7 @@ class Worker:
                 while backlog and len(running) < self.concurrency:
                     command, message = backlog.popleft()
                     held.discard(command.command_id)
-                    task = self._start(command, message)
+                    task = asyncio.create_task(self._serve(command, message))
                     running.add(task)
                     task.add_done_callback(running.discard)
         finally:
@@ -256,10 +255,6 @@ class Worker:
         task = self._running.get(cancel.command_id)
         if task is not None:
             task.cancel()
-
-    def _start(self, command: RunStep, message: _Message) -> asyncio.Task[None]:
-        """Serve a command in a task of its own (a CancelStep cancels it; a step's timeout binds it)."""
-        return asyncio.create_task(self._serve(command, message))
 
     async def _serve(self, command: RunStep, message: _Message) -> None:
         """Run one command's step in a slot; its outcome joins the outbox, published after the slot is

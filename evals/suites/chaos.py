@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.suites.cli import SuiteCli
+
 COMPONENTS = ("worker", "orchestrator", "nats", "postgres")
 ROUND_TIMEOUT_S = 240.0
-CLI_TIMEOUT_S = 120.0
 
 PLAYBOOK = """\
 apiVersion: noetl.io/v2
@@ -108,20 +108,12 @@ class Report:
                 f"{sum(r.repeated for r in self.rounds)} run more than once")
 
 
-class Cli:
+class Cli(SuiteCli):
     """The command line against the suite's own NOETL_HOME."""
 
     def __init__(self, home: Path) -> None:
-        self.home = home
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("NOETL_") or k in ("NOETL_IDLE_STOP",)}
         # `noetl status` during an outage: a short wait, then exit 3, and the suite asks again
-        self.env.update(NOETL_HOME=str(home), NOETL_ACK_WAIT_S="5", NOETL_OUTAGE_WAIT_S="10",
-                        PYTHONUNBUFFERED="1")
-
-    def __call__(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "noetl.cli", *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)
+        super().__init__(home, keep=("NOETL_IDLE_STOP",), NOETL_ACK_WAIT_S="5", NOETL_OUTAGE_WAIT_S="10")
 
     def state(self) -> dict[str, Any]:
         return dict(json.loads((self.home / "dev.json").read_text()))

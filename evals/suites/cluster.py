@@ -33,7 +33,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.protocol.partitions import partition_of
+from evals.suites.cli import SuiteCli
 
 FAULTS = ("nats", "orchestrator", "network")
 HOSTS = (1, 2, 4)
@@ -146,17 +146,11 @@ class Report:
         return "; ".join(parts)
 
 
-class Cli:
+class Cli(SuiteCli):
     """The command line against the eval's NOETL_HOME (one cluster at a time)."""
 
     def __init__(self, home: Path) -> None:
-        self.home = home
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
-        self.env.update(NOETL_HOME=str(home), NOETL_ACK_WAIT_S="5", PYTHONUNBUFFERED="1")
-
-    def __call__(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "noetl.cli", *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)
+        super().__init__(home, NOETL_ACK_WAIT_S="5")
 
     def up(self, *options: str) -> dict[str, Any]:
         started = self("dev", "cluster", "up", *options, "--json", timeout=UP_TIMEOUT_S)
