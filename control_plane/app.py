@@ -26,6 +26,7 @@ from control_plane.api import orchestrators as orchestrators_api
 from control_plane.api import policies as policies_api
 from control_plane.api import pools as pools_api
 from control_plane.api import similar as similar_api
+from control_plane.api import triggers as triggers_api
 from control_plane.api.auth import required_role
 from control_plane.api.middleware import MAX_BODY_BYTES, BodyLimit, Guard, RejectNul
 from control_plane.console import ROUTERS as CONSOLE_ROUTERS
@@ -40,6 +41,7 @@ from control_plane.services.planning import PlanningService
 from control_plane.services.policies import PolicyService, PolicySettings
 from control_plane.services.pools import PoolsService
 from control_plane.services.sessions import SessionService
+from control_plane.services.triggers import TriggerService
 
 if TYPE_CHECKING:
     from control_plane.stack import Stack
@@ -50,7 +52,8 @@ API_VERSION = "1"
 HEALTH_TIMEOUT_S = 2.0
 _ROUTERS = (health.router, metrics.router, docs.router, catalog.router, executions.router,
             credentials.router, tokens.router, policies_api.router, diagnosis_api.router, similar_api.router,
-            chat_api.router, pools_api.router, orchestrators_api.router, insights_api.router)
+            chat_api.router, pools_api.router, orchestrators_api.router, insights_api.router,
+            triggers_api.router, triggers_api.hooks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class ApiServices:
     planning: PlanningService | None = None  # validate and plan as the CLI does (the console's catalog)
     sessions: SessionService | None = None  # the web console's sign-ins (docs/console.md)
     orchestrators: OrchestratorsService | None = None  # the orchestrator processes and their partitions
+    triggers: TriggerService | None = None  # schedules, events and webhooks that start runs
 
     async def close(self) -> None:
         if self.pools is not None:
@@ -96,12 +100,15 @@ class ApiServices:
 
             return HealthReport(postgres=await postgres(), nats=bus.is_connected)
 
-        return cls(auth=AuthService(store), catalog=CatalogService(store), executions=executions_service,
+        triggers = TriggerService(store, executions_service, bus)
+        return cls(auth=AuthService(store), catalog=CatalogService(store, triggers),
+                   executions=executions_service,
                    credentials=CredentialService(store), metrics=MetricsService(store, bus), health=probe,
                    policies=PolicyService(store, PolicySettings(pools=stack.pool_names)),
                    pools=PoolsService(bus, stack.config.pools, tuple(stack.config.workers)),
                    planning=PlanningService(store, stack.config.pools),
-                   sessions=SessionService(store), orchestrators=OrchestratorsService(store))
+                   sessions=SessionService(store), orchestrators=OrchestratorsService(store),
+                   triggers=triggers)
 
 
 class Mounted(Protocol):

@@ -270,6 +270,29 @@ class NoetlClient:
     async def token_revoke(self, token_id: str) -> None:
         await self._send("DELETE", f"/api/tokens/{_segment(token_id)}")
 
+    # ------------------------------------------------------------------ triggers (docs/triggers.md)
+    async def trigger_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`{"id", "kind", …, "secret"}`: a webhook's secret is shown in this answer only."""
+        return await self._json("POST", "/api/triggers", json_body=body)
+
+    async def trigger_list(self, path: str | None = None) -> dict[str, Any]:
+        return await self._json("GET", "/api/triggers", params={"path": path})
+
+    async def trigger_get(self, trigger_id: str, limit: int = 20) -> dict[str, Any]:
+        """The trigger and its newest `limit` firings."""
+        return await self._json("GET", f"/api/triggers/{_segment(trigger_id)}", params={"limit": limit})
+
+    async def trigger_events(self, trigger_id: str, limit: int = 100) -> dict[str, Any]:
+        return await self._json("GET", f"/api/triggers/{_segment(trigger_id)}/events",
+                                params={"limit": limit})
+
+    async def trigger_pause(self, trigger_id: str, paused: bool = True) -> dict[str, Any]:
+        action = "pause" if paused else "resume"
+        return await self._json("POST", f"/api/triggers/{_segment(trigger_id)}/{action}")
+
+    async def trigger_delete(self, trigger_id: str) -> None:
+        await self._send("DELETE", f"/api/triggers/{_segment(trigger_id)}")
+
     # ------------------------------------------------------------------ diagnosis and similar failures
     async def diagnosis(self, execution_id: str) -> dict[str, Any]:
         """Why the execution failed (the `Diagnosis`); 409 while it runs."""

@@ -42,6 +42,7 @@ def build_app() -> typer.Typer:
         similar,
         stack,
         tokens,
+        triggers,
         ui,
         why,
     )
@@ -73,6 +74,7 @@ def build_app() -> typer.Typer:
     mcp_commands.register(app)
     ui.register(app)
     export.register(app)
+    triggers.register(app)
     return app
 
 

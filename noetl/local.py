@@ -22,10 +22,12 @@ from control_plane.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from control_plane.schemas.triggers import TriggerCreate
 from control_plane.services.auth import AuthService, TokenInfo
 from control_plane.services.catalog import CatalogService, PlaybookInvalidError
 from control_plane.services.executions import ExecutionService
 from control_plane.services.policies import PolicyService, PolicySettings
+from control_plane.services.triggers import TriggerService
 from control_plane.stack import Stack, resolve_ref
 from control_plane.store import Store
 from engine.protocol.ids import new_execution_id
@@ -54,6 +56,17 @@ def local_actor() -> Actor:
     """Who acts on proposals from this machine: the local user (`local:<user>`)."""
     user = getpass.getuser() or "unknown"
     return Actor(id=f"local:{user}", name=user)
+
+
+def _trigger_request(body: dict[str, Any]) -> TriggerCreate:
+    from pydantic import ValidationError
+
+    try:
+        return TriggerCreate.model_validate(body)
+    except ValidationError as exc:
+        lines = [f"error: {'.'.join(str(p) for p in e['loc']) or 'trigger'}: {e['msg']}"
+                 for e in exc.errors(include_input=False)]
+        raise Refusal(lines, EXIT_INVALID) from None
 
 
 def _refused(exc: BaseException, code: int = EXIT_INVALID) -> Refusal:
@@ -122,11 +135,56 @@ class LocalBackend:
     async def register(self, text: str, file: str) -> dict[str, Any]:
         try:
             async with _store() as store:
-                registered = await CatalogService(store).register(text, file)
+                registered = await CatalogService(store).register(text, file, actor=local_actor().id)
         except PlaybookInvalidError as exc:
             raise Refusal([diag.format() for diag in exc.diagnostics], EXIT_INVALID) from None
+        except (InvalidArgumentError, NotFoundError) as exc:  # a declared trigger that cannot fire
+            raise _refused(exc) from None
         return {"path": registered.path, "version": registered.version,
-                "warnings": [w.format() for w in registered.warnings]}
+                "warnings": [w.format() for w in registered.warnings],
+                "triggers": [{"id": c.trigger.trigger_id, "name": c.trigger.name, "kind": c.trigger.kind,
+                              "secret": c.secret, "webhook_path": f"/api/hooks/{c.trigger.trigger_id}"
+                              if c.trigger.kind == "webhook" else None} for c in registered.triggers]}
+
+    # ------------------------------------------------------------------ triggers
+    async def _triggers(self, action: Callable[[TriggerService], Awaitable[T]]) -> T:
+        try:
+            async with _store() as store:
+                return await action(TriggerService(store))
+        except (InvalidArgumentError, NotFoundError, ConflictError) as exc:
+            raise _refused(exc) from None
+
+    async def trigger_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        request = _trigger_request(body)
+
+        async def created(service: TriggerService) -> dict[str, Any]:
+            done = await service.create(request.path, request.spec(), actor=local_actor().id)
+            return {**service.describe(done.trigger), "secret": done.secret}
+
+        return await self._triggers(created)
+
+    async def trigger_list(self, path: str | None) -> list[dict[str, Any]]:
+        async def listed(service: TriggerService) -> list[dict[str, Any]]:
+            return [service.describe(r) for r in await service.list(path=path)]
+
+        return await self._triggers(listed)
+
+    async def trigger_show(self, trigger_id: str, limit: int) -> dict[str, Any]:
+        async def shown(service: TriggerService) -> dict[str, Any]:
+            record = await service.get(trigger_id)
+            return {**service.describe(record), "firings": [
+                service.describe_firing(f) for f in await service.firings(trigger_id, limit=limit)]}
+
+        return await self._triggers(shown)
+
+    async def trigger_set_paused(self, trigger_id: str, paused: bool) -> dict[str, Any]:
+        async def changed(service: TriggerService) -> dict[str, Any]:
+            return service.describe(await service.set_paused(trigger_id, paused, actor=local_actor().id))
+
+        return await self._triggers(changed)
+
+    async def trigger_delete(self, trigger_id: str) -> None:
+        await self._triggers(lambda service: service.delete(trigger_id, actor=local_actor().id))
 
     async def catalog_list(self, prefix: str | None) -> list[dict[str, Any]]:
         async with _store() as store:

@@ -132,6 +132,22 @@ class RestBackend:
     async def token_revoke(self, token_id: str) -> None:
         await self._ask(lambda client: client.token_revoke(token_id))
 
+    # ------------------------------------------------------------------ triggers
+    async def trigger_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._ask(lambda client: client.trigger_create(body))
+
+    async def trigger_list(self, path: str | None) -> list[dict[str, Any]]:
+        return list((await self._ask(lambda client: client.trigger_list(path))).get("items") or [])
+
+    async def trigger_show(self, trigger_id: str, limit: int) -> dict[str, Any]:
+        return await self._ask(lambda client: client.trigger_get(trigger_id, limit))
+
+    async def trigger_set_paused(self, trigger_id: str, paused: bool) -> dict[str, Any]:
+        return await self._ask(lambda client: client.trigger_pause(trigger_id, paused))
+
+    async def trigger_delete(self, trigger_id: str) -> None:
+        await self._ask(lambda client: client.trigger_delete(trigger_id))
+
     # ------------------------------------------------------------------ executions
     async def execution(self, execution_id: str, rider: Rider) -> dict[str, Any]:
         return await self._ask(lambda client: rider(lambda: client.execution(execution_id)))

@@ -145,12 +145,17 @@ async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Pat
                 asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stack.supervisor.reset)
             reporting = asyncio.create_task(_report_components(stack, api_task, insights, stop)) \
                 if state_file is not None else None
+            triggers = _start_triggers(stack, stop) if api is not None else None
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({stopping, *([api_task] if api_task else [])},
                                return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if reporting is not None:
                 reporting.cancel()
+            if triggers is not None:
+                stop.set()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(triggers, timeout=10)
         finally:
             stop.set()  # the API stopped by itself (an error), or we were told to stop: stop everything
             if api_task is not None:
@@ -165,6 +170,18 @@ async def _serve_stack(config: StackConfig, stop: asyncio.Event, state_file: Pat
             if cli_token_id is not None:
                 await _revoke_cli_token(stack, cli_token_id)
     return failure
+
+
+def _start_triggers(stack: Stack, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """The trigger runner (docs/triggers.md) where this process orchestrates; NOETL_TRIGGERS=0: none."""
+    if stack.orchestrator is None or os.environ.get("NOETL_TRIGGERS", "1") == "0":
+        return None
+    from control_plane.services.triggers import TriggerService
+    from control_plane.triggers.runner import TriggerRunner
+
+    assert stack.store is not None and stack.bus is not None
+    runner = TriggerRunner(TriggerService(stack.store, stack.executions, stack.bus), stack.bus)
+    return asyncio.create_task(runner.run(stop, asyncio.Event()), name="noetl-triggers")
 
 
 async def _issue_cli_token(stack: Stack) -> str:

@@ -17,6 +17,7 @@ from control_plane.api.problems import MalformedBodyError, responses
 from control_plane.api.routing import JSON, AuthorizedRoute, media_type
 from control_plane.schemas.catalog import (
     REGISTER_JSON_SCHEMA,
+    DeclaredTrigger,
     Deleted,
     Diagnostic,
     Playbook,
@@ -78,12 +79,20 @@ async def playbook_text(request: Request) -> str:
 @router.post("/register", status_code=201, response_model=Registered, openapi_extra=_REGISTER_BODY,
              summary="Register a playbook as the next version of its path",
              responses=responses(400, 401, 403, 413, 415, 422, 503))
-async def register(request: Request, _: Annotated[Any, require("operator")]) -> Registered:
+async def register(request: Request, token: Annotated[Any, require("operator")]) -> Registered:
     text = await playbook_text(request)
-    registered = await services_of(request).catalog.register(text, "<request body>")
+    registered = await services_of(request).catalog.register(text, "<request body>", actor=token.name)
     warnings = [Diagnostic(line=d.line, column=d.column, code=d.code, path=d.path, message=d.message)
                 for d in registered.warnings]
-    return Registered(path=registered.path, version=registered.version, warnings=warnings)
+    return Registered(path=registered.path, version=registered.version, warnings=warnings,
+                      triggers=[declared_trigger(c) for c in registered.triggers])
+
+
+def declared_trigger(created: Any) -> DeclaredTrigger:
+    record = created.trigger
+    return DeclaredTrigger(id=record.trigger_id, name=record.name, kind=record.kind, secret=created.secret,
+                           webhook_path=f"/api/hooks/{record.trigger_id}"
+                           if record.kind == "webhook" else None)
 
 
 def _summary(entry: Any) -> PlaybookSummary:

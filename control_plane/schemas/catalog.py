@@ -42,10 +42,19 @@ class Diagnostic(BaseModel):
     message: str
 
 
+class DeclaredTrigger(BaseModel):
+    id: str
+    name: str | None
+    kind: str
+    secret: str | None = Field(default=None, description="a new webhook's HMAC key: shown this once")
+    webhook_path: str | None = None
+
+
 class Registered(BaseModel):
     path: str
     version: int
     warnings: list[Diagnostic]
+    triggers: list[DeclaredTrigger] = Field(default_factory=list, description="the triggers it declares")
 
 
 class PlaybookSummary(BaseModel):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from control_plane.errors import ControlPlaneError, NotFoundError
+from control_plane.services.triggers import Created, TriggerService
 from control_plane.store import Store
 from control_plane.store.catalog import PlaybookSummary, PlaybookVersion
 from engine.dsl.diagnostics import Diagnostic
@@ -29,22 +30,27 @@ class Registered:
     path: str
     version: int
     warnings: list[Diagnostic]
+    triggers: list[Created] = field(default_factory=list)  # those it declares (docs/triggers.md)
 
 
 class CatalogService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, triggers: TriggerService | None = None) -> None:
         self.store = store
+        self.triggers = triggers or TriggerService(store)
 
-    async def register(self, text: str, file: str = "<playbook>") -> Registered:
-        """Validate, then store as the next version of its catalog path."""
+    async def register(self, text: str, file: str = "<playbook>", *, actor: str | None = None) -> Registered:
+        """Validate, then store as the next version of its catalog path, with the triggers it declares
+        (those it declared before and no more are deleted)."""
         result = validate_text(text, file)
         if result.errors or result.playbook is None:
             raise PlaybookInvalidError(result.errors or result.diagnostics)
         playbook = result.playbook
+        self.triggers.check_declared(playbook)
         path = playbook.metadata.catalog_path
         canonical = playbook.model_dump(mode="json", by_alias=True, exclude_none=True)
         version = await self.store.catalog.register(path, text, canonical)
-        return Registered(path, version, result.warnings)
+        triggers = await self.triggers.declare(path, playbook, actor=actor)
+        return Registered(path, version, result.warnings, triggers)
 
     async def list(self, prefix: str | None = None) -> list[PlaybookSummary]:
         """The latest version of every path (starting with `prefix`), by path."""

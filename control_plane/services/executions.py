@@ -44,12 +44,14 @@ class ExecutionService:
 
     async def start(self, path: str, *, version: int | None = None, payload: dict[str, Any] | None = None,
                     parent_execution_id: str | None = None, parent_step: str | None = None,
-                    execution_id: str | None = None, parent: dict[str, Any] | None = None) -> str:
+                    execution_id: str | None = None, parent: dict[str, Any] | None = None,
+                    origin: dict[str, Any] | None = None) -> str:
         """Start an execution of a catalog entry; returns its id at once (the orchestrator runs it).
 
         `parent` (for a child execution) carries the parent's command id, loop index and return step.
         With `execution_id` given (a new one from engine.protocol.ids, or a child's), starting again after
         a failure is safe: the row is created once and the started event is published under the same key.
+        `origin` goes into the started event as it is (a trigger's firing: `{"trigger": {...}}`).
         """
         if payload is not None and not isinstance(payload, dict):
             raise InvalidArgumentError(f"the payload must be a JSON object, got {type(payload).__name__}",
@@ -70,7 +72,7 @@ class ExecutionService:
                                  "parent_step": parent_step, **(parent or {}),
                                  # the execution's trace (docs/insights.md "Tracing"): derived, so the
                                  # same whoever records or replays it
-                                 "trace_id": trace_id_for(execution_id),
+                                 "trace_id": trace_id_for(execution_id), **(origin or {}),
                                  **({"overlays": overlays} if overlays else {})})
         await self.bus.publish_event(execution_id, started.idempotency_key,
                                      started.model_dump_json().encode())

@@ -21,10 +21,11 @@ from control_plane.store.secret_key import SecretKey
 from control_plane.store.sessions import SessionStore
 from control_plane.store.timings import TimingStore
 from control_plane.store.tokens import TokenStore
+from control_plane.store.triggers import TriggerStore
 
 __all__ = ["CatalogStore", "ChatStore", "CredentialStore", "CursorStore", "Database", "EventStore",
            "ExecutionStore", "IndexingStore", "MetricsStore", "PolicyStore", "SecretKey", "SessionStore",
-           "Store", "TimingStore", "TokenStore", "open_store"]
+           "Store", "TimingStore", "TokenStore", "TriggerStore", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Store:
     sessions: SessionStore  # the web console's sessions and sign-in links
     partitions: PartitionTable  # the orchestrators and their partitions' leases (read-only here)
     insights: InsightsStore  # the step runs of recent executions, for the insights
+    triggers: TriggerStore  # triggers, their firings and their events (docs/triggers.md)
 
     async def close(self) -> None:
         await self.db.close()
@@ -74,4 +76,4 @@ async def open_store(dsn: str, secret_key: SecretKey, *, run_migrations: bool = 
                  cursors=CursorStore(db), policies=PolicyStore(db),
                  indexing=IndexingStore(db), metrics=MetricsStore(db), timings=TimingStore(db),
                  chat=ChatStore(db), sessions=SessionStore(db), partitions=PartitionTable(db),
-                 insights=InsightsStore(db))
+                 insights=InsightsStore(db), triggers=TriggerStore(db, secret_key))

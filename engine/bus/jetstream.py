@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import ParseResult, SplitResult, urlsplit
 
@@ -31,6 +32,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from engine.bus import trigger_subjects
 from engine.bus.cluster import REPLICA_REFUSALS, check_replicas, default_replicas, server_list, server_name
 from engine.bus.event_reader import EventReader
 from engine.bus.pull import PullFeed
@@ -137,6 +139,10 @@ class Delivery:
     @property
     def msg_id(self) -> str | None:
         return (self._msg.headers or {}).get(Header.MSG_ID.value)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self._msg.headers or {})
 
     @property
     def num_delivered(self) -> int:
@@ -504,6 +510,30 @@ class Bus:
         return await self._consumer(self.command_stream, f"pool-{pool}",
                                     subjects.command_subject(pool, self.prefix), ack_wait_s=ack_wait_s,
                                     max_deliver=max_deliver, max_ack_pending=max_ack_pending)
+
+    async def trigger_consumer(self, trigger_id: str, subject: str, *, since: datetime,
+                               all_subjects: Sequence[str]) -> Consumer:
+        """A reader of a subject trigger's durable consumer (engine.bus.trigger_subjects): messages on
+        `subject` since `since`, kept while no one reads them."""
+        stream = await trigger_subjects.bind(self._js, prefix=self.prefix, trigger_id=trigger_id,
+                                             subject=subject, since=since, all_subjects=all_subjects)
+        consumer = Consumer(self._nc, self._js, stream, trigger_subjects.durable_name(trigger_id),
+                            self._ack_timeout_s)
+        await consumer.start()
+        return consumer
+
+    async def check_trigger_subject(self, trigger_id: str, subject: str, *, since: datetime,
+                                    all_subjects: Sequence[str]) -> None:
+        """Make the subject trigger's consumer now (a subject that cannot be read is refused at once)."""
+        await trigger_subjects.bind(self._js, prefix=self.prefix, trigger_id=trigger_id, subject=subject,
+                                    since=since, all_subjects=all_subjects)
+
+    async def drop_trigger_consumer(self, trigger_id: str, subject: str) -> None:
+        """Delete a deleted subject trigger's consumer."""
+        stream: str | None = None
+        with contextlib.suppress(nats.errors.Error):
+            stream = await self._js.find_stream_name_by_subject(subject)
+        await trigger_subjects.unbind(self._js, prefix=self.prefix, trigger_id=trigger_id, stream=stream)
 
     async def command_queue_depths(self) -> dict[str, int]:
         """Commands not yet handed to a worker (plus redeliveries waiting), by pool."""

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.dsl.triggers import TriggerSpec
+
 TOOL_KINDS: tuple[str, ...] = (
     "python", "http", "postgres", "duckdb", "clickhouse", "qdrant", "shell", "workbook", "playbook",
     "noop", "snowflake", "nats",
@@ -739,6 +741,7 @@ class Metadata(Model):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     labels: dict[str, Any] = Field(default_factory=dict)
+    triggers: list[TriggerSpec] = Field(default_factory=list)  # as the root's `triggers:` (docs/triggers.md)
 
     @property
     def catalog_path(self) -> str:
@@ -755,6 +758,12 @@ class Playbook(Model):
     workbook: list[WorkbookTask] = Field(default_factory=list)
     workflow: list[Step] = Field(min_length=1)
     tracing: Any = None
+    triggers: list[TriggerSpec] = Field(default_factory=list)  # what starts it besides a request
+
+    @property
+    def declared_triggers(self) -> list[TriggerSpec]:
+        """The root's `triggers:` and `metadata.triggers`, in that order."""
+        return [*self.triggers, *self.metadata.triggers]
 
     def step(self, name: str) -> Step:
         index = self.__dict__.get("_step_index")

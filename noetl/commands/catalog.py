@@ -33,7 +33,14 @@ def register_playbook(
     out = call(lambda backend: backend.register(text, str(file)))
     for warning in out["warnings"]:
         print(warning, file=sys.stderr)
-    print(json.dumps(out) if as_json else f"registered {out['path']} version {out['version']}")
+    if as_json:
+        print(json.dumps(out))
+        return
+    print(f"registered {out['path']} version {out['version']}")
+    for trigger in out.get("triggers") or []:
+        print(f"  trigger {trigger['name']} ({trigger['kind']}): {trigger['id']}")
+        if trigger.get("secret"):
+            print(f"    webhook {trigger['webhook_path']}; its secret, shown only now: {trigger['secret']}")
 
 
 @catalog_app.command("list")

@@ -1,0 +1,1 @@
+"""Triggers: schedules, events and webhooks that start executions (docs/triggers.md)."""
