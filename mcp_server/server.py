@@ -24,7 +24,9 @@ INSTRUCTIONS = (
     "NoETL runs workflow playbooks. Find playbooks (list_playbooks, get_playbook), check and understand "
     "them (validate_playbook, explain_playbook, plan_playbook), run them (execute_playbook with wait, "
     "get_execution, list_events, cancel_execution), find out why one failed (why_failed, "
-    "similar_failures, search_failures) and propose a runtime change to a step (propose_change). A "
+    "similar_failures, search_failures), start them on a schedule, after other runs, on NATS messages or "
+    "webhooks (trigger_create, trigger_list, trigger_show, trigger_pause, trigger_resume, trigger_delete) "
+    "and propose a runtime change to a step (propose_change). A "
     "proposal waits for a person with the approver role; no tool approves. What a tool may do is what "
     "the token it runs with may do (viewer, operator, approver, admin).")
 

@@ -3,7 +3,8 @@
 Per playbook and step: p50/p95 durations and their trend, queueing versus run time, retry and failure
 rates; the bottlenecks (the steps that dominate their executions' critical paths); anomalies (runs out of
 their own history, with the reason); failure clusters (one problem seen many times, with the release it
-came in). The history comes from the control plane's InsightsHistory; the figures are the pure modules'.
+came in); the triggers whose firings were skipped or failed, and why. The history comes from the control
+plane's InsightsHistory; the figures are the pure modules'.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from typing import Any, Protocol
 
 from agents.insights import anomalies, clusters, durations
 from agents.insights.history import fold
+from agents.insights.triggers import trigger_figures
 from agents.insights.window import since_time
 
 
 class HistorySource(Protocol):
     async def history(self, *, since: datetime, until: datetime, path: str | None = None,
                       executions: int = ...) -> list[dict[str, Any]]: ...
+
+    async def trigger_outcomes(self, *, since: datetime, until: datetime,
+                               path: str | None = None) -> list[dict[str, Any]]: ...
 
 
 def _json(value: Any) -> Any:
@@ -58,8 +63,10 @@ class InsightsService:
         now = self._clock()
         start = since_time(since, now)
         rows = await self._history.history(since=start, until=now, path=path)
+        fired = await self._history.trigger_outcomes(since=start, until=now, path=path)
         # the figures are CPU work (and embedding signatures with the model): off the event loop
-        return await asyncio.to_thread(self._report, rows, path, start, now, limit, detail)
+        report = await asyncio.to_thread(self._report, rows, path, start, now, limit, detail)
+        return {**report, "triggers": trigger_figures(fired, top=limit)}
 
     def _report(self, rows: list[dict[str, Any]], path: str | None, start: datetime, now: datetime,
                 limit: int, detail: bool) -> dict[str, Any]:

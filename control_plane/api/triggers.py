@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from control_plane.api.auth import require
 from control_plane.api.context import built_with, services_of
-from control_plane.api.problems import responses
+from control_plane.api.problems import BodyTooLargeError, responses
 from control_plane.api.routing import AuthorizedRoute
 from control_plane.schemas.triggers import (
     FiringInfo,
@@ -115,6 +115,10 @@ async def delete_trigger(request: Request, token: Annotated[Any, require("operat
             responses=responses(401, 404, 409, 413, 503))
 async def deliver(request: Request, id: TriggerId) -> HookAccepted:
     body = await request.body()
+    if len(body) > MAX_HOOK_BYTES:
+        raise BodyTooLargeError(f"the webhook delivery has {len(body)} bytes, more than {MAX_HOOK_BYTES}",
+                                where="body", fix="send a smaller body (at most 1 MiB), e.g. a reference to "
+                                                  "the data rather than the data")
     done = await _service(request).deliver_webhook(id, body, dict(request.headers))
     return HookAccepted(firing_id=done.firing_id, status=done.status, execution_id=done.execution_id,
                         reason=done.reason, duplicate=done.duplicate)

@@ -16,11 +16,12 @@ from control_plane.console import (
     proposals,
     signin,
     static,
+    triggers,
 )
 
 # the live list before the detail page: /ui/executions/live is not an execution id
 ROUTERS: tuple[APIRouter, ...] = (links.router, signin.router, static.router, executions.router,
                                   execution.router, proposals.router, catalog.router, pools.router,
-                                  chat.router, insights.router)
+                                  chat.router, insights.router, triggers.router)
 
 __all__ = ["ROUTERS"]

@@ -63,6 +63,7 @@ _env.globals["nav"] = (("executions", "/ui/executions", "Executions"),
                       ("pools", "/ui/pools", "Pools"),
                       ("insights", "/ui/insights", "Insights"),
                       ("proposals", "/ui/proposals", "Proposals"),
+                      ("triggers", "/ui/triggers", "Triggers"),
                       ("chat", "/ui/chat", "Ask"))
 _env.filters["when"] = when
 _env.filters["as_json"] = as_json

@@ -392,3 +392,17 @@ class TriggerStore:
             "FROM trigger_events "
             f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s", [*params, limit])
         return [TriggerEvent(**r) for r in rows]
+
+    async def outcomes(self, *, since: datetime, until: datetime,
+                       path: str | None = None) -> builtins.list[dict[str, Any]]:
+        """How many firings of each trigger (of `path`) started, were skipped, queued or failed in the
+        window, by reason: the insights' rows."""
+        rows = await self._db.fetch_all(
+            "SELECT e.trigger_id, t.path, t.kind, t.name, e.type, e.reason, count(*) AS count "
+            "FROM trigger_events e LEFT JOIN triggers t USING (trigger_id) "
+            "WHERE e.occurred_at >= %s AND e.occurred_at < %s AND e.type = ANY(%s) "
+            "AND (%s::text IS NULL OR t.path = %s) "
+            "GROUP BY e.trigger_id, t.path, t.kind, t.name, e.type, e.reason",
+            (since, until, ["trigger.started", "trigger.skipped", "trigger.queued", "trigger.failed"],
+             path, path))
+        return [dict(r) for r in rows]

@@ -62,6 +62,7 @@ class Registered(Out):
     path: str
     version: int
     warnings: list[dict[str, Any]] = []
+    triggers: list[dict[str, Any]] = []  # those the playbook declares; a new webhook's secret shown once
 
 
 def located(diagnostics: list[Diagnostic]) -> list[Located]:

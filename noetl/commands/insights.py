@@ -46,6 +46,12 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"- {c['count']}x in {c['executions']} execution(s) {', '.join(c['steps'])}: "
                          f"{c['signature']} (first {str(c['first_seen'])[:19]}, last "
                          f"{str(c['last_seen'])[:19]}{since})")
+    if report.get("triggers"):
+        lines += ["", "triggers: started, skipped, queued, failed"]
+        for t in report["triggers"]:
+            why = "; ".join(f"{r['count']}x {r['reason']}" for r in t["reasons"])
+            lines.append(f"- {t['trigger_id']} ({t['kind']} of {t['path']}): {t['started']}, {t['skipped']}, "
+                         f"{t['queued']}, {t['failed']}" + (f" — {why}" if why else ""))
     if report["steps"]:
         lines += ["", "steps: runs, p50, p95, queue p50, retried, failed"]
         lines += [f"- {s['path']} / {s['step']}: {s['runs']}, {_ms(s['p50_ms'])}, {_ms(s['p95_ms'])}, "

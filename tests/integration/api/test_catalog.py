@@ -24,7 +24,7 @@ async def test_registering_a_path_twice_as_yaml_then_as_base64_json_gives_versio
     text = playbook(name, BODY)
     first = await admin.post("/api/catalog/register", content=text, headers={"Content-Type": "text/yaml"})
     assert first.status_code == 201, first.text
-    assert first.json() == {"path": name, "version": 1, "warnings": []}
+    assert first.json() == {"path": name, "version": 1, "warnings": [], "triggers": []}
     second = await admin.post("/api/catalog/register",
                               json={"content": base64.b64encode(text.encode()).decode()})
     assert second.status_code == 201, second.text

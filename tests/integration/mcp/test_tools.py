@@ -28,9 +28,11 @@ TOOLS = {
     "list_playbooks", "get_playbook", "validate_playbook", "register_playbook", "execute_playbook",
     "get_execution", "list_executions", "list_events", "cancel_execution", "why_failed", "similar_failures",
     "search_failures", "list_proposals", "get_proposal", "propose_change", "propose_rollback",
-    "explain_playbook", "plan_playbook", "insights",
+    "explain_playbook", "plan_playbook", "insights", "trigger_list", "trigger_show", "trigger_create",
+    "trigger_pause", "trigger_resume", "trigger_delete",
 }
-WRITING = {"register_playbook", "execute_playbook", "cancel_execution", "propose_change", "propose_rollback"}
+WRITING = {"register_playbook", "execute_playbook", "cancel_execution", "propose_change", "propose_rollback",
+           "trigger_create", "trigger_pause", "trigger_resume", "trigger_delete"}
 TEMPLATES = {"playbooks://catalog{?prefix}", "playbook://{+path}{?version}", "playbook-versions://{+path}",
              "execution://{execution_id}", "execution://{execution_id}/events",
              "execution://{execution_id}/diagnosis"}
@@ -61,7 +63,7 @@ async def test_catalog_tools_register_list_search_get_and_validate(connect: Any)
     name = unique("hello")
     async with connect("operator") as session:
         first = await call(session, "register_playbook", content=playbook(name, HELLO, f"mcp/{name}"))
-        assert first == {"path": f"mcp/{name}", "version": 1, "warnings": []}
+        assert first == {"path": f"mcp/{name}", "version": 1, "warnings": [], "triggers": []}
         second = await call(session, "register_playbook", content=playbook(name, HELLO, f"mcp/{name}"))
         assert second["version"] == 2
 

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.insights.service import InsightsService
+from control_plane.services.insights import InsightsHistory
 from tests.harness.polling import poll
 from tests.integration.api.helpers import playbook, register, unique
 from tests.integration.triggers.conftest import TriggerApi
@@ -228,6 +230,11 @@ async def test_a_skip_concurrency_trigger_records_why_it_did_not_start_while_the
         types = {e["type"] for e in events}
         assert {"trigger.fired", "trigger.started", "trigger.skipped", "trigger.paused"} <= types
         assert any(e["type"] == "trigger.skipped" and "still running" in e["reason"] for e in events)
+        assert api.stack.store is not None  # the insights count the skips, with their reason
+        report = await InsightsService(InsightsHistory(api.stack.store)).report(path, "1h")
+        [figures] = report["triggers"]
+        assert figures["trigger_id"] == trigger["id"] and figures["started"] >= 1 and figures["skipped"] >= 1
+        assert "still running (concurrency: skip)" in figures["reasons"][0]["reason"]
         await client.delete(f"/api/triggers/{trigger['id']}")
 
 
