@@ -9,6 +9,7 @@ from control_plane.errors import ControlPlaneError, NotFoundError
 from control_plane.services.triggers import Created, TriggerService
 from control_plane.store import Store
 from control_plane.store.catalog import PlaybookSummary, PlaybookVersion
+from control_plane.triggers.definition import with_declared_checks
 from engine.dsl.diagnostics import Diagnostic
 from engine.net.validate import validate_text
 
@@ -41,11 +42,10 @@ class CatalogService:
     async def register(self, text: str, file: str = "<playbook>", *, actor: str | None = None) -> Registered:
         """Validate, then store as the next version of its catalog path, with the triggers it declares
         (those it declared before and no more are deleted)."""
-        result = validate_text(text, file)
+        result = with_declared_checks(validate_text(text, file))
         if result.errors or result.playbook is None:
             raise PlaybookInvalidError(result.errors or result.diagnostics)
         playbook = result.playbook
-        self.triggers.check_declared(playbook)
         path = playbook.metadata.catalog_path
         canonical = playbook.model_dump(mode="json", by_alias=True, exclude_none=True)
         version = await self.store.catalog.register(path, text, canonical)

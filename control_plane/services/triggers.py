@@ -147,15 +147,6 @@ class TriggerService:
             log.info("trigger %s of %s deleted: the playbook no longer declares it", trigger_id, path)
         return created
 
-    @staticmethod
-    def check_declared(playbook: Playbook) -> None:
-        """Refuse a playbook whose declared triggers cannot fire, before anything is stored."""
-        for index, spec in enumerate(playbook.declared_triggers):
-            definition.check(spec, f"triggers[{index}].")
-            if spec.version is not None:
-                raise TriggerSpecError("a trigger declared in a playbook starts the newest version of it",
-                                       where=f"triggers[{index}].version", fix="remove `version`")
-
     async def get(self, trigger_id: str) -> TriggerRecord:
         return await self.store.triggers.get(trigger_id)
 

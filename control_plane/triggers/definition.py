@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_plane.triggers.cron import CronSchedule
 from control_plane.triggers.errors import TriggerSpecError
 from control_plane.triggers.interval import IntervalSchedule, parse_duration
 from control_plane.triggers.schedule import Schedule
+from engine.dsl.diagnostics import Issue
 from engine.dsl.triggers import TriggerSpec
+
+if TYPE_CHECKING:
+    from engine.dsl.model import Playbook
+    from engine.net.validate import Validation
 
 MAX_JITTER_S = 3600.0
 
@@ -48,3 +53,42 @@ def check(spec: TriggerSpec, where: str = "") -> None:
     if jitter and spec.kind not in ("cron", "interval"):
         raise TriggerSpecError(f"jitter applies to cron and every triggers only (this one is {spec.kind})",
                                where=f"{where}jitter", fix="remove it")
+
+
+def declared_issues(playbook: Playbook) -> list[Issue]:
+    """The problems of the triggers a playbook declares that its schema cannot see (a cron, a zone, an
+    interval, a jitter; a version, which a declared trigger cannot pin; two with one name), each at its
+    key."""
+    issues: list[Issue] = []
+    names: set[str] = set()
+    declared = [(("triggers", i), spec) for i, spec in enumerate(playbook.triggers)] + \
+        [(("metadata", "triggers", i), spec) for i, spec in enumerate(playbook.metadata.triggers)]
+    for index, (place, spec) in enumerate(declared):
+        try:
+            check(spec)
+        except TriggerSpecError as exc:
+            where = exc.where or spec.kind
+            key = where.split()[0].split(".")[0]  # `cron field 'minute'` is at the key `cron`
+            message = exc.message if where == key else f"{where[len(key):].strip()}: {exc.message}"
+            issues.append(Issue((*place, key), f"{message} ({exc.fix})" if exc.fix else message,
+                                "invalid_trigger"))
+        if spec.version is not None:
+            issues.append(Issue((*place, "version"), "a trigger declared in a playbook starts its newest "
+                                "version (remove `version`)", "invalid_trigger"))
+        name = spec.name or f"{spec.kind}-{index + 1}"
+        if name in names:
+            issues.append(Issue((*place, "name") if spec.name else place, f"two triggers are named '{name}' "
+                                "(give each trigger of the playbook a name of its own)", "invalid_trigger"))
+        names.add(name)
+    return issues
+
+
+def with_declared_checks(result: Validation) -> Validation:
+    """`result` with the declared triggers' problems added (in place) when the playbook is otherwise
+    valid: what `noetl validate` and registration report."""
+    playbook = result.playbook
+    if playbook is None:
+        return result
+    result.diagnostics.extend(result.loaded.locate(issue) for issue in declared_issues(playbook))
+    result.diagnostics.sort(key=lambda d: (d.line, d.column, d.severity, d.message))
+    return result

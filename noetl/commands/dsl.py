@@ -26,6 +26,7 @@ def validate(
 
     Exit 0 when all files are valid, 1 when any is invalid, 2 when a file cannot be read.
     """
+    from control_plane.triggers.definition import with_declared_checks
     from engine.errors import PlaybookSourceError
     from engine.plan.checks import validate_file_with_pools
     from engine.plan.pools import PoolConfigError
@@ -39,7 +40,7 @@ def validate(
     code = EXIT_VALID
     for file in files:
         try:
-            result = validate_file_with_pools(file, pools)
+            result = with_declared_checks(validate_file_with_pools(file, pools))
         except PlaybookSourceError as exc:
             problems.append({"file": str(file), "line": 0, "column": 0, "path": "(file)",
                              "message": exc.message, "code": "unreadable", "severity": "error"})

@@ -95,3 +95,17 @@ def test_a_mistake_in_a_metadata_trigger_is_reported_under_metadata() -> None:
 
 def test_a_playbook_without_triggers_declares_none() -> None:
     assert playbook_of(validate_text(HEAD + WORKFLOW)).declared_triggers == []
+
+
+def test_a_declared_trigger_that_cannot_fire_is_refused_at_its_key_by_validation_and_registration() -> None:
+    from control_plane.triggers.definition import with_declared_checks
+
+    text = (HEAD + "  # the declared triggers\ntriggers:\n  - cron: '0 25 * * *'\n  - every: 5m\n"
+            "    version: 2\n  - {name: twice, webhook: true}\n  - {name: twice, every: 1h}\n" + WORKFLOW)
+    result = with_declared_checks(validate_text(text, "pb.yaml"))
+    found = [(d.line, d.path, d.message) for d in result.errors]
+    assert [(line, path) for line, path, _ in found] == [
+        (6, "triggers[0].cron"), (8, "triggers[1].version"), (10, "triggers[3].name")]
+    assert "hour '25' is out of range 0-23" in found[0][2]
+    assert "newest version" in found[1][2] and "two triggers are named 'twice'" in found[2][2]
+    assert with_declared_checks(validate_text(HEAD + WORKFLOW)).errors == []
