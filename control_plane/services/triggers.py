@@ -349,8 +349,7 @@ class TriggerService:
         if stored is None:
             return None
         if not stored:  # decided before: tell what became of it
-            previous = next((f for f in await self.store.triggers.firings(trigger.trigger_id, limit=1000)
-                             if f.firing_id == fid), None)
+            previous = await self.store.triggers.firing(fid)
             return Delivered(fid, previous.status if previous else "started",
                              previous.execution_id if previous else None, duplicate=True)
         await self._start_all(trigger.trigger_id, stored)

@@ -24,8 +24,8 @@ from control_plane.store.secret_key import SecretKey
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("trigger_id, name, path, version, kind, spec, source, paused, cursor_at, created_by, created_at, "
-            "updated_at, secret_ciphertext IS NOT NULL AS has_secret")
+_COLUMNS = ("trigger_id, name, path, version, kind, spec, source, paused, cursor_at, active_since, "
+            "created_by, created_at, updated_at, secret_ciphertext IS NOT NULL AS has_secret")
 _FIRING_COLUMNS = ("f.firing_id, f.trigger_id, f.scheduled_at, f.status, f.reason, f.execution_id, "
                    "f.source_key, f.payload, f.created_at, f.updated_at")
 # a firing counts as running while its execution has not ended (or it is not started yet)
@@ -46,6 +46,7 @@ class TriggerRecord:
     source: str
     paused: bool
     cursor_at: datetime
+    active_since: datetime
     created_by: str | None
     created_at: datetime
     updated_at: datetime
@@ -206,13 +207,15 @@ class TriggerStore:
 
     async def set_paused(self, trigger_id: str, paused: bool, actor: str | None) -> TriggerRecord:
         """Pause or resume. Resuming a time trigger moves its cursor to now: the time it was paused is not
-        caught up (a paused trigger is one a person stopped)."""
+        caught up (a paused trigger is one a person stopped); an `after` trigger fires for the runs that
+        end after it was resumed."""
         async with self._db.transaction() as conn:
             cur = await conn.execute(
                 "UPDATE triggers SET paused = %s, updated_at = clock_timestamp(), cursor_at = CASE "
                 "WHEN NOT %s AND paused AND kind IN ('cron', 'interval') THEN clock_timestamp() "
-                f"ELSE cursor_at END WHERE trigger_id = %s RETURNING {_COLUMNS}",
-                (paused, paused, trigger_id))
+                "ELSE cursor_at END, active_since = CASE WHEN NOT %s AND paused THEN clock_timestamp() "
+                f"ELSE active_since END WHERE trigger_id = %s RETURNING {_COLUMNS}",
+                (paused, paused, paused, trigger_id))
             row = await cur.fetchone()
             if row is None:
                 raise NotFoundError(f"trigger '{trigger_id}' is not stored", where="triggers",
@@ -350,16 +353,19 @@ class TriggerStore:
     async def upstream_ends(self, trigger: TriggerRecord, *, lookback_s: float,
                             limit: int = 100) -> builtins.list[UpstreamEnd]:
         """Executions of the `after` trigger's playbook that ended in a matching status since its cursor
-        (less `lookback_s`: a transaction that committed late), and have no firing of it yet."""
+        (less `lookback_s`: a transaction that committed late) and since it was created or resumed, and have
+        no firing of it yet."""
         after = trigger.spec.get("after") or {}
         on = after.get("on", "completed")
         statuses = ["completed", "failed"] if on == "any" else [on]
         rows = await self._db.fetch_all(
             "SELECT e.execution_id, e.status, e.ended_at FROM executions e WHERE e.playbook_path = %s "
             "AND e.ended_at IS NOT NULL AND e.status = ANY(%s) "
-            "AND e.ended_at > %s - make_interval(secs => %s) AND NOT EXISTS (SELECT 1 FROM trigger_firings f "
+            "AND e.ended_at > %s - make_interval(secs => %s) AND e.ended_at > %s "
+            "AND NOT EXISTS (SELECT 1 FROM trigger_firings f "
             "WHERE f.trigger_id = %s AND f.source_key = e.execution_id) ORDER BY e.ended_at LIMIT %s",
-            (after.get("path"), statuses, trigger.cursor_at, lookback_s, trigger.trigger_id, limit))
+            (after.get("path"), statuses, trigger.cursor_at, lookback_s, trigger.active_since,
+             trigger.trigger_id, limit))
         return [UpstreamEnd(**r) for r in rows]
 
     # ------------------------------------------------------------------ reading
@@ -369,6 +375,11 @@ class TriggerStore:
             f"SELECT {_FIRING_COLUMNS} FROM trigger_firings f WHERE f.trigger_id = %s "
             "ORDER BY f.scheduled_at DESC, f.created_at DESC LIMIT %s", (trigger_id, limit))
         return [_firing(r) for r in rows]
+
+    async def firing(self, firing_id: str) -> FiringRecord | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_FIRING_COLUMNS} FROM trigger_firings f WHERE f.firing_id = %s", (firing_id,))
+        return _firing(row) if row is not None else None
 
     async def firing_of_execution(self, execution_id: str) -> FiringRecord | None:
         row = await self._db.fetch_one(

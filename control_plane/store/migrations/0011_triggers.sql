@@ -19,6 +19,8 @@ CREATE TABLE triggers (
     paused            boolean NOT NULL DEFAULT false,
     -- cron/interval: the last scheduled time decided; after: the ended_at up to which ends were read
     cursor_at         timestamptz NOT NULL,
+    -- created or last resumed: an `after` trigger fires for the runs that end after it
+    active_since      timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- a webhook's HMAC key, sealed with the credentials' key (associated data: the trigger id)
     secret_key_id     text,
     secret_nonce      bytea,

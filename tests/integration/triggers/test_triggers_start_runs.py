@@ -308,3 +308,27 @@ async def test_declared_triggers_are_registered_with_the_playbook_and_removed_wi
                 tool: {kind: noop}
             """))
         assert (await client.get("/api/triggers", params={"path": path})).json()["items"] == []
+
+
+async def test_an_after_trigger_fires_only_for_runs_that_end_after_it_was_created_or_resumed(
+        api: TriggerApi) -> None:
+    async with api.client("operator") as client:
+        upstream = await _echo(client, "before")
+        downstream = await _echo(client, "after")
+        response = await client.post("/api/execute", json={"path": upstream})
+        await _completed(client, str(response.json()["execution_id"]))
+        trigger = await _create(client, path=downstream, after={"path": upstream}, paused=True)
+        await client.post(f"/api/triggers/{trigger['id']}/resume")
+        record = await api.service.get(trigger["id"])
+        assert await api.service.tick_after(record) == []  # the run ended before: nothing fires
+        response = await client.post("/api/execute", json={"path": upstream})
+        later = str(response.json()["execution_id"])
+        await _completed(client, later)
+
+        async def fired() -> list[dict[str, Any]] | None:
+            return (await _show(client, trigger["id"]))["firings"] or None
+
+        [firing] = await poll(fired, timeout_s=30, what="the after trigger to fire for the later run")
+        summary = await _completed(client, firing["execution_id"])
+        assert summary["result"]["seen"]["upstream"]["execution_id"] == later
+        await client.delete(f"/api/triggers/{trigger['id']}")
