@@ -15,6 +15,7 @@ from control_plane.errors import InvalidArgumentError
 from control_plane.services.auth import check_role
 from control_plane.services.sessions import CONSOLE_ROOT
 from control_plane.services.triggers import TriggerService
+from control_plane.triggers.definition import summary
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -30,27 +31,11 @@ def triggers_of(request: Request) -> TriggerService:
     return built_with(services_of(request).triggers, "triggers")
 
 
-def definition(kind: str, spec: dict[str, Any], webhook_path: str | None = None) -> str:
-    """What starts a run, in one line: `cron 30 2 * * * (Europe/Paris)`, `every 5m`, `after etl/load ...`."""
-    if kind == "cron":
-        return f"cron {spec.get('cron')} ({spec.get('tz') or 'UTC'})"
-    if kind == "interval":
-        return f"every {spec.get('every')}"
-    if kind == "after":
-        after = spec.get("after") or {}
-        return f"after {after.get('path')} ({after.get('on') or 'completed'})"
-    if kind == "subject":
-        return f"each message on {spec.get('subject')}"
-    if kind == "webhook":
-        return f"each signed delivery to {webhook_path}" if webhook_path else "webhook"
-    return kind
-
-
 def view(described: dict[str, Any]) -> dict[str, Any]:
     """A trigger as the pages show it: what `TriggerService.describe` says, plus its one-line definition."""
     spec = described["spec"]
     how = {k: v for k, v in spec.items() if k in ("catchup", "catchup_limit", "concurrency", "jitter")}
-    return {**described, "definition": definition(described["kind"], spec, described["webhook_path"]),
+    return {**described, "definition": summary(described["kind"], spec, described["webhook_path"]),
             "how": how, "payload": spec.get("payload") or {}}
 
 

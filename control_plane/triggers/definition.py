@@ -34,6 +34,23 @@ def jitter_of(spec: dict[str, Any]) -> float:
     return 0.0 if value in (None, 0, "0") else parse_duration(value, "jitter")
 
 
+def summary(kind: str, spec: dict[str, Any], webhook_path: str | None = None) -> str:
+    """What starts a run, in one line: `cron 30 2 * * * (Europe/Paris)`, `every 5m`, `after etl/load
+    (completed)`, … (the CLI's lists and the console's pages)."""
+    if kind == "cron":
+        return f"cron {spec.get('cron')} ({spec.get('tz') or 'UTC'})"
+    if kind == "interval":
+        return f"every {spec.get('every')}"
+    if kind == "after":
+        after = spec.get("after") or {}
+        return f"after {after.get('path')} ({after.get('on') or 'completed'})"
+    if kind == "subject":
+        return f"each message on {spec.get('subject')}"
+    if kind == "webhook":
+        return f"each signed delivery to {webhook_path}" if webhook_path else "webhook"
+    return kind
+
+
 def check(spec: TriggerSpec, where: str = "") -> None:
     """Refuse a definition that cannot fire (a bad cron, zone, interval or jitter): TriggerSpecError
     naming the key (`where` prefixes it, e.g. `triggers[0].`)."""

@@ -23,19 +23,9 @@ def _refuse(message: str) -> None:
 
 
 def _describe(trigger: dict[str, Any]) -> str:
-    spec = trigger.get("spec") or {}
-    kind = trigger["kind"]
-    if kind == "cron":
-        what = f"cron '{spec.get('cron')}' ({spec.get('tz') or 'UTC'})"
-    elif kind == "interval":
-        what = f"every {spec.get('every')}"
-    elif kind == "after":
-        after = spec.get("after") or {}
-        what = f"after {after.get('path')} {after.get('on', 'completed')}"
-    elif kind == "subject":
-        what = f"on subject {spec.get('subject')}"
-    else:
-        what = f"webhook POST {trigger.get('webhook_path')}"
+    from control_plane.triggers.definition import summary
+
+    what = summary(trigger["kind"], trigger.get("spec") or {}, trigger.get("webhook_path"))
     state = " [paused]" if trigger.get("paused") else ""
     return f"{trigger['id']}\t{trigger['path']}\t{what}{state}"
 
