@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import functools
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from control_plane.triggers.cron import CronSchedule
 from control_plane.triggers.errors import TriggerSpecError
+from control_plane.triggers.firing import firing_id, jitter_delay, time_key
 from control_plane.triggers.interval import IntervalSchedule, parse_duration
 from control_plane.triggers.schedule import Schedule
 from engine.dsl.diagnostics import Issue
@@ -23,10 +25,27 @@ def schedule_of(kind: str, spec: dict[str, Any], anchor: datetime) -> Schedule |
     """The times a cron or interval trigger fires at (an interval counts from `anchor`); None for the
     kinds that fire on events."""
     if kind == "cron":
-        return CronSchedule.parse(str(spec["cron"]), str(spec.get("tz") or "UTC"))
+        return _cron(str(spec["cron"]), str(spec.get("tz") or "UTC"))
     if kind == "interval":
         return IntervalSchedule(parse_duration(spec["every"], "every"), anchor)
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _cron(expression: str, tz: str) -> CronSchedule:
+    """Parsed once per process: the runner asks every second whether each trigger is due."""
+    return CronSchedule.parse(expression, tz)
+
+
+def next_due(kind: str, spec: dict[str, Any], anchor: datetime, trigger_id: str,
+             cursor: datetime) -> datetime | None:
+    """When a time trigger's first firing after `cursor` is due (its jitter included); None for the
+    kinds that fire on events."""
+    schedule = schedule_of(kind, spec, anchor)
+    if schedule is None:
+        return None
+    at = schedule.next_after(cursor)
+    return at + timedelta(seconds=jitter_delay(firing_id(trigger_id, time_key(at)), jitter_of(spec)))
 
 
 def jitter_of(spec: dict[str, Any]) -> float:

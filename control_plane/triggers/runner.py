@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from control_plane.errors import ControlPlaneError
 from control_plane.services.triggers import TriggerService
 from control_plane.store.triggers import TriggerRecord
+from control_plane.triggers import definition
 from engine.errors import EngineError
 
 if TYPE_CHECKING:
@@ -64,6 +65,10 @@ class TriggerRunner:
         for trigger in active:
             try:
                 if trigger.kind in ("cron", "interval"):
+                    due = definition.next_due(trigger.kind, trigger.spec, trigger.created_at,
+                                              trigger.trigger_id, trigger.cursor_at)
+                    if due is not None and due > now:  # nothing due: no lock taken, no query made
+                        continue
                     await self.service.tick_schedule(trigger.trigger_id, now)
                 elif trigger.kind == "after":
                     await self.service.tick_after(trigger)
