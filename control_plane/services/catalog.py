@@ -47,6 +47,7 @@ class CatalogService:
             raise PlaybookInvalidError(result.errors or result.diagnostics)
         playbook = result.playbook
         path = playbook.metadata.catalog_path
+        await self.triggers.check_declared(path, playbook)
         canonical = playbook.model_dump(mode="json", by_alias=True, exclude_none=True)
         version = await self.store.catalog.register(path, text, canonical)
         triggers = await self.triggers.declare(path, playbook, actor=actor)

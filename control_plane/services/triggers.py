@@ -110,22 +110,39 @@ class TriggerService:
                 existing = None
             if existing is not None and existing.has_secret:
                 secret = None  # a declared webhook keeps the key it was given first
-        if spec.kind == "subject" and self.bus is not None:
-            assert spec.subject is not None
-            others = [t.spec["subject"] for t in await self.store.triggers.list(kinds=["subject"])
-                      if t.trigger_id != trigger_id]
-            since = existing.created_at if existing is not None else datetime.now(UTC)
-            try:
-                await self.bus.check_trigger_subject(trigger_id, spec.subject, since=since,
-                                                     all_subjects=others)
-            except EngineError as exc:
-                raise InvalidArgumentError(exc.message, where=f"{where}subject", fix=exc.fix) from None
+        await self._bind_subject(trigger_id, spec, existing, where)
         record = await self.store.triggers.create(
             trigger_id=trigger_id, name=spec.name, path=path, version=spec.version, kind=spec.kind,
             spec=spec.as_json(), source=source, paused=spec.paused, created_by=actor,
             secret=secret.encode() if secret is not None else None, replace=replace)
         log.info("trigger %s (%s) of %s stored by %s", record.trigger_id, record.kind, path, actor or "-")
         return Created(record, secret)
+
+    async def _bind_subject(self, trigger_id: str, spec: TriggerSpec, existing: TriggerRecord | None,
+                            where: str) -> None:
+        """A subject trigger's consumer made now, so a subject NATS cannot read is refused before anything
+        is stored (without a bus, the runner makes it and logs why it cannot)."""
+        if spec.kind != "subject" or self.bus is None:
+            return
+        assert spec.subject is not None
+        others = [t.spec["subject"] for t in await self.store.triggers.list(kinds=["subject"])
+                  if t.trigger_id != trigger_id]
+        since = existing.created_at if existing is not None else datetime.now(UTC)
+        try:
+            await self.bus.check_trigger_subject(trigger_id, spec.subject, since=since, all_subjects=others)
+        except EngineError as exc:
+            raise InvalidArgumentError(exc.message, where=f"{where}subject", fix=exc.fix) from None
+
+    async def check_declared(self, path: str, playbook: Playbook) -> None:
+        """Before a registration stores anything: the subjects its declared triggers read can be read."""
+        for index, spec in enumerate(playbook.declared_triggers):
+            if spec.kind == "subject":
+                trigger_id = declared_id(path, spec.name or f"{spec.kind}-{index + 1}")
+                try:
+                    existing: TriggerRecord | None = await self.store.triggers.get(trigger_id)
+                except NotFoundError:
+                    existing = None
+                await self._bind_subject(trigger_id, spec, existing, f"triggers[{index}].")
 
     async def declare(self, path: str, playbook: Playbook, *, actor: str | None) -> builtins.list[Created]:
         """Register the triggers `playbook` declares (a trigger without a name is named after its kind

@@ -143,8 +143,12 @@ class TriggerStore:
         definition and keeps its cursor, its secret and whether it is paused."""
         sealed: tuple[bytes, bytes] | tuple[None, None] = \
             self._key.seal(trigger_id, secret) if secret is not None else (None, None)
+        # a replaced trigger keeps its secret unless it is given one (a declared trigger become a webhook)
         conflict = ("ON CONFLICT (trigger_id) DO UPDATE SET name = EXCLUDED.name, path = EXCLUDED.path, "
                     "version = EXCLUDED.version, kind = EXCLUDED.kind, spec = EXCLUDED.spec, "
+                    "secret_key_id = coalesce(EXCLUDED.secret_key_id, triggers.secret_key_id), "
+                    "secret_nonce = coalesce(EXCLUDED.secret_nonce, triggers.secret_nonce), "
+                    "secret_ciphertext = coalesce(EXCLUDED.secret_ciphertext, triggers.secret_ciphertext), "
                     "updated_at = clock_timestamp() " if replace else "ON CONFLICT (trigger_id) DO NOTHING ")
         row = await self._db.fetch_one(
             "INSERT INTO triggers (trigger_id, name, path, version, kind, spec, source, paused, cursor_at, "

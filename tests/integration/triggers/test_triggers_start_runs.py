@@ -332,3 +332,33 @@ async def test_an_after_trigger_fires_only_for_runs_that_end_after_it_was_create
         summary = await _completed(client, firing["execution_id"])
         assert summary["result"]["seen"]["upstream"]["execution_id"] == later
         await client.delete(f"/api/triggers/{trigger['id']}")
+
+
+async def test_a_declared_trigger_that_becomes_a_webhook_gets_a_secret_that_signs_its_deliveries(
+        api: TriggerApi) -> None:
+    async with api.client("operator") as client:
+        path = unique("becomes_hook")
+        step = "workflow:\n  - step: start\n    tool: {kind: noop}\n"
+        first = await register(client, playbook(path, "triggers:\n  - {name: in, every: 1h}\n" + step))
+        again = await register(client, playbook(path, "triggers:\n  - {name: in, webhook: true}\n" + step))
+        [before], [after] = first["triggers"], again["triggers"]
+        assert before["id"] == after["id"] and after["kind"] == "webhook" and after["secret"]
+    body = b"{}"
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as anonymous:
+        answer = await anonymous.post(after["webhook_path"], content=body, headers={
+            "Content-Type": "application/json", "X-NoETL-Signature": _signed(after["secret"], body)})
+    assert answer.status_code == 202, answer.text
+
+
+async def test_a_playbook_declaring_a_subject_nats_cannot_read_is_not_registered(api: TriggerApi) -> None:
+    async with api.client("operator") as client:
+        path = unique("own_subject")
+        own = f"{api.stack.config.prefix}.evt.x"
+        text = playbook(path, f"triggers:\n  - subject: {own}\n"
+                                "workflow:\n  - step: start\n    tool: {kind: noop}\n")
+        response = await client.post("/api/catalog/register", headers={"Content-Type": "application/yaml"},
+                                     content=text)
+        assert response.status_code == 400, response.text
+        assert "NoETL's own" in response.text and "triggers[0].subject" in response.text
+        versions = await client.get("/api/catalog/playbook", params={"path": path})
+        assert versions.status_code == 404  # nothing was stored
