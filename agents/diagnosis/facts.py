@@ -135,6 +135,7 @@ class Facts:
     duration_ms: float | None = None
     history: list[PastRun] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    trigger: dict[str, Any] | None = None  # the trigger and firing that started it (docs/triggers.md)
 
     def step(self, name: str) -> StepFacts:
         return self.steps.setdefault(name, StepFacts(name=name))
@@ -191,6 +192,8 @@ def collect(execution_id: str, events: Sequence[Event], *, status: str | None = 
             playbook_text = event.payload.get("playbook") or playbook_text
             facts.path = facts.path or event.payload.get("path")
             facts.version = facts.version or event.payload.get("version")
+            trigger = event.payload.get("trigger")
+            facts.trigger = trigger if isinstance(trigger, dict) else facts.trigger
             continue
         if event.type in TERMINAL_EVENTS:
             facts.terminal_event_id = event.event_id

@@ -396,7 +396,17 @@ def _evidence(facts: Facts, failed: StepFacts, error: ErrorFact, cause: RootCaus
         ok = root.result_event_id or root.outcome_event_id
         if ok:
             items.append(Evidence(event_id=ok, fact=f"step '{root.name}' succeeded after a failed attempt"))
+    if facts.trigger and facts.started_event_id:
+        items.append(Evidence(event_id=facts.started_event_id, fact=_started_by(facts.trigger)))
     return items
+
+
+def _started_by(trigger: dict[str, Any]) -> str:
+    """Which trigger started the run (its payload came from the firing, not from a person)."""
+    name = f" '{trigger['name']}'" if trigger.get("name") else ""
+    when = f", the firing scheduled for {trigger['scheduled_at']}" if trigger.get("scheduled_at") else ""
+    return (f"the run was started by the {trigger.get('kind', '')} trigger{name} ({trigger.get('id')}"
+            f"{when}); its payload came from that firing")
 
 
 def _summary(facts: Facts, failed: StepFacts, error: ErrorFact, cause: RootCause, trans: Transience) -> str:

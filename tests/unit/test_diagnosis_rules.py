@@ -394,3 +394,16 @@ def test_similar_failures_are_read_from_the_embeddings_results() -> None:
     item = SimilarFailure.of(Result())
     assert item.next.retried_and_succeeded and item.occurred_at is not None and item.score == 0.9
     assert SimilarFailure.of({"execution_id": "e2", "score": 0.5, "extra": 1}).execution_id == "e2"
+
+
+def test_a_run_started_by_a_trigger_cites_the_firing_as_evidence() -> None:
+    log = Log(single("http", ", url: 'http://127.0.0.1:9/x'"))
+    started = log.events[0]
+    log.events[0] = started.model_copy(update={"payload": {**started.payload, "trigger": {
+        "id": "t1", "name": "nightly", "kind": "cron", "firing_id": "f1",
+        "scheduled_at": "2026-01-01T02:30:00+00:00"}}})
+    log.fail("work", "connection", "could not be reached")
+    cited = [e for e in log.diagnose().evidence if "trigger" in e.fact]
+    assert [e.event_id for e in cited] == [started.event_id]
+    assert "cron trigger 'nightly' (t1, the firing scheduled for 2026-01-01T02:30:00+00:00)" in cited[0].fact
+    assert not any("trigger" in e.fact for e in Log(single("noop")).diagnose().evidence)
