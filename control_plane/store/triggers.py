@@ -161,13 +161,6 @@ class TriggerStore:
                                 fix="create it without an id, or delete the other one first")
         return _record(row)
 
-    async def set_secret(self, trigger_id: str, secret: bytes) -> None:
-        nonce, ciphertext = self._key.seal(trigger_id, secret)
-        await self._db.execute(
-            "UPDATE triggers SET secret_key_id = %s, secret_nonce = %s, secret_ciphertext = %s, "
-            "updated_at = clock_timestamp() WHERE trigger_id = %s",
-            (self._key.key_id, nonce, ciphertext, trigger_id))
-
     async def secret(self, trigger_id: str) -> bytes | None:
         """A webhook's HMAC key, opened; None when the trigger has none."""
         row = await self._db.fetch_one(
@@ -383,12 +376,6 @@ class TriggerStore:
     async def firing(self, firing_id: str) -> FiringRecord | None:
         row = await self._db.fetch_one(
             f"SELECT {_FIRING_COLUMNS} FROM trigger_firings f WHERE f.firing_id = %s", (firing_id,))
-        return _firing(row) if row is not None else None
-
-    async def firing_of_execution(self, execution_id: str) -> FiringRecord | None:
-        row = await self._db.fetch_one(
-            f"SELECT {_FIRING_COLUMNS} FROM trigger_firings f WHERE f.execution_id = %s LIMIT 1",
-            (execution_id,))
         return _firing(row) if row is not None else None
 
     async def events(self, trigger_id: str | None = None, *, limit: int = 100,

@@ -30,7 +30,6 @@ CREATE TABLE triggers (
     updated_at        timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX triggers_by_path ON triggers (path);
-CREATE INDEX triggers_by_upstream ON triggers ((spec -> 'after' ->> 'path')) WHERE kind = 'after';
 
 CREATE TABLE trigger_firings (
     firing_id    text PRIMARY KEY,
@@ -48,7 +47,6 @@ CREATE INDEX trigger_firings_recent ON trigger_firings (trigger_id, scheduled_at
 CREATE INDEX trigger_firings_open ON trigger_firings (trigger_id, created_at)
     WHERE status IN ('pending', 'queued');
 CREATE INDEX trigger_firings_by_source ON trigger_firings (trigger_id, source_key);
-CREATE INDEX trigger_firings_by_execution ON trigger_firings (execution_id);
 
 -- every firing, start, queueing, skip (with its reason) and failure, in order; kept after the trigger
 CREATE TABLE trigger_events (
