@@ -27,7 +27,7 @@ from control_plane.services.auth import AuthService, TokenInfo
 from control_plane.services.catalog import CatalogService, PlaybookInvalidError
 from control_plane.services.executions import ExecutionService
 from control_plane.services.policies import PolicyService, PolicySettings
-from control_plane.services.triggers import TriggerService
+from control_plane.services.triggers import TriggerService, webhook_path
 from control_plane.stack import Stack, resolve_ref
 from control_plane.store import Store
 from engine.protocol.ids import new_execution_id
@@ -143,8 +143,8 @@ class LocalBackend:
         return {"path": registered.path, "version": registered.version,
                 "warnings": [w.format() for w in registered.warnings],
                 "triggers": [{"id": c.trigger.trigger_id, "name": c.trigger.name, "kind": c.trigger.kind,
-                              "secret": c.secret, "webhook_path": f"/api/hooks/{c.trigger.trigger_id}"
-                              if c.trigger.kind == "webhook" else None} for c in registered.triggers]}
+                              "secret": c.secret, "webhook_path": webhook_path(c.trigger)}
+                             for c in registered.triggers]}
 
     # ------------------------------------------------------------------ triggers
     async def _triggers(self, action: Callable[[TriggerService], Awaitable[T]]) -> T:

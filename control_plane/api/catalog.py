@@ -27,6 +27,7 @@ from control_plane.schemas.catalog import (
     RegisterRequest,
 )
 from control_plane.schemas.executions import MAX_VERSION
+from control_plane.services.triggers import webhook_path
 
 router = APIRouter(prefix="/api/catalog", tags=["catalog"], route_class=AuthorizedRoute)
 
@@ -91,8 +92,7 @@ async def register(request: Request, token: Annotated[Any, require("operator")])
 def declared_trigger(created: Any) -> DeclaredTrigger:
     record = created.trigger
     return DeclaredTrigger(id=record.trigger_id, name=record.name, kind=record.kind, secret=created.secret,
-                           webhook_path=f"/api/hooks/{record.trigger_id}"
-                           if record.kind == "webhook" else None)
+                           webhook_path=webhook_path(record))
 
 
 def _summary(entry: Any) -> PlaybookSummary:

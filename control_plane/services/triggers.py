@@ -79,6 +79,11 @@ def declared_id(path: str, name: str) -> str:
     return uuid.uuid5(_DECLARED, f"{path}|{name}").hex
 
 
+def webhook_path(record: TriggerRecord) -> str | None:
+    """Where a webhook trigger takes its deliveries (None for the other kinds)."""
+    return f"/api/hooks/{record.trigger_id}" if record.kind == "webhook" else None
+
+
 def signature_of(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
@@ -135,30 +140,24 @@ class TriggerService:
 
     async def check_declared(self, path: str, playbook: Playbook) -> None:
         """Before a registration stores anything: the subjects its declared triggers read can be read."""
-        for index, spec in enumerate(playbook.declared_triggers):
-            if spec.kind == "subject":
-                trigger_id = declared_id(path, spec.name or f"{spec.kind}-{index + 1}")
+        for one in definition.declared(playbook):
+            if one.spec.kind == "subject":
+                trigger_id = declared_id(path, one.name)
                 try:
                     existing: TriggerRecord | None = await self.store.triggers.get(trigger_id)
                 except NotFoundError:
                     existing = None
-                await self._bind_subject(trigger_id, spec, existing, f"triggers[{index}].")
+                await self._bind_subject(trigger_id, one.spec, existing, one.where)
 
     async def declare(self, path: str, playbook: Playbook, *, actor: str | None) -> builtins.list[Created]:
-        """Register the triggers `playbook` declares (a trigger without a name is named after its kind
-        and place); those it declared before and no more are deleted."""
+        """Register the triggers `playbook` declares, a checked one (definition.with_declared_checks:
+        each can fire, no two share a name); those it declared before and no more are deleted."""
         created: builtins.list[Created] = []
-        names: set[str] = set()
-        for index, spec in enumerate(playbook.declared_triggers):
-            name = spec.name or f"{spec.kind}-{index + 1}"
-            where = f"triggers[{index}]."
-            if name in names:
-                raise TriggerSpecError(f"two triggers are named '{name}'", where=f"{where}name",
-                                       fix="give each trigger of the playbook a name of its own")
-            names.add(name)
-            named = spec.model_copy(update={"name": name})
+        for one in definition.declared(playbook):
+            named = one.spec.model_copy(update={"name": one.name})
             created.append(await self.create(path, named, actor=actor, source="playbook",
-                                             trigger_id=declared_id(path, name), replace=True, where=where))
+                                             trigger_id=declared_id(path, one.name), replace=True,
+                                             where=one.where))
         gone = await self.store.triggers.delete_declared(path, [c.trigger.trigger_id for c in created])
         for trigger_id in gone:
             log.info("trigger %s of %s deleted: the playbook no longer declares it", trigger_id, path)
@@ -206,7 +205,7 @@ class TriggerService:
                 "kind": record.kind, "spec": record.spec, "source": record.source, "paused": record.paused,
                 "created_by": record.created_by, "created_at": record.created_at,
                 "updated_at": record.updated_at, "next_at": [] if record.paused else self.next_times(record),
-                "webhook_path": f"/api/hooks/{record.trigger_id}" if record.kind == "webhook" else None}
+                "webhook_path": webhook_path(record)}
 
     @staticmethod
     def describe_firing(firing: FiringRecord) -> dict[str, Any]:
@@ -235,11 +234,9 @@ class TriggerService:
         return NewFiring(fid, scheduled_at, status, execution_id=execution_id, reason=why or reason,
                          source_key=source_key, payload=payload, body=body or {})
 
-    async def tick_schedule(self, trigger_id: str,
-                            now: datetime) -> tuple[builtins.list[NewFiring], datetime | None]:
+    async def tick_schedule(self, trigger_id: str, now: datetime) -> builtins.list[NewFiring]:
         """Decide a cron or interval trigger's due firings and start those to run; the firings stored
-        now and when the next one is due."""
-        next_due: builtins.list[datetime | None] = [None]
+        now."""
 
         def decide(trigger: TriggerRecord, running: builtins.list[str]) -> Decision:
             schedule = definition.schedule_of(trigger.kind, trigger.spec, trigger.created_at)
@@ -248,7 +245,6 @@ class TriggerService:
                                  catchup=str(trigger.spec.get("catchup", "latest")),
                                  catchup_limit=int(trigger.spec.get("catchup_limit", 10)),
                                  jitter_s=definition.jitter_of(trigger.spec))
-            next_due[0] = plan.next_due
             firings: builtins.list[NewFiring] = []
             if plan.missed_before is not None:
                 firings.append(NewFiring(
@@ -268,11 +264,9 @@ class TriggerService:
                                                 reason=slot.reason, body={"caught_up": slot.caught_up}))
             return Decision(firings, plan.cursor)
 
-        stored = await self.store.triggers.decide(trigger_id, decide)
-        if stored is None:
-            return [], None
+        stored = await self.store.triggers.decide(trigger_id, decide) or []
         await self._start_all(trigger_id, stored)
-        return stored, next_due[0]
+        return stored
 
     async def tick_after(self, trigger: TriggerRecord) -> builtins.list[NewFiring]:
         """Fire an `after` trigger for each run of its upstream playbook that ended as it asks."""

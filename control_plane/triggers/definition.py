@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from control_plane.triggers.cron import CronSchedule
 from control_plane.triggers.errors import TriggerSpecError
-from control_plane.triggers.firing import firing_id, jitter_delay, time_key
+from control_plane.triggers.firing import due_at
 from control_plane.triggers.interval import IntervalSchedule, parse_duration
 from control_plane.triggers.schedule import Schedule
 from engine.dsl.diagnostics import Issue
@@ -44,8 +45,7 @@ def next_due(kind: str, spec: dict[str, Any], anchor: datetime, trigger_id: str,
     schedule = schedule_of(kind, spec, anchor)
     if schedule is None:
         return None
-    at = schedule.next_after(cursor)
-    return at + timedelta(seconds=jitter_delay(firing_id(trigger_id, time_key(at)), jitter_of(spec)))
+    return due_at(trigger_id, schedule.next_after(cursor), jitter_of(spec))
 
 
 def jitter_of(spec: dict[str, Any]) -> float:
@@ -91,15 +91,37 @@ def check(spec: TriggerSpec, where: str = "") -> None:
                                where=f"{where}jitter", fix="remove it")
 
 
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """A trigger a playbook declares, where it stands and the name it is known by."""
+
+    place: tuple[str | int, ...]  # ("triggers", 0) or ("metadata", "triggers", 0)
+    name: str  # its `name`, else `<kind>-<n>` by its place among all the declared ones, from 1
+    spec: TriggerSpec
+
+    @property
+    def where(self) -> str:
+        """The place as errors name it: `triggers[0].`, `metadata.triggers[1].`."""
+        *keys, index = self.place
+        return f"{'.'.join(str(k) for k in keys)}[{index}]."
+
+
+def declared(playbook: Playbook) -> list[Declared]:
+    """The root's `triggers:` then `metadata.triggers`, each with its place and name."""
+    places = [("triggers", i) for i in range(len(playbook.triggers))] + \
+        [("metadata", "triggers", i) for i in range(len(playbook.metadata.triggers))]
+    return [Declared(place, spec.name or f"{spec.kind}-{index + 1}", spec)
+            for index, (place, spec) in enumerate(zip(places, playbook.declared_triggers, strict=True))]
+
+
 def declared_issues(playbook: Playbook) -> list[Issue]:
     """The problems of the triggers a playbook declares that its schema cannot see (a cron, a zone, an
     interval, a jitter; a version, which a declared trigger cannot pin; two with one name), each at its
     key."""
     issues: list[Issue] = []
     names: set[str] = set()
-    declared = [(("triggers", i), spec) for i, spec in enumerate(playbook.triggers)] + \
-        [(("metadata", "triggers", i), spec) for i, spec in enumerate(playbook.metadata.triggers)]
-    for index, (place, spec) in enumerate(declared):
+    for one in declared(playbook):
+        place, spec = one.place, one.spec
         try:
             check(spec)
         except TriggerSpecError as exc:
@@ -111,11 +133,11 @@ def declared_issues(playbook: Playbook) -> list[Issue]:
         if spec.version is not None:
             issues.append(Issue((*place, "version"), "a trigger declared in a playbook starts its newest "
                                 "version (remove `version`)", "invalid_trigger"))
-        name = spec.name or f"{spec.kind}-{index + 1}"
-        if name in names:
-            issues.append(Issue((*place, "name") if spec.name else place, f"two triggers are named '{name}' "
-                                "(give each trigger of the playbook a name of its own)", "invalid_trigger"))
-        names.add(name)
+        if one.name in names:
+            issues.append(Issue((*place, "name") if spec.name else place, f"two triggers are named "
+                                f"'{one.name}' (give each trigger of the playbook a name of its own)",
+                                "invalid_trigger"))
+        names.add(one.name)
     return issues
 
 

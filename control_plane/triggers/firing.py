@@ -44,6 +44,12 @@ def jitter_delay(firing: str, jitter_s: float) -> float:
     return int(firing[:8], 16) / 0x1_0000_0000 * jitter_s
 
 
+def due_at(trigger_id: str, scheduled_at: datetime, jitter_s: float) -> datetime:
+    """When a scheduled time's firing is due: the time plus its jitter delay."""
+    delay = jitter_delay(firing_id(trigger_id, time_key(scheduled_at)), jitter_s)
+    return scheduled_at + timedelta(seconds=delay)
+
+
 @dataclass(frozen=True, slots=True)
 class Slot:
     """One scheduled time, decided: fire it or skip it (and why)."""
@@ -95,7 +101,7 @@ def plan_schedule(schedule: Schedule, *, trigger_id: str, cursor: datetime, now:
     next_due: datetime | None = None
     for at in times:
         # lateness counts from the due time: a jitter longer than the grace is a delay, not a miss
-        due = at + timedelta(seconds=jitter_delay(firing_id(trigger_id, time_key(at)), jitter_s))
+        due = due_at(trigger_id, at, jitter_s)
         if due > now:
             next_due = due
             break
@@ -103,9 +109,7 @@ def plan_schedule(schedule: Schedule, *, trigger_id: str, cursor: datetime, now:
         if due < late_before:
             missed.append(at)
     if next_due is None:
-        upcoming = schedule.next_after(now)
-        next_due = upcoming + timedelta(seconds=jitter_delay(firing_id(trigger_id, time_key(upcoming)),
-                                                             jitter_s))
+        next_due = due_at(trigger_id, schedule.next_after(now), jitter_s)
     late = set(missed)
     on_time = [at for at in decided if at not in late]
     fired = set(_caught_up(missed, on_time, catchup, catchup_limit))

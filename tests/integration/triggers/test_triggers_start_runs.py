@@ -90,12 +90,12 @@ async def test_a_cron_trigger_starts_a_run_when_its_minute_comes(api: TriggerApi
         trigger = await _create(client, path=path, cron="* * * * *", tz="Europe/Berlin", paused=False)
         next_at = datetime.fromisoformat(trigger["next_at"][0])
         # the clock-free rules take `now`: a look at the next minute decides it as the runner would then
-        stored, _ = await api.service.tick_schedule(trigger["id"], next_at + timedelta(seconds=1))
+        stored = await api.service.tick_schedule(trigger["id"], next_at + timedelta(seconds=1))
         assert [f.scheduled_at for f in stored] == [next_at]
         firing = (await _show(client, trigger["id"]))["firings"][0]
         assert firing["status"] == "started"
         await _completed(client, firing["execution_id"])
-        again, _ = await api.service.tick_schedule(trigger["id"], next_at + timedelta(seconds=2))
+        again = await api.service.tick_schedule(trigger["id"], next_at + timedelta(seconds=2))
         assert again == []  # decided once
         await client.delete(f"/api/triggers/{trigger['id']}")
 
@@ -129,6 +129,22 @@ async def test_completion_triggers_chain_executions_with_the_upstream_result_as_
         assert len((await _show(client, b["id"]))["firings"]) == 1
         for trigger in (b, c):
             await client.delete(f"/api/triggers/{trigger['id']}")
+
+
+async def _sleeper(client: httpx.AsyncClient, prefix: str, seconds: float) -> str:
+    """A registered playbook whose one python step sleeps `seconds`; its path."""
+    path = unique(prefix)
+    await register(client, playbook(path, f"""
+        workflow:
+          - step: start
+            tool:
+              kind: python
+              code: |
+                import time
+                time.sleep({seconds})
+                result = 1
+        """))
+    return path
 
 
 def _signed(secret: str, body: bytes) -> str:
@@ -206,17 +222,7 @@ async def test_a_subject_trigger_starts_one_run_per_message_even_when_it_is_publ
 async def test_a_skip_concurrency_trigger_records_why_it_did_not_start_while_the_run_runs(
         api: TriggerApi) -> None:
     async with api.client("operator") as client:
-        path = unique("slow")
-        await register(client, playbook(path, """
-            workflow:
-              - step: start
-                tool:
-                  kind: python
-                  code: |
-                    import time
-                    time.sleep(2.5)
-                    result = 1
-            """))
+        path = await _sleeper(client, "slow", 2.5)
         trigger = await _create(client, path=path, every="1s", concurrency="skip")
 
         async def skipped() -> dict[str, Any] | None:
@@ -241,17 +247,7 @@ async def test_a_skip_concurrency_trigger_records_why_it_did_not_start_while_the
 async def test_a_queue_concurrency_trigger_starts_the_waiting_firing_when_the_run_ends(
         api: TriggerApi) -> None:
     async with api.client("operator") as client:
-        path = unique("queued")
-        await register(client, playbook(path, """
-            workflow:
-              - step: start
-                tool:
-                  kind: python
-                  code: |
-                    import time
-                    time.sleep(1.5)
-                    result = 1
-            """))
+        path = await _sleeper(client, "queued", 1.5)
         trigger = await _create(client, path=path, every="1s", concurrency="queue")
 
         async def dequeued() -> list[dict[str, Any]] | None:
@@ -263,10 +259,8 @@ async def test_a_queue_concurrency_trigger_starts_the_waiting_firing_when_the_ru
         await client.post(f"/api/triggers/{trigger['id']}/pause")
         firings = (await _show(client, trigger["id"]))["firings"]
         runs = [f for f in firings if f["status"] == "started"]
-        windows = []
         for firing in runs:
-            summary = await _completed(client, firing["execution_id"])
-            windows.append(summary)
+            await _completed(client, firing["execution_id"])  # each ran to completion
         assert len(runs) >= 2
         await client.delete(f"/api/triggers/{trigger['id']}")
 
